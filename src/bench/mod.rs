@@ -1,0 +1,1 @@
+//! Benchmark mode and the synthetic traffic generator.

@@ -1,0 +1,1 @@
+//! Detection: feature scaling, Half-Space Trees, thresholds, windows.

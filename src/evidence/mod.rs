@@ -1,0 +1,1 @@
+//! Evidence: mmap packet ring, PCAP+zstd writer, alert log.

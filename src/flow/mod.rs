@@ -1,0 +1,1 @@
+//! Bidirectional flow table with nfstream-compatible features.

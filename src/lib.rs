@@ -1,0 +1,26 @@
+//! streamml-sensor: a network anomaly-detection sensor.
+//!
+//! The pipeline, one module per stage (see ARCHITECTURE.md in the repository):
+//! `capture` (where frames come from) → `wire` (zero-copy parsing into [`wire::PacketMeta`])
+//! → `shard` (symmetric hash, SPSC rings to scorer threads) → `flow` (bidirectional flow
+//! table with nfstream-compatible features) → `detect` (scaling, Half-Space Trees,
+//! thresholds) → `evidence` (mmap packet ring, PCAP+zstd writer, alert log).
+//!
+//! Architecture invariants:
+//! - `wire` is pure: no I/O, no allocation, never panics on any input.
+//! - Readers never block on scorers: a full ring is a counted drop (live capture) or
+//!   back-pressure (file replay, where dropping would only lose data for nothing).
+//! - `flow` and `detect` use packet timestamps as their only clock, so a replay is
+//!   deterministic.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod bench;
+pub mod capture;
+pub mod cli;
+pub mod config;
+pub mod detect;
+pub mod evidence;
+pub mod flow;
+pub mod shard;
+pub mod stats;
+pub mod wire;
