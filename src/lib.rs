@@ -21,6 +21,7 @@ pub mod config;
 pub mod detect;
 pub mod evidence;
 pub mod flow;
+pub mod output;
 pub mod shard;
 pub mod stats;
 pub mod wire;
