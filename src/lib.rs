@@ -22,6 +22,7 @@ pub mod detect;
 pub mod evidence;
 pub mod flow;
 pub mod output;
+pub mod pipeline;
 pub mod shard;
 pub mod stats;
 pub mod wire;

@@ -52,9 +52,11 @@ impl RunSorter {
     pub fn push(&mut self, key: &[u8], line: &[u8]) -> io::Result<()> {
         let key = &key[..key.len().min(u16::MAX as usize)];
         self.idx.push(self.buf.len() as u32);
-        self.buf.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        self.buf
+            .extend_from_slice(&(key.len() as u16).to_le_bytes());
         self.buf.extend_from_slice(key);
-        self.buf.extend_from_slice(&(line.len() as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&(line.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(line);
         self.records += 1;
         if self.buf.len() >= self.limit_bytes {
@@ -107,7 +109,11 @@ impl RunSorter {
 }
 
 enum Source {
-    Mem { buf: Vec<u8>, idx: Vec<u32>, pos: usize },
+    Mem {
+        buf: Vec<u8>,
+        idx: Vec<u32>,
+        pos: usize,
+    },
     File(BufReader<File>),
 }
 

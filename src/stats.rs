@@ -18,8 +18,10 @@ impl Counter {
     /// Adds `n`. Only the owning thread may call this (single-writer contract).
     #[inline(always)]
     pub fn add(&self, n: u64) {
-        self.0
-            .store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
 
     #[inline(always)]
