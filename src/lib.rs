@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod detect;
 pub mod evidence;
+pub mod filter;
 pub mod flow;
 pub mod output;
 pub mod pipeline;

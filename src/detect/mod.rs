@@ -1,1 +1,3 @@
 //! Detection: feature scaling, Half-Space Trees, thresholds, windows.
+
+pub mod features;
