@@ -8,6 +8,7 @@ cargo build --release --quiet
 VERSION=$(awk -F'"' '/^version/ {print $2; exit}' Cargo.toml)
 ARCH=$(dpkg --print-architecture)
 ROOT=$(mktemp -d)
+chmod 0755 "$ROOT"
 trap 'rm -rf "$ROOT"' EXIT
 install -D -m 0755 target/release/streamml-sensor "$ROOT/usr/bin/streamml-sensor"
 install -D -m 0644 packaging/systemd/streamml-sensor.service "$ROOT/lib/systemd/system/streamml-sensor.service"
