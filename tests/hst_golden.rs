@@ -142,7 +142,7 @@ impl Case {
         HalfSpaceTrees::from_splits(self.params, &self.names, self.limits.clone(), &self.splits)
             .expect("exported trees load")
     }
-    fn from_seed(&self) -> HalfSpaceTrees {
+    fn seeded(&self) -> HalfSpaceTrees {
         HalfSpaceTrees::new(self.params, &self.names, self.limits.clone()).expect("trees build")
     }
     fn complete(&self, k: usize) -> Option<Vec<f64>> {
@@ -417,7 +417,7 @@ fn parity(file: &str) {
         replay_minmax_by_hand(&c, with_counting(c.imported(), other));
         replay_minmax_pipeline(&c, c.imported(), false);
         replay_minmax_pipeline(&c, c.imported(), true);
-        replay_minmax_pipeline(&c, c.from_seed(), true);
+        replay_minmax_pipeline(&c, c.seeded(), true);
     } else {
         replay_reference(&c, c.imported(), "reference");
         replay_reference(
@@ -437,7 +437,7 @@ fn parity(file: &str) {
             with_counting(c.imported(), other),
             "batched, other counting",
         );
-        replay_fused(&c, c.from_seed(), "fused, trees built from the seed");
+        replay_fused(&c, c.seeded(), "fused, trees built from the seed");
     }
 }
 
@@ -483,7 +483,7 @@ fn trees_from_seed_equal_rivers() {
             assert_eq!(g.random().to_bits(), want, "{file}: random()");
         }
 
-        let built = c.from_seed();
+        let built = c.seeded();
         assert!(built.built_from_seed());
         let mut compared = 0;
         for (t, tree) in c.splits.iter().enumerate() {
@@ -514,7 +514,7 @@ fn caller_feature_order_does_not_change_the_trees() {
     // reverse order: f9, f8, ..., f11, f10, f1, f0
     let perm: Vec<usize> = (0..d).rev().collect();
     let names: Vec<String> = perm.iter().map(|&j| c.names[j].clone()).collect();
-    let mut a = c.from_seed();
+    let mut a = c.seeded();
     let mut b = HalfSpaceTrees::new(c.params, &names, c.limits.clone()).unwrap();
     for k in 0..c.xs.len() {
         let x = c.complete(k).unwrap();
