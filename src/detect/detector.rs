@@ -86,10 +86,14 @@ impl Detector {
             ScalingKind::Robust => {
                 let mut rc = RobustConfig::new(d, p.window_size as u32);
                 rc.log1p = log1p.clone();
-                Scaler::Robust(RobustScaler::new(rc).map_err(|e| format!("profile \"{}\": scaling: {e}", p.name))?)
+                Scaler::Robust(
+                    RobustScaler::new(rc)
+                        .map_err(|e| format!("profile \"{}\": scaling: {e}", p.name))?,
+                )
             }
         };
-        let model = ScaledHst::new(scaler, hst).map_err(|e| format!("profile \"{}\": {e}", p.name))?;
+        let model =
+            ScaledHst::new(scaler, hst).map_err(|e| format!("profile \"{}\": {e}", p.name))?;
         Ok(Detector {
             model,
             thr: Thresholder::new(p.threshold),
@@ -151,11 +155,19 @@ impl Detector {
             let (v, sv) = (x[j], self.scaled[j]);
             if v.is_finite() {
                 let t = &mut self.typical_raw[j];
-                *t = if t.is_nan() { v } else { *t + TYPICAL_ALPHA * (v - *t) };
+                *t = if t.is_nan() {
+                    v
+                } else {
+                    *t + TYPICAL_ALPHA * (v - *t)
+                };
             }
             if sv.is_finite() {
                 let t = &mut self.typical_scaled[j];
-                *t = if t.is_nan() { sv } else { *t + TYPICAL_ALPHA * (sv - *t) };
+                *t = if t.is_nan() {
+                    sv
+                } else {
+                    *t + TYPICAL_ALPHA * (sv - *t)
+                };
             }
         }
     }
@@ -210,7 +222,12 @@ mod tests {
             "[[profile]]\nname = \"t\"\nmode = \"window\"\nwindow_features = [\"packets\", \"bytes\", \"syn_share\"]\n\
              [profile.hst]\nn_trees = 10\nheight = 6\nwindow_size = 50\nseed = 3\n{extra}"
         );
-        RawConfig::parse(&text, "t").unwrap().validate("t").unwrap().profiles.remove(0)
+        RawConfig::parse(&text, "t")
+            .unwrap()
+            .validate("t")
+            .unwrap()
+            .profiles
+            .remove(0)
     }
 
     #[test]
@@ -220,12 +237,18 @@ mod tests {
         let mut d = Detector::new(&p, DetectorKind::Window).unwrap();
         let mut x = 7u64;
         let mut rnd = || {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (x >> 11) as f64 / (1u64 << 53) as f64
         };
         let mut alerts = 0;
         for _ in 0..600 {
-            let v = [100.0 + 20.0 * rnd(), 50_000.0 + 10_000.0 * rnd(), 0.02 * rnd()];
+            let v = [
+                100.0 + 20.0 * rnd(),
+                50_000.0 + 10_000.0 * rnd(),
+                0.02 * rnd(),
+            ];
             alerts += d.observe(&v).1.is_some() as u32;
         }
         assert!(d.is_warm());
@@ -234,7 +257,11 @@ mod tests {
         let (s, v) = d.observe(&[2000.0, 120_000.0, 0.95]);
         let v = v.expect("the flood window alerts");
         assert!(s > 0.5);
-        assert!(v.top.iter().any(|c| c.feature == 0 || c.feature == 2), "{:?}", v.top);
+        assert!(
+            v.top.iter().any(|c| c.feature == 0 || c.feature == 2),
+            "{:?}",
+            v.top
+        );
         assert!(v.top[0].contribution > 0.0);
     }
 }

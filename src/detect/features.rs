@@ -92,3 +92,54 @@ pub const DEFAULT_FLOW_FEATURES: [&str; 12] = [
     "bidirectional_rst_packets",
     "src2dst_bytes_share",
 ];
+
+/// Fills `out[k]` with flow feature `idx[k]` ([`FLOW_FEATURES`]) of an exported flow.
+pub fn flow_values(f: &crate::flow::FlowState, idx: &[usize], out: &mut [f64]) {
+    use crate::flow::features::flag;
+    let packets = f.packets() as f64;
+    let bytes = f.bytes() as f64;
+    let dur_ms = f.duration_ms() as f64;
+    for (o, &i) in out.iter_mut().zip(idx) {
+        *o = match i {
+            0 => dur_ms,
+            1 => packets,
+            2 => bytes,
+            3 => f.s2d.packets as f64,
+            4 => f.s2d.bytes as f64,
+            5 => f.d2s.packets as f64,
+            6 => f.d2s.bytes as f64,
+            7 => f.bi_ps.mean,
+            8 => f.stddev_ps(),
+            9 => f64::from(f.bi_ps.max),
+            10 => f.s2d.ps.mean,
+            11 => {
+                if f.d2s.packets > 0 {
+                    f.d2s.ps.mean
+                } else {
+                    0.0
+                }
+            }
+            12 => {
+                if f.packets() > 1 {
+                    f.bi_piat_ms.mean
+                } else {
+                    0.0
+                }
+            }
+            13 => f.stddev_piat_ms(),
+            14 => f.flags(flag::SYN) as f64,
+            15 => f.flags(flag::RST) as f64,
+            16 => f.flags(flag::FIN) as f64,
+            17 => f.flags(flag::PSH) as f64,
+            18 => {
+                if bytes > 0.0 {
+                    f.s2d.bytes as f64 / bytes
+                } else {
+                    0.0
+                }
+            }
+            19 => bytes / (dur_ms / 1000.0).max(0.001),
+            _ => 0.0,
+        };
+    }
+}
