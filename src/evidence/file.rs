@@ -147,6 +147,16 @@ impl PcapZstWriter {
     /// `-2`, `-3` ... before the extension if that name is taken).
     pub fn finish(mut self) -> std::io::Result<Finished> {
         let inner = self.inner.take().expect("not finished");
+        let r = self.complete(inner);
+        if r.is_err() {
+            // publish_no_replace removes it on its own failures; everything before it
+            // leaves the temporary file to us.
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        r
+    }
+
+    fn complete(&self, inner: Inner) -> std::io::Result<Finished> {
         let enc = inner.into_writer();
         let buf = enc.finish()?;
         let f = buf.into_inner().map_err(|e| e.into_error())?;
