@@ -29,6 +29,8 @@ pub enum Cmd {
     Flows(FlowsArgs),
     /// Generate a deterministic synthetic capture (benign traffic, optional attacks).
     Synth(SynthArgs),
+    /// Evidence tools: `recover` dumps the shard rings to a .pcap.zst.
+    Evidence(crate::evidence::EvidenceArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -205,6 +207,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Some(Cmd::Flows(a)) => crate::pipeline::flows_command(a),
         Some(Cmd::Synth(a)) => synth_command(a),
+        Some(Cmd::Evidence(a)) => crate::evidence::recover::run(a),
         None => bail!("no command given; try 'streamml-sensor --help'"),
     }
 }
