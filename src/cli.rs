@@ -27,6 +27,9 @@ pub struct Cli {
 pub enum Cmd {
     /// Replay a capture and write one row per bidirectional flow (nfstream's columns).
     Flows(FlowsArgs),
+    /// Run the whole pipeline over a capture (packet time): flows, windows, Half-Space
+    /// Trees, alerts.jsonl and zstd PCAP evidence; prints a summary.
+    Replay(crate::replay::ReplayArgs),
     /// Generate a deterministic synthetic capture (benign traffic, optional attacks).
     Synth(SynthArgs),
     /// Evidence tools: `recover` dumps the shard rings to a .pcap.zst.
@@ -207,6 +210,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Some(Cmd::Flows(a)) => crate::pipeline::flows_command(a),
         Some(Cmd::Synth(a)) => synth_command(a),
+        Some(Cmd::Replay(a)) => crate::replay::replay_command(a),
         Some(Cmd::Evidence(a)) => crate::evidence::recover::run(a),
         None => bail!("no command given; try 'streamml-sensor --help'"),
     }

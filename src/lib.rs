@@ -24,6 +24,8 @@ pub mod filter;
 pub mod flow;
 pub mod output;
 pub mod pipeline;
+pub mod replay;
+pub mod scorer;
 pub mod shard;
 pub mod stats;
 pub mod wire;

@@ -166,6 +166,9 @@ pub struct FlowState {
     pub bi_piat_ms: RunningStat<u64>,
     pub s2d: DirState,
     pub d2s: DirState,
+    /// Set by the table's caller when the flow is created ([`super::FlowTable::update_tagged`]):
+    /// the sensor stores the bitmask of profiles whose filter the first packet matched.
+    pub user_tag: u16,
 }
 
 impl FlowState {

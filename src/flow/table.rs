@@ -271,6 +271,19 @@ impl FlowTable {
     /// passed to `emit`.
     #[inline]
     pub fn update<F: FnMut(FlowRecord<'_>)>(&mut self, ts_ns: u64, m: &PacketMeta, emit: &mut F) {
+        self.update_tagged(ts_ns, m, 0, emit);
+    }
+
+    /// [`update`](Self::update) that stores `user_tag` in a flow this packet creates and
+    /// returns true when it created one.
+    #[inline]
+    pub fn update_tagged<F: FnMut(FlowRecord<'_>)>(
+        &mut self,
+        ts_ns: u64,
+        m: &PacketMeta,
+        user_tag: u16,
+        emit: &mut F,
+    ) -> bool {
         self.counters.packets.inc();
         let t = self.clock(ts_ns);
         if t >= self.next_scan_ms {
@@ -313,15 +326,17 @@ impl FlowTable {
                         }
                         Some(why) => {
                             self.expire(s as u32, why, emit);
-                            self.create(tag, m, t, size, emit);
+                            self.create(tag, m, t, size, user_tag, emit);
+                            return true;
                         }
                     }
-                    return;
+                    return false;
                 }
             }
             pos = (pos + 1) & self.mask;
         }
-        self.create(tag, m, t, size, emit);
+        self.create(tag, m, t, size, user_tag, emit);
+        true
     }
 
     /// Moves the packet clock to `now_ns` (never backwards) and expires every flow idle
@@ -362,6 +377,7 @@ impl FlowTable {
         m: &PacketMeta,
         t: u64,
         size: u32,
+        user_tag: u16,
         emit: &mut F,
     ) {
         if self.len >= self.cfg.capacity {
@@ -396,6 +412,7 @@ impl FlowTable {
             size,
             m.tcp_flags,
         );
+        slot.state.user_tag = user_tag;
         let splt = usize::from(self.cfg.splt);
         if splt > 0 {
             self.splt[s as usize * splt] = SpltEntry {
