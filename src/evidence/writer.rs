@@ -617,6 +617,9 @@ impl State {
     fn collect(&mut self, p: Pending, seq_bound: u64) {
         let Pending { mut alert, req, .. } = p;
         let reader = &self.rings[req.shard];
+        // A clock may promise more than the ring holds yet (e.g. u64::MAX from a scorer
+        // whose ring is written by the reader): never look past the head.
+        let seq_bound = seq_bound.min(reader.head_seq());
         let end = End {
             seq: seq_bound,
             ts_ns: req.to_ts_ns,
