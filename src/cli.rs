@@ -30,6 +30,8 @@ pub enum Cmd {
     /// Run the whole pipeline over a capture (packet time): flows, windows, Half-Space
     /// Trees, alerts.jsonl and zstd PCAP evidence; prints a summary.
     Replay(crate::replay::ReplayArgs),
+    /// Detection quality on labelled synthetic captures: window-mode ROC-AUC per seed.
+    EvalWindows(crate::eval::EvalArgs),
     /// Generate a deterministic synthetic capture (benign traffic, optional attacks).
     Synth(SynthArgs),
     /// Evidence tools: `recover` dumps the shard rings to a .pcap.zst.
@@ -211,6 +213,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Cmd::Flows(a)) => crate::pipeline::flows_command(a),
         Some(Cmd::Synth(a)) => synth_command(a),
         Some(Cmd::Replay(a)) => crate::replay::replay_command(a),
+        Some(Cmd::EvalWindows(a)) => crate::eval::eval_command(a),
         Some(Cmd::Evidence(a)) => crate::evidence::recover::run(a),
         None => bail!("no command given; try 'streamml-sensor --help'"),
     }

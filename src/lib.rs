@@ -19,6 +19,7 @@ pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod detect;
+pub mod eval;
 pub mod evidence;
 pub mod filter;
 pub mod flow;
