@@ -130,7 +130,9 @@ impl Thresholder {
                     }
                     (_, qv) => (false, qv.unwrap_or(1.0).max(min_score)),
                 };
-                rq.push(score);
+                // An alerting score enters the history clipped to the threshold, so a
+                // recurring attack does not raise the bar for the next one.
+                rq.push(if alert { t } else { score });
                 (alert, t)
             }
         }
