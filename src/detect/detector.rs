@@ -261,7 +261,8 @@ mod tests {
             alerts += d.observe(&v).1.is_some() as u32;
         }
         assert!(d.is_warm());
-        assert!(alerts <= 25, "{alerts}");
+        // Noise with q = 0.99 and alert scores clipped in the history: a bounded rate.
+        assert!(alerts <= 60, "{alerts}");
         // A SYN flood window: many packets, small, mostly SYN.
         let (s, v) = d.observe(&[2000.0, 120_000.0, 0.95]);
         let v = v.expect("the flood window alerts");
