@@ -623,6 +623,8 @@ pub struct EvidenceRing {
     run_first_seq: u64,
     /// Frames longer than snaplen that were cut.
     pub cut_to_snaplen: u64,
+    /// Bytes kept per frame (<= the file's snaplen, which bounds record size).
+    snaplen: u32,
 }
 
 /// What [`EvidenceRing::open_or_create`] found.
@@ -765,6 +767,8 @@ impl EvidenceRing {
             .store(next_seq - 1, Ordering::Release);
         let mut ring = EvidenceRing::from_arc(map, path, head, next_seq, tail, owmax, max_ts);
         ring.run_first_seq = next_seq;
+        // A smaller snaplen than the file's fits in its records.
+        ring.snaplen = cfg.snaplen;
         Ok((
             ring,
             Opened::Resumed {
@@ -796,6 +800,7 @@ impl EvidenceRing {
         max_ts: u64,
     ) -> EvidenceRing {
         let d = map.layout.data_len;
+        let d_snaplen = map.layout.snaplen;
         EvidenceRing {
             head,
             head_phys: head % d,
@@ -806,6 +811,7 @@ impl EvidenceRing {
             last_chunk: u64::MAX,
             run_first_seq: next_seq,
             cut_to_snaplen: 0,
+            snaplen: d_snaplen,
             path: path.to_path_buf(),
             map,
         }
@@ -817,7 +823,7 @@ impl EvidenceRing {
 
     /// Bytes kept per record at most.
     pub fn snaplen(&self) -> u32 {
-        self.map.layout.snaplen
+        self.snaplen
     }
 
     /// Sequence number of the last appended record (0 before the first).
@@ -849,8 +855,8 @@ impl EvidenceRing {
         let map = &*self.map;
         let d = map.layout.data_len;
         let mut cap = bytes.len();
-        if cap > map.layout.snaplen as usize {
-            cap = map.layout.snaplen as usize;
+        if cap > self.snaplen as usize {
+            cap = self.snaplen as usize;
             self.cut_to_snaplen += 1;
         }
         let cap32 = cap as u32;
