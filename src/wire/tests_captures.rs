@@ -680,7 +680,7 @@ fn mutated_frames_never_panic_and_keep_invariants() {
             continue; // needs crafted nesting, covered by unit tests
         }
         assert!(
-            outcomes.get(e.name()).is_some(),
+            outcomes.contains_key(e.name()),
             "{} never produced",
             e.name()
         );
