@@ -1042,6 +1042,29 @@ mod tests {
     }
 
     #[test]
+    fn consistency_check_catches_broken_metas() {
+        let f = eth(0x0800, &ipv4(6, &tcp(1, 2, 2, &[9; 3])));
+        let m = dec_eth(&f);
+        assert_eq!(m.check_consistency(&f), Ok(()));
+        let broken: [fn(&mut PacketMeta); 8] = [
+            |m| m.l4_off = 1000,
+            |m| m.l3_off = m.l4_off,
+            |m| m.payload_size = m.transport_size + 1,
+            |m| m.ip_size = 10,
+            |m| m.flags |= meta_flags::TRUNCATED,
+            |m| m.src_ip[5] = 1,
+            |m| m.protocol = 47,
+            |m| m.tunnel_id = tunnel::GTP,
+        ];
+        for (i, b) in broken.iter().enumerate() {
+            let mut x = m;
+            b(&mut x);
+            assert!(x.check_consistency(&f).is_err(), "case {i}");
+        }
+        assert!(m.check_consistency(&f[..40]).is_err());
+    }
+
+    #[test]
     fn offsets_beyond_64k_are_too_deep() {
         // A 70 KB frame whose transport header sits past 64 KiB: a chain of 8-byte
         // Destination Options headers inside a jumbogram.

@@ -215,66 +215,8 @@ fn every_capture_decodes_and_reasons_are_counted() {
 
 /// What must hold for every successfully decoded frame, whatever its bytes.
 pub(crate) fn check_invariants(m: &PacketMeta, frame: &[u8]) {
-    let (l3, l4) = (usize::from(m.l3_off), usize::from(m.l4_off));
-    assert!(l3 < l4, "l3_off {l3} >= l4_off {l4}");
-    assert!(
-        l4 <= frame.len(),
-        "l4_off {l4} > frame length {}",
-        frame.len()
-    );
-    assert!(m.ip_version == 4 || m.ip_version == 6);
-    let hdr_min = if m.ip_version == 4 { 20 } else { 40 };
-    assert!(l4 - l3 >= hdr_min);
-    assert!(frame.get(l3).map(|b| b >> 4) == Some(m.ip_version));
-    assert!(m.payload_size <= m.transport_size);
-    assert!(
-        u64::from(m.transport_size) + (l4 - l3) as u64 <= u64::from(m.ip_size),
-        "transport {} + headers {} > ip_size {}",
-        m.transport_size,
-        l4 - l3,
-        m.ip_size
-    );
-    if m.ip_version == 4 {
-        assert_eq!(m.src_ip[4..], [0; 12]);
-        assert_eq!(m.dst_ip[4..], [0; 12]);
-    }
-    let truncated = (l3 as u64 + u64::from(m.ip_size)) > frame.len() as u64;
-    if m.flags & meta_flags::TUNNELLED == 0 {
-        assert_eq!(m.flags & meta_flags::TRUNCATED != 0, truncated);
-    } else if truncated {
-        assert_ne!(m.flags & meta_flags::TRUNCATED, 0);
-    }
-    let short = m.flags & meta_flags::L4_SHORT != 0;
-    match m.protocol {
-        6 | 17 if short => {
-            assert_eq!((m.src_port, m.dst_port, m.tcp_flags), (0, 0, 0));
-            assert_eq!((m.transport_size, m.payload_size), (0, 0));
-        }
-        1 | 58 if short => {
-            assert_eq!((m.icmp_type, m.icmp_code, m.payload_size), (0, 0, 0));
-            assert!(m.transport_size < 4);
-        }
-        6 => {
-            assert!(l4 + 20 <= frame.len());
-            assert!(m.transport_size >= 20);
-        }
-        17 => {
-            assert!(l4 + 8 <= frame.len());
-            assert!(m.transport_size >= 8);
-            assert_eq!(m.tcp_flags, 0);
-        }
-        1 | 58 => {
-            assert!(l4 + 4 <= frame.len());
-            assert_eq!((m.src_port, m.dst_port, m.tcp_flags), (0, 0, 0));
-        }
-        _ => {
-            assert_eq!((m.src_port, m.dst_port, m.tcp_flags), (0, 0, 0));
-            assert_eq!((m.transport_size, m.payload_size), (0, 0));
-            assert_eq!((m.icmp_type, m.icmp_code), (0, 0));
-        }
-    }
-    if m.tunnel_id != tunnel::NONE {
-        assert_ne!(m.flags & meta_flags::TUNNELLED, 0);
+    if let Err(what) = m.check_consistency(frame) {
+        panic!("{what}: {m:?}");
     }
 }
 
