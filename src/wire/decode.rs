@@ -1064,6 +1064,24 @@ mod tests {
         assert!(m.check_consistency(&f[..40]).is_err());
     }
 
+    /// Found by `cargo fuzz` (fuzz/artifacts/decode/crash-52b2bab4...): a jumbogram
+    /// announcing 0xffffffff bytes made ip_size saturate below transport_size + headers.
+    #[test]
+    fn fuzz_regression_huge_jumbo_length() {
+        let hex = "000013c4c784f000123fae22f786dd600000000000002322000000000002ffffffffffffff\
+                   32f722000000000002ffffff2400000000043a00c204ffffffffffffffffffffffffffffff\
+                   ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff\
+                   ffffffffff0001f868afd11051421168bf";
+        // The first byte is the fuzz target's selector (0: Ethernet, tunnels on).
+        let f: Vec<u8> = (1..hex.len() / 2)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        let m = dec_eth(&f);
+        assert_eq!(m.check_consistency(&f), Ok(()));
+        assert_eq!(m.ip_size, u32::MAX);
+        assert_eq!(m.flags, meta_flags::TRUNCATED);
+    }
+
     #[test]
     fn offsets_beyond_64k_are_too_deep() {
         // A 70 KB frame whose transport header sits past 64 KiB: a chain of 8-byte
