@@ -232,6 +232,22 @@ fn main() {
     // stay in cache and the numbers show parsing work rather than memory latency.
     let hot_frames: Vec<(Vec<u8>, u32)> = frames.iter().step_by(32).cloned().collect();
     let hot = Packed::new(&hot_frames);
+    // `WIRE_LOOP=decode|etherparse N`: just run that parser N times over the hot set, for
+    // `perf stat -e cycles:u,instructions:u` (CPU time counts, unlike wall time, are not
+    // inflated when other jobs share the cores).
+    if let Ok(which) = std::env::var("WIRE_LOOP") {
+        let n: usize = std::env::var("WIRE_LOOP_N").map_or(10_000, |v| v.parse().unwrap());
+        let opts = DecodeOptions::default();
+        let mut acc = 0u64;
+        for _ in 0..n {
+            acc = acc.wrapping_add(match which.as_str() {
+                "decode" => decode_all(&hot, &opts),
+                _ => etherparse_all(&hot),
+            });
+        }
+        println!("{which}: {} packets (acc {acc})", n * hot.index.len());
+        return;
+    }
     let mut c = Criterion::default().configure_from_args();
     bench_parsers(&mut c, "wire_mix_hot", &hot);
     bench_parsers(&mut c, "wire_mix_all", &all);
