@@ -2,6 +2,7 @@
 //! pipeline never knows whether a frame came from a file, the generator or a NIC queue.
 
 pub mod pcap;
+pub mod synth;
 
 use std::path::PathBuf;
 
