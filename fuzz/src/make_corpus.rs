@@ -73,6 +73,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    println!("{written} seed inputs from {} captures in {out}", files.len());
+    println!(
+        "{written} seed inputs from {} captures in {out}",
+        files.len()
+    );
     Ok(())
 }
