@@ -751,6 +751,97 @@ fn agrees_with_tshark() {
 }
 
 // ---------------------------------------------------------------------------------------
+// The committed fixtures are what the tools print today (scripts/deps.sh installs both).
+
+/// Lines of `text`, without the trailing empty one.
+fn lines_of(text: &str) -> Vec<&str> {
+    text.lines().collect()
+}
+
+#[test]
+fn tshark_fixture_matches_tshark() {
+    let text = read_zst("tshark-4.0-fields.tsv.zst");
+    let fixture = sections(&text);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/wire/testdata/tshark_fields.sh");
+    let args = std::fs::read_to_string(&script).unwrap();
+    // The field list, read from the generator script so the two cannot drift apart.
+    let fields: Vec<&str> = args
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0] == "-e")
+        .map(|w| w[1].trim_end_matches('\\'))
+        .collect();
+    assert_eq!(fields.len(), 18);
+    for rel in [
+        "vlan/vlan-qinqinq.pcap",
+        "tunnels/gtp-u.pcap",
+        "ipv6/ipv6-hbh-routing0.pcap",
+    ] {
+        let mut cmd = std::process::Command::new("tshark");
+        cmd.arg("-r").arg(pcaps_dir().join(rel));
+        for o in [
+            "ip.defragment:FALSE",
+            "ipv6.defragment:FALSE",
+            "tcp.desegment_tcp_streams:FALSE",
+        ] {
+            cmd.args(["-o", o]);
+        }
+        cmd.args(["-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,"]);
+        for f in &fields {
+            cmd.args(["-e", f]);
+        }
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("tshark: {e} (scripts/deps.sh installs it)"));
+        let now = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(
+            lines_of(&now),
+            fixture[rel],
+            "{rel}: rerun tshark_fields.sh"
+        );
+    }
+}
+
+#[test]
+fn nfstream_fixture_matches_nfstream() {
+    let venv = std::env::var_os("STREAMML_VENV").unwrap_or_else(|| "/opt/streamml-venv".into());
+    let python = Path::new(&venv).join("bin/python");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/wire/testdata/nfstream_packets.py");
+    let text = read_zst("nfstream-6.6-packets.tsv.zst");
+    let fixture = sections(&text);
+    for rel in [
+        "vlan/vlan-collisions.pcap",
+        "tunnels/gtp-u.pcap",
+        "ipv6/ipv6_zero_len_ah.pcap",
+    ] {
+        let out = std::process::Command::new(&python)
+            .arg(&script)
+            .arg(rel)
+            .current_dir(pcaps_dir())
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (scripts/deps.sh creates the venv)",
+                    python.display()
+                )
+            });
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let now = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(
+            lines_of(&now),
+            fixture[rel],
+            "{rel}: rerun nfstream_packets.sh"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Seeded mutation run.
 
 /// xorshift64*: small, seeded, good enough to pick bytes.
