@@ -72,39 +72,6 @@ fn warmed(d: usize, rows: &[f64]) -> HalfSpaceTrees {
     m
 }
 
-fn bench_kernels(c: &mut Criterion) {
-    let d = 10;
-    let mut g = c.benchmark_group("kernels_d10");
-    g.throughput(Throughput::Elements(N as u64));
-    g.sample_size(20);
-    let rows = unit_rows(N, d, 17);
-    for kernel in [0u8, 1, 2] {
-        streamml_sensor::detect::hst::KERNEL.with(|k| k.set(kernel));
-        let mut m = warmed(d, &rows);
-        g.bench_function(format!("k{kernel}/score_and_learn"), |b| {
-            b.iter(|| {
-                let mut acc = 0u64;
-                for x in rows.chunks_exact(d) {
-                    acc += m.score_and_learn(x).unwrap().raw.unwrap_or(0);
-                }
-                black_box(acc)
-            })
-        });
-        let mut out = vec![Score::WARMUP; 250];
-        g.bench_function(format!("k{kernel}/batch250"), |b| {
-            b.iter(|| {
-                let mut acc = 0u64;
-                for xs in rows.chunks_exact(250 * d) {
-                    m.score_and_learn_batch(xs, &mut out).unwrap();
-                    acc += out.iter().map(|s| s.raw.unwrap_or(0)).sum::<u64>();
-                }
-                black_box(acc)
-            })
-        });
-    }
-    streamml_sensor::detect::hst::KERNEL.with(|k| k.set(2));
-}
-
 fn bench_hst(c: &mut Criterion) {
     for d in [10usize, 8] {
         let mut g = c.benchmark_group(format!("hst_T10_h8_w250_d{d}"));
@@ -200,5 +167,5 @@ fn bench_hst(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_kernels, bench_hst);
+criterion_group!(benches, bench_hst);
 criterion_main!(benches);

@@ -265,6 +265,9 @@ pub struct HalfSpaceTrees {
     n_trees: usize,
     /// Trees per heap level: the smallest power of two `>= n_trees`.
     p2: usize,
+    /// Trees walked together (interleaved): `n_trees` split into equal groups of at most
+    /// `MAX_GROUP`, so 25 trees walk as 13 + 12, not 16 + 9.
+    group: usize,
     height: u32,
     /// Smallest integer `r` with `!(r < 0.1·w)`: River's size limit as an integer.
     r_min: u32,
@@ -288,10 +291,9 @@ pub struct HalfSpaceTrees {
     leaf_l: Vec<u32>,
     inner_r: Vec<u32>,
     leaf_r: Vec<u32>,
-    /// Leaf-only mode: scratch for the pivot's top-down pass (path sum, and "River walks on
-    /// past this node"), allocated once. Empty in path-counter mode.
+    /// Leaf-only mode: scratch for the pivot's top-down pass, allocated once. Empty in
+    /// path-counter mode.
     scratch_cum: Vec<u64>,
-    scratch_go: Vec<bool>,
     counting: Counting,
     /// `learn_one` calls in the current window, `0..w`.
     counter: u32,
@@ -454,6 +456,7 @@ impl HalfSpaceTrees {
             built_from_seed,
             n_trees,
             p2,
+            group: n_trees.div_ceil(n_trees.div_ceil(MAX_GROUP)),
             height: params.height,
             r_min,
             max_score: params.max_score(),
@@ -471,7 +474,6 @@ impl HalfSpaceTrees {
             inner_r: vec![0; leaf0],
             leaf_r: vec![0; nl * p2],
             scratch_cum: Vec::new(),
-            scratch_go: Vec::new(),
             counting: Counting::LeafOnly,
             counter: 0,
             warm: false,
@@ -643,13 +645,11 @@ impl HalfSpaceTrees {
                 }
                 self.inner_term = vec![0; self.leaf0];
                 self.scratch_cum = Vec::new();
-                self.scratch_go = Vec::new();
             }
             Counting::LeafOnly => {
                 self.inner_l = Vec::new();
                 self.inner_term = Vec::new();
                 self.scratch_cum = vec![0; self.leaf0];
-                self.scratch_go = vec![false; self.leaf0];
             }
         }
         self.counting = counting;
@@ -710,7 +710,7 @@ impl HalfSpaceTrees {
     /// River's `learn_one` (§5), including the pivot after every `w`-th call.
     pub fn learn_one(&mut self, x: &[f64]) -> Result<(), HstError> {
         self.check_dim(x.len())?;
-        self.walk_rows::<1, false>([x]);
+        self.walk::<false>(x);
         self.count_learned(1);
         Ok(())
     }
@@ -719,7 +719,7 @@ impl HalfSpaceTrees {
     /// calls: the score reads only what the last pivot fixed, which learning does not change.
     pub fn score_and_learn(&mut self, x: &[f64]) -> Result<Score, HstError> {
         self.check_dim(x.len())?;
-        let raw = self.walk_rows::<1, true>([x])[0];
+        let raw = self.walk::<true>(x);
         let s = self.warm_score(raw);
         self.count_learned(1);
         Ok(s)
@@ -764,7 +764,7 @@ impl HalfSpaceTrees {
                     let raw = self
                         .score_one(&a[k * d..(k + 1) * d])
                         .map_or(0, |s| s.raw.unwrap_or(0));
-                    self.walk_rows::<1, false>([&b[k * d..(k + 1) * d]]);
+                    self.walk::<false>(&b[k * d..(k + 1) * d]);
                     out[k] = self.warm_score(raw);
                     k += 1;
                 } else {
@@ -782,38 +782,22 @@ impl HalfSpaceTrees {
     fn fused_segment(&mut self, xs: &[f64], out: &mut [Score]) {
         let d = self.names.len();
         debug_assert_eq!(xs.len(), out.len() * d);
-        let mode = KERNEL.with(|k| k.get());
-        let mut rows = xs.chunks_exact(d);
-        let mut outs = out.iter_mut();
-        if mode == 2 {
-            while rows.len() >= 2 {
-                let (r0, r1) = (rows.next().unwrap(), rows.next().unwrap());
-                let raws = self.walk_rows::<2, true>([r0, r1]);
-                *outs.next().unwrap() = self.warm_score(raws[0]);
-                *outs.next().unwrap() = self.warm_score(raws[1]);
-            }
-        }
-        for (row, o) in rows.zip(outs) {
-            let raw = self.walk_rows::<1, true>([row])[0];
+        for (row, o) in xs.chunks_exact(d).zip(out.iter_mut()) {
+            let raw = self.walk::<true>(row);
             *o = self.warm_score(raw);
         }
     }
 
-    /// One learn walk per tree for each of the `S` complete rows (each of length `d`), and
-    /// with `SCORE` their raw scores. Trees go in groups of up to `MAX_GROUP`, every group's
-    /// walks interleaved level by level.
+    /// One learn walk per tree for a complete row of length `d`, and with `SCORE` its raw
+    /// score. Trees go in groups of up to `MAX_GROUP`, each group's walks interleaved level
+    /// by level (see `walk_lanes`).
     #[inline]
-    fn walk_rows<const S: usize, const SCORE: bool>(&mut self, xs: [&[f64]; S]) -> [u64; S] {
-        for x in &xs {
-            assert_eq!(x.len(), self.names.len());
-        }
-        let mut acc = [0u64; S];
-        let groups = self.n_trees.div_ceil(MAX_GROUP);
+    fn walk<const SCORE: bool>(&mut self, x: &[f64]) -> u64 {
+        assert_eq!(x.len(), self.names.len());
+        let mut raw = 0u64;
         let mut t0 = 0;
-        for gi in 0..groups {
-            // Balanced groups: 25 trees walk as 13 + 12, not 16 + 9.
-            let g = (self.n_trees - t0).div_ceil(groups - gi);
-            let root = self.p2 - 1 + t0;
+        while t0 < self.n_trees {
+            let g = self.group.min(self.n_trees - t0);
             let mut k = Kernel {
                 thr: &self.thr,
                 feat: &self.feat,
@@ -824,23 +808,21 @@ impl HalfSpaceTrees {
                 height: self.height,
                 leaf0: self.leaf0,
             };
-            // SAFETY: `root..root + g` are tree roots (t0 + g <= n_trees <= P); every row has
-            // d values and every `feat` entry is below d (checked by every constructor);
-            // `inner_*` have branch length in path-counter mode, which is the only mode that
-            // reads them.
-            let r = unsafe {
+            let root = self.p2 - 1 + t0;
+            // SAFETY: `root..root + g` are roots of real trees (t0 + g <= n_trees <= P); the
+            // row has d values and every `feat` entry is below d (checked by every
+            // constructor); `inner_*` have branch length in path-counter mode, the only mode
+            // that reads them.
+            raw += unsafe {
                 if self.counting == Counting::PathCounters {
-                    by_lanes!(g, G, walk_lanes::<G, S, true, SCORE>(&mut k, root, xs))
+                    by_lanes!(g, G, walk_lanes::<G, true, SCORE>(&mut k, root, x))
                 } else {
-                    by_lanes!(g, G, walk_lanes::<G, S, false, SCORE>(&mut k, root, xs))
+                    by_lanes!(g, G, walk_lanes::<G, false, SCORE>(&mut k, root, x))
                 }
             };
-            for s in 0..S {
-                acc[s] += r[s];
-            }
             t0 += g;
         }
-        acc
+        raw
     }
 
     /// Advances the window counter by `n` learned samples (never past a pivot).
@@ -973,7 +955,7 @@ impl HalfSpaceTrees {
                         }
                     }
                 }
-                self.compute_terms();
+                self.compute_leaf_sums_sparse();
             }
             Counting::PathCounters => self.pivot_sparse(),
         }
@@ -981,48 +963,95 @@ impl HalfSpaceTrees {
         self.warm = true;
     }
 
+    /// Leaf-only mode's pivot: the path sums at the leaves, by a depth-first walk of the
+    /// region where River walks on (`r >= r_min`: at most `w / r_min = 10` nodes per level
+    /// per tree, whatever the height). Below a node where River stops every leaf gets the
+    /// same sum, and a subtree's leaves are contiguous, so that is one `fill`.
+    fn compute_leaf_sums_sparse(&mut self) {
+        debug_assert_eq!(self.counting, Counting::LeafOnly);
+        let (h, r_min, leaf0) = (self.height, self.r_min, self.leaf0);
+        // (heap index, depth, sum of the terms above). Pop one, push two: at most h + 1
+        // entries are pending.
+        let mut stack = [(0usize, 0u32, 0u64); MAX_HEIGHT as usize + 2];
+        for t in 0..self.n_trees {
+            stack[0] = (self.p2 - 1 + t, 0, 0);
+            let mut sp = 1;
+            while sp > 0 {
+                sp -= 1;
+                let (a, k, base) = stack[sp];
+                if a >= leaf0 {
+                    let j = a - leaf0;
+                    self.leaf_term[j] = base + ((self.leaf_r[j] as u64) << h);
+                    continue;
+                }
+                let r = self.inner_r[a];
+                let sum = base + ((r as u64) << k);
+                if r >= r_min {
+                    stack[sp] = (2 * a + 2, k + 1, sum);
+                    stack[sp + 1] = (2 * a + 1, k + 1, sum);
+                    sp += 2;
+                } else {
+                    let span = h - k;
+                    let first = ((a + 1) << span) - 1 - leaf0;
+                    self.leaf_term[first..first + (1 << span)].fill(sum);
+                }
+            }
+        }
+    }
+
     /// Recomputes every walk term from the reference masses, level by level from the roots:
     /// a node's term is `r·2^k` if River walks on past all its ancestors (each has
     /// `r >= r_min`), else 0. Leaf-only mode stores the path's running sum at the leaf.
+    ///
+    /// It runs every window, so it is written to vectorize: per node one u64, the running
+    /// sum with bit 63 set when River stops at or above the node (sums stay below 2^53).
     fn compute_terms(&mut self) {
+        const STOP: u64 = 1 << 63;
         let (h, r_min, t) = (self.height, self.r_min, self.n_trees);
-        let mut cum = std::mem::take(&mut self.scratch_cum);
-        let mut go = std::mem::take(&mut self.scratch_go);
-        cum.resize(self.leaf0, 0);
-        go.resize(self.leaf0, false);
+        let mut pass = std::mem::take(&mut self.scratch_cum);
+        pass.resize(self.leaf0, 0);
         let path = self.counting == Counting::PathCounters;
-        for k in 0..h {
-            let s = self.level_start(k);
-            let ps = if k == 0 { 0 } else { self.level_start(k - 1) };
-            for q in 0..t << k {
-                let a = s + q;
-                let r = self.inner_r[a];
-                let (alive, base) = if k == 0 {
-                    (true, 0)
-                } else {
-                    (go[ps + q / 2], cum[ps + q / 2])
-                };
-                let term = if alive { r << k } else { 0 };
-                cum[a] = base + term as u64;
-                go[a] = alive && r >= r_min;
-                if path {
-                    self.inner_term[a] = term;
+        let s0 = self.level_start(0);
+        for a in s0..s0 + t {
+            let r = self.inner_r[a];
+            pass[a] = r as u64 | (((r < r_min) as u64) << 63);
+            if path {
+                self.inner_term[a] = r;
+            }
+        }
+        for k in 1..h {
+            let (ps, s, n) = (self.level_start(k - 1), self.level_start(k), t << (k - 1));
+            let (lo, hi) = pass.split_at_mut(s);
+            let parent = &lo[ps..ps + n];
+            let kid = &mut hi[..2 * n];
+            let r = &self.inner_r[s..s + 2 * n];
+            for q in 0..2 * n {
+                let p = parent[q / 2];
+                let walks_on = (p >> 63).wrapping_sub(1); // all ones unless stopped above
+                let term = ((r[q] as u64) << k) & walks_on;
+                let stop = (p & STOP) | (((r[q] < r_min) as u64) << 63);
+                kid[q] = ((p & !STOP) + term) | stop;
+            }
+            if path {
+                let term = &mut self.inner_term[s..s + 2 * n];
+                for q in 0..2 * n {
+                    let walks_on = ((parent[q / 2] >> 63) as u32).wrapping_sub(1);
+                    term[q] = (r[q] << k) & walks_on;
                 }
             }
         }
         let ps = self.level_start(h - 1);
-        for j in 0..t << h {
-            let p = ps + j / 2;
-            let term = if go[p] {
-                (self.leaf_r[j] as u64) << h
-            } else {
-                0
-            };
-            self.leaf_term[j] = if path { term } else { cum[p] + term };
+        let n = t << (h - 1);
+        let parent = &pass[ps..ps + n];
+        let (lt, lr) = (&mut self.leaf_term[..2 * n], &self.leaf_r[..2 * n]);
+        for q in 0..2 * n {
+            let p = parent[q / 2];
+            let walks_on = (p >> 63).wrapping_sub(1);
+            let term = ((lr[q] as u64) << h) & walks_on;
+            lt[q] = if path { term } else { (p & !STOP) + term };
         }
         if !path {
-            self.scratch_cum = cum;
-            self.scratch_go = go;
+            self.scratch_cum = pass;
         }
     }
 
@@ -1228,11 +1257,6 @@ impl HalfSpaceTrees {
     }
 }
 
-thread_local! {
-    #[doc(hidden)]
-    pub static KERNEL: std::cell::Cell<u8> = const { std::cell::Cell::new(1) };
-}
-
 /// Most trees walked together by one `walk_lanes` call.
 const MAX_GROUP: usize = 16;
 
@@ -1248,62 +1272,53 @@ struct Kernel<'a> {
     leaf0: usize,
 }
 
-/// The hot kernel: `S` rows × `G` consecutive trees (roots `root..root+G`), walked level by
-/// level so the `S·G` independent chains (load feature → load x[feature] → compare with the
-/// threshold → next index) overlap in the CPU. Branch-free: `a = 2a + 1 + !(x < t)`.
-/// Increments the latest-window counters; with `SCORE`, sums what the walks add.
+/// The hot kernel: the walks of `G` consecutive trees (roots `root..root+G`) for one row,
+/// interleaved level by level so the `G` independent chains (load feature → load x[feature]
+/// → compare with the threshold → next index) overlap in the CPU. Branch-free:
+/// `a = 2a + 1 + !(x < t)`. Increments the latest-window counters; with `SCORE`, returns
+/// the sum of what the walks add.
 ///
 /// # Safety
-/// `root + G <= leaf0 / 2^h` + `P − 1` (the lanes are real trees), `inner_term`/`inner_l` have
-/// `leaf0` entries if `PATH`, and every row is longer than every `feat` entry.
+/// The lanes are real trees (`root + G <= P − 1 + n_trees`), `inner_term`/`inner_l` have
+/// `leaf0` entries if `PATH`, and `x` is longer than every `feat` entry.
 #[inline(always)]
-unsafe fn walk_lanes<const G: usize, const S: usize, const PATH: bool, const SCORE: bool>(
+unsafe fn walk_lanes<const G: usize, const PATH: bool, const SCORE: bool>(
     k: &mut Kernel<'_>,
     root: usize,
-    xs: [&[f64]; S],
-) -> [u64; S] {
-    let mut a = [[0usize; G]; S];
-    for row in a.iter_mut() {
-        for (l, v) in row.iter_mut().enumerate() {
-            *v = root + l;
-        }
-    }
-    let mut acc = [0u64; S];
+    x: &[f64],
+) -> u64 {
+    let mut a: [usize; G] = std::array::from_fn(|l| root + l);
+    let mut acc = 0u64;
     for _ in 0..k.height {
-        for l in 0..G {
-            for s in 0..S {
-                let i = a[s][l];
-                debug_assert!(i < k.leaf0);
-                // SAFETY: on a branch level i < leaf0 = len(thr) = len(feat).
-                let (t, f) =
-                    unsafe { (*k.thr.get_unchecked(i), *k.feat.get_unchecked(i) as usize) };
-                if PATH {
-                    // SAFETY: in path-counter mode inner_* have leaf0 entries.
-                    unsafe {
-                        if SCORE {
-                            acc[s] += *k.inner_term.get_unchecked(i) as u64;
-                        }
-                        *k.inner_l.get_unchecked_mut(i) += 1;
+        for a in a.iter_mut() {
+            let i = *a;
+            debug_assert!(i < k.leaf0);
+            // SAFETY: on a branch level i < leaf0 = len(thr) = len(feat).
+            let (t, f) = unsafe { (*k.thr.get_unchecked(i), *k.feat.get_unchecked(i) as usize) };
+            if PATH {
+                // SAFETY: in path-counter mode inner_* have leaf0 entries.
+                unsafe {
+                    if SCORE {
+                        acc += *k.inner_term.get_unchecked(i) as u64;
                     }
+                    *k.inner_l.get_unchecked_mut(i) += 1;
                 }
-                debug_assert!(f < xs[s].len());
-                // SAFETY: every feature index is below the row length (caller's contract).
-                let v = unsafe { *xs[s].get_unchecked(f) };
-                a[s][l] = 2 * i + 1 + (!(v < t)) as usize;
             }
+            debug_assert!(f < x.len());
+            // SAFETY: every feature index is below the row length (caller's contract).
+            let v = unsafe { *x.get_unchecked(f) };
+            *a = 2 * i + 1 + (!(v < t)) as usize;
         }
     }
-    for l in 0..G {
-        for s in 0..S {
-            let j = a[s][l] - k.leaf0;
-            debug_assert!(j < k.leaf_l.len());
-            // SAFETY: after `height` levels a is a leaf of a real tree: j < n_trees·2^h.
-            unsafe {
-                if SCORE {
-                    acc[s] += *k.leaf_term.get_unchecked(j);
-                }
-                *k.leaf_l.get_unchecked_mut(j) += 1;
+    for &a in &a {
+        let j = a - k.leaf0;
+        debug_assert!(j < k.leaf_l.len());
+        // SAFETY: after `height` levels `a` is a leaf of a real tree: j < n_trees·2^h.
+        unsafe {
+            if SCORE {
+                acc += *k.leaf_term.get_unchecked(j);
             }
+            *k.leaf_l.get_unchecked_mut(j) += 1;
         }
     }
     acc
@@ -2056,7 +2071,12 @@ mod tests {
         let d = 3;
         let mut rc = RobustConfig::new(d, 20);
         rc.log1p = vec![true; d];
-        let mut a = pipeline(Scaler::Robust(RobustScaler::new(rc).unwrap()), 2, d);
+        // A small model: the decoder paths are the same, and 3000 decodes stay quick.
+        let mut a = ScaledHst::new(
+            Scaler::Robust(RobustScaler::new(rc).unwrap()),
+            model(3, 5, 20, d, 2),
+        )
+        .unwrap();
         for x in raw_rows(130, d, 2).chunks(d) {
             a.score_and_learn(x).unwrap();
         }
