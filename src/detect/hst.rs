@@ -798,26 +798,28 @@ impl HalfSpaceTrees {
         let mut t0 = 0;
         while t0 < self.n_trees {
             let g = self.group.min(self.n_trees - t0);
-            let mut k = Kernel {
-                thr: &self.thr,
-                feat: &self.feat,
-                inner_term: &self.inner_term,
-                inner_l: &mut self.inner_l,
-                leaf_term: &self.leaf_term,
-                leaf_l: &mut self.leaf_l,
+            let k = Kernel {
+                thr: self.thr.as_ptr(),
+                feat: self.feat.as_ptr(),
+                inner_term: self.inner_term.as_ptr(),
+                inner_l: self.inner_l.as_mut_ptr(),
+                leaf_term: self.leaf_term.as_ptr(),
+                leaf_l: self.leaf_l.as_mut_ptr(),
+                x: x.as_ptr(),
                 height: self.height,
                 leaf0: self.leaf0,
             };
             let root = self.p2 - 1 + t0;
-            // SAFETY: `root..root + g` are roots of real trees (t0 + g <= n_trees <= P); the
-            // row has d values and every `feat` entry is below d (checked by every
-            // constructor); `inner_*` have branch length in path-counter mode, the only mode
-            // that reads them.
+            // SAFETY: `root..root + g` are roots of real trees (t0 + g <= n_trees <= P), so
+            // every branch index stays below leaf0 and every leaf slot below n_trees·2^h (the
+            // arrays' lengths); the row has d values and every `feat` entry is below d
+            // (checked by every constructor); `inner_*` have leaf0 entries in path-counter
+            // mode, the only mode that reads them.
             raw += unsafe {
                 if self.counting == Counting::PathCounters {
-                    by_lanes!(g, G, walk_lanes::<G, true, SCORE>(&mut k, root, x))
+                    by_lanes!(g, G, walk_lanes::<G, true, SCORE>(k, root))
                 } else {
-                    by_lanes!(g, G, walk_lanes::<G, false, SCORE>(&mut k, root, x))
+                    by_lanes!(g, G, walk_lanes::<G, false, SCORE>(k, root))
                 }
             };
             t0 += g;
@@ -1260,14 +1262,17 @@ impl HalfSpaceTrees {
 /// Most trees walked together by one `walk_lanes` call.
 const MAX_GROUP: usize = 16;
 
-/// The arrays a walk touches, borrowed once per call.
-struct Kernel<'a> {
-    thr: &'a [f64],
-    feat: &'a [u16],
-    inner_term: &'a [u32],
-    inner_l: &'a mut [u32],
-    leaf_term: &'a [u64],
-    leaf_l: &'a mut [u32],
+/// Where a walk reads and writes, as raw pointers (see `walk_lanes` for the contract).
+/// Passed by value: loaded into registers once, never re-read after a store.
+#[derive(Clone, Copy)]
+struct Kernel {
+    thr: *const f64,
+    feat: *const u16,
+    inner_term: *const u32,
+    inner_l: *mut u32,
+    leaf_term: *const u64,
+    leaf_l: *mut u32,
+    x: *const f64,
     height: u32,
     leaf0: usize,
 }
@@ -1279,13 +1284,13 @@ struct Kernel<'a> {
 /// the sum of what the walks add.
 ///
 /// # Safety
-/// The lanes are real trees (`root + G <= P − 1 + n_trees`), `inner_term`/`inner_l` have
-/// `leaf0` entries if `PATH`, and `x` is longer than every `feat` entry.
+/// The lanes are real trees: for `h` levels from `root..root+G` every index stays below
+/// `leaf0`, which `thr`, `feat` (and `inner_*` if `PATH`) cover, and ends on a leaf slot that
+/// `leaf_term` and `leaf_l` cover; `x` holds more values than any `feat` entry.
 #[inline(always)]
 unsafe fn walk_lanes<const G: usize, const PATH: bool, const SCORE: bool>(
-    k: &mut Kernel<'_>,
+    k: Kernel,
     root: usize,
-    x: &[f64],
 ) -> u64 {
     let mut a: [usize; G] = std::array::from_fn(|l| root + l);
     let mut acc = 0u64;
@@ -1293,32 +1298,28 @@ unsafe fn walk_lanes<const G: usize, const PATH: bool, const SCORE: bool>(
         for a in a.iter_mut() {
             let i = *a;
             debug_assert!(i < k.leaf0);
-            // SAFETY: on a branch level i < leaf0 = len(thr) = len(feat).
-            let (t, f) = unsafe { (*k.thr.get_unchecked(i), *k.feat.get_unchecked(i) as usize) };
-            if PATH {
-                // SAFETY: in path-counter mode inner_* have leaf0 entries.
-                unsafe {
+            // SAFETY: on a branch level i < leaf0; feature indices are below the row length.
+            unsafe {
+                let t = *k.thr.add(i);
+                let v = *k.x.add(*k.feat.add(i) as usize);
+                if PATH {
                     if SCORE {
-                        acc += *k.inner_term.get_unchecked(i) as u64;
+                        acc += *k.inner_term.add(i) as u64;
                     }
-                    *k.inner_l.get_unchecked_mut(i) += 1;
+                    *k.inner_l.add(i) += 1;
                 }
+                *a = 2 * i + 1 + (!(v < t)) as usize;
             }
-            debug_assert!(f < x.len());
-            // SAFETY: every feature index is below the row length (caller's contract).
-            let v = unsafe { *x.get_unchecked(f) };
-            *a = 2 * i + 1 + (!(v < t)) as usize;
         }
     }
     for &a in &a {
         let j = a - k.leaf0;
-        debug_assert!(j < k.leaf_l.len());
-        // SAFETY: after `height` levels `a` is a leaf of a real tree: j < n_trees·2^h.
+        // SAFETY: after `height` levels `a` is a leaf of a real tree.
         unsafe {
             if SCORE {
-                acc += *k.leaf_term.get_unchecked(j);
+                acc += *k.leaf_term.add(j);
             }
-            *k.leaf_l.get_unchecked_mut(j) += 1;
+            *k.leaf_l.add(j) += 1;
         }
     }
     acc
