@@ -693,18 +693,7 @@ impl HalfSpaceTrees {
         if !self.warm {
             return Ok(Score::WARMUP);
         }
-        let mut raw = 0u64;
-        for t in 0..self.n_trees {
-            let mut a = self.p2 - 1 + t;
-            for _ in 0..self.height {
-                if self.counting == Counting::PathCounters {
-                    raw += self.inner_term[a] as u64;
-                }
-                a = 2 * a + 1 + (!(x[self.feat[a] as usize] < self.thr[a])) as usize;
-            }
-            raw += self.leaf_term[a - self.leaf0];
-        }
-        Ok(self.score_of_raw(raw))
+        Ok(self.score_of_raw(self.score_walk(x)))
     }
 
     /// River's `learn_one` (§5), including the pivot after every `w`-th call.
@@ -788,11 +777,26 @@ impl HalfSpaceTrees {
         }
     }
 
-    /// One learn walk per tree for a complete row of length `d`, and with `SCORE` its raw
-    /// score. Trees go in groups of up to `MAX_GROUP`, each group's walks interleaved level
-    /// by level (see `walk_lanes`).
+    /// One walk per tree for a complete row of length `d`: with `LEARN` it increments the
+    /// latest-window masses, with `SCORE` it returns the raw score. Trees go in groups of up
+    /// to `MAX_GROUP`, each group's walks interleaved level by level (see `walk_lanes`).
     #[inline]
     fn walk<const SCORE: bool>(&mut self, x: &[f64]) -> u64 {
+        // SAFETY: `&mut self`: the kernel may write the counters.
+        unsafe { self.walk_raw::<SCORE, true>(x) }
+    }
+
+    /// Raw score of a complete row without changing anything.
+    #[inline]
+    fn score_walk(&self, x: &[f64]) -> u64 {
+        // SAFETY: without LEARN the kernel writes nothing, so shared access suffices.
+        unsafe { self.walk_raw::<true, false>(x) }
+    }
+
+    /// # Safety
+    /// With `LEARN` the caller holds `&mut self` (the kernel writes the counters).
+    #[inline]
+    unsafe fn walk_raw<const SCORE: bool, const LEARN: bool>(&self, x: &[f64]) -> u64 {
         assert_eq!(x.len(), self.names.len());
         let mut raw = 0u64;
         let mut t0 = 0;
@@ -802,9 +806,9 @@ impl HalfSpaceTrees {
                 thr: self.thr.as_ptr(),
                 feat: self.feat.as_ptr(),
                 inner_term: self.inner_term.as_ptr(),
-                inner_l: self.inner_l.as_mut_ptr(),
+                inner_l: self.inner_l.as_ptr().cast_mut(),
                 leaf_term: self.leaf_term.as_ptr(),
-                leaf_l: self.leaf_l.as_mut_ptr(),
+                leaf_l: self.leaf_l.as_ptr().cast_mut(),
                 x: x.as_ptr(),
                 height: self.height,
                 leaf0: self.leaf0,
@@ -814,12 +818,13 @@ impl HalfSpaceTrees {
             // every branch index stays below leaf0 and every leaf slot below n_trees·2^h (the
             // arrays' lengths); the row has d values and every `feat` entry is below d
             // (checked by every constructor); `inner_*` have leaf0 entries in path-counter
-            // mode, the only mode that reads them.
+            // mode, the only mode that reads them; writes happen only with LEARN, when the
+            // caller holds `&mut self`.
             raw += unsafe {
                 if self.counting == Counting::PathCounters {
-                    by_lanes!(g, G, walk_lanes::<G, true, SCORE>(k, root))
+                    by_lanes!(g, G, walk_lanes::<G, true, SCORE, LEARN>(k, root))
                 } else {
-                    by_lanes!(g, G, walk_lanes::<G, false, SCORE>(k, root))
+                    by_lanes!(g, G, walk_lanes::<G, false, SCORE, LEARN>(k, root))
                 }
             };
             t0 += g;
@@ -1281,14 +1286,15 @@ struct Kernel {
 /// interleaved level by level so the `G` independent chains (load feature → load x[feature]
 /// → compare with the threshold → next index) overlap in the CPU. Branch-free:
 /// `a = 2a + 1 + !(x < t)`. Increments the latest-window counters; with `SCORE`, returns
-/// the sum of what the walks add.
+/// the sum of what the walks add. Without `LEARN` it writes nothing (the `*mut` pointers may
+/// then come from shared references).
 ///
 /// # Safety
 /// The lanes are real trees: for `h` levels from `root..root+G` every index stays below
 /// `leaf0`, which `thr`, `feat` (and `inner_*` if `PATH`) cover, and ends on a leaf slot that
 /// `leaf_term` and `leaf_l` cover; `x` holds more values than any `feat` entry.
 #[inline(always)]
-unsafe fn walk_lanes<const G: usize, const PATH: bool, const SCORE: bool>(
+unsafe fn walk_lanes<const G: usize, const PATH: bool, const SCORE: bool, const LEARN: bool>(
     k: Kernel,
     root: usize,
 ) -> u64 {
@@ -1306,7 +1312,9 @@ unsafe fn walk_lanes<const G: usize, const PATH: bool, const SCORE: bool>(
                     if SCORE {
                         acc += *k.inner_term.add(i) as u64;
                     }
-                    *k.inner_l.add(i) += 1;
+                    if LEARN {
+                        *k.inner_l.add(i) += 1;
+                    }
                 }
                 *a = 2 * i + 1 + (!(v < t)) as usize;
             }
@@ -1319,7 +1327,9 @@ unsafe fn walk_lanes<const G: usize, const PATH: bool, const SCORE: bool>(
             if SCORE {
                 acc += *k.leaf_term.add(j);
             }
-            *k.leaf_l.add(j) += 1;
+            if LEARN {
+                *k.leaf_l.add(j) += 1;
+            }
         }
     }
     acc
@@ -1445,8 +1455,7 @@ impl ScaledHst {
     pub fn score_and_learn(&mut self, x: &[f64]) -> Result<Score, HstError> {
         self.hst.check_dim(x.len())?;
         let d = x.len();
-        self.scaler.transform(x, &mut self.a[..d]);
-        if !self.scaler.learn(x) {
+        if !self.scaler.transform_learn(x, &mut self.a[..d]) {
             return self.hst.score_and_learn(&self.a[..d]);
         }
         let s = self.hst.score_one(&self.a[..d])?;
@@ -1469,8 +1478,9 @@ impl ScaledHst {
             let n = outs.len();
             for k in 0..n {
                 let x = &rows[k * d..(k + 1) * d];
-                self.scaler.transform(x, &mut self.a[k * d..(k + 1) * d]);
-                self.differs[k] = self.scaler.learn(x);
+                self.differs[k] = self
+                    .scaler
+                    .transform_learn(x, &mut self.a[k * d..(k + 1) * d]);
                 if self.differs[k] {
                     self.scaler.transform(x, &mut self.b[k * d..(k + 1) * d]);
                 }

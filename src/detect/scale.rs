@@ -73,6 +73,25 @@ impl MinMaxScaler {
         }
     }
 
+    /// `transform(x)` with the statistics before `x`, then `learn(x)`, in one pass (the
+    /// features are independent, so this equals the two calls). Returns `learn`'s result.
+    pub fn transform_learn(&mut self, x: &[f64], out: &mut [f64]) -> bool {
+        let mut changed = false;
+        for (((o, &v), lo), hi) in out.iter_mut().zip(x).zip(&mut self.min).zip(&mut self.max) {
+            let span = *hi - *lo;
+            *o = if span != 0.0 { (v - *lo) / span } else { 0.0 };
+            if v < *lo {
+                *lo = v;
+                changed = true;
+            }
+            if v > *hi {
+                *hi = v;
+                changed = true;
+            }
+        }
+        changed
+    }
+
     /// `learn` for a sample with absent features (`None`): they are not counted.
     pub fn learn_partial(&mut self, x: &[Option<f64>]) -> bool {
         let mut changed = false;
@@ -294,20 +313,49 @@ impl RobustScaler {
     /// Adds `x` to the history; refits when due. Returns true if the fit changed (then the
     /// learn-time vector differs from the score-time one).
     pub fn learn(&mut self, x: &[f64]) -> bool {
-        let h = self.cfg.history;
         for (j, &v) in x.iter().enumerate() {
             let v = self.pre(j, v);
-            if !v.is_finite() {
-                continue;
-            }
-            let base = j * h as usize;
-            let head = self.ring_head[j];
-            self.ring[base + head as usize] = v;
-            self.ring_head[j] = if head + 1 == h { 0 } else { head + 1 };
-            if self.ring_len[j] < h {
-                self.ring_len[j] += 1;
-            }
+            self.push(j, v);
         }
+        self.count_sample()
+    }
+
+    /// `transform(x)` with the current fit, then `learn(x)`, transforming each value once.
+    pub fn transform_learn(&mut self, x: &[f64], out: &mut [f64]) -> bool {
+        for (j, (o, &v)) in out.iter_mut().zip(x).enumerate() {
+            let v = self.pre(j, v);
+            *o = if !self.fitted {
+                if v.is_nan() {
+                    v
+                } else {
+                    0.5
+                }
+            } else {
+                ((v - self.lo[j]) * self.inv[j]).clamp(0.0, 1.0)
+            };
+            self.push(j, v);
+        }
+        self.count_sample()
+    }
+
+    /// Appends a (log-transformed) value to feature `j`'s history; non-finite values are
+    /// not history.
+    #[inline]
+    fn push(&mut self, j: usize, v: f64) {
+        if !v.is_finite() {
+            return;
+        }
+        let h = self.cfg.history;
+        let head = self.ring_head[j];
+        self.ring[j * h as usize + head as usize] = v;
+        self.ring_head[j] = if head + 1 == h { 0 } else { head + 1 };
+        if self.ring_len[j] < h {
+            self.ring_len[j] += 1;
+        }
+    }
+
+    /// Counts a learned sample and refits when due; true if it refitted.
+    fn count_sample(&mut self) -> bool {
         self.seen += 1;
         let refit = if self.warm {
             self.since_fit += 1;
@@ -468,6 +516,19 @@ impl Scaler {
             Scaler::Robust(s) => s.transform(x, out),
         }
     }
+    /// `transform(x, out)` then `learn(x)` in one pass; true if the transform changed
+    /// (then `out` is the score-time vector and the learn-time one needs a new `transform`).
+    pub fn transform_learn(&mut self, x: &[f64], out: &mut [f64]) -> bool {
+        match self {
+            Scaler::Identity => {
+                out.copy_from_slice(x);
+                false
+            }
+            Scaler::MinMax(s) => s.transform_learn(x, out),
+            Scaler::Robust(s) => s.transform_learn(x, out),
+        }
+    }
+
     /// Learns `x`; true if the transform changed.
     pub fn learn(&mut self, x: &[f64]) -> bool {
         match self {
@@ -544,6 +605,39 @@ mod tests {
         let mut out = [0.0];
         s.transform(&[0.3], &mut out);
         assert_eq!(out[0].to_bits(), ((0.3 - 0.1) / (0.7 - 0.1f64)).to_bits());
+    }
+
+    /// The fused pass equals `transform` then `learn`, bit for bit, for every scaler.
+    #[test]
+    fn transform_learn_equals_the_two_calls() {
+        let mut rc = RobustConfig::new(3, 8);
+        rc.log1p = vec![true, false, true];
+        for mut a in [
+            Scaler::Identity,
+            Scaler::MinMax(MinMaxScaler::new(3)),
+            Scaler::Robust(RobustScaler::new(rc).unwrap()),
+        ] {
+            let mut b = a.clone();
+            let mut st = 3u64;
+            for k in 0..200 {
+                st = st
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = (st >> 11) as f64 / (1u64 << 53) as f64;
+                let x = [
+                    u * 1e4,
+                    -3.0 + u,
+                    if k % 17 == 0 { f64::NAN } else { u * u },
+                ];
+                let (mut oa, mut ob) = ([0.0; 3], [0.0; 3]);
+                let ca = a.transform_learn(&x, &mut oa);
+                b.transform(&x, &mut ob);
+                let cb = b.learn(&x);
+                assert_eq!(ca, cb);
+                assert_eq!(oa.map(f64::to_bits), ob.map(f64::to_bits), "sample {k}");
+            }
+            assert_eq!(a, b);
+        }
     }
 
     #[test]
