@@ -8,7 +8,8 @@
 //!   under the old scale, no longer match the traffic, and normal samples score as anomalous
 //!   for up to two windows (hst.md §13).
 //! * [`RobustScaler`]: the sensor's default. Per feature: optional `log1p`, then a linear map
-//!   fitted on quantiles of a sliding history (5 % and 95 % by default, plus a margin), then
+//!   fitted on quantiles of a sliding history (5 % and 95 % by default, nearest rank, plus a
+//!   margin), then
 //!   clamped to [0, 1]. An outlier moves a quantile by at most one rank, so a burst shorter
 //!   than 5 % of the history does not move the scale at all; the parameters change only at
 //!   refits (every `refit_every` samples, the HST window by default), so between refits the
@@ -382,8 +383,7 @@ impl RobustScaler {
             }
             let s = &mut self.scratch[..n];
             s.copy_from_slice(&self.ring[j * h..j * h + n]);
-            let ql = quantile(s, self.cfg.q_lo);
-            let qh = quantile(s, self.cfg.q_hi);
+            let (ql, qh) = quantile_pair(s, self.cfg.q_lo, self.cfg.q_hi);
             let floor = self.cfg.min_rel_span * 1f64.max(ql.abs()).max(qh.abs());
             let span = (qh - ql).max(floor);
             let lo = ql - self.cfg.margin * span;
@@ -473,20 +473,21 @@ impl RobustScaler {
     }
 }
 
-/// Linear-interpolation quantile (NumPy's default, "type 7") of `s`, reordering `s`.
-/// `s` is non-empty and holds no NaN.
-fn quantile(s: &mut [f64], p: f64) -> f64 {
-    let n = s.len();
-    let pos = p * (n - 1) as f64;
-    let k = (pos.floor() as usize).min(n - 1);
-    let frac = pos - k as f64;
-    let (_, &mut a, rest) = s.select_nth_unstable_by(k, f64::total_cmp);
-    if frac > 0.0 && !rest.is_empty() {
-        let b = rest.iter().copied().fold(f64::INFINITY, f64::min);
-        a + (b - a) * frac
+/// Nearest-rank quantiles `(q_lo, q_hi)` of `s` (non-empty, no NaN, reordered): the order
+/// statistics at `floor(q_lo·(n−1))` and `ceil(q_hi·(n−1))`, the outer ranks, so the fitted
+/// range is never narrower than the interpolated one. Two selections, the second on the
+/// part left of the first: about 2n comparisons.
+fn quantile_pair(s: &mut [f64], q_lo: f64, q_hi: f64) -> (f64, f64) {
+    let last = s.len() - 1;
+    let k_hi = ((q_hi * last as f64).ceil() as usize).min(last);
+    let k_lo = ((q_lo * last as f64).floor() as usize).min(k_hi);
+    let (left, &mut hi, _) = s.select_nth_unstable_by(k_hi, f64::total_cmp);
+    let lo = if k_lo == k_hi {
+        hi
     } else {
-        a
-    }
+        *left.select_nth_unstable_by(k_lo, f64::total_cmp).1
+    };
+    (lo, hi)
 }
 
 /// The scaler in front of a model.
@@ -641,13 +642,15 @@ mod tests {
     }
 
     #[test]
-    fn quantile_matches_numpy_type7() {
-        // numpy.quantile([1, 2, 3, 4, 10], [0.05, 0.5, 0.95]) = [1.2, 3.0, 8.8]
-        let q = |p| quantile(&mut [10.0, 3.0, 1.0, 4.0, 2.0], p);
-        assert!((q(0.05) - 1.2).abs() < 1e-12);
-        assert_eq!(q(0.5), 3.0);
-        assert!((q(0.95) - 8.8).abs() < 1e-12);
-        assert_eq!(quantile(&mut [5.0], 0.95), 5.0);
+    fn quantile_pair_takes_the_outer_ranks() {
+        // n = 21: ranks floor(0.05·20) = 1 and ceil(0.95·20) = 19.
+        let mut v: Vec<f64> = (0..21).rev().map(|i| (i * i) as f64).collect();
+        assert_eq!(quantile_pair(&mut v, 0.05, 0.95), (1.0, 361.0));
+        // n = 10: ranks floor(0.45) = 0 and ceil(8.55) = 9: the extremes.
+        let mut v: Vec<f64> = vec![5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 8.0, 4.0, 6.0, 10.0];
+        assert_eq!(quantile_pair(&mut v, 0.05, 0.95), (1.0, 10.0));
+        assert_eq!(quantile_pair(&mut [5.0], 0.05, 0.95), (5.0, 5.0));
+        assert_eq!(quantile_pair(&mut [2.0, 2.0, 2.0], 0.5, 0.5), (2.0, 2.0));
     }
 
     #[test]
