@@ -1019,12 +1019,11 @@ impl HalfSpaceTrees {
         pass.resize(self.leaf0, 0);
         let path = self.counting == Counting::PathCounters;
         let s0 = self.level_start(0);
-        for a in s0..s0 + t {
-            let r = self.inner_r[a];
-            pass[a] = r as u64 | (((r < r_min) as u64) << 63);
-            if path {
-                self.inner_term[a] = r;
-            }
+        for (p, &r) in pass[s0..s0 + t].iter_mut().zip(&self.inner_r[s0..s0 + t]) {
+            *p = r as u64 | (((r < r_min) as u64) << 63);
+        }
+        if path {
+            self.inner_term[s0..s0 + t].copy_from_slice(&self.inner_r[s0..s0 + t]);
         }
         for k in 1..h {
             let (ps, s, n) = (self.level_start(k - 1), self.level_start(k), t << (k - 1));
