@@ -123,6 +123,9 @@ pub const PADDING: f64 = 0.15;
 pub const MAX_HEIGHT: u32 = 20;
 /// Largest supported number of trees.
 pub const MAX_TREES: u32 = 4096;
+/// Largest model, in bytes of arrays: bigger parameter sets are an error, not an abort on a
+/// failed allocation.
+pub const MAX_MODEL_BYTES: u64 = 4 << 30;
 /// Largest number of features (feature indices are u16 in the hot arrays).
 pub const MAX_FEATURES: usize = u16::MAX as usize;
 
@@ -171,6 +174,15 @@ impl HstParams {
                 self.window_size, self.height
             )));
         }
+        if self.memory_bytes() > MAX_MODEL_BYTES {
+            return Err(HstError::Param(format!(
+                "n_trees = {} with height = {}: the trees need {} MiB, more than the {} MiB allowed",
+                self.n_trees,
+                self.height,
+                self.memory_bytes() >> 20,
+                MAX_MODEL_BYTES >> 20
+            )));
+        }
         // The raw score must stay an exact integer in an f64 (§6.3).
         if self.max_score_u128() >= 1u128 << 53 {
             return Err(HstError::Param(format!(
@@ -180,6 +192,16 @@ impl HstParams {
             )));
         }
         Ok(())
+    }
+
+    /// Bytes of the arrays a model with these parameters allocates (about; the feature names
+    /// and a scaler come on top). Trees are laid out for the next power of two of `n_trees`.
+    pub fn memory_bytes(&self) -> u64 {
+        let p2 = (self.n_trees.max(1) as u64).next_power_of_two();
+        let slots = p2 << self.height.min(MAX_HEIGHT + 1);
+        // Per branch slot: thr 8, feat 2, inner_r 4, and 8 of scratch (leaf-only) or 8 of
+        // inner_l + inner_term (path counters); per leaf slot: leaf_term 8, leaf_l 4, leaf_r 4.
+        slots * (8 + 2 + 4 + 8) + slots * (8 + 4 + 4)
     }
 
     fn max_score_u128(&self) -> u128 {

@@ -196,6 +196,16 @@ impl RobustConfig {
         if self.history == 0 || self.history > 1 << 24 {
             return Err(format!("history = {}: must be in 1..=2^24", self.history));
         }
+        let ring_bytes = (self.log1p.len() as u64) * (self.history as u64) * 8;
+        if ring_bytes > 1 << 30 {
+            return Err(format!(
+                "history = {}: {} features × {} values need {} MiB, more than 1024 MiB",
+                self.history,
+                self.log1p.len(),
+                self.history,
+                ring_bytes >> 20
+            ));
+        }
         if self.refit_every == 0 {
             return Err("refit_every = 0: must be >= 1".into());
         }
