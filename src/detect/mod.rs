@@ -1,6 +1,7 @@
 //! Detection: feature scaling, Half-Space Trees, thresholds, windows.
 
 pub mod checkpoint;
+pub mod detector;
 pub mod features;
 pub mod hst;
 pub mod mt19937;
