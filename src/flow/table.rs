@@ -917,7 +917,7 @@ mod tests {
                         o.why = Expiration::Idle;
                     }
                 }
-                v.sort_by(|a, b| key_of(a).cmp(&key_of(b)));
+                v.sort_by_key(key_of);
             };
             norm(&mut ours);
             norm(&mut theirs);
