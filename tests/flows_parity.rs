@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use streamml_sensor::capture::pcap::PcapFileSource;
 use streamml_sensor::capture::{CaptureError, Frame, PacketSource};
-use streamml_sensor::flow::{FlowConfig, FlowRecord, FlowTable};
+use streamml_sensor::flow::{Accounting, FlowConfig, FlowRecord, FlowTable};
 use streamml_sensor::wire::{self, DecodeOptions, PacketMeta, WireError};
 
 const SPLT: u16 = 10;
@@ -54,12 +54,19 @@ struct OurRun {
 }
 
 fn run_ours(path: &Path, splt: u16) -> Result<OurRun, CaptureError> {
+    run_ours_with(
+        path,
+        FlowConfig {
+            splt,
+            ..FlowConfig::default()
+        },
+    )
+}
+
+fn run_ours_with(path: &Path, cfg: FlowConfig) -> Result<OurRun, CaptureError> {
+    let splt = cfg.splt;
     let mut src = PcapFileSource::open(path)?;
-    let mut table = FlowTable::new(FlowConfig {
-        splt,
-        ..FlowConfig::default()
-    })
-    .expect("default flow config is valid");
+    let mut table = FlowTable::new(cfg).expect("valid flow config");
     let mut rows: Vec<([u8; streamml_sensor::flow::SORT_KEY_LEN], Vec<u8>)> = Vec::new();
     let mut emit = |r: FlowRecord<'_>| {
         let mut line = Vec::new();
@@ -186,10 +193,12 @@ enum Deviation {
     /// nfstream's libpcap reads the 32-bit ts_sec as signed, so 2^31 s (2038-01-19) becomes
     /// -2^31 s and the u64 ms wrap: nfstream's times are ours minus 2^32 s, modulo 2^64.
     NfstreamTime2038,
-    /// An IPv6 jumbogram (65590-byte frame, payload length 0 and a Jumbo Payload option in
-    /// a hop-by-hop header). nfstream keeps sizes in u16, so 65590 counts as 54, and nDPI
-    /// stops at the hop-by-hop header when the payload length is 0, so the protocol is 0;
-    /// we count 65590 bytes of ICMPv6 (58).
+    /// An IPv6 jumbogram (65590-byte frame, payload length 0 and a Jumbo Payload option of
+    /// 65536 in a hop-by-hop header, carrying ICMPv6). nfstream keeps sizes in u16, so the
+    /// frame counts as 54 bytes; it takes the payload-length field (0), not the jumbo
+    /// length, so the IP size is 40; and nDPI stops at the hop-by-hop header when the
+    /// payload length is 0, so the protocol is 0 and transport and payload sizes are 0.
+    /// We count 65590 / 65576 / 65528 / 65520 bytes of ICMPv6 (58).
     NfstreamJumbogram,
 }
 
@@ -244,7 +253,7 @@ fn map_list(v: &str, f: impl Fn(u64) -> u64) -> String {
 
 /// What the sensor is expected to write for an nfstream row, given the capture's
 /// deviation: nfstream's row with exactly the documented columns changed.
-fn expected_row(nf: &Row, dev: Option<Deviation>) -> Row {
+fn expected_row(nf: &Row, dev: Option<Deviation>, accounting: Accounting) -> Row {
     let mut r = nf.clone();
     match dev {
         None | Some(Deviation::UnsupportedLinkType) => {}
@@ -278,17 +287,27 @@ fn expected_row(nf: &Row, dev: Option<Deviation>) -> Row {
                     || col.ends_with("_min_ps")
                     || col.ends_with("_max_ps")
                     || col.ends_with("_mean_ps");
+                let one_packet_side =
+                    col.starts_with("bidirectional_") || col.starts_with("src2dst_");
                 if col == "protocol" {
                     assert_eq!(v, "0");
                     *v = "58".into();
                 } else if col == "splt_ps" {
                     *v = map_list(v, |x| x + 65536);
-                } else if size_col && v != "0" && v != "0.0" {
-                    let x: f64 = v.parse().expect("size");
+                } else if size_col && one_packet_side {
+                    let x: u64 = match accounting {
+                        // u16 wrap of 65590, and the zero payload-length field (+ 40).
+                        Accounting::Link | Accounting::Ip => {
+                            v.trim_end_matches(".0").parse::<u64>().expect("size") + 65536
+                        }
+                        // nfstream found no transport header (protocol 0): size 0.
+                        Accounting::Transport => 65528,
+                        Accounting::Payload => 65520,
+                    };
                     *v = if col.ends_with("_mean_ps") {
-                        format!("{:.1}", x + 65536.0)
+                        format!("{x}.0")
                     } else {
-                        (x as u64 + 65536).to_string()
+                        x.to_string()
                     };
                 }
             }
@@ -399,7 +418,10 @@ fn compare_capture(capture: &str, splt: u16) -> Vec<String> {
         }
         m
     };
-    let expected: Vec<Row> = g_rows.iter().map(|r| expected_row(r, dev)).collect();
+    let expected: Vec<Row> = g_rows
+        .iter()
+        .map(|r| expected_row(r, dev, Accounting::Link))
+        .collect();
     let g = index(expected, "nfstream", &mut problems);
     let o = index(o_rows, "ours", &mut problems);
     for k in g.keys().filter(|k| !o.contains_key(*k)) {
@@ -483,6 +505,86 @@ fn flows_match_nfstream_with_splt() {
     assert!(
         problems.is_empty(),
         "{} differences from nfstream (splt {SPLT}):\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
+
+/// Accounting modes ip, transport and payload: the size columns against nfstream's
+/// (`<capture>.accounting.csv`).
+#[test]
+fn accounting_modes_match_nfstream() {
+    let m = manifest();
+    let mut problems = Vec::new();
+    let mut compared = 0usize;
+    for (capture, _) in m.captures.iter().filter(|(_, n)| **n > 0) {
+        let dev = deviation(capture);
+        if dev == Some(Deviation::UnsupportedLinkType) {
+            continue; // covered by flows_match_nfstream
+        }
+        let path = golden_dir()
+            .join("nfstream")
+            .join(format!("{capture}.accounting.csv"));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let (header, golden) = rows_of(&text);
+        let cols = &header[1..];
+        for (mode, acc) in [
+            ("1", Accounting::Ip),
+            ("2", Accounting::Transport),
+            ("3", Accounting::Payload),
+        ] {
+            let cfg = FlowConfig {
+                accounting: acc,
+                ..FlowConfig::default()
+            };
+            let ours = match run_ours_with(&pcaps_dir().join(capture), cfg) {
+                Ok(o) => o,
+                Err(e) => {
+                    problems.push(format!("{capture}: reading failed: {e}"));
+                    continue;
+                }
+            };
+            let (_, rows) = rows_of(&ours.csv);
+            let project =
+                |r: &Row| -> Row { cols.iter().map(|c| (c.clone(), r[c].clone())).collect() };
+            let o: BTreeMap<String, Row> =
+                rows.iter().map(|r| (match_key(r), project(r))).collect();
+            let g: BTreeMap<String, Row> = golden
+                .iter()
+                .filter(|r| r["accounting_mode"] == mode)
+                .map(|r| expected_row(&project(r), dev, acc))
+                .map(|r| (match_key(&r), r))
+                .collect();
+            let keys: BTreeSet<&String> = o.keys().chain(g.keys()).collect();
+            for k in keys {
+                let (Some(a), Some(b)) = (o.get(k), g.get(k)) else {
+                    problems.push(format!(
+                        "{capture}: mode {mode}: flow only on one side: {k}"
+                    ));
+                    continue;
+                };
+                compared += 1;
+                for c in cols {
+                    let same = if is_float_col(c) {
+                        floats_close(&a[c], &b[c])
+                    } else {
+                        a[c] == b[c]
+                    };
+                    if !same {
+                        problems.push(format!(
+                            "{capture}: mode {mode}: {k}: {c}: ours {}, nfstream {}",
+                            a[c], b[c]
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(compared > 3000, "only {compared} flows compared");
+    assert!(
+        problems.is_empty(),
+        "{} differences from nfstream:\n{}",
         problems.len(),
         problems.join("\n")
     );

@@ -15,6 +15,13 @@ malformed/ it writes:
                                                  idle 120 s, active 1800 s, splt off
   tests/golden/nfstream/<dir>/<name>.splt10.csv  the same with splt_analysis=10
 
+  tests/golden/nfstream/<dir>/<name>.accounting.csv
+                                                 for accounting_mode 1 (ip), 2 (transport)
+                                                 and 3 (payload), splt off: the key, first
+                                                 seen and the size columns
+                                                 (ACCOUNTING_COLUMNS), one row per flow and
+                                                 mode, written by csv.writer as to_csv does
+
 An empty file means nfstream produced no flow. n_meters=1 so that nfstream's id order and
 its monotonic packet clock are those of a single meter (our parity test uses one shard).
 For every capture where nfstream produces no flow it also writes
@@ -65,6 +72,22 @@ TSHARK_FIELDS = [
 ]
 
 
+ACCOUNTING_COLUMNS = [
+    "src_ip",
+    "src_port",
+    "dst_ip",
+    "dst_port",
+    "protocol",
+    "vlan_id",
+    "tunnel_id",
+    "bidirectional_first_seen_ms",
+] + [
+    f"{d}_{c}"
+    for d in ("bidirectional", "src2dst", "dst2src")
+    for c in ("bytes", "min_ps", "mean_ps", "stddev_ps", "max_ps")
+]
+
+
 def captures(root: Path):
     for p in sorted(root.rglob("*")):
         if not p.is_file() or p.name == "README.md":
@@ -94,6 +117,25 @@ def run_nfstream(path: Path, splt: int, out: Path) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(data)
     return n
+
+
+def run_accounting(path: Path, out: Path) -> None:
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["accounting_mode"] + ACCOUNTING_COLUMNS)
+        for mode in (1, 2, 3):
+            streamer = NFStreamer(
+                source=str(path),
+                decode_tunnels=True,
+                n_dissections=0,
+                statistical_analysis=True,
+                accounting_mode=mode,
+                idle_timeout=120,
+                active_timeout=1800,
+                n_meters=1,
+            )
+            for flow in streamer:
+                w.writerow([mode] + [getattr(flow, c) for c in ACCOUNTING_COLUMNS])
 
 
 def run_tshark(path: Path, out: Path) -> int:
@@ -129,6 +171,8 @@ def main() -> int:
         n = run_nfstream(src, 0, base / (rel.name + ".csv"))
         n_splt = run_nfstream(src, SPLT, base / (rel.name + f".splt{SPLT}.csv"))
         assert n == n_splt, (rel, n, n_splt)
+        if n > 0:
+            run_accounting(src, base / (rel.name + ".accounting.csv"))
         n_tshark = ""
         if n == 0:
             n_tshark = run_tshark(src, HERE / "tshark" / rel.parent / (rel.name + ".tsv"))
