@@ -233,7 +233,7 @@ impl<'a> FlowRecord<'a> {
         for d in [&fl.s2d, &fl.d2s] {
             let d: &DirState = d;
             for &c in &d.flags {
-                f(U64(c));
+                f(U64(u64::from(c)));
             }
         }
         if self.splt_len > 0 {
