@@ -1,13 +1,16 @@
-//! Flow-table update and symmetric hash, ns per packet, on a deterministic synthetic mix:
-//! 1M packets over 100k bidirectional flows (skewed: a few heavy flows, a long tail),
-//! 2/3 TCP with varying flags, 1/3 UDP, sizes 60..1514, 1 µs apart.
+//! Flow-table update, symmetric hash and CSV export, per packet (per flow for export),
+//! on deterministic synthetic traffic: 1M packets over 100k bidirectional flows, 2/3 TCP
+//! with varying flags, 1/3 UDP, sizes 60..1514, 1 µs apart.
 //!
 //!     cargo bench --bench flow
 //!
-//! `update/100k_flows` keeps every flow in the table (no eviction); `update/100k_flows_splt10`
-//! adds SPLT recording; `update/churn_evict` runs 1M packets of 250k mostly short flows
-//! through a 16k-flow table (capacity evictions on most new flows); `hash/*` is the
-//! symmetric shard hash and the table's own index hash.
+//! Two access patterns: `random` picks each packet's flow from all 100k (skewed towards a
+//! few heavy ones): nearly every packet misses the caches, the worst case. `sliding` picks
+//! it from ~2k flows alive at that moment, the window sliding over all 100k during the
+//! run: the locality of real traffic. Each runs packet by packet (`update`) and in bursts
+//! of 256 with prefetching (`update_batch`), in steady state (every flow already in the
+//! table). `churn_evict` sends 1M packets of 250k mostly short flows through a 16k-flow
+//! table: the create / evict path.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -27,14 +30,28 @@ impl Rng {
     }
 }
 
-/// `n` packets over `flows` flows; flow ids skewed towards small ones (min of two draws).
-fn mix(n: usize, flows: u64, seed: u64) -> Vec<(u64, PacketMeta)> {
+#[derive(Clone, Copy)]
+enum Pattern {
+    /// Any of the flows, skewed towards small ids (min of two draws).
+    Random,
+    /// One of `window` flows around a point sliding over all flows.
+    Sliding { window: u64 },
+}
+
+/// `n` packets over `flows` flows.
+fn mix(n: usize, flows: u64, pattern: Pattern, seed: u64) -> Vec<(u64, PacketMeta)> {
     let mut rng = Rng(seed);
     let mut ts = 1_700_000_000_000_000_000u64;
     (0..n)
-        .map(|_| {
+        .map(|i| {
             let r = rng.next();
-            let f = (r % flows).min((r >> 32) % flows);
+            let f = match pattern {
+                Pattern::Random => (r % flows).min((r >> 32) % flows),
+                Pattern::Sliding { window } => {
+                    let base = (i as u64 * (flows - window)) / n as u64;
+                    base + (r % window).min((r >> 32) % window)
+                }
+            };
             let mut m = PacketMeta::default();
             let client = 0xC612_0000u32 | (f as u32 & 0xffff); // 198.18.x.y
             let server = 0xC613_0000u32 | (f as u32 >> 16 & 0xff);
@@ -61,7 +78,23 @@ fn mix(n: usize, flows: u64, seed: u64) -> Vec<(u64, PacketMeta)> {
         .collect()
 }
 
-fn run_table(c: &mut Criterion, name: &str, pkts: &[(u64, PacketMeta)], cfg: FlowConfig) {
+/// Steady state: the table already holds every flow; each iteration replays `pkts`
+/// shifted forward in time.
+fn steady(c: &mut Criterion, name: &str, pkts: &[(u64, PacketMeta)], batch: bool) {
+    let cfg = FlowConfig {
+        capacity: 1 << 18,
+        active_timeout_ms: u64::MAX / 4,
+        ..FlowConfig::default()
+    };
+    let mut t = FlowTable::new(cfg).expect("valid config");
+    let mut emitted = 0u64;
+    let mut emit = |r: FlowRecord<'_>| emitted += r.flow.packets();
+    for (ts, m) in pkts {
+        t.update(*ts, m, &mut emit);
+    }
+    let span = pkts.last().map_or(0, |p| p.0) - pkts.first().map_or(0, |p| p.0) + 1_000;
+    let mut shift = 0u64;
+    let mut shifted: Vec<(u64, PacketMeta)> = pkts.to_vec();
     let mut g = c.benchmark_group("update");
     g.throughput(Throughput::Elements(pkts.len() as u64));
     g.sample_size(10);
@@ -69,17 +102,70 @@ fn run_table(c: &mut Criterion, name: &str, pkts: &[(u64, PacketMeta)], cfg: Flo
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let mut t = FlowTable::new(cfg).expect("valid config");
-                let mut emitted = 0u64;
-                let mut emit = |r: FlowRecord<'_>| {
-                    emitted += r.flow.packets();
-                };
+                shift += span;
+                for (s, p) in shifted.iter_mut().zip(pkts) {
+                    s.0 = p.0 + shift;
+                }
                 let start = Instant::now();
-                for (ts, m) in pkts {
+                if batch {
+                    for burst in shifted.chunks(256) {
+                        t.update_batch(burst, |(ts, m)| (*ts, m), &mut emit);
+                    }
+                } else {
+                    for (ts, m) in &shifted {
+                        t.update(*ts, black_box(m), &mut emit);
+                    }
+                }
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    g.finish();
+    black_box(emitted);
+    assert_eq!(
+        t.len(),
+        t.counters().created.get() as usize,
+        "no flow may expire"
+    );
+}
+
+fn bench_update(c: &mut Criterion) {
+    let random = mix(1_000_000, 100_000, Pattern::Random, 0x5EED);
+    steady(c, "random_100k_flows", &random, false);
+    steady(c, "random_100k_flows_batch", &random, true);
+    drop(random);
+    let sliding = mix(
+        1_000_000,
+        100_000,
+        Pattern::Sliding { window: 2_000 },
+        0x5EED,
+    );
+    steady(c, "sliding_100k_flows", &sliding, false);
+    steady(c, "sliding_100k_flows_batch", &sliding, true);
+    drop(sliding);
+    // Mostly short flows through a small table: the create / evict path.
+    let churn = mix(1_000_000, 250_000, Pattern::Random, 0xC0FFEE);
+    let cfg = FlowConfig {
+        capacity: 1 << 14,
+        ..FlowConfig::default()
+    };
+    let mut g = c.benchmark_group("update");
+    g.throughput(Throughput::Elements(churn.len() as u64));
+    g.sample_size(10);
+    g.bench_function("churn_evict", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let mut t = FlowTable::new(cfg).expect("valid config");
+                let mut n = 0u64;
+                let mut emit = |_: FlowRecord<'_>| n += 1;
+                let start = Instant::now();
+                for (ts, m) in &churn {
                     t.update(*ts, black_box(m), &mut emit);
                 }
                 total += start.elapsed();
-                black_box(emitted);
+                black_box(n);
             }
             total
         })
@@ -87,34 +173,8 @@ fn run_table(c: &mut Criterion, name: &str, pkts: &[(u64, PacketMeta)], cfg: Flo
     g.finish();
 }
 
-fn bench_update(c: &mut Criterion) {
-    let pkts = mix(1_000_000, 100_000, 0x5EED);
-    let cfg = FlowConfig {
-        capacity: 1 << 18,
-        ..FlowConfig::default()
-    };
-    run_table(c, "100k_flows", &pkts, cfg);
-    run_table(
-        c,
-        "100k_flows_splt10",
-        &pkts,
-        FlowConfig { splt: 10, ..cfg },
-    );
-    // Mostly short flows through a small table: the create / evict path.
-    let churn = mix(1_000_000, 250_000, 0xC0FFEE);
-    run_table(
-        c,
-        "churn_evict",
-        &churn,
-        FlowConfig {
-            capacity: 1 << 14,
-            ..FlowConfig::default()
-        },
-    );
-}
-
 fn bench_hash(c: &mut Criterion) {
-    let pkts = mix(100_000, 100_000, 0xABCD);
+    let pkts = mix(100_000, 100_000, Pattern::Random, 0xABCD);
     let mut g = c.benchmark_group("hash");
     g.throughput(Throughput::Elements(pkts.len() as u64));
     g.bench_function("symmetric_5tuple", |b| {
@@ -149,7 +209,7 @@ fn bench_hash(c: &mut Criterion) {
 
 fn bench_export(c: &mut Criterion) {
     // Format 100k finished flows as CSV rows (the per-flow cost of `flows` output).
-    let pkts = mix(1_000_000, 100_000, 0x5EED);
+    let pkts = mix(1_000_000, 100_000, Pattern::Random, 0x5EED);
     let mut t = FlowTable::new(FlowConfig {
         capacity: 1 << 18,
         ..FlowConfig::default()

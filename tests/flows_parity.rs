@@ -454,6 +454,25 @@ fn compare_capture(capture: &str, splt: u16) -> Vec<String> {
     problems
 }
 
+/// Our CSV floats are spelt as Python's repr (nfstream's CSV writer) spells them: checked
+/// against 10,000 values Python printed (tests/golden/python_float_repr.tsv).
+#[test]
+fn float_format_matches_python_repr() {
+    let path = golden_dir().join("python_float_repr.tsv");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut n = 0;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let (bits, want) = line.split_once('\t').expect("bits<TAB>repr");
+        let x = f64::from_bits(u64::from_str_radix(bits, 16).expect("hex bits"));
+        out.clear();
+        streamml_sensor::flow::export::write_py_float(&mut out, x);
+        assert_eq!(std::str::from_utf8(&out).unwrap(), want, "bits {bits}");
+        n += 1;
+    }
+    assert_eq!(n, 10_000);
+}
+
 #[test]
 fn goldens_cover_every_capture() {
     let m = manifest();

@@ -30,7 +30,8 @@ For every capture where nfstream produces no flow it also writes
                                                  (see TSHARK_FIELDS), the oracle for those
                                                  captures
 
-and tests/golden/MANIFEST.tsv (versions, capture sizes and sha256, flow counts). The script
+tests/golden/python_float_repr.tsv (f64 bit patterns and Python's repr of them, the
+reference for the float formatting of our CSV), and tests/golden/MANIFEST.tsv (versions, capture sizes and sha256, flow counts). The script
 is deterministic: re-running it on the same captures gives byte-identical files.
 """
 
@@ -148,6 +149,32 @@ def run_tshark(path: Path, out: Path) -> int:
     return max(0, res.stdout.count(b"\n") - 1)
 
 
+def write_float_reprs(out: Path) -> None:
+    """Python's repr of 10,000 doubles: random bit patterns, values with ties at the 17th
+    digit (large values with few fraction bits), and feature-like means and stddevs."""
+    import math
+    import random
+    import struct
+
+    rng = random.Random(20240601)
+    values = []
+    while len(values) < 3000:
+        x = struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0]
+        if math.isfinite(x):
+            values.append(x)
+    for _ in range(3000):
+        values.append(rng.getrandbits(53) * 2.0 ** rng.randint(-60, 30) * rng.choice((1, -1)))
+    for _ in range(4000):
+        n = rng.randint(2, 2000)
+        sizes = [rng.randint(40, 1514) for _ in range(min(n, 50))]
+        m = sum(sizes) / len(sizes)
+        sd = math.sqrt(sum((s - m) ** 2 for s in sizes) / (len(sizes) - 1))
+        values.append(rng.choice((m, sd, sd / 1000.0, m * 1e-7, m * 1e13)))
+    with open(out, "w", newline="") as f:
+        for x in values:
+            f.write(f"{struct.unpack('<Q', struct.pack('<d', x))[0]:016x}\t{x!r}\n")
+
+
 def main() -> int:
     default = os.environ.get("STREAMML_PCAPS", str(HERE.parents[1] / ".." / "shared" / "pcaps"))
     root = Path(sys.argv[1] if len(sys.argv) > 1 else default).resolve()
@@ -164,6 +191,7 @@ def main() -> int:
         .stdout.decode()
         .splitlines()[0],
     }
+    write_float_reprs(HERE / "python_float_repr.tsv")
     rows = []
     for rel in captures(root):
         src = root / rel
