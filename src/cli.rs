@@ -4,11 +4,21 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use crate::capture::live::LiveArgs;
+
 #[derive(Parser, Debug)]
-#[command(name = "streamml-sensor", version, about = "Network anomaly-detection sensor")]
-pub struct Cli {}
+#[command(
+    name = "streamml-sensor",
+    version,
+    about = "Network anomaly-detection sensor"
+)]
+pub struct Cli {
+    /// Live capture: `streamml-sensor --iface IF [--queues N] ...`.
+    #[command(flatten)]
+    pub live: LiveArgs,
+}
 
 pub fn main() -> ExitCode {
-    let _cli = Cli::parse();
-    ExitCode::SUCCESS
+    let cli = Cli::parse();
+    crate::capture::live::main(&cli.live)
 }
