@@ -7,8 +7,9 @@
 //! from the RX ring goes back to the fill ring once the caller is done with it: frames of
 //! one RX batch are lent out one by one by [`PacketSource::next_frame`] (each valid until
 //! the next call) and the whole batch is recycled in one `produce` when the next batch is
-//! fetched. So the fill ring always has room for a batch, and nothing is allocated or
-//! locked per frame.
+//! fetched. The kernel publishes how far it has read the fill ring lazily, so the ring can
+//! look full although we hold frames; those wait in a preallocated stash and go back
+//! first at the next chance. Nothing is allocated or locked per frame.
 //!
 //! When the RX ring is empty the reader waits according to its [`Idle`] strategy. Once
 //! the stop flag is set, `next_frame` keeps returning frames until the RX ring is empty and
@@ -275,6 +276,8 @@ pub struct AfXdpSource {
     batch: Vec<FrameDesc>,
     n: usize,
     pos: usize,
+    /// Frames read and done with that did not fit into the fill ring yet.
+    stash: Vec<FrameDesc>,
     batch_ts_ns: u64,
     index: u64,
     idle: Idle,
@@ -436,6 +439,7 @@ impl AfXdpSource {
             fd,
             mode,
             batch,
+            stash: Vec::with_capacity(cfg.fill_size as usize),
             n: 0,
             pos: 0,
             batch_ts_ns: 0,
@@ -484,23 +488,49 @@ impl AfXdpSource {
         self.stats.syscalls.fetch_add(1, Relaxed);
     }
 
-    /// Gives the frames of the finished batch back to the fill ring.
+    /// Gives the frames of the finished batch back to the fill ring. The kernel publishes
+    /// its fill-ring consumer index lazily, so the ring can look full although we hold
+    /// frames: what does not fit waits in `stash` and goes first next time.
     #[inline]
     fn recycle(&mut self) {
-        if self.n == 0 {
-            return;
+        if !self.stash.is_empty() {
+            self.flush_stash();
         }
-        // SAFETY: these descriptors came from this socket's RX ring (so they are this
-        // UMEM's frames) and the caller's borrow of the last one ended with this call.
-        let put = unsafe { self.fq.produce(&self.batch[..self.n]) };
-        // The UMEM has exactly fill_size frames, so the ring always has room for the
-        // frames we hold.
-        debug_assert_eq!(put, self.n);
-        self.n = 0;
-        self.pos = 0;
+        if self.n > 0 {
+            let n = self.n;
+            let room = if self.stash.is_empty() {
+                self.fq.nb_free(n as u32) as usize
+            } else {
+                0 // keep the order simple: older frames first
+            };
+            let k = room.min(n);
+            // SAFETY: these descriptors came from this socket's RX ring (so they are this
+            // UMEM's frames) and the caller's borrow of the last one ended with this call.
+            let put = if k > 0 {
+                unsafe { self.fq.produce(&self.batch[..k]) }
+            } else {
+                0
+            };
+            // capacity is fill_size, the stash can never outgrow it: no allocation
+            self.stash.extend_from_slice(&self.batch[put..n]);
+            self.n = 0;
+            self.pos = 0;
+        }
         if self.need_wakeup && self.fq.needs_wakeup() {
             self.kick();
         }
+    }
+
+    #[cold]
+    fn flush_stash(&mut self) {
+        let room = self.fq.nb_free(self.stash.len() as u32) as usize;
+        let k = room.min(self.stash.len());
+        if k == 0 {
+            return;
+        }
+        // SAFETY: stashed descriptors are frames of this UMEM that we own.
+        let put = unsafe { self.fq.produce(&self.stash[..k]) };
+        self.stash.drain(..put);
     }
 
     /// One attempt to get a batch from the RX ring; returns its size.
@@ -530,6 +560,9 @@ impl AfXdpSource {
             if self.stop.load(Relaxed) {
                 // Drain: the ring was empty after the stop flag was seen.
                 return Ok(self.fetch() > 0);
+            }
+            if !self.stash.is_empty() {
+                self.flush_stash();
             }
             if self.busy_poll || (self.need_wakeup && self.fq.needs_wakeup()) {
                 self.kick();
