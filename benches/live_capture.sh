@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Live-capture benchmark on a veth pair between two private namespaces, in one run:
+# the same generator (streamml-pktgen, AF_XDP TX, one thread per queue, 64-byte frames,
+# as fast as it goes for DURATION seconds) against three receivers in turn:
+#   1. a bare XDP_DROP program (bpf/xdp_drop.bpf.c), counted by veth's rx_queue_N_xdp_drops
+#   2. streamml-sensor (XDP + AF_XDP readers + decode), counted by its --stats-json
+#   3. tcpdump -w /dev/null (AF_PACKET), counted by its "packets captured"
+# and prints what each received, as pps and as a share of what was sent and of XDP_DROP.
+#
+# Usage: sudo benches/live_capture.sh [sensor args...]
+#   env: DURATION=5 QUEUES=2 SIZE=64 ROUNDS=1 THREADED_NAPI=0|1 BUILD=1 PPS=0
+#        RECEIVERS="xdp_drop sensor tcpdump"
+# Addresses are from 198.18.0.0/15, every run is bounded by DURATION, and the namespaces
+# (and with them the veth pair) are deleted on exit, also on failure or Ctrl-C.
+set -euo pipefail
+
+DURATION=${DURATION:-5}
+QUEUES=${QUEUES:-2}
+SIZE=${SIZE:-64}
+ROUNDS=${ROUNDS:-1}
+THREADED_NAPI=${THREADED_NAPI:-0}
+PPS=${PPS:-0}
+RECEIVERS=${RECEIVERS:-"xdp_drop sensor tcpdump"}
+SENSOR_ARGS=("$@")
+
+cd "$(dirname "$0")/.."
+if [ "${BUILD:-1}" = 1 ]; then
+  cargo build --release --quiet
+fi
+BIN=target/release
+DROP_OBJ=$(ls -t target/release/build/streamml-sensor-*/out/xdp_drop.bpf.o | head -1)
+[ "$(id -u)" -eq 0 ] || { echo "live_capture.sh: needs root" >&2; exit 2; }
+
+NS_S=smbench$$s
+NS_P=smbench$$p
+IF_S=sens0
+IF_P=peer0
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
+  ip netns del "$NS_S" 2>/dev/null || true
+  ip netns del "$NS_P" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+ip netns add "$NS_S"
+ip netns add "$NS_P"
+for ns in "$NS_S" "$NS_P"; do
+  ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+done
+ip link add "$IF_S" numrxqueues "$QUEUES" numtxqueues "$QUEUES" netns "$NS_S" type veth \
+  peer name "$IF_P" numrxqueues "$QUEUES" numtxqueues "$QUEUES" netns "$NS_P"
+ip -n "$NS_S" addr add 198.19.0.1/15 dev "$IF_S"
+ip -n "$NS_P" addr add 198.18.0.1/15 dev "$IF_P"
+ip -n "$NS_S" link set "$IF_S" up
+ip -n "$NS_P" link set "$IF_P" up
+MAC_S=$(ip netns exec "$NS_S" cat /sys/class/net/$IF_S/address)
+
+qlist=$(seq -s, 0 $((QUEUES - 1)))
+# Frames per queue: more than the generator can send in DURATION, so time bounds the run.
+COUNT=100000000
+
+gen() {  # prints total sent
+  ip netns exec "$NS_P" "$BIN/streamml-pktgen" --iface "$IF_P" --queues "$qlist" \
+    --count "$COUNT" --pps "$PPS" --duration "$DURATION" --size "$SIZE" --flows 64 \
+    --dst-mac "$MAC_S" --src 198.18.0.1 --dst 198.19.0.1 >"$WORK/gen.json"
+  jq -r .sent "$WORK/gen.json"
+}
+
+threaded() {  # threaded NAPI on the receiving veth (only possible while XDP is attached)
+  if [ "$THREADED_NAPI" = 1 ]; then
+    ip netns exec "$NS_S" sh -c "echo 1 > /sys/class/net/$IF_S/threaded"
+  fi
+}
+
+xdp_drops() {
+  ip netns exec "$NS_S" ethtool -S "$IF_S" | awk '/rx_queue_[0-9]+_xdp_drops/ {s += $2} END {print s + 0}'
+}
+
+run_xdp_drop() {
+  ip -n "$NS_S" link set dev "$IF_S" xdpdrv obj "$DROP_OBJ" sec xdp
+  threaded
+  local before sent after
+  before=$(xdp_drops)
+  sent=$(gen)
+  sleep 0.2
+  after=$(xdp_drops)
+  ip netns exec "$NS_S" sh -c "echo 0 > /sys/class/net/$IF_S/threaded" 2>/dev/null || true
+  ip -n "$NS_S" link set dev "$IF_S" xdpdrv off
+  echo "$sent $((after - before))"
+}
+
+run_sensor() {
+  local args=(--iface "$IF_S" --queues "$QUEUES" --report-interval 0 --stats-json "$WORK/sensor.json")
+  [ "$THREADED_NAPI" = 1 ] && args+=(--threaded-napi)
+  ip netns exec "$NS_S" "$BIN/streamml-sensor" "${args[@]}" "${SENSOR_ARGS[@]}" 2>"$WORK/sensor.err" &
+  local pid=$!
+  PIDS+=("$pid")
+  for _ in $(seq 100); do grep -q "capturing on" "$WORK/sensor.err" && break; sleep 0.05; done
+  grep -q "capturing on" "$WORK/sensor.err" || { cat "$WORK/sensor.err" >&2; exit 1; }
+  local sent
+  sent=$(gen)
+  sleep 0.2
+  kill -TERM "$pid"
+  wait "$pid" || { cat "$WORK/sensor.err" >&2; exit 1; }
+  echo "$sent $(jq -r .packets_received "$WORK/sensor.json")"
+  jq -c '{mode, xdp, kernel, queues: [.queues[] | {queue, packets_received, batches, syscalls}]}' \
+    "$WORK/sensor.json" >"$WORK/sensor.detail"
+}
+
+run_tcpdump() {
+  ip netns exec "$NS_S" tcpdump -i "$IF_S" -n -w /dev/null 2>"$WORK/tcpdump.err" &
+  local pid=$!
+  PIDS+=("$pid")
+  for _ in $(seq 100); do grep -q "listening on" "$WORK/tcpdump.err" && break; sleep 0.05; done
+  local sent
+  sent=$(gen)
+  sleep 0.2
+  kill -INT "$pid"
+  wait "$pid" || true
+  echo "$sent $(awk '/packets captured/ {print $1}' "$WORK/tcpdump.err")"
+}
+
+echo "# live capture on veth, ${QUEUES} queues, ${SIZE} B frames, ${DURATION} s per run, $(nproc) cores, threaded NAPI ${THREADED_NAPI}"
+echo "# kernel $(uname -r); sensor args: ${SENSOR_ARGS[*]:-(defaults)}"
+printf '%-10s %12s %12s %12s %12s %9s %9s\n' receiver sent sent_pps received recv_pps of_sent of_drop
+for round in $(seq "$ROUNDS"); do
+  declare -A R=()
+  for r in $RECEIVERS; do
+    read -r sent got < <(run_"$r")
+    R[$r]=$got
+    base=${R[xdp_drop]:-}
+    rel="-"
+    [ -n "$base" ] && [ "$base" -gt 0 ] && rel=$(awk -v a="$got" -v b="$base" 'BEGIN {printf "%.1f%%", 100 * a / b}')
+    printf '%-10s %12d %12.0f %12d %12.0f %8.1f%% %9s\n' "$r" "$sent" \
+      "$(awk -v s="$sent" -v d="$DURATION" 'BEGIN {print s / d}')" "$got" \
+      "$(awk -v s="$got" -v d="$DURATION" 'BEGIN {print s / d}')" \
+      "$(awk -v a="$got" -v b="$sent" 'BEGIN {print (b > 0) ? 100 * a / b : 0}')" "$rel"
+  done
+  if [ -n "${R[sensor]:-}" ] && [ -n "${R[tcpdump]:-}" ] && [ "${R[tcpdump]}" -gt 0 ]; then
+    awk -v a="${R[sensor]}" -v b="${R[tcpdump]}" 'BEGIN {printf "# sensor / tcpdump: %.2fx\n", a / b}'
+  fi
+  [ -f "$WORK/sensor.detail" ] && echo "# sensor detail: $(cat "$WORK/sensor.detail")"
+done
