@@ -1,1 +1,810 @@
-//! TODO: see ARCHITECTURE.md.
+//! Configuration: the TOML file (`config/sensor.toml` is the default, embedded in the
+//! binary and installed as /etc/streamml/sensor.toml) is read into [`RawConfig`], CLI flags
+//! override it, and [`RawConfig::validate`] turns it into a [`Config`] exactly once. Every
+//! error names the file and the key: `sensor.toml: profile "scan": window_s = 0: must be > 0`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::shard::KeyMode;
+
+/// The default configuration shipped with the sensor.
+pub const DEFAULT_CONFIG: &str = include_str!("../config/sensor.toml");
+
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {msg}")]
+pub struct ConfigError {
+    pub file: String,
+    pub msg: String,
+}
+
+/// What a packet's size counts (nfstream's accounting_mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accounting {
+    #[default]
+    Link,
+    Ip,
+    Transport,
+    Payload,
+}
+
+/// Detection mode of a profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Flow,
+    Window,
+    Both,
+}
+
+impl Mode {
+    pub fn flow(self) -> bool {
+        matches!(self, Mode::Flow | Mode::Both)
+    }
+    pub fn window(self) -> bool {
+        matches!(self, Mode::Window | Mode::Both)
+    }
+}
+
+/// Evidence scope: the packets of the alerting flow, or all of the window's packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Flow,
+    Window,
+}
+
+/// Feature scaling in front of the trees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ScalingKind {
+    /// River's MinMaxScaler, exactly (parity mode; drifts after one extreme value).
+    MinMax,
+    /// The sensor's default: log1p, then a robust, slowly adapting range with clamping.
+    #[default]
+    Robust,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSensor {
+    pub state_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub shards: usize,
+    #[serde(default = "d_ring")]
+    pub ring_capacity: usize,
+    #[serde(default)]
+    pub key: KeyMode,
+}
+
+fn d_ring() -> usize {
+    65536
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFlow {
+    #[serde(default = "d_idle")]
+    pub idle_timeout_s: f64,
+    #[serde(default = "d_active")]
+    pub active_timeout_s: f64,
+    #[serde(default = "d_capacity")]
+    pub capacity: usize,
+    #[serde(default)]
+    pub accounting: Accounting,
+    #[serde(default)]
+    pub splt: u16,
+    #[serde(default = "d_true")]
+    pub decode_tunnels: bool,
+}
+
+fn d_idle() -> f64 {
+    120.0
+}
+fn d_active() -> f64 {
+    1800.0
+}
+fn d_capacity() -> usize {
+    1 << 20
+}
+fn d_true() -> bool {
+    true
+}
+
+impl Default for RawFlow {
+    fn default() -> Self {
+        RawFlow {
+            idle_timeout_s: d_idle(),
+            active_timeout_s: d_active(),
+            capacity: d_capacity(),
+            accounting: Accounting::Link,
+            splt: 0,
+            decode_tunnels: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEvidence {
+    /// Size of each packet ring (one per reader) in MiB.
+    #[serde(default = "d_ring_mib")]
+    pub ring_mib: u64,
+    /// Bytes kept per packet in the ring.
+    #[serde(default = "d_snaplen")]
+    pub snaplen: u32,
+    #[serde(default = "d_max_bytes")]
+    pub max_bytes: u64,
+    #[serde(default = "d_max_files")]
+    pub max_files: u64,
+    /// Alerts waiting for the evidence writer; beyond it evidence is dropped (counted).
+    #[serde(default = "d_queue")]
+    pub queue: usize,
+}
+
+fn d_ring_mib() -> u64 {
+    256
+}
+fn d_snaplen() -> u32 {
+    1514
+}
+fn d_max_bytes() -> u64 {
+    1 << 30
+}
+fn d_max_files() -> u64 {
+    10_000
+}
+fn d_queue() -> usize {
+    1024
+}
+
+impl Default for RawEvidence {
+    fn default() -> Self {
+        RawEvidence {
+            ring_mib: d_ring_mib(),
+            snaplen: d_snaplen(),
+            max_bytes: d_max_bytes(),
+            max_files: d_max_files(),
+            queue: d_queue(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHst {
+    #[serde(default = "d_trees")]
+    pub n_trees: usize,
+    #[serde(default = "d_height")]
+    pub height: usize,
+    #[serde(default = "d_wsize")]
+    pub window_size: usize,
+    #[serde(default = "d_seed")]
+    pub seed: u64,
+}
+
+fn d_trees() -> usize {
+    25
+}
+fn d_height() -> usize {
+    8
+}
+fn d_wsize() -> usize {
+    250
+}
+fn d_seed() -> u64 {
+    42
+}
+
+impl Default for RawHst {
+    fn default() -> Self {
+        RawHst {
+            n_trees: d_trees(),
+            height: d_height(),
+            window_size: d_wsize(),
+            seed: d_seed(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScaling {
+    #[serde(default)]
+    pub kind: ScalingKind,
+    /// Features passed through log1p before scaling (robust mode; default: all counts).
+    pub log1p: Option<Vec<String>>,
+    /// Samples (flows or windows) before anything may alert, on top of the HST warm-up.
+    #[serde(default)]
+    pub warmup: u64,
+}
+
+impl Default for RawScaling {
+    fn default() -> Self {
+        RawScaling {
+            kind: ScalingKind::Robust,
+            log1p: None,
+            warmup: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawThreshold {
+    /// A fixed score in [0,1]; mutually exclusive with `quantile`.
+    pub fixed: Option<f64>,
+    /// A running quantile of recent scores, e.g. 0.999.
+    pub quantile: Option<f64>,
+    /// How many recent scores the running quantile covers.
+    #[serde(default = "d_qwin")]
+    pub quantile_window: usize,
+    /// Minimum score to alert at all when using a quantile (guards flat score streams).
+    #[serde(default)]
+    pub min_score: f64,
+    /// Seconds during which the same flow key (flow mode) or the same profile+shard
+    /// (window mode) does not raise another alert.
+    #[serde(default = "d_cooldown")]
+    pub cooldown_s: f64,
+}
+
+fn d_qwin() -> usize {
+    2000
+}
+fn d_cooldown() -> f64 {
+    60.0
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProfileEvidence {
+    #[serde(default = "d_pre")]
+    pub pre_s: f64,
+    #[serde(default = "d_post")]
+    pub post_s: f64,
+    #[serde(default = "d_snaplen")]
+    pub snaplen: u32,
+    pub scope: Option<Scope>,
+    /// Most packets written into one evidence file.
+    #[serde(default = "d_max_pkts")]
+    pub max_packets: u64,
+}
+
+fn d_pre() -> f64 {
+    5.0
+}
+fn d_post() -> f64 {
+    5.0
+}
+fn d_max_pkts() -> u64 {
+    100_000
+}
+
+impl Default for RawProfileEvidence {
+    fn default() -> Self {
+        RawProfileEvidence {
+            pre_s: d_pre(),
+            post_s: d_post(),
+            snaplen: d_snaplen(),
+            scope: None,
+            max_packets: d_max_pkts(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProfile {
+    pub name: String,
+    /// tcpdump-syntax packet filter; empty: every packet.
+    #[serde(default)]
+    pub filter: String,
+    pub mode: Mode,
+    /// Window length in seconds (window mode).
+    #[serde(default = "d_window")]
+    pub window_s: f64,
+    /// Window-mode features (names from `detect::window::FEATURES`).
+    pub window_features: Option<Vec<String>>,
+    /// Flow-mode features (nfstream column names, see `detect::flowvec::FEATURES`).
+    pub flow_features: Option<Vec<String>>,
+    #[serde(default)]
+    pub hst: RawHst,
+    #[serde(default)]
+    pub scaling: RawScaling,
+    pub threshold: RawThreshold,
+    #[serde(default)]
+    pub evidence: RawProfileEvidence,
+}
+
+fn d_window() -> f64 {
+    1.0
+}
+
+/// The configuration file as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub sensor: Option<RawSensor>,
+    #[serde(default)]
+    pub flow: RawFlow,
+    #[serde(default)]
+    pub evidence: RawEvidence,
+    #[serde(default, rename = "profile")]
+    pub profiles: Vec<RawProfile>,
+}
+
+/// Validated threshold.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Threshold {
+    Fixed(f64),
+    Quantile {
+        q: f64,
+        window: usize,
+        min_score: f64,
+    },
+}
+
+/// A validated profile.
+#[derive(Clone, Debug)]
+pub struct Profile {
+    pub index: usize,
+    pub name: String,
+    pub filter: String,
+    pub mode: Mode,
+    pub window_ns: u64,
+    pub window_features: Vec<usize>,
+    pub flow_features: Vec<usize>,
+    pub n_trees: usize,
+    pub height: usize,
+    pub window_size: usize,
+    pub seed: u64,
+    pub scaling: ScalingKind,
+    /// Per selected feature (same order as the feature list): apply log1p.
+    pub log1p_window: Vec<bool>,
+    pub log1p_flow: Vec<bool>,
+    pub warmup: u64,
+    pub threshold: Threshold,
+    pub cooldown_ns: u64,
+    pub pre_ns: u64,
+    pub post_ns: u64,
+    pub snaplen: u32,
+    pub scope_flow: Scope,
+    pub scope_window: Scope,
+    pub max_evidence_packets: u64,
+}
+
+/// The validated configuration handed inward.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub source: String,
+    pub state_dir: Option<PathBuf>,
+    pub shards: usize,
+    pub ring_capacity: usize,
+    pub key: KeyMode,
+    pub idle_timeout_ns: u64,
+    pub active_timeout_ns: u64,
+    pub capacity: usize,
+    pub accounting: Accounting,
+    pub splt: u16,
+    pub decode_tunnels: bool,
+    pub ring_bytes: u64,
+    pub ring_snaplen: u32,
+    pub evidence_max_bytes: u64,
+    pub evidence_max_files: u64,
+    pub evidence_queue: usize,
+    pub profiles: Vec<Profile>,
+}
+
+/// Most profiles a sensor runs (the reader marks each packet with a profile bitmask).
+pub const MAX_PROFILES: usize = 16;
+
+fn secs_to_ns(v: f64) -> u64 {
+    (v * 1e9).round() as u64
+}
+
+impl RawConfig {
+    /// Parses TOML text; `file` names the source in errors.
+    pub fn parse(text: &str, file: &str) -> Result<RawConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError {
+            file: file.to_string(),
+            msg: one_line(&e.to_string()),
+        })
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<RawConfig, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            msg: e.to_string(),
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    /// The embedded default configuration.
+    pub fn default_config() -> RawConfig {
+        Self::parse(DEFAULT_CONFIG, "default sensor.toml").expect("embedded config parses")
+    }
+
+    /// Checks every value and resolves names; `file` names the source in errors.
+    pub fn validate(self, file: &str) -> Result<Config, ConfigError> {
+        let err = |msg: String| ConfigError {
+            file: file.to_string(),
+            msg,
+        };
+        let sensor = self.sensor.clone().unwrap_or(RawSensor {
+            state_dir: None,
+            shards: 0,
+            ring_capacity: d_ring(),
+            key: KeyMode::FiveTuple,
+        });
+        let pos = |key: &str, v: f64| -> Result<(), ConfigError> {
+            if !v.is_finite() || v <= 0.0 {
+                Err(err(format!("{key} = {v}: must be > 0")))
+            } else {
+                Ok(())
+            }
+        };
+        if sensor.ring_capacity == 0 {
+            return Err(err("sensor.ring_capacity = 0: must be > 0".into()));
+        }
+        pos("flow.idle_timeout_s", self.flow.idle_timeout_s)?;
+        pos("flow.active_timeout_s", self.flow.active_timeout_s)?;
+        if self.flow.capacity == 0 {
+            return Err(err("flow.capacity = 0: must be > 0".into()));
+        }
+        if self.evidence.ring_mib == 0 {
+            return Err(err("evidence.ring_mib = 0: must be > 0".into()));
+        }
+        if self.evidence.snaplen < 64 {
+            return Err(err(format!(
+                "evidence.snaplen = {}: must be at least 64",
+                self.evidence.snaplen
+            )));
+        }
+        if self.profiles.len() > MAX_PROFILES {
+            return Err(err(format!(
+                "{} profiles: at most {MAX_PROFILES} are supported",
+                self.profiles.len()
+            )));
+        }
+        let mut profiles = Vec::new();
+        for (i, p) in self.profiles.into_iter().enumerate() {
+            let name = p.name.clone();
+            let perr = |msg: String| err(format!("profile \"{name}\": {msg}"));
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(err(format!(
+                    "profile name \"{name}\": use letters, digits, '-' and '_' only"
+                )));
+            }
+            if profiles.iter().any(|q: &Profile| q.name == name) {
+                return Err(perr("duplicate profile name".into()));
+            }
+            if !p.window_s.is_finite() || p.window_s <= 0.0 {
+                return Err(perr(format!("window_s = {}: must be > 0", p.window_s)));
+            }
+            if p.hst.height == 0 || p.hst.height > 20 {
+                return Err(perr(format!(
+                    "hst.height = {}: must be between 1 and 20",
+                    p.hst.height
+                )));
+            }
+            if p.hst.n_trees == 0 || p.hst.n_trees > 1000 {
+                return Err(perr(format!(
+                    "hst.n_trees = {}: must be between 1 and 1000",
+                    p.hst.n_trees
+                )));
+            }
+            if p.hst.window_size == 0 || p.hst.window_size > 65535 {
+                return Err(perr(format!(
+                    "hst.window_size = {}: must be between 1 and 65535",
+                    p.hst.window_size
+                )));
+            }
+            let threshold = match (p.threshold.fixed, p.threshold.quantile) {
+                (Some(f), None) => {
+                    if !(0.0..=1.0).contains(&f) {
+                        return Err(perr(format!(
+                            "threshold.fixed = {f}: must be within [0, 1]"
+                        )));
+                    }
+                    Threshold::Fixed(f)
+                }
+                (None, Some(q)) => {
+                    if !(q > 0.0 && q < 1.0) {
+                        return Err(perr(format!(
+                            "threshold.quantile = {q}: must be within (0, 1)"
+                        )));
+                    }
+                    if p.threshold.quantile_window < 10 {
+                        return Err(perr(format!(
+                            "threshold.quantile_window = {}: must be at least 10",
+                            p.threshold.quantile_window
+                        )));
+                    }
+                    if !(0.0..=1.0).contains(&p.threshold.min_score) {
+                        return Err(perr(format!(
+                            "threshold.min_score = {}: must be within [0, 1]",
+                            p.threshold.min_score
+                        )));
+                    }
+                    Threshold::Quantile {
+                        q,
+                        window: p.threshold.quantile_window,
+                        min_score: p.threshold.min_score,
+                    }
+                }
+                (Some(_), Some(_)) => {
+                    return Err(perr(
+                        "threshold: set either fixed or quantile, not both".into(),
+                    ))
+                }
+                (None, None) => return Err(perr("threshold: set fixed or quantile".into())),
+            };
+            if !p.threshold.cooldown_s.is_finite() || p.threshold.cooldown_s < 0.0 {
+                return Err(perr(format!(
+                    "threshold.cooldown_s = {}: must be >= 0",
+                    p.threshold.cooldown_s
+                )));
+            }
+            for (k, v) in [
+                ("evidence.pre_s", p.evidence.pre_s),
+                ("evidence.post_s", p.evidence.post_s),
+            ] {
+                if !v.is_finite() || !(0.0..=3600.0).contains(&v) {
+                    return Err(perr(format!("{k} = {v}: must be within [0, 3600]")));
+                }
+            }
+            if p.evidence.snaplen < 64 {
+                return Err(perr(format!(
+                    "evidence.snaplen = {}: must be at least 64",
+                    p.evidence.snaplen
+                )));
+            }
+            let resolve = |key: &str,
+                           names: Option<Vec<String>>,
+                           known: &[&str],
+                           default: &[&str]|
+             -> Result<Vec<usize>, ConfigError> {
+                let names: Vec<String> =
+                    names.unwrap_or_else(|| default.iter().map(|s| s.to_string()).collect());
+                if names.is_empty() {
+                    return Err(perr(format!("{key} = []: list at least one feature")));
+                }
+                let mut out = Vec::new();
+                for n in &names {
+                    match known.iter().position(|k| k == n) {
+                        Some(ix) if !out.contains(&ix) => out.push(ix),
+                        Some(_) => return Err(perr(format!("{key}: \"{n}\" listed twice"))),
+                        None => {
+                            return Err(perr(format!(
+                                "{key}: unknown feature \"{n}\" (known: {})",
+                                known.join(", ")
+                            )))
+                        }
+                    }
+                }
+                Ok(out)
+            };
+            let window_features = resolve(
+                "window_features",
+                p.window_features.clone(),
+                &crate::detect::features::WINDOW_FEATURES,
+                &crate::detect::features::DEFAULT_WINDOW_FEATURES,
+            )?;
+            let flow_features = resolve(
+                "flow_features",
+                p.flow_features.clone(),
+                &crate::detect::features::FLOW_FEATURES,
+                &crate::detect::features::DEFAULT_FLOW_FEATURES,
+            )?;
+            let (log1p_window, log1p_flow) = match &p.scaling.log1p {
+                None => (
+                    window_features
+                        .iter()
+                        .map(|&i| crate::detect::features::WINDOW_LOG1P_DEFAULT[i])
+                        .collect(),
+                    flow_features
+                        .iter()
+                        .map(|&i| crate::detect::features::FLOW_LOG1P_DEFAULT[i])
+                        .collect(),
+                ),
+                Some(list) => {
+                    for n in list {
+                        if !crate::detect::features::WINDOW_FEATURES.contains(&n.as_str())
+                            && !crate::detect::features::FLOW_FEATURES.contains(&n.as_str())
+                        {
+                            return Err(perr(format!("scaling.log1p: unknown feature \"{n}\"")));
+                        }
+                    }
+                    let has = |n: &str| list.iter().any(|x| x == n);
+                    (
+                        window_features
+                            .iter()
+                            .map(|&i| has(crate::detect::features::WINDOW_FEATURES[i]))
+                            .collect(),
+                        flow_features
+                            .iter()
+                            .map(|&i| has(crate::detect::features::FLOW_FEATURES[i]))
+                            .collect(),
+                    )
+                }
+            };
+            if p.scaling.kind == ScalingKind::MinMax && p.scaling.log1p.is_some() {
+                return Err(perr(
+                    "scaling.log1p: only with kind = \"robust\" (minmax is River's exact scaler)"
+                        .into(),
+                ));
+            }
+            profiles.push(Profile {
+                index: i,
+                name: p.name,
+                filter: p.filter,
+                mode: p.mode,
+                window_ns: secs_to_ns(p.window_s).max(1),
+                window_features,
+                flow_features,
+                n_trees: p.hst.n_trees,
+                height: p.hst.height,
+                window_size: p.hst.window_size,
+                seed: p.hst.seed,
+                scaling: p.scaling.kind,
+                log1p_window,
+                log1p_flow,
+                warmup: p.scaling.warmup,
+                threshold,
+                cooldown_ns: secs_to_ns(p.threshold.cooldown_s),
+                pre_ns: secs_to_ns(p.evidence.pre_s),
+                post_ns: secs_to_ns(p.evidence.post_s),
+                snaplen: p.evidence.snaplen,
+                scope_flow: p.evidence.scope.unwrap_or(Scope::Flow),
+                scope_window: p.evidence.scope.unwrap_or(Scope::Window),
+                max_evidence_packets: p.evidence.max_packets,
+            });
+        }
+        Ok(Config {
+            source: file.to_string(),
+            state_dir: sensor.state_dir,
+            shards: sensor.shards,
+            ring_capacity: sensor.ring_capacity,
+            key: sensor.key,
+            idle_timeout_ns: secs_to_ns(self.flow.idle_timeout_s),
+            active_timeout_ns: secs_to_ns(self.flow.active_timeout_s),
+            capacity: self.flow.capacity,
+            accounting: self.flow.accounting,
+            splt: self.flow.splt,
+            decode_tunnels: self.flow.decode_tunnels,
+            ring_bytes: self.evidence.ring_mib << 20,
+            ring_snaplen: self.evidence.snaplen,
+            evidence_max_bytes: self.evidence.max_bytes,
+            evidence_max_files: self.evidence.max_files,
+            evidence_queue: self.evidence.queue.max(1),
+            profiles,
+        })
+    }
+}
+
+fn one_line(s: &str) -> String {
+    // toml's errors are multi-line with a caret diagram; keep the location and message.
+    let mut parts: Vec<&str> = s
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c == '^'))
+        .collect();
+    parts.dedup();
+    parts
+        .into_iter()
+        .filter(|l| !l.contains(" | "))
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// Loads a config file, or the embedded default when `path` is None.
+pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    match path {
+        Some(p) => RawConfig::load(p)?.validate(&p.display().to_string()),
+        None => RawConfig::default_config().validate("default sensor.toml"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_profile(extra: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            "[[profile]]\nname = \"p\"\nmode = \"window\"\n{extra}\n[profile.threshold]\nfixed = 0.9\n"
+        );
+        RawConfig::parse(&text, "t.toml")?.validate("t.toml")
+    }
+
+    #[test]
+    fn default_config_is_valid() {
+        let c = load(None).unwrap();
+        assert_eq!(c.profiles.len(), 2);
+        assert_eq!(c.idle_timeout_ns, 120_000_000_000);
+        crate::filter::validate(&c).unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = with_profile("window_s = 0").unwrap_err().to_string();
+        assert_eq!(e, "t.toml: profile \"p\": window_s = 0: must be > 0");
+        let e = with_profile("window_s = -1").unwrap_err().to_string();
+        assert!(e.contains("window_s = -1"), "{e}");
+        let e = with_profile("[profile.hst]\nheight = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hst.height = 0"), "{e}");
+        let e = with_profile("window_features = [\"packets\", \"nope\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown feature \"nope\""), "{e}");
+        let text = "[[profile]]\nname = \"p\"\nmode = \"flow\"\n[profile.threshold]\nfixed = 1.5\n";
+        let e = RawConfig::parse(text, "t.toml")
+            .unwrap()
+            .validate("t.toml")
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("threshold.fixed = 1.5: must be within [0, 1]"),
+            "{e}"
+        );
+        let text =
+            "[[profile]]\nname = \"p\"\nmode = \"flow\"\n[profile.threshold]\nquantile = 1.0\n";
+        let e = RawConfig::parse(text, "t.toml")
+            .unwrap()
+            .validate("t.toml")
+            .unwrap_err();
+        assert!(e.to_string().contains("threshold.quantile = 1"), "{e}");
+        let e = RawConfig::parse("[flow]\nidle_timeout_s = 0\n", "t.toml")
+            .unwrap()
+            .validate("t.toml")
+            .unwrap_err();
+        assert!(e.to_string().contains("flow.idle_timeout_s = 0"), "{e}");
+        // Unknown keys are rejected with their name, on one line.
+        let e = RawConfig::parse("[flow]\nidle_timeout = 5\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("idle_timeout") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn bad_filter_is_named() {
+        let c = with_profile("filter = \"tcp and and port\"").unwrap();
+        let e = crate::filter::validate(&c).unwrap_err();
+        assert!(
+            e.contains("profile \"p\"") && e.contains("filter = \"tcp and and port\""),
+            "{e}"
+        );
+        assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn filter_masks() {
+        let text = "[[profile]]\nname = \"a\"\nmode = \"window\"\nfilter = \"udp\"\n[profile.threshold]\nfixed = 0.9\n\
+                    [[profile]]\nname = \"b\"\nmode = \"window\"\n[profile.threshold]\nfixed = 0.9\n";
+        let c = RawConfig::parse(text, "t").unwrap().validate("t").unwrap();
+        let mut f = crate::filter::ProfileFilters::new(&c);
+        let mut src = crate::capture::pcap::PcapFileSource::open(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/pcaps/basic/dns-edns-ecs.pcap"),
+        )
+        .unwrap();
+        use crate::capture::PacketSource;
+        let (mut udp, mut all) = (0, 0);
+        while let Some(fr) = src.next_frame().unwrap() {
+            let m = f.mask(fr.data, fr.link);
+            assert!(m & 2 != 0);
+            all += 1;
+            udp += (m & 1) as u32;
+        }
+        assert!(udp > 0 && udp < all, "{udp} {all}");
+    }
+}

@@ -1016,18 +1016,6 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Entry point for the CLI: runs live capture and maps the outcome to an exit code,
-/// printing an error as one line.
-pub fn main(args: &LiveArgs) -> std::process::ExitCode {
-    match run(args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("streamml-sensor: {e:#}");
-            std::process::ExitCode::from(2)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

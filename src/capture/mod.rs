@@ -4,6 +4,7 @@
 pub mod afxdp;
 pub mod live;
 pub mod pcap;
+pub mod synth;
 pub mod xdp;
 
 use std::path::PathBuf;

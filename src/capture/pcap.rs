@@ -407,7 +407,9 @@ impl PacketSource for PcapFileSource {
                         return Err(err_corrupt(
                             &self.path,
                             block_off,
-                            format!("packet refers to interface {iface_id}, which was never described"),
+                            format!(
+                                "packet refers to interface {iface_id}, which was never described"
+                            ),
                         ));
                     };
                     let Some(link) = iface.link else {
@@ -529,8 +531,7 @@ mod tests {
 
     #[test]
     fn pcapng_multi_interface_resolutions() {
-        let mut s =
-            PcapFileSource::open(shared("formats/pcapng-multi-interface.pcapng")).unwrap();
+        let mut s = PcapFileSource::open(shared("formats/pcapng-multi-interface.pcapng")).unwrap();
         let mut ts = vec![];
         while let Some(f) = s.next_frame().unwrap() {
             ts.push(f.ts_ns);
@@ -548,7 +549,10 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("nflog-http.pcap") && e.contains("239") && e.contains("NFLOG"), "{e}");
+        assert!(
+            e.contains("nflog-http.pcap") && e.contains("239") && e.contains("NFLOG"),
+            "{e}"
+        );
         let e = PcapFileSource::open(shared("linktypes/radiotap.pcap"))
             .err()
             .unwrap()
@@ -580,7 +584,10 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("missing.pcap") && e.contains("No such file"), "{e}");
+        assert!(
+            e.contains("missing.pcap") && e.contains("No such file"),
+            "{e}"
+        );
     }
 
     #[test]

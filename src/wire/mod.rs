@@ -1,10 +1,45 @@
 //! Zero-copy views over frame bytes, and [`decode`]: frame → [`PacketMeta`].
 //!
 //! Contract (smoltcp style): every header type has a `new_checked` constructor; after it
-//! succeeds no accessor can panic. This module does no I/O and no allocation, and must
+//! succeeds no accessor can panic. The views hold their fixed header as a `&[u8; N]`, so
+//! the accessors index arrays with constants: the compiler proves them in bounds, and
+//! there is nothing left to panic. This module does no I/O and no allocation, and must
 //! never panic on any input (it is the fuzz target).
+//!
+//! One file per header: [`ethernet`] (+ LLC/SNAP), [`vlan`], [`mpls`], [`pppoe`], [`sll`],
+//! [`loopback`], [`ipv4`], [`ipv6`] (+ extension headers), [`tcp`], [`udp`], [`icmp`],
+//! [`gtpu`]; [`decode()`](decode::decode) in `decode.rs` ties them together with nfstream's
+//! packet semantics (see `docs/wire-vs-nfstream.md` for where and why it differs).
+#![forbid(unsafe_code)]
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+#![cfg_attr(
+    test,
+    allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)
+)]
 
-use crate::capture::LinkType;
+pub mod decode;
+pub mod ethernet;
+pub mod gtpu;
+pub mod icmp;
+pub mod ipv4;
+pub mod ipv6;
+pub mod loopback;
+pub mod mpls;
+pub mod pppoe;
+pub mod sll;
+pub mod tcp;
+pub mod udp;
+pub mod vlan;
+
+#[cfg(test)]
+mod tests_captures;
+
+pub use decode::decode;
 
 /// TCP flag bits as they appear in byte 13 of the TCP header.
 pub mod tcp_flags {
@@ -29,12 +64,20 @@ pub mod tunnel {
 
 /// Bits of [`PacketMeta::flags`].
 pub mod meta_flags {
-    /// IPv4 packet with MF set or a fragment header in IPv6 (a fragment at offset 0).
+    /// The first of several fragments: an IPv4 header with MF set and offset 0, or an
+    /// IPv6 Fragment header with M set and offset 0 (an atomic fragment, M clear, is a
+    /// whole packet). Set if any IP layer of the packet, outer or inner, is one.
     pub const FIRST_FRAGMENT: u8 = 0x01;
-    /// The captured bytes end before the IP packet does (snaplen cut it).
+    /// The captured bytes end before the (innermost) IP packet does: snaplen cut it, or
+    /// it sits in an outer first fragment. Sizes still come from the IP header.
     pub const TRUNCATED: u8 = 0x02;
     /// The packet was found inside a tunnel (GTP-U, IP-in-IP, 6in4 ...).
     pub const TUNNELLED: u8 = 0x04;
+    /// The IP payload is shorter than the transport's minimum header (TCP 20, UDP 8,
+    /// ICMP/ICMPv6 4 bytes), e.g. a tiny first fragment. Kept, as nfstream keeps it:
+    /// ports, TCP flags and ICMP type/code are 0; transport and payload sizes are 0 for
+    /// TCP/UDP, and for ICMP the transport size is the IP payload length.
+    pub const L4_SHORT: u8 = 0x08;
 }
 
 /// Everything later stages need from one frame, decoded once. `Copy`, fixed size, no
@@ -73,15 +116,21 @@ pub struct PacketMeta {
     pub _pad: u8,
     /// Offset of the (innermost) IP header in the frame.
     pub l3_off: u16,
-    /// Offset of the transport header in the frame.
+    /// Offset of the transport header in the frame (after IPv6 extension headers);
+    /// `l3_off < l4_off <= frame.len()`. For TCP/UDP/ICMP the header is captured there.
     pub l4_off: u16,
     /// Frame length on the wire (pcap orig_len): accounting mode "link".
     pub wire_len: u32,
-    /// IP length: IPv4 total length; IPv6 payload length (nfstream's `ip_size`).
+    /// IP length (nfstream's `ip_size`, accounting mode "ip"): IPv4 total length; IPv6
+    /// header + payload length (40 + payload length field, or 40 + the Jumbo Payload
+    /// length of a jumbogram).
     pub ip_size: u32,
-    /// Transport length: IP payload after the IP header and extension headers.
+    /// Transport length (accounting mode "transport"): the IP payload after the IP header
+    /// and extension headers, as announced by the IP header, for TCP, UDP, ICMP and
+    /// ICMPv6; 0 for every other protocol (as nfstream).
     pub transport_size: u32,
-    /// Payload length after the transport header.
+    /// Payload length (accounting mode "payload"): `transport_size` minus the TCP data
+    /// offset, or minus 8 for UDP, ICMP and ICMPv6, floored at 0; 0 for other protocols.
     pub payload_size: u32,
 }
 
@@ -91,14 +140,16 @@ const _: () = assert!(std::mem::size_of::<PacketMeta>() == 80);
 /// counter (`decoder.*`); see [`WireError::name`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WireError {
-    /// Not IPv4/IPv6 (ARP, LLDP, STP ...): not an error, but not a flow packet either.
+    /// Not IPv4/IPv6 (ARP, LLDP, STP, PPP control, a GTP T-PDU carrying something else
+    /// ...): not an error, but not a flow packet either.
     NotIp,
     /// Frame shorter than its link-layer header.
     LinkTrunc,
     /// VLAN/MPLS/PPPoE tag stack cut short.
     VlanTrunc,
+    /// IPv4 header (options included) not captured.
     Ipv4Trunc,
-    /// IPv4 header length < 20 or larger than the packet.
+    /// IPv4 header length field < 5 (20 bytes).
     Ipv4BadHlen,
     /// IPv4 total length smaller than the header.
     Ipv4BadLen,
@@ -106,19 +157,27 @@ pub enum WireError {
     IpBadVersion,
     /// IPv4 fragment with offset > 0: counted at IP level, carries no ports, no flow.
     Ipv4FragLater,
+    /// IPv6 fixed header not captured.
     Ipv6Trunc,
     /// Extension header chain cut short or malformed.
     Ipv6ExthdrTrunc,
     /// IPv6 fragment with offset > 0.
     Ipv6FragLater,
+    /// The IP header announces a TCP header (>= 20 bytes) that was not captured.
     TcpTrunc,
     /// TCP data offset < 5.
     TcpBadHlen,
+    /// The IP header announces a UDP header (>= 8 bytes) that was not captured.
     UdpTrunc,
+    /// The IP header announces an ICMP/ICMPv6 header (>= 4 bytes: type, code, checksum)
+    /// that was not captured.
     IcmpTrunc,
-    /// GTP-U header malformed or cut short.
+    /// GTP-U T-PDU whose header or extension chain is cut short or malformed, or that
+    /// carries no captured byte of the inner packet.
     GtpTrunc,
-    /// Too many nested encapsulations (IP-in-IP, tunnels).
+    /// Too many nested tags or encapsulations (more than 16 VLAN/MPLS entries or 4 IP
+    /// tunnels), or a transport header beyond the first 64 KiB of the frame (the offsets
+    /// in [`PacketMeta`] are `u16`).
     TooDeep,
 }
 
@@ -187,13 +246,158 @@ impl Default for DecodeOptions {
     }
 }
 
-/// Decodes one frame. `orig_len` is the length on the wire (`wire_len`).
-pub fn decode(
-    frame: &[u8],
-    orig_len: u32,
-    link: LinkType,
-    opts: &DecodeOptions,
-) -> Result<PacketMeta, WireError> {
-    let _ = (frame, orig_len, link, opts);
-    Err(WireError::NotIp)
+/// Splits off a fixed-size header as an array reference: the views' accessors then index
+/// with constants, which the compiler checks.
+pub(crate) fn split_header<const N: usize>(buf: &[u8]) -> Option<(&[u8; N], &[u8])> {
+    buf.split_first_chunk::<N>()
+}
+
+/// EtherType values the decoder acts on; everything else is `Unknown` (not IP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EtherType {
+    Ipv4,
+    Arp,
+    /// 802.1Q customer tag (0x8100).
+    Vlan,
+    /// 802.1ad service tag (0x88a8).
+    QinQ,
+    /// Pre-standard QinQ service tag (0x9100).
+    QinQLegacy,
+    Ipv6,
+    MplsUnicast,
+    MplsMulticast,
+    PppoeDiscovery,
+    PppoeSession,
+    Unknown(u16),
+}
+
+impl From<u16> for EtherType {
+    fn from(v: u16) -> Self {
+        match v {
+            0x0800 => EtherType::Ipv4,
+            0x0806 => EtherType::Arp,
+            0x8100 => EtherType::Vlan,
+            0x88a8 => EtherType::QinQ,
+            0x9100 => EtherType::QinQLegacy,
+            0x86dd => EtherType::Ipv6,
+            0x8847 => EtherType::MplsUnicast,
+            0x8848 => EtherType::MplsMulticast,
+            0x8863 => EtherType::PppoeDiscovery,
+            0x8864 => EtherType::PppoeSession,
+            other => EtherType::Unknown(other),
+        }
+    }
+}
+
+impl From<EtherType> for u16 {
+    fn from(t: EtherType) -> u16 {
+        match t {
+            EtherType::Ipv4 => 0x0800,
+            EtherType::Arp => 0x0806,
+            EtherType::Vlan => 0x8100,
+            EtherType::QinQ => 0x88a8,
+            EtherType::QinQLegacy => 0x9100,
+            EtherType::Ipv6 => 0x86dd,
+            EtherType::MplsUnicast => 0x8847,
+            EtherType::MplsMulticast => 0x8848,
+            EtherType::PppoeDiscovery => 0x8863,
+            EtherType::PppoeSession => 0x8864,
+            EtherType::Unknown(v) => v,
+        }
+    }
+}
+
+/// IP protocol / IPv6 next-header numbers the decoder acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IpProtocol {
+    HopByHop,
+    Icmp,
+    /// IPv4 in IP (4).
+    IpIp,
+    Tcp,
+    Udp,
+    /// IPv6 in IP (41): 6in4, or IPv6 in IPv6.
+    Ipv6,
+    Ipv6Route,
+    Ipv6Frag,
+    Esp,
+    Ah,
+    Icmpv6,
+    Ipv6NoNxt,
+    Ipv6Opts,
+    Ipv6Mobility,
+    Unknown(u8),
+}
+
+impl From<u8> for IpProtocol {
+    fn from(v: u8) -> Self {
+        match v {
+            0 => IpProtocol::HopByHop,
+            1 => IpProtocol::Icmp,
+            4 => IpProtocol::IpIp,
+            6 => IpProtocol::Tcp,
+            17 => IpProtocol::Udp,
+            41 => IpProtocol::Ipv6,
+            43 => IpProtocol::Ipv6Route,
+            44 => IpProtocol::Ipv6Frag,
+            50 => IpProtocol::Esp,
+            51 => IpProtocol::Ah,
+            58 => IpProtocol::Icmpv6,
+            59 => IpProtocol::Ipv6NoNxt,
+            60 => IpProtocol::Ipv6Opts,
+            135 => IpProtocol::Ipv6Mobility,
+            other => IpProtocol::Unknown(other),
+        }
+    }
+}
+
+impl From<IpProtocol> for u8 {
+    fn from(p: IpProtocol) -> u8 {
+        match p {
+            IpProtocol::HopByHop => 0,
+            IpProtocol::Icmp => 1,
+            IpProtocol::IpIp => 4,
+            IpProtocol::Tcp => 6,
+            IpProtocol::Udp => 17,
+            IpProtocol::Ipv6 => 41,
+            IpProtocol::Ipv6Route => 43,
+            IpProtocol::Ipv6Frag => 44,
+            IpProtocol::Esp => 50,
+            IpProtocol::Ah => 51,
+            IpProtocol::Icmpv6 => 58,
+            IpProtocol::Ipv6NoNxt => 59,
+            IpProtocol::Ipv6Opts => 60,
+            IpProtocol::Ipv6Mobility => 135,
+            IpProtocol::Unknown(v) => v,
+        }
+    }
+}
+
+#[cfg(test)]
+mod enum_tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        for v in 0..=u8::MAX {
+            assert_eq!(u8::from(IpProtocol::from(v)), v);
+        }
+        for v in 0..=u16::MAX {
+            assert_eq!(u16::from(EtherType::from(v)), v);
+        }
+        assert_eq!(IpProtocol::from(6), IpProtocol::Tcp);
+        assert_eq!(EtherType::from(0x88a8), EtherType::QinQ);
+    }
+
+    #[test]
+    fn error_names_are_unique_and_indexed() {
+        let mut names: Vec<&str> = WireError::ALL.iter().map(|e| e.name()).collect();
+        for (i, e) in WireError::ALL.iter().enumerate() {
+            assert_eq!(e.index(), i);
+            assert!(e.name().starts_with("decoder."));
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), WireError::ALL.len());
+    }
 }

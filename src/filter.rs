@@ -1,0 +1,120 @@
+//! Per-profile packet filters in tcpdump syntax, compiled by libpcap and run on each
+//! frame by the reader (which holds the bytes). The reader marks each packet with a
+//! bitmask of the profiles whose filter it matched; scorers only see the mask.
+//!
+//! libpcap is the right tool here: its compiler is the reference for the syntax people
+//! already know, and `pcap_offline_filter` runs the compiled BPF in user space with no
+//! syscall. An empty filter matches everything without running any BPF.
+
+use pcap::{BpfProgram, Capture, Linktype};
+
+use crate::capture::LinkType;
+use crate::config::Config;
+
+/// Compiles `expr` for a link type; the error is libpcap's message.
+pub fn compile(expr: &str, link: LinkType) -> Result<BpfProgram, String> {
+    let cap = Capture::dead(Linktype(link.to_linktype() as i32)).map_err(|e| e.to_string())?;
+    cap.compile(expr, true).map_err(|e| {
+        let s = e.to_string();
+        s.trim_start_matches("libpcap error: ").to_string()
+    })
+}
+
+/// Checks that every profile's filter compiles; the error names profile and expression.
+pub fn validate(cfg: &Config) -> Result<(), String> {
+    for p in &cfg.profiles {
+        if p.filter.trim().is_empty() {
+            continue;
+        }
+        compile(&p.filter, LinkType::Ethernet).map_err(|e| {
+            format!(
+                "{}: profile \"{}\": filter = \"{}\": {e}",
+                cfg.source, p.name, p.filter
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The compiled filters of all profiles, per link type (compiled on first use). Not
+/// `Send`: each reader thread builds its own.
+pub struct ProfileFilters {
+    exprs: Vec<String>,
+    all_mask: u16,
+    /// Profiles with an empty filter always match.
+    always: u16,
+    by_link: Vec<(LinkType, Vec<Option<BpfProgram>>)>,
+}
+
+impl ProfileFilters {
+    pub fn new(cfg: &Config) -> Self {
+        let exprs: Vec<String> = cfg
+            .profiles
+            .iter()
+            .map(|p| p.filter.trim().to_string())
+            .collect();
+        let mut always = 0u16;
+        for (i, e) in exprs.iter().enumerate() {
+            if e.is_empty() {
+                always |= 1 << i;
+            }
+        }
+        let all_mask = if exprs.is_empty() {
+            0
+        } else {
+            (((1u32 << exprs.len()) - 1) & 0xffff) as u16
+        };
+        ProfileFilters {
+            exprs,
+            all_mask,
+            always,
+            by_link: Vec::new(),
+        }
+    }
+
+    /// True when no profile has a filter (the mask is constant).
+    pub fn trivial(&self) -> bool {
+        self.always == self.all_mask
+    }
+
+    pub fn all_mask(&self) -> u16 {
+        self.all_mask
+    }
+
+    /// Bitmask of the profiles whose filter matches `frame`.
+    #[inline]
+    pub fn mask(&mut self, frame: &[u8], link: LinkType) -> u16 {
+        if self.trivial() {
+            return self.all_mask;
+        }
+        let ix = match self.by_link.iter().position(|(l, _)| *l == link) {
+            Some(i) => i,
+            None => {
+                let progs = self
+                    .exprs
+                    .iter()
+                    .map(|e| {
+                        if e.is_empty() {
+                            None
+                        } else {
+                            // Validated at startup for Ethernet; a link type where the
+                            // expression makes no sense matches nothing.
+                            compile(e, link).ok()
+                        }
+                    })
+                    .collect();
+                self.by_link.push((link, progs));
+                self.by_link.len() - 1
+            }
+        };
+        let mut m = self.always;
+        for (i, p) in self.by_link[ix].1.iter().enumerate() {
+            if let Some(p) = p {
+                if p.filter(frame) {
+                    m |= 1 << i;
+                }
+            }
+        }
+        m
+    }
+}

@@ -1,0 +1,376 @@
+//! Wiring of the stages for one source: a reader (this thread) decodes frames and routes
+//! them over the shard rings to S scorer threads, each driving its own [`ShardWorker`].
+//! Used by `flows` and `replay` (file sources) and by the bench mode (synthetic source).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use std::io::Write;
+
+use crate::capture::{CaptureError, PacketSource};
+use crate::flow::export::FlowRecord;
+use crate::flow::table::{Accounting, FlowConfig, FlowTable};
+use crate::output::RunSorter;
+use crate::shard::{self, FullPolicy, KeyMode, Router, ShardWorker};
+use crate::stats::{self, Counter, Snapshot};
+use crate::wire::{self, DecodeOptions, WireError};
+
+/// How often the reader sends a clock tick to every shard, in packet time.
+pub const TICK_NS: u64 = 1_000_000_000;
+
+/// Decoder counters of one reader: frames seen, decoded, and dropped per reason.
+#[derive(Debug, Default)]
+pub struct ReaderCounters {
+    pub frames: Counter,
+    pub bytes: Counter,
+    pub decoded: Counter,
+    pub by_reason: [Counter; WireError::ALL.len()],
+}
+
+impl ReaderCounters {
+    #[inline]
+    pub fn count_err(&self, e: WireError) {
+        self.by_reason[e.index()].inc();
+    }
+
+    pub fn snapshot_into(&self, s: &mut Snapshot) {
+        stats::merge_into(
+            s,
+            [
+                ("reader.frames", self.frames.get()),
+                ("reader.bytes", self.bytes.get()),
+                ("reader.decoded", self.decoded.get()),
+            ],
+        );
+        stats::merge_into(
+            s,
+            WireError::ALL
+                .iter()
+                .map(|e| (e.name(), self.by_reason[e.index()].get())),
+        );
+    }
+}
+
+/// Pipeline settings shared by the file-driven commands.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    pub shards: usize,
+    pub ring_capacity: usize,
+    pub key_mode: KeyMode,
+    pub policy: FullPolicy,
+    pub decode: DecodeOptions,
+}
+
+/// Default number of scorer shards: cores minus the reader thread, at least 1.
+pub fn default_shards(readers: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.saturating_sub(readers).max(1)
+}
+
+/// Result of a pipeline run.
+pub struct RunResult<W> {
+    pub workers: Vec<W>,
+    pub reader: Arc<ReaderCounters>,
+    pub router: Arc<shard::RouterCounters>,
+    /// The source error that ended the run early, if any (frames before it were processed).
+    pub source_error: Option<CaptureError>,
+    /// Packet-clock span of the input.
+    pub first_ts_ns: Option<u64>,
+    pub last_ts_ns: Option<u64>,
+}
+
+/// Reads `source` to its end in this thread and runs one worker per shard on scorer
+/// threads. Workers are built on their own thread by `make_worker(shard_index)`.
+pub fn run<W, F>(
+    source: &mut dyn PacketSource,
+    cfg: &PipelineConfig,
+    make_worker: F,
+) -> RunResult<W>
+where
+    W: ShardWorker + Send + 'static,
+    F: Fn(usize) -> W + Send + Sync + 'static,
+{
+    let make_worker = Arc::new(make_worker);
+    let mut producers = Vec::with_capacity(cfg.shards);
+    let mut handles = Vec::with_capacity(cfg.shards);
+    for s in 0..cfg.shards {
+        let (p, c) = shard::ring(cfg.ring_capacity);
+        producers.push(p);
+        let mk = make_worker.clone();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("scorer-{s}"))
+                .spawn(move || {
+                    let mut w = mk(s);
+                    shard::run_shard(std::slice::from_ref(&c), &mut w);
+                    w
+                })
+                .expect("spawning a scorer thread"),
+        );
+    }
+    let router = Router::new(producers, cfg.policy, cfg.key_mode);
+    let rc = Arc::new(ReaderCounters::default());
+    let mut next_tick = 0u64;
+    let mut source_error = None;
+    let (mut first, mut last) = (None, None);
+    loop {
+        match source.next_frame() {
+            Ok(Some(f)) => {
+                rc.frames.inc();
+                rc.bytes.add(u64::from(f.orig_len));
+                first.get_or_insert(f.ts_ns);
+                last = Some(last.map_or(f.ts_ns, |l: u64| l.max(f.ts_ns)));
+                match wire::decode(f.data, f.orig_len, f.link, &cfg.decode) {
+                    Ok(m) => {
+                        rc.decoded.inc();
+                        router.route(f.ts_ns, &m);
+                    }
+                    Err(e) => rc.count_err(e),
+                }
+                if f.ts_ns >= next_tick {
+                    router.tick(f.ts_ns);
+                    next_tick = f.ts_ns.saturating_add(TICK_NS);
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                source_error = Some(e);
+                break;
+            }
+        }
+    }
+    let router_counters = router.counters.clone();
+    drop(router); // closes the rings: scorers drain and finish
+    let workers = handles
+        .into_iter()
+        .map(|h| h.join().expect("a scorer thread panicked"))
+        .collect();
+    RunResult {
+        workers,
+        reader: rc,
+        router: router_counters,
+        source_error,
+        first_ts_ns: first,
+        last_ts_ns: last,
+    }
+}
+
+/// Writes `path` atomically: `FILE.tmp`, then rename.
+pub struct AtomicFile {
+    tmp: PathBuf,
+    dst: PathBuf,
+    pub w: std::io::BufWriter<std::fs::File>,
+}
+
+impl AtomicFile {
+    pub fn create(dst: &Path) -> anyhow::Result<Self> {
+        let tmp = crate::cli::tmp_path(dst);
+        let f =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        Ok(AtomicFile {
+            tmp,
+            dst: dst.to_path_buf(),
+            w: std::io::BufWriter::with_capacity(1 << 20, f),
+        })
+    }
+
+    pub fn commit(self) -> anyhow::Result<()> {
+        let AtomicFile { tmp, dst, w } = self;
+        let f = w
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.sync_all()
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &dst)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), dst.display()))?;
+        Ok(())
+    }
+}
+
+/// A shard that only meters flows: exported flows are formatted (with id 0, replaced at
+/// the merge) and buffered in a [`RunSorter`].
+struct FlowWorker {
+    table: FlowTable,
+    sorter: RunSorter,
+    jsonl: bool,
+    line: Vec<u8>,
+    err: Option<std::io::Error>,
+}
+
+impl FlowWorker {
+    fn emit_record(
+        sorter: &mut RunSorter,
+        line: &mut Vec<u8>,
+        jsonl: bool,
+        err: &mut Option<std::io::Error>,
+        r: FlowRecord<'_>,
+    ) {
+        line.clear();
+        if jsonl {
+            r.write_jsonl(line, 0);
+        } else {
+            r.write_csv(line, 0);
+        }
+        if err.is_none() {
+            if let Err(e) = sorter.push(&r.sort_key(), line) {
+                *err = Some(e);
+            }
+        }
+    }
+}
+
+impl ShardWorker for FlowWorker {
+    #[inline]
+    fn on_packet(&mut self, rec: &shard::PacketRecord) {
+        let (sorter, line, jsonl, err) =
+            (&mut self.sorter, &mut self.line, self.jsonl, &mut self.err);
+        self.table.update(rec.ts_ns, &rec.meta, &mut |r| {
+            Self::emit_record(sorter, line, jsonl, err, r)
+        });
+    }
+
+    fn on_tick(&mut self, now_ns: u64) {
+        let (sorter, line, jsonl, err) =
+            (&mut self.sorter, &mut self.line, self.jsonl, &mut self.err);
+        self.table.advance(now_ns, &mut |r| {
+            Self::emit_record(sorter, line, jsonl, err, r)
+        });
+    }
+
+    fn finish(&mut self) {
+        let (sorter, line, jsonl, err) =
+            (&mut self.sorter, &mut self.line, self.jsonl, &mut self.err);
+        self.table
+            .flush(&mut |r| Self::emit_record(sorter, line, jsonl, err, r));
+    }
+}
+
+/// Replaces the placeholder id 0 at the start of a formatted flow line with `id`.
+fn write_with_id(w: &mut dyn Write, jsonl: bool, id: u64, line: &[u8]) -> std::io::Result<()> {
+    const JSON_PREFIX: &[u8] = b"{\"id\":0";
+    if jsonl {
+        debug_assert!(line.starts_with(JSON_PREFIX));
+        write!(w, "{{\"id\":{id}")?;
+        w.write_all(&line[JSON_PREFIX.len()..])
+    } else {
+        debug_assert!(line.starts_with(b"0,"));
+        write!(w, "{id}")?;
+        w.write_all(&line[1..])
+    }
+}
+
+/// Spill threshold of each shard's flow-output buffer.
+const SORT_BUFFER_BYTES: usize = 32 << 20;
+
+/// `streamml-sensor flows`.
+pub fn flows_command(a: crate::cli::FlowsArgs) -> anyhow::Result<ExitCode> {
+    use crate::cli::{AccountingArg, KeyArg, OutFormat};
+    let fcfg = FlowConfig {
+        capacity: a.capacity,
+        splt: a.splt,
+        accounting: match a.accounting {
+            AccountingArg::Link => Accounting::Link,
+            AccountingArg::Ip => Accounting::Ip,
+            AccountingArg::Transport => Accounting::Transport,
+            AccountingArg::Payload => Accounting::Payload,
+        },
+        ..FlowConfig::default()
+    }
+    .with_timeouts_secs(a.idle_timeout, a.active_timeout);
+    fcfg.validate().map_err(anyhow::Error::msg)?;
+    let mut source = crate::capture::pcap::PcapFileSource::open(&a.capture)?;
+    let shards = a.shards.unwrap_or_else(|| default_shards(1));
+    let pcfg = PipelineConfig {
+        shards,
+        ring_capacity: 16384,
+        key_mode: match a.key {
+            KeyArg::FiveTuple => KeyMode::FiveTuple,
+            KeyArg::IpPair => KeyMode::IpPair,
+        },
+        policy: FullPolicy::Wait,
+        decode: DecodeOptions {
+            decode_tunnels: a.decode_tunnels,
+        },
+    };
+    // Output is opened before the run so that an unwritable path fails fast.
+    let spill_dir = match &a.output {
+        Some(p) => p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+        None => std::env::temp_dir(),
+    };
+    let mut out_file = match &a.output {
+        Some(p) => Some(AtomicFile::create(p)?),
+        None => None,
+    };
+    let jsonl = a.format == OutFormat::Jsonl;
+    // Per-shard capacity: the table allocates its slots up front, so a tiny input
+    // does not need a 1M-flow table per shard; it is still bounded by --capacity.
+    let per_shard_cap = fcfg.capacity;
+    let res = run(&mut source, &pcfg, move |_s| FlowWorker {
+        table: FlowTable::new(FlowConfig {
+            capacity: per_shard_cap,
+            ..fcfg
+        })
+        .expect("validated flow config"),
+        sorter: RunSorter::new(SORT_BUFFER_BYTES, spill_dir.clone()),
+        jsonl,
+        line: Vec::with_capacity(2048),
+        err: None,
+    });
+    let mut snap = Snapshot::new();
+    res.reader.snapshot_into(&mut snap);
+    stats::merge_into(&mut snap, res.router.named());
+    stats::merge_into(&mut snap, source.counters.named());
+    let mut sorters = Vec::new();
+    for w in res.workers {
+        stats::merge_into(&mut snap, w.table.counters().named());
+        if let Some(e) = w.err {
+            return Err(anyhow::Error::new(e).context("buffering flow output"));
+        }
+        sorters.push(w.sorter);
+    }
+    let header = FlowRecord::csv_header(a.splt);
+    let n = {
+        let stdout = std::io::stdout();
+        let mut lock;
+        let w: &mut dyn Write = match out_file.as_mut() {
+            Some(f) => &mut f.w,
+            None => {
+                lock = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+                &mut lock as &mut dyn Write
+            }
+        };
+        if !jsonl {
+            w.write_all(header.as_bytes())?;
+            if !header.ends_with('\n') {
+                w.write_all(b"\n")?;
+            }
+        }
+        let n = crate::output::merge(sorters, |id, line| write_with_id(w, jsonl, id, line))
+            .context("writing flows")?;
+        w.flush().context("writing flows")?;
+        n
+    };
+    if let Some(f) = out_file {
+        f.commit()?;
+    }
+    snap.insert("flows.written".into(), n);
+    if a.stats {
+        for (k, v) in &snap {
+            eprintln!("{k} {v}");
+        }
+    }
+    if let Some(e) = res.source_error {
+        // The flows of every packet before the fault were written.
+        eprintln!("streamml-sensor: {e}");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Regenerates the golden flow files that tests/flows_parity.rs compares the sensor with.
+
+Run from the repository root (nfstream 6.6 is installed in /opt/streamml-venv by
+scripts/deps.sh):
+
+    /opt/streamml-venv/bin/python tests/golden/gen_nfstream.py [PCAP_DIR]
+
+PCAP_DIR defaults to $STREAMML_PCAPS or ../shared/pcaps. For every capture outside
+malformed/ it writes:
+
+  tests/golden/nfstream/<dir>/<name>.csv         nfstream's own to_csv() output with
+                                                 n_dissections=0, statistical_analysis=True,
+                                                 accounting_mode=0, decode_tunnels=True,
+                                                 idle 120 s, active 1800 s, splt off
+  tests/golden/nfstream/<dir>/<name>.splt10.csv  the same with splt_analysis=10
+
+An empty file means nfstream produced no flow. n_meters=1 so that nfstream's id order and
+its monotonic packet clock are those of a single meter (our parity test uses one shard).
+For every capture where nfstream produces no flow it also writes
+
+  tests/golden/tshark/<dir>/<name>.tsv           one line per frame, tshark's view of it
+                                                 (see TSHARK_FIELDS), the oracle for those
+                                                 captures
+
+and tests/golden/MANIFEST.tsv (versions, capture sizes and sha256, flow counts). The script
+is deterministic: re-running it on the same captures gives byte-identical files.
+"""
+
+import csv
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import nfstream
+from nfstream import NFStreamer
+from nfstream.engine import create_engine
+
+HERE = Path(__file__).resolve().parent
+SPLT = 10
+
+# tshark fields of the oracle for captures nfstream does not read. Empty when absent;
+# tshark prints repeated fields (several VLAN tags, tunnels) comma-separated.
+TSHARK_FIELDS = [
+    "frame.number",
+    "frame.time_epoch",
+    "frame.len",
+    "frame.cap_len",
+    "vlan.id",
+    "ip.src",
+    "ip.dst",
+    "ip.proto",
+    "ipv6.src",
+    "ipv6.dst",
+    "ipv6.nxt",
+    "tcp.srcport",
+    "tcp.dstport",
+    "udp.srcport",
+    "udp.dstport",
+    "tcp.flags",
+    "_ws.col.Protocol",
+]
+
+
+def captures(root: Path):
+    for p in sorted(root.rglob("*")):
+        if not p.is_file() or p.name == "README.md":
+            continue
+        rel = p.relative_to(root)
+        if rel.parts[0] == "malformed":
+            continue
+        yield rel
+
+
+def run_nfstream(path: Path, splt: int, out: Path) -> int:
+    streamer = NFStreamer(
+        source=str(path),
+        decode_tunnels=True,
+        n_dissections=0,
+        statistical_analysis=True,
+        accounting_mode=0,
+        splt_analysis=splt,
+        idle_timeout=120,
+        active_timeout=1800,
+        n_meters=1,
+    )
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td) / "flows.csv"
+        n = streamer.to_csv(path=str(tmp))
+        data = tmp.read_bytes() if tmp.exists() else b""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(data)
+    return n
+
+
+def run_tshark(path: Path, out: Path) -> int:
+    cmd = ["tshark", "-n", "-r", str(path), "-T", "fields", "-E", "header=y", "-E", "separator=/t"]
+    for f in TSHARK_FIELDS:
+        cmd += ["-e", f]
+    res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(res.stdout)
+    return max(0, res.stdout.count(b"\n") - 1)
+
+
+def main() -> int:
+    default = os.environ.get("STREAMML_PCAPS", str(HERE.parents[1] / ".." / "shared" / "pcaps"))
+    root = Path(sys.argv[1] if len(sys.argv) > 1 else default).resolve()
+    if not root.is_dir():
+        print(f"gen_nfstream: {root}: not a directory", file=sys.stderr)
+        return 2
+    ffi, lib = create_engine()
+    versions = {
+        "nfstream": nfstream.__version__,
+        "engine": ffi.string(lib.engine_lib_version()).decode(),
+        "ndpi": ffi.string(lib.engine_lib_ndpi_version()).decode(),
+        "libpcap": ffi.string(lib.engine_lib_pcap_version()).decode(),
+        "tshark": subprocess.run(["tshark", "-v"], stdout=subprocess.PIPE, check=False)
+        .stdout.decode()
+        .splitlines()[0],
+    }
+    rows = []
+    for rel in captures(root):
+        src = root / rel
+        base = HERE / "nfstream" / rel.parent
+        n = run_nfstream(src, 0, base / (rel.name + ".csv"))
+        n_splt = run_nfstream(src, SPLT, base / (rel.name + f".splt{SPLT}.csv"))
+        assert n == n_splt, (rel, n, n_splt)
+        n_tshark = ""
+        if n == 0:
+            n_tshark = run_tshark(src, HERE / "tshark" / rel.parent / (rel.name + ".tsv"))
+        data = src.read_bytes()
+        rows.append([str(rel), len(data), hashlib.sha256(data).hexdigest(), n, n_tshark])
+        print(f"{rel}: {n} flows" + (f", tshark oracle: {n_tshark} frames" if n == 0 else ""))
+    with open(HERE / "MANIFEST.tsv", "w", newline="") as f:
+        w = csv.writer(f, delimiter="\t", lineterminator="\n")
+        for k, v in versions.items():
+            w.writerow(["#", k, v])
+        w.writerow(["capture", "bytes", "sha256", "nfstream_flows", "tshark_frames"])
+        w.writerows(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
