@@ -437,3 +437,103 @@ fn startup_errors_are_one_line() {
         pair.ip_link()
     );
 }
+
+/// Flow rows without the columns that depend on when frames were captured (ids, times,
+/// durations, inter-arrival times), sorted: what must agree between live and replay.
+fn timeless_flows(csv: &str) -> Vec<String> {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().expect("CSV header").split(',').collect();
+    let keep: Vec<usize> = header
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            !(**c == "id" || c.contains("seen") || c.contains("duration") || c.contains("piat"))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let mut rows: Vec<String> = lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            assert_eq!(f.len(), header.len(), "{l}");
+            keep.iter().map(|&i| f[i]).collect::<Vec<_>>().join(",")
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// Equal row sets, reporting the first difference instead of both sets.
+fn assert_same_flows(what: &str, got: &[String], want: &[String]) {
+    assert_eq!(got.len(), want.len(), "{what}: number of flows");
+    if let Some((g, w)) = got.iter().zip(want).find(|(g, w)| g != w) {
+        panic!("{what}: first differing flow\n got: {g}\nwant: {w}");
+    }
+}
+
+fn replay_flows(pcap: &std::path::Path, out: &std::path::Path) -> String {
+    harness::run(&[
+        harness::SENSOR,
+        "flows",
+        &pcap.to_string_lossy(),
+        "-o",
+        &out.to_string_lossy(),
+    ]);
+    std::fs::read_to_string(out).expect("replay flows")
+}
+
+/// Live flows equal the flows of a replay of the same frames, with 2 queues and with 1.
+#[test]
+fn live_flows_equal_replay_flows_one_and_two_queues() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(2);
+    let (pcap, live2) = (pair.path("sent.pcap"), pair.path("live2.csv"));
+    let sensor = pair.start_sensor(&["--flows-out", &live2.to_string_lossy()]);
+    let g = pair.send(&[
+        "--queues",
+        "0,1",
+        "--count",
+        "4000,3000",
+        "--pps",
+        "20000",
+        "--flows",
+        "37",
+        "--proto",
+        "tcp-syn",
+        "--pcap-out",
+        &pcap.to_string_lossy(),
+    ]);
+    assert_eq!(g.sent, 7000);
+    let stopped = sensor.stop();
+    assert_eq!(
+        stopped.status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        stopped.stderr
+    );
+    let st = stopped.stats.unwrap();
+    assert_eq!(num(&st, &["packets_received"]), 7000);
+    assert_eq!(num(&st, &["pipeline", "shard.ring_full"]), 0);
+    let live2 = timeless_flows(&std::fs::read_to_string(&live2).expect("live flows"));
+    let replay = timeless_flows(&replay_flows(&pcap, &pair.path("replay.csv")));
+    assert_eq!(replay.len(), 74, "37 flows per queue");
+    assert_same_flows("2-queue live vs replay", &live2, &replay);
+    assert_eq!(num(&st, &["pipeline", "flows.written"]), 74);
+
+    // The same frames through a one-queue pair and a one-queue sensor.
+    let pair1 = VethPair::new(1);
+    let live1 = pair1.path("live1.csv");
+    let sensor = pair1.start_sensor(&["--flows-out", &live1.to_string_lossy()]);
+    for (src, count) in [("198.18.0.1", "4000"), ("198.18.0.2", "3000")] {
+        let mut args = vec![
+            "--queues", "0", "--count", count, "--pps", "20000", "--flows", "37", "--proto",
+            "tcp-syn",
+        ];
+        args.extend_from_slice(&["--src", src]);
+        pair1.send(&args);
+    }
+    let st = sensor.stop().stats.unwrap();
+    assert_eq!(num(&st, &["packets_received"]), 7000);
+    assert_eq!(st["queues"].as_array().unwrap().len(), 1);
+    let live1 = timeless_flows(&std::fs::read_to_string(&live1).expect("live flows"));
+    assert_same_flows("1-queue live vs replay", &live1, &replay);
+}

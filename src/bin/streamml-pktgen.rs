@@ -78,6 +78,10 @@ struct Args {
     /// Frames submitted per sendto.
     #[arg(long, default_value_t = 64)]
     batch: u32,
+    /// Also write the frames that were sent to this pcap file (queue after queue, in send
+    /// order, timestamps 1/pps apart), e.g. to replay them through `streamml-sensor flows`.
+    #[arg(long, value_name = "FILE")]
+    pcap_out: Option<std::path::PathBuf>,
 }
 
 fn parse_mac(s: &str) -> Result<[u8; 6], String> {
@@ -324,6 +328,49 @@ fn send_queue(a: &Args, qi: usize) -> anyhow::Result<QueueResult> {
     })
 }
 
+/// The frames each queue sent, regenerated (they are a function of queue and sequence
+/// number), as a classic pcap with microsecond timestamps.
+fn write_pcap(path: &std::path::Path, a: &Args, qs: &[QueueResult]) -> anyhow::Result<()> {
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    w.write_all(&0xa1b2_c3d4u32.to_le_bytes())?;
+    w.write_all(&2u16.to_le_bytes())?;
+    w.write_all(&4u16.to_le_bytes())?;
+    w.write_all(&[0u8; 8])?; // thiszone, sigfigs
+    w.write_all(&65535u32.to_le_bytes())?;
+    w.write_all(&1u32.to_le_bytes())?; // LINKTYPE_ETHERNET
+    let t0_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_micros() as u64;
+    let step_us = if a.pps > 0 {
+        (1_000_000 / a.pps).max(1)
+    } else {
+        1
+    };
+    let flows = a.flows.max(1);
+    let mut frame = vec![0u8; a.size];
+    for (qi, q) in qs.iter().enumerate() {
+        let src = Ipv4Addr::from(u32::from(a.src) + qi as u32);
+        for seq in 0..q.sent {
+            let seq = seq as u32;
+            build(
+                &mut frame,
+                a,
+                src,
+                10000u16.wrapping_add((seq % flows) as u16),
+                seq,
+            );
+            let t = t0_us + seq as u64 * step_us;
+            w.write_all(&((t / 1_000_000) as u32).to_le_bytes())?;
+            w.write_all(&((t % 1_000_000) as u32).to_le_bytes())?;
+            w.write_all(&(frame.len() as u32).to_le_bytes())?;
+            w.write_all(&(frame.len() as u32).to_le_bytes())?;
+            w.write_all(&frame)?;
+        }
+    }
+    w.flush()?;
+    Ok(())
+}
+
 fn run(a: Args) -> anyhow::Result<()> {
     if a.size < 60 || a.size > 1514 {
         bail!("--size {}: must be in 60..=1514", a.size);
@@ -364,6 +411,9 @@ fn run(a: Args) -> anyhow::Result<()> {
         qs.push(r?);
     }
     let sent: u64 = qs.iter().map(|q| q.sent).sum();
+    if let Some(p) = &a.pcap_out {
+        write_pcap(p, &a, &qs).with_context(|| format!("writing {}", p.display()))?;
+    }
     let out = serde_json::json!({
         "iface": a.iface,
         "sent": sent,

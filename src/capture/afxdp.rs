@@ -550,16 +550,20 @@ impl AfXdpSource {
         got
     }
 
-    /// Waits for the RX ring to have frames; false when stopped and the ring is empty.
-    fn wait(&mut self) -> Result<bool, CaptureError> {
+    /// Waits for the RX ring to have frames, at most until `deadline` (None: no limit).
+    fn wait(&mut self, deadline: Option<Instant>) -> Result<Wait, CaptureError> {
         let mut spins: u32 = 0;
         loop {
             if self.fetch() > 0 {
-                return Ok(true);
+                return Ok(Wait::Frames);
             }
             if self.stop.load(Relaxed) {
                 // Drain: the ring was empty after the stop flag was seen.
-                return Ok(self.fetch() > 0);
+                return Ok(if self.fetch() > 0 {
+                    Wait::Frames
+                } else {
+                    Wait::Stopped
+                });
             }
             if !self.stash.is_empty() {
                 self.flush_stash();
@@ -567,21 +571,67 @@ impl AfXdpSource {
             if self.busy_poll || (self.need_wakeup && self.fq.needs_wakeup()) {
                 self.kick();
             }
+            spins = spins.wrapping_add(1);
+            if let Some(d) = deadline {
+                if spins % 64 == 0 && Instant::now() >= d {
+                    return Ok(Wait::Idle);
+                }
+            }
+            let poll_ms = |max: i32| match deadline {
+                Some(d) => {
+                    (d.saturating_duration_since(Instant::now()).as_millis() as i32).clamp(1, max)
+                }
+                None => max,
+            };
             match self.idle {
                 Idle::Spin => std::hint::spin_loop(),
-                Idle::Poll => self.poll(100)?,
+                Idle::Poll => {
+                    let ms = poll_ms(100);
+                    self.poll(ms)?;
+                    spins = spins.wrapping_add(63); // check the deadline next round
+                }
                 Idle::Adaptive => {
-                    spins += 1;
                     if spins < 2_000 {
                         std::hint::spin_loop();
                     } else if spins < 2_200 {
                         std::thread::yield_now();
                     } else {
-                        self.poll(10)?;
+                        let ms = poll_ms(10);
+                        self.poll(ms)?;
+                        spins = spins.wrapping_add(63);
                     }
                 }
             }
         }
+    }
+
+    /// The next frame, or [`Next::Idle`] when none came before `deadline` (so the caller
+    /// can advance its clock), or [`Next::End`] once stopped and drained. Frames of one RX
+    /// batch share one timestamp, taken when the batch was read.
+    #[inline]
+    pub fn next_or_idle(&mut self, deadline: Option<Instant>) -> Result<Next<'_>, CaptureError> {
+        if self.pos >= self.n {
+            self.recycle();
+            match self.wait(deadline)? {
+                Wait::Frames => {}
+                Wait::Idle => return Ok(Next::Idle),
+                Wait::Stopped => return Ok(Next::End),
+            }
+        }
+        let desc = self.batch[self.pos];
+        self.pos += 1;
+        self.index += 1;
+        // SAFETY: desc came from this socket's RX ring, so it is a frame of this UMEM
+        // holding a received packet, and it stays out of the fill ring until the caller's
+        // borrow of the returned slice ends (the next call).
+        let data = unsafe { self.umem.data(&desc) }.contents();
+        Ok(Next::Frame(Frame {
+            ts_ns: self.batch_ts_ns,
+            orig_len: data.len() as u32,
+            data,
+            link: LinkType::Ethernet,
+            index: self.index - 1,
+        }))
     }
 
     fn poll(&mut self, timeout_ms: i32) -> Result<(), CaptureError> {
@@ -595,7 +645,7 @@ impl AfXdpSource {
 
 /// CLOCK_REALTIME in nanoseconds (vDSO, no syscall).
 #[inline]
-fn now_ns() -> u64 {
+pub fn now_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -605,31 +655,30 @@ fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+enum Wait {
+    Frames,
+    Idle,
+    Stopped,
+}
+
+/// What [`AfXdpSource::next_or_idle`] found.
+pub enum Next<'a> {
+    Frame(Frame<'a>),
+    /// Nothing arrived before the deadline.
+    Idle,
+    /// Stopped and drained.
+    End,
+}
+
 impl PacketSource for AfXdpSource {
-    /// The next frame. Frames of one RX batch share one timestamp (taken when the batch
-    /// was read). Blocks (per the idle strategy) while the ring is empty; `Ok(None)` once
-    /// the stop flag is set and the ring is drained.
+    /// The next frame; blocks (per the idle strategy) while the ring is empty; `Ok(None)`
+    /// once the stop flag is set and the ring is drained.
     #[inline]
     fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
-        if self.pos >= self.n {
-            self.recycle();
-            if !self.wait()? {
-                return Ok(None);
-            }
+        match self.next_or_idle(None)? {
+            Next::Frame(f) => Ok(Some(f)),
+            Next::Idle => unreachable!("no deadline, no idle"),
+            Next::End => Ok(None),
         }
-        let desc = self.batch[self.pos];
-        self.pos += 1;
-        self.index += 1;
-        // SAFETY: desc came from this socket's RX ring, so it is a frame of this UMEM
-        // holding a received packet, and it stays out of the fill ring until the caller's
-        // borrow of the returned slice ends (the next call).
-        let data = unsafe { self.umem.data(&desc) }.contents();
-        Ok(Some(Frame {
-            ts_ns: self.batch_ts_ns,
-            orig_len: data.len() as u32,
-            data,
-            link: LinkType::Ethernet,
-            index: self.index - 1,
-        }))
     }
 }

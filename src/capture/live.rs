@@ -13,8 +13,14 @@
 //! SIGHUP prints a stats line and rewrites the `--stats-json` file with the counters so
 //! far; capture goes on.
 //!
-//! Until the sharded flow pipeline lands, each reader decodes every frame with
-//! [`crate::wire::decode`] and counts the results; `process` below is the seam.
+//! The pipeline is the one replay uses: each reader decodes its frames in place
+//! ([`crate::wire::decode`]) and routes the `PacketMeta` over a bounded SPSC ring to the
+//! scorer shard of its symmetric flow hash (a full ring drops and counts,
+//! `shard.ring_full`); each shard meters flows in its own table; exported flows go through
+//! a bounded channel to one writer thread (`--flows-out`; a full channel drops the line and
+//! counts `flows.output_dropped`). When a queue is idle its reader sends clock ticks, so
+//! flows still expire. At shutdown readers drain, shards flush every flow, the writer
+//! finishes the file.
 
 use std::fs::File;
 use std::io::Write;
@@ -28,12 +34,18 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use serde::Serialize;
 
+use super::afxdp::{now_ns, Next};
 use super::afxdp::{AfXdpSource, BindMode, Idle, KernelStats, QueueStats, XskConfig, ZeroCopy};
 use super::xdp::{
     AttachMode, Attached, FilterSet, SampleBy, SensorProgram, XdpAction, XdpCounters, XdpSettings,
     MAX_QUEUES,
 };
-use super::PacketSource;
+use crate::cli::{positive_seconds, AccountingArg, KeyArg, OutFormat};
+use crate::flow::export::FlowRecord;
+use crate::flow::table::{Accounting, FlowConfig, FlowCounters, FlowTable};
+use crate::pipeline::{ReaderCounters, TICK_NS};
+use crate::shard::{self, FullPolicy, KeyMode, Router, RouterCounters, ShardWorker};
+use crate::stats::{self, Counter, Snapshot};
 use crate::wire::{self, DecodeOptions, WireError};
 
 /// Options of the live mode. Flattened into the top-level command line by `cli.rs`.
@@ -131,6 +143,33 @@ pub struct LiveArgs {
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
+    /// Write exported flows to this file (as they are exported; ids in export order).
+    #[arg(long, value_name = "FILE")]
+    pub flows_out: Option<PathBuf>,
+    /// Format of --flows-out.
+    #[arg(long, value_enum, default_value = "csv")]
+    pub flows_format: OutFormat,
+    /// Flow idle timeout in seconds (nfstream's idle_timeout).
+    #[arg(long, value_name = "S", default_value = "120", value_parser = positive_seconds)]
+    pub idle_timeout: f64,
+    /// Flow active timeout in seconds (nfstream's active_timeout).
+    #[arg(long, value_name = "S", default_value = "1800", value_parser = positive_seconds)]
+    pub active_timeout: f64,
+    /// What a packet's size counts in flows: link (frame), ip, transport or payload.
+    #[arg(long, value_enum, default_value = "link")]
+    pub accounting: AccountingArg,
+    /// Shard key: 5-tuple (balance) or ip-pair.
+    #[arg(long, value_enum, default_value = "5-tuple")]
+    pub key: KeyArg,
+    /// Scorer shards [default: cores minus readers, at least 1].
+    #[arg(long, value_name = "S")]
+    pub shards: Option<usize>,
+    /// Flow-table capacity per shard (least recently seen flow evicted beyond it).
+    #[arg(long, value_name = "N", default_value_t = 1 << 20)]
+    pub flow_capacity: usize,
+    /// Entries of each reader-to-shard ring.
+    #[arg(long, value_name = "N", default_value_t = 16384)]
+    pub ring_capacity: usize,
 }
 
 /// A list of CPU core ids.
@@ -432,60 +471,190 @@ impl Drop for ThreadedNapi {
 // ---------------------------------------------------------------------------------------
 // Readers
 
-const N_WIRE: usize = WireError::ALL.len();
-
-/// Decoder outcome counters of one reader, published once per RX batch.
-#[derive(Debug, Default)]
-pub struct DecodeStats {
-    pub decoded: AtomicU64,
-    pub errors: [AtomicU64; N_WIRE],
-}
-
 struct Reader {
     queue: u32,
     core: Option<usize>,
     bind: BindMode,
     ebusy_retries: u32,
     stats: Arc<QueueStats>,
-    decode: Arc<DecodeStats>,
+    rc: Arc<ReaderCounters>,
+    router: Arc<RouterCounters>,
     /// dup of the socket fd, for XDP_STATISTICS while the reader runs and after it ends.
     stats_fd: OwnedFd,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
-/// The reader loop: everything the sensor does with a frame happens in `process`.
-fn reader_loop(mut src: AfXdpSource, decode: Arc<DecodeStats>) -> anyhow::Result<()> {
-    let opts = DecodeOptions::default();
-    let mut decoded = 0u64;
-    let mut errors = [0u64; N_WIRE];
-    let mut since_publish = 0u32;
+/// How long a reader waits on an empty queue before it sends the shards a clock tick.
+const IDLE_TICK: Duration = Duration::from_millis(250);
+
+/// The reader loop: decode in place, route to the shard, recycle (by asking for the next
+/// frame). Ticks carry the clock forward to every shard, from frames or while idle.
+fn reader_loop(
+    mut src: AfXdpSource,
+    router: Router,
+    rc: Arc<ReaderCounters>,
+    opts: DecodeOptions,
+) -> anyhow::Result<()> {
+    let mut next_tick = 0u64;
+    let mut idle_deadline = Instant::now() + IDLE_TICK;
     loop {
-        let frame = match src.next_frame() {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(e) => return Err(anyhow!(e)),
-        };
-        // process: decode (the shard pipeline will take the PacketMeta from here)
-        match wire::decode(frame.data, frame.orig_len, frame.link, &opts) {
-            Ok(_meta) => decoded += 1,
-            Err(e) => errors[e.index()] += 1,
-        }
-        since_publish += 1;
-        if since_publish >= 64 {
-            since_publish = 0;
-            publish(&decode, decoded, &errors);
+        match src
+            .next_or_idle(Some(idle_deadline))
+            .map_err(|e| anyhow!(e))?
+        {
+            Next::Frame(f) => {
+                rc.frames.inc();
+                rc.bytes.add(u64::from(f.orig_len));
+                match wire::decode(f.data, f.orig_len, f.link, &opts) {
+                    Ok(m) => {
+                        rc.decoded.inc();
+                        router.route(f.ts_ns, &m);
+                    }
+                    Err(e) => rc.count_err(e),
+                }
+                if f.ts_ns >= next_tick {
+                    router.tick(f.ts_ns);
+                    next_tick = f.ts_ns.saturating_add(TICK_NS);
+                    idle_deadline = Instant::now() + IDLE_TICK;
+                }
+            }
+            Next::Idle => {
+                let now = now_ns();
+                router.tick(now);
+                next_tick = now.saturating_add(TICK_NS);
+                idle_deadline = Instant::now() + IDLE_TICK;
+            }
+            Next::End => break,
         }
     }
-    publish(&decode, decoded, &errors);
-    Ok(())
+    Ok(()) // dropping the router closes this reader's rings
 }
 
-#[inline]
-fn publish(d: &DecodeStats, decoded: u64, errors: &[u64; N_WIRE]) {
-    d.decoded.store(decoded, Relaxed);
-    for (a, &v) in d.errors.iter().zip(errors) {
-        if v != 0 {
-            a.store(v, Relaxed);
+/// Counters of one live shard beyond its flow table's.
+#[derive(Debug, Default)]
+struct ShardOutCounters {
+    exported: Counter,
+    output_dropped: Counter,
+}
+
+/// A live scorer shard: meters flows and hands each exported flow, formatted, to the
+/// writer thread without ever waiting for it.
+struct LiveFlowWorker {
+    table: FlowTable,
+    out: Option<crossbeam_channel::Sender<Vec<u8>>>,
+    jsonl: bool,
+    ids: Arc<AtomicU64>,
+    ctr: Arc<ShardOutCounters>,
+}
+
+impl LiveFlowWorker {
+    fn emit(
+        out: &Option<crossbeam_channel::Sender<Vec<u8>>>,
+        jsonl: bool,
+        ids: &AtomicU64,
+        ctr: &ShardOutCounters,
+        r: FlowRecord<'_>,
+    ) {
+        ctr.exported.inc();
+        let Some(tx) = out else { return };
+        let id = ids.fetch_add(1, Relaxed);
+        let mut line = Vec::with_capacity(768);
+        if jsonl {
+            r.write_jsonl(&mut line, id);
+        } else {
+            r.write_csv(&mut line, id);
+        }
+        if tx.try_send(line).is_err() {
+            ctr.output_dropped.inc();
+        }
+    }
+}
+
+impl ShardWorker for LiveFlowWorker {
+    #[inline]
+    fn on_packet(&mut self, rec: &shard::PacketRecord) {
+        let (out, jsonl, ids, ctr) = (&self.out, self.jsonl, &*self.ids, &*self.ctr);
+        self.table.update(rec.ts_ns, &rec.meta, &mut |r| {
+            Self::emit(out, jsonl, ids, ctr, r)
+        });
+    }
+
+    fn on_tick(&mut self, now_ns: u64) {
+        let (out, jsonl, ids, ctr) = (&self.out, self.jsonl, &*self.ids, &*self.ctr);
+        self.table
+            .advance(now_ns, &mut |r| Self::emit(out, jsonl, ids, ctr, r));
+    }
+
+    fn finish(&mut self) {
+        let (out, jsonl, ids, ctr) = (&self.out, self.jsonl, &*self.ids, &*self.ctr);
+        self.table
+            .flush(&mut |r| Self::emit(out, jsonl, ids, ctr, r));
+        self.out = None; // the writer ends when every shard has finished
+    }
+}
+
+struct Shard {
+    flow: Arc<FlowCounters>,
+    out: Arc<ShardOutCounters>,
+    handle: Option<JoinHandle<()>>,
+}
+
+/// Writer thread of `--flows-out`: appends lines as they come, flushes every second. A
+/// write error is logged once and counted; the sensor goes on.
+fn flow_writer(
+    path: PathBuf,
+    header: Option<String>,
+    rx: crossbeam_channel::Receiver<Vec<u8>>,
+    written: Arc<Counter>,
+    errors: Arc<Counter>,
+) {
+    let mut w = match File::create(&path) {
+        Ok(f) => Some(std::io::BufWriter::with_capacity(1 << 20, f)),
+        Err(e) => {
+            log(format_args!(
+                "{}: {e}; flows are not written",
+                path.display()
+            ));
+            errors.inc();
+            None
+        }
+    };
+    let fail = |e: std::io::Error, w: &mut Option<std::io::BufWriter<File>>| {
+        log(format_args!(
+            "{}: {e}; flows are no longer written",
+            path.display()
+        ));
+        errors.inc();
+        *w = None;
+    };
+    if let (Some(h), Some(f)) = (header, w.as_mut()) {
+        if let Err(e) = f.write_all(h.as_bytes()) {
+            fail(e, &mut w);
+        }
+    }
+    loop {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(line) => {
+                if let Some(f) = w.as_mut() {
+                    match f.write_all(&line) {
+                        Ok(()) => written.inc(),
+                        Err(e) => fail(e, &mut w),
+                    }
+                }
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if let Some(f) = w.as_mut() {
+                    if let Err(e) = f.flush() {
+                        fail(e, &mut w);
+                    }
+                }
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    if let Some(f) = w.as_mut() {
+        if let Err(e) = f.flush().and_then(|_| f.get_ref().sync_all()) {
+            fail(e, &mut w);
         }
     }
 }
@@ -540,13 +709,25 @@ pub struct StatsReport {
     pub decoded: u64,
     pub drops: serde_json::Map<String, serde_json::Value>,
     pub queues: Vec<QueueReport>,
+    /// Every named counter of the pipeline after the sockets (reader.*, decoder.*,
+    /// shard.*, flow.*, flows.*), summed over readers and shards.
+    pub pipeline: Snapshot,
     pub replaced_program: Option<serde_json::Value>,
+}
+
+/// The parts of the pipeline after the readers, for the stats.
+struct Pipeline {
+    shards: Vec<Shard>,
+    flows_written: Arc<Counter>,
+    flows_write_errors: Arc<Counter>,
+    writer: Option<JoinHandle<()>>,
 }
 
 fn collect(
     iface: &str,
     prog: &SensorProgram,
     readers: &[Reader],
+    pipe: &Pipeline,
     mode: &ModeReport,
     started: Instant,
     replaced: &Option<serde_json::Value>,
@@ -554,7 +735,7 @@ fn collect(
     let xdp_q = prog.counters(readers.len() as u32)?;
     let xdp_total = prog.counters_total()?;
     let mut kernel = KernelStats::default();
-    let mut wire_err = [0u64; N_WIRE];
+    let mut snap = Snapshot::new();
     let mut queues = Vec::with_capacity(readers.len());
     let (mut pkts, mut bytes, mut decoded) = (0, 0, 0);
     for (r, x) in readers.iter().zip(xdp_q) {
@@ -571,16 +752,32 @@ fn collect(
             ebusy_retries: r.ebusy_retries,
             xdp: x,
             kernel: k,
-            decoded: r.decode.decoded.load(Relaxed),
+            decoded: r.rc.decoded.get(),
         };
-        for (acc, a) in wire_err.iter_mut().zip(&r.decode.errors) {
-            *acc += a.load(Relaxed);
-        }
+        r.rc.snapshot_into(&mut snap);
+        stats::merge_into(&mut snap, r.router.named());
         pkts += q.packets_received;
         bytes += q.bytes_received;
         decoded += q.decoded;
         queues.push(q);
     }
+    for sh in &pipe.shards {
+        stats::merge_into(&mut snap, sh.flow.named());
+        stats::merge_into(
+            &mut snap,
+            [
+                ("flows.exported", sh.out.exported.get()),
+                ("flows.output_dropped", sh.out.output_dropped.get()),
+            ],
+        );
+    }
+    stats::merge_into(
+        &mut snap,
+        [
+            ("flows.written", pipe.flows_written.get()),
+            ("flows.write_errors", pipe.flows_write_errors.get()),
+        ],
+    );
     let mut drops = serde_json::Map::new();
     let mut put = |k: &str, v: u64| {
         drops.insert(k.to_string(), serde_json::Value::from(v));
@@ -593,7 +790,10 @@ fn collect(
     put("rx_ring_full", kernel.rx_ring_full);
     put("rx_fill_ring_empty_descs", kernel.rx_fill_ring_empty_descs);
     for e in WireError::ALL {
-        put(e.name(), wire_err[e.index()]);
+        put(e.name(), snap.get(e.name()).copied().unwrap_or(0));
+    }
+    for k in ["shard.ring_full", "flow.evicted", "flows.output_dropped"] {
+        put(k, snap.get(k).copied().unwrap_or(0));
     }
     Ok(StatsReport {
         interface: iface.into(),
@@ -606,6 +806,7 @@ fn collect(
         decoded,
         drops,
         queues,
+        pipeline: snap,
         replaced_program: replaced.clone(),
     })
 }
@@ -874,10 +1075,110 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
         pinned: cores.is_some(),
     };
 
-    let mut readers = Vec::with_capacity(sources.len());
-    for (i, (src, stats)) in sources.into_iter().enumerate() {
+    // The pipeline: S shards, each draining one ring per reader; one flow writer.
+    let nq = sources.len();
+    let nshards = args
+        .shards
+        .unwrap_or_else(|| crate::pipeline::default_shards(nq))
+        .max(1);
+    let flow_cfg = FlowConfig {
+        capacity: args.flow_capacity,
+        accounting: match args.accounting {
+            AccountingArg::Link => Accounting::Link,
+            AccountingArg::Ip => Accounting::Ip,
+            AccountingArg::Transport => Accounting::Transport,
+            AccountingArg::Payload => Accounting::Payload,
+        },
+        ..FlowConfig::default()
+    }
+    .with_timeouts_secs(args.idle_timeout, args.active_timeout);
+    flow_cfg.validate().map_err(anyhow::Error::msg)?;
+    let jsonl = args.flows_format == OutFormat::Jsonl;
+    let flows_written = Arc::new(Counter::new());
+    let flows_write_errors = Arc::new(Counter::new());
+    let (flow_tx, writer) = match &args.flows_out {
+        Some(path) => {
+            let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(1 << 16);
+            let header = (!jsonl).then(|| FlowRecord::csv_header(flow_cfg.splt));
+            let (w, e, path) = (
+                flows_written.clone(),
+                flows_write_errors.clone(),
+                path.clone(),
+            );
+            let h = std::thread::Builder::new()
+                .name("flow-writer".into())
+                .spawn(move || flow_writer(path, header, rx, w, e))
+                .context("spawning the flow writer")?;
+            (Some(tx), Some(h))
+        }
+        None => (None, None),
+    };
+    let reader_cores: Vec<usize> = cores
+        .as_ref()
+        .map(|c| (0..nq).map(|i| c[i % c.len()]).collect())
+        .unwrap_or_default();
+    let scorer_cores: Vec<usize> = cores
+        .as_ref()
+        .map(|c| {
+            c.iter()
+                .copied()
+                .filter(|x| !reader_cores.contains(x))
+                .collect()
+        })
+        .unwrap_or_default();
+    let key_mode = match args.key {
+        KeyArg::FiveTuple => KeyMode::FiveTuple,
+        KeyArg::IpPair => KeyMode::IpPair,
+    };
+    let ids = Arc::new(AtomicU64::new(0));
+    let mut producers: Vec<Vec<shard::Producer>> = (0..nq).map(|_| Vec::new()).collect();
+    let mut shards = Vec::with_capacity(nshards);
+    for sidx in 0..nshards {
+        let mut consumers = Vec::with_capacity(nq);
+        for p in producers.iter_mut() {
+            let (tx, rx) = shard::ring(args.ring_capacity);
+            p.push(tx);
+            consumers.push(rx);
+        }
+        let table = FlowTable::new(flow_cfg).map_err(anyhow::Error::msg)?;
+        let flow = table.counters().clone();
+        let out_ctr = Arc::new(ShardOutCounters::default());
+        let mut worker = LiveFlowWorker {
+            table,
+            out: flow_tx.clone(),
+            jsonl,
+            ids: ids.clone(),
+            ctr: out_ctr.clone(),
+        };
+        let core = (!scorer_cores.is_empty()).then(|| scorer_cores[sidx % scorer_cores.len()]);
+        let handle = std::thread::Builder::new()
+            .name(format!("scorer-{sidx}"))
+            .spawn(move || {
+                if let Some(c) = core {
+                    core_affinity::set_for_current(core_affinity::CoreId { id: c });
+                }
+                shard::run_shard(&consumers, &mut worker);
+            })
+            .context("spawning a scorer thread")?;
+        shards.push(Shard {
+            flow,
+            out: out_ctr,
+            handle: Some(handle),
+        });
+    }
+    drop(flow_tx); // the shards hold the only senders now
+    let mut pipe = Pipeline {
+        shards,
+        flows_written,
+        flows_write_errors,
+        writer,
+    };
+
+    let decode_opts = DecodeOptions::default();
+    let mut readers = Vec::with_capacity(nq);
+    for (i, ((src, stats), prods)) in sources.into_iter().zip(producers).enumerate() {
         let queue = src.queue();
-        let core = cores.as_ref().map(|c| c[i % c.len()]);
+        let core = reader_cores.get(i).copied();
         // SAFETY: dup(2) of a valid fd; the result is a new fd we own.
         let dup = unsafe { libc::fcntl(src.fd(), libc::F_DUPFD_CLOEXEC, 0) };
         if dup < 0 {
@@ -888,8 +1189,10 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
         }
         // SAFETY: dup is a fresh fd.
         let stats_fd = unsafe { OwnedFd::from_raw_fd(dup) };
-        let decode = Arc::new(DecodeStats::default());
-        let d2 = decode.clone();
+        let router = Router::new(prods, FullPolicy::Drop, key_mode);
+        let router_ctr = router.counters.clone();
+        let rc = Arc::new(ReaderCounters::default());
+        let rc2 = rc.clone();
         let bind = src.bind_mode();
         let ebusy_retries = src.ebusy_retries;
         let handle = std::thread::Builder::new()
@@ -900,7 +1203,7 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
                         log(format_args!("queue {queue}: could not pin to core {c}"));
                     }
                 }
-                reader_loop(src, d2)
+                reader_loop(src, router, rc2, decode_opts)
             })
             .context("spawning a reader thread")?;
         readers.push(Reader {
@@ -909,7 +1212,8 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
             bind,
             ebusy_retries,
             stats,
-            decode,
+            rc,
+            router: router_ctr,
             stats_fd,
             handle: Some(handle),
         });
@@ -949,7 +1253,7 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
         match signals.wait(wake.saturating_duration_since(now)) {
             Some(libc::SIGINT) | Some(libc::SIGTERM) => break,
             Some(libc::SIGHUP) => {
-                let r = collect(iface, &prog, &readers, &mode, started, &replaced)?;
+                let r = collect(iface, &prog, &readers, &pipe, &mode, started, &replaced)?;
                 log(line(&r, None));
                 if let Some(p) = &args.stats_json {
                     write_json(p, &r)?;
@@ -971,7 +1275,7 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
         }
         if let (Some(t), Some(i)) = (next_report, interval) {
             if Instant::now() >= t {
-                let r = collect(iface, &prog, &readers, &mode, started, &replaced)?;
+                let r = collect(iface, &prog, &readers, &pipe, &mode, started, &replaced)?;
                 let pr = prev.as_ref().map(|(p, at)| (p, at.elapsed().as_secs_f64()));
                 log(line(&r, pr));
                 prev = Some((r, Instant::now()));
@@ -998,7 +1302,21 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let r = collect(iface, &prog, &readers, &mode, started, &replaced)?;
+    // Readers are gone, so are their rings' producers: shards drain, flush their flows
+    // and drop their senders; then the writer finishes the file.
+    for sh in &mut pipe.shards {
+        if let Some(h) = sh.handle.take() {
+            if h.join().is_err() {
+                failure.get_or_insert(anyhow!("a scorer shard panicked"));
+            }
+        }
+    }
+    if let Some(h) = pipe.writer.take() {
+        if h.join().is_err() {
+            failure.get_or_insert(anyhow!("the flow writer panicked"));
+        }
+    }
+    let r = collect(iface, &prog, &readers, &pipe, &mode, started, &replaced)?;
     log(format_args!(
         "summary: {} | {:.1} kpps average over {:.1} s",
         line(&r, None),

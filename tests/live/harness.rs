@@ -30,6 +30,8 @@ pub const SENSOR_IF: &str = "sens0";
 pub const PEER_IF: &str = "peer0";
 pub const SENSOR_ADDR: &str = "198.19.0.1";
 pub const PEER_ADDR: &str = "198.18.0.1";
+pub const SENSOR_MAC: &str = "02:53:4d:00:00:01";
+pub const PEER_MAC: &str = "02:53:4d:00:00:02";
 
 static LIVE_LOCK: Mutex<()> = Mutex::new(());
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -201,6 +203,27 @@ impl VethPair {
             "dev",
             PEER_IF,
         ]);
+        // Fixed MACs: frames (and flow rows) are the same whichever pair carried them.
+        run(&[
+            "ip",
+            "-n",
+            &pair.ns_sensor,
+            "link",
+            "set",
+            SENSOR_IF,
+            "address",
+            SENSOR_MAC,
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            &pair.ns_peer,
+            "link",
+            "set",
+            PEER_IF,
+            "address",
+            PEER_MAC,
+        ]);
         run(&["ip", "-n", &pair.ns_sensor, "link", "set", SENSOR_IF, "up"]);
         run(&["ip", "-n", &pair.ns_peer, "link", "set", PEER_IF, "up"]);
         pair.sensor_mac = link_mac(&pair.ns_sensor, SENSOR_IF);
@@ -306,14 +329,10 @@ impl VethPair {
             PEER_IF,
         ];
         let mac_arg = self.sensor_mac.clone();
-        cmd.extend_from_slice(&[
-            "--dst-mac",
-            &mac_arg,
-            "--src",
-            PEER_ADDR,
-            "--dst",
-            SENSOR_ADDR,
-        ]);
+        cmd.extend_from_slice(&["--dst-mac", &mac_arg, "--dst", SENSOR_ADDR]);
+        if !args.contains(&"--src") {
+            cmd.extend_from_slice(&["--src", PEER_ADDR]);
+        }
         cmd.extend_from_slice(args);
         if !args.contains(&"--duration") {
             cmd.extend_from_slice(&["--duration", "20"]);
