@@ -105,9 +105,9 @@ run_sensor() {
   sleep 0.2
   kill -TERM "$pid"
   wait "$pid" || { cat "$WORK/sensor.err" >&2; exit 1; }
-  echo "$sent $(jq -r .packets_received "$WORK/sensor.json")"
-  jq -c '{mode, xdp, kernel, queues: [.queues[] | {queue, packets_received, batches, syscalls}]}' \
+  jq -c '{mode: .mode | {attach, bind, idle, threaded_napi, pinned}, kernel, ring_full: .pipeline["shard.ring_full"], queues: [.queues[] | {queue, packets_received, batches, syscalls}]}' \
     "$WORK/sensor.json" >"$WORK/sensor.detail"
+  echo "$sent $(jq -r .packets_received "$WORK/sensor.json")"
 }
 
 run_tcpdump() {
@@ -126,6 +126,8 @@ run_tcpdump() {
 echo "# live capture on veth, ${QUEUES} queues, ${SIZE} B frames, ${DURATION} s per run, $(nproc) cores, threaded NAPI ${THREADED_NAPI}"
 echo "# kernel $(uname -r); sensor args: ${SENSOR_ARGS[*]:-(defaults)}"
 printf '%-10s %12s %12s %12s %12s %9s %9s\n' receiver sent sent_pps received recv_pps of_sent of_drop
+RATIO_DROP=()
+RATIO_TCPDUMP=()
 for round in $(seq "$ROUNDS"); do
   declare -A R=()
   for r in $RECEIVERS; do
@@ -140,7 +142,18 @@ for round in $(seq "$ROUNDS"); do
       "$(awk -v a="$got" -v b="$sent" 'BEGIN {print (b > 0) ? 100 * a / b : 0}')" "$rel"
   done
   if [ -n "${R[sensor]:-}" ] && [ -n "${R[tcpdump]:-}" ] && [ "${R[tcpdump]}" -gt 0 ]; then
-    awk -v a="${R[sensor]}" -v b="${R[tcpdump]}" 'BEGIN {printf "# sensor / tcpdump: %.2fx\n", a / b}'
+    RATIO_TCPDUMP+=("$(awk -v a="${R[sensor]}" -v b="${R[tcpdump]}" 'BEGIN {printf "%.2f", a / b}')")
+    echo "# sensor / tcpdump: ${RATIO_TCPDUMP[-1]}x"
+  fi
+  if [ -n "${R[sensor]:-}" ] && [ -n "${R[xdp_drop]:-}" ] && [ "${R[xdp_drop]}" -gt 0 ]; then
+    RATIO_DROP+=("$(awk -v a="${R[sensor]}" -v b="${R[xdp_drop]}" 'BEGIN {printf "%.3f", a / b}')")
   fi
   [ -f "$WORK/sensor.detail" ] && echo "# sensor detail: $(cat "$WORK/sensor.detail")"
 done
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {if (NR) print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+if [ "${#RATIO_DROP[@]}" -gt 0 ]; then
+  echo "# median over ${#RATIO_DROP[@]} rounds: sensor / XDP_DROP = $(median "${RATIO_DROP[@]}") (rounds: ${RATIO_DROP[*]})"
+fi
+if [ "${#RATIO_TCPDUMP[@]}" -gt 0 ]; then
+  echo "# median over ${#RATIO_TCPDUMP[@]} rounds: sensor / tcpdump = $(median "${RATIO_TCPDUMP[@]}")x (rounds: ${RATIO_TCPDUMP[*]})"
+fi

@@ -47,7 +47,7 @@ pub enum ZeroCopy {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Idle {
-    /// Check the ring again at once (burns a core; fastest on veth).
+    /// Check the ring again at once (burns a core: for readers with a core of their own).
     Spin,
     /// Sleep in poll() until the socket has frames.
     Poll,

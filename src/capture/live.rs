@@ -50,6 +50,7 @@ use crate::wire::{self, DecodeOptions, WireError};
 
 /// Options of the live mode. Flattened into the top-level command line by `cli.rs`.
 #[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Live capture (no subcommand)")]
 pub struct LiveArgs {
     /// Interface to capture on (live mode).
     #[arg(long, value_name = "IF")]
