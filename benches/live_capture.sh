@@ -62,10 +62,16 @@ qlist=$(seq -s, 0 $((QUEUES - 1)))
 # Frames per queue: more than the generator can send in DURATION, so time bounds the run.
 COUNT=100000000
 
-gen() {  # prints total sent
-  ip netns exec "$NS_P" "$BIN/streamml-pktgen" --iface "$IF_P" --queues "$qlist" \
+softirq_ticks() { awk '/^cpu / {print $8}' /proc/stat; }
+gen() {  # prints total sent; CPU use of the generator and of softirqs in $WORK/gen.cpu
+  local si0 si1
+  si0=$(softirq_ticks)
+  /usr/bin/time -f "%U %S" -o "$WORK/gen.time" ip netns exec "$NS_P" "$BIN/streamml-pktgen" --iface "$IF_P" --queues "$qlist" \
     --count "$COUNT" --pps "$PPS" --duration "$DURATION" --size "$SIZE" --flows 64 \
     --dst-mac "$MAC_S" --src 198.18.0.1 --dst 198.19.0.1 >"$WORK/gen.json"
+  si1=$(softirq_ticks)
+  awk -v a="$si0" -v b="$si1" -v hz="$(getconf CLK_TCK)" '{printf "%.2f %.2f\n", $1 + $2, (b - a) / hz}' \
+    "$WORK/gen.time" >"$WORK/gen.cpu"
   jq -r .sent "$WORK/gen.json"
 }
 
@@ -125,7 +131,7 @@ run_tcpdump() {
 
 echo "# live capture on veth, ${QUEUES} queues, ${SIZE} B frames, ${DURATION} s per run, $(nproc) cores, threaded NAPI ${THREADED_NAPI}"
 echo "# kernel $(uname -r); sensor args: ${SENSOR_ARGS[*]:-(defaults)}"
-printf '%-10s %12s %12s %12s %12s %9s %9s\n' receiver sent sent_pps received recv_pps of_sent of_drop
+printf '%-10s %12s %12s %12s %12s %9s %9s %8s %8s\n' receiver sent sent_pps received recv_pps of_sent of_drop gen_cpu softirq
 RATIO_DROP=()
 RATIO_TCPDUMP=()
 for round in $(seq "$ROUNDS"); do
@@ -136,10 +142,11 @@ for round in $(seq "$ROUNDS"); do
     base=${R[xdp_drop]:-}
     rel="-"
     [ -n "$base" ] && [ "$base" -gt 0 ] && rel=$(awk -v a="$got" -v b="$base" 'BEGIN {printf "%.1f%%", 100 * a / b}')
-    printf '%-10s %12d %12.0f %12d %12.0f %8.1f%% %9s\n' "$r" "$sent" \
+    read -r gcpu sirq <"$WORK/gen.cpu"
+    printf '%-10s %12d %12.0f %12d %12.0f %8.1f%% %9s %7.2fs %7.2fs\n' "$r" "$sent" \
       "$(awk -v s="$sent" -v d="$DURATION" 'BEGIN {print s / d}')" "$got" \
       "$(awk -v s="$got" -v d="$DURATION" 'BEGIN {print s / d}')" \
-      "$(awk -v a="$got" -v b="$sent" 'BEGIN {print (b > 0) ? 100 * a / b : 0}')" "$rel"
+      "$(awk -v a="$got" -v b="$sent" 'BEGIN {print (b > 0) ? 100 * a / b : 0}')" "$rel" "$gcpu" "$sirq"
   done
   if [ -n "${R[sensor]:-}" ] && [ -n "${R[tcpdump]:-}" ] && [ "${R[tcpdump]}" -gt 0 ]; then
     RATIO_TCPDUMP+=("$(awk -v a="${R[sensor]}" -v b="${R[tcpdump]}" 'BEGIN {printf "%.2f", a / b}')")

@@ -270,10 +270,8 @@ fn send_queue(a: &Args, qi: usize) -> anyhow::Result<QueueResult> {
         if want == 0 {
             if submitted > completed {
                 // nudge the kernel to process the TX ring
-                if tx.needs_wakeup() {
-                    if tx.wakeup().is_err() {
-                        errors += 1;
-                    }
+                if tx.needs_wakeup() && tx.wakeup().is_err() {
+                    errors += 1;
                 }
             }
             if a.pps > 0 && submitted < count {
@@ -341,11 +339,7 @@ fn write_pcap(path: &std::path::Path, a: &Args, qs: &[QueueResult]) -> anyhow::R
     let t0_us = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_micros() as u64;
-    let step_us = if a.pps > 0 {
-        (1_000_000 / a.pps).max(1)
-    } else {
-        1
-    };
+    let step_us = 1_000_000u64.checked_div(a.pps).unwrap_or(1).max(1);
     let flows = a.flows.max(1);
     let mut frame = vec![0u8; a.size];
     for (qi, q) in qs.iter().enumerate() {

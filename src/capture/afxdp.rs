@@ -87,7 +87,7 @@ impl Default for XskConfig {
             zero_copy: ZeroCopy::Auto,
             need_wakeup: true,
             busy_poll_us: 0,
-            idle: Idle::Adaptive,
+            idle: Idle::Poll,
             ebusy_retry: Duration::from_secs(2),
         }
     }

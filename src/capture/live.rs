@@ -123,7 +123,7 @@ pub struct LiveArgs {
     #[arg(long, default_value_t = 64)]
     pub batch: u32,
     /// What a reader does when its ring is empty.
-    #[arg(long, value_enum, default_value_t = Idle::Adaptive)]
+    #[arg(long, value_enum, default_value_t = Idle::Poll)]
     pub idle: Idle,
     /// Bind without XDP_USE_NEED_WAKEUP.
     #[arg(long)]

@@ -636,12 +636,11 @@ mod tests {
                 .lines()
                 .find(|l| {
                     let l = l.trim_start();
-                    l.starts_with(name)
-                        && l[name.len()..].starts_with(|c: char| c == ' ' || c == '\t')
+                    l.starts_with(name) && l[name.len()..].starts_with([' ', '\t'])
                 })
                 .unwrap_or_else(|| panic!("{name} not in shared.h"));
             let rhs = line
-                .split_once(|c| c == '=')
+                .split_once('=')
                 .map(|(_, r)| r)
                 .unwrap_or_else(|| line.trim_start()[name.len()..].trim());
             let rhs = rhs.trim().trim_end_matches(',').trim();
