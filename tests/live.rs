@@ -579,3 +579,70 @@ fn syn_flood_shows_as_flows() {
         .all(|r| r[syn] == "1" && r[pkts] == "1" && r[dport] == "80"));
     assert_eq!(num(&st, &["pipeline", "flows.written"]), 10_000);
 }
+
+/// Generic (SKB) mode works too, and says so in the stats.
+#[test]
+fn skb_mode_captures() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(2);
+    let sensor = pair.start_sensor(&["--xdp-mode", "skb"]);
+    assert!(pair.ip_link().contains("xdpgeneric"), "{}", pair.ip_link());
+    let g = pair.send(&["--queues", "0,1", "--count", "2000", "--pps", "10000"]);
+    let st = sensor.stop().stats.expect("stats");
+    assert_eq!(st["mode"]["attach"], "skb");
+    assert_eq!(num(&st, &["xdp", "seen"]), g.sent);
+    assert_eq!(num(&st, &["packets_received"]), g.sent, "{st:#}");
+    assert!(!pair.has_xdp());
+}
+
+/// A device without native XDP (ifb): `native` is refused in one line, `auto` falls back
+/// to SKB mode and says so.
+#[test]
+fn native_refused_without_driver_support_auto_falls_back() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(2);
+    harness::run(&[
+        "ip",
+        "-n",
+        &pair.ns_sensor,
+        "link",
+        "add",
+        "dum0",
+        "type",
+        "ifb",
+    ]);
+    harness::run(&["ip", "-n", &pair.ns_sensor, "link", "set", "dum0", "up"]);
+    let (code, err) = pair.sensor_fails(&[], &["--iface", "dum0", "--xdp-mode", "native"]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(
+        err.trim(),
+        "streamml-sensor: dum0: the driver has no native XDP support; use --xdp-mode skb (or auto)"
+    );
+    let (code, err) = pair.sensor_fails(
+        &[],
+        &["--iface", "dum0", "--zero-copy", "on", "--xdp-mode", "skb"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("zero-copy is not supported here"), "{err}");
+
+    let mut cmd = vec![
+        "netns",
+        "exec",
+        &pair.ns_sensor,
+        harness::SENSOR,
+        "--iface",
+        "dum0",
+    ];
+    cmd.extend_from_slice(&["--no-pin", "--duration", "0.3", "--report-interval", "0"]);
+    let out = std::process::Command::new("ip")
+        .args(&cmd)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("dum0: native XDP unavailable"), "{err}");
+    assert!(err.contains("XDP skb mode"), "{err}");
+    let link = harness::run(&["ip", "-n", &pair.ns_sensor, "link", "show", "dum0"]);
+    assert!(!link.contains("xdp"), "{link}");
+}

@@ -237,6 +237,35 @@ pub struct SensorProgram {
     attached: Option<Attached>,
 }
 
+/// libbpf's own messages (warnings and the kernel's extended ack) are kept here instead of
+/// going to stderr, so that an error stays one line; the last ones are added to a load
+/// error, where they carry the verifier's reason.
+static LIBBPF_LOG: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn libbpf_log(_level: libbpf_rs::PrintLevel, msg: String) {
+    if let Ok(mut v) = LIBBPF_LOG.lock() {
+        if v.len() >= 64 {
+            v.remove(0);
+        }
+        v.push(msg.trim_end().replace('\n', " "));
+    }
+}
+
+fn libbpf_log_tail() -> String {
+    LIBBPF_LOG
+        .lock()
+        .map(|v| {
+            v.iter()
+                .rev()
+                .take(3)
+                .rev()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" / ")
+        })
+        .unwrap_or_default()
+}
+
 fn os_err(code: i32) -> std::io::Error {
     std::io::Error::from_raw_os_error(code.abs())
 }
@@ -304,12 +333,15 @@ impl SensorProgram {
     pub fn load(iface: &str, ifindex: i32, settings: &XdpSettings) -> Result<Self, XdpError> {
         // The skeleton borrows its object storage for its whole life; one small leak per
         // process start.
+        libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Warn, libbpf_log)));
         let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
             Box::leak(Box::new(MaybeUninit::uninit()));
         let open = SensorSkelBuilder::default()
             .open(storage)
             .map_err(|e| XdpError::Load(e.to_string()))?;
-        let skel = open.load().map_err(|e| XdpError::Load(e.to_string()))?;
+        let skel = open
+            .load()
+            .map_err(|e| XdpError::Load(format!("{e} ({})", libbpf_log_tail())))?;
         let prog = SensorProgram {
             skel,
             iface: iface.into(),
