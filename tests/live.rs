@@ -646,3 +646,59 @@ fn native_refused_without_driver_support_auto_falls_back() {
     let link = harness::run(&["ip", "-n", &pair.ns_sensor, "link", "show", "dum0"]);
     assert!(!link.contains("xdp"), "{link}");
 }
+
+/// The interface going away ends the run with one line and exit code 2, not a hang.
+#[test]
+fn interface_disappearing_ends_the_run() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(2);
+    let sensor = pair.start_sensor(&[]);
+    harness::run(&[
+        "ip",
+        "-n",
+        &pair.ns_sensor,
+        "link",
+        "del",
+        harness::SENSOR_IF,
+    ]);
+    let t = std::time::Instant::now();
+    let stopped = sensor.wait_exit();
+    assert!(t.elapsed().as_secs() < 10);
+    assert_eq!(
+        stopped.status.and_then(|s| s.code()),
+        Some(2),
+        "{}",
+        stopped.stderr
+    );
+    let last = stopped
+        .stderr
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        last, "streamml-sensor: sens0: the interface disappeared",
+        "{}",
+        stopped.stderr
+    );
+}
+
+/// Unwritable output paths fail at start-up, before anything is attached.
+#[test]
+fn unwritable_outputs_fail_at_startup() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(2);
+    for flag in ["--flows-out", "--stats-json"] {
+        let (code, err) = pair.sensor_fails(
+            &[],
+            &["--iface", harness::SENSOR_IF, flag, "/nonexistent-dir/x"],
+        );
+        assert_eq!(code, 2, "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with(&format!("streamml-sensor: {flag} /nonexistent-dir/x")),
+            "{err}"
+        );
+        assert!(!pair.has_xdp());
+    }
+}

@@ -259,6 +259,13 @@ fn control_socket() -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+fn iface_exists(name: &str) -> bool {
+    std::ffi::CString::new(name)
+        // SAFETY: a valid C string.
+        .map(|c| unsafe { libc::if_nametoindex(c.as_ptr()) } != 0)
+        .unwrap_or(false)
+}
+
 /// Facts about the interface the sensor needs before it starts.
 #[derive(Debug, Clone)]
 pub struct IfaceInfo {
@@ -604,22 +611,13 @@ struct Shard {
 /// write error is logged once and counted; the sensor goes on.
 fn flow_writer(
     path: PathBuf,
+    file: File,
     header: Option<String>,
     rx: crossbeam_channel::Receiver<Vec<u8>>,
     written: Arc<Counter>,
     errors: Arc<Counter>,
 ) {
-    let mut w = match File::create(&path) {
-        Ok(f) => Some(std::io::BufWriter::with_capacity(1 << 20, f)),
-        Err(e) => {
-            log(format_args!(
-                "{}: {e}; flows are not written",
-                path.display()
-            ));
-            errors.inc();
-            None
-        }
-    };
+    let mut w = Some(std::io::BufWriter::with_capacity(1 << 20, file));
     let fail = |e: std::io::Error, w: &mut Option<std::io::BufWriter<File>>| {
         log(format_args!(
             "{}: {e}; flows are no longer written",
@@ -992,6 +990,18 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
     check_privileges(umem_bytes).with_context(|| iface.to_string())?;
     probe_af_xdp()?;
     let _lock = IfaceLock::take(iface)?;
+    if let Some(p) = &args.stats_json {
+        // Fail now, not after the capture, if the stats cannot be written.
+        let tmp = p.with_extension("json.tmp");
+        File::create(&tmp)
+            .and_then(|_| std::fs::remove_file(&tmp))
+            .with_context(|| format!("--stats-json {}", p.display()))?;
+    }
+    // Opened now so that an unwritable path fails before anything is set up.
+    let mut flows_file = match &args.flows_out {
+        Some(p) => Some(File::create(p).with_context(|| format!("--flows-out {}", p.display()))?),
+        None => None,
+    };
 
     let cores: Option<Vec<usize>> = if args.no_pin {
         None
@@ -1099,6 +1109,7 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
     let flows_write_errors = Arc::new(Counter::new());
     let (flow_tx, writer) = match &args.flows_out {
         Some(path) => {
+            let file = flows_file.take().expect("opened at start-up");
             let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(1 << 16);
             let header = (!jsonl).then(|| FlowRecord::csv_header(flow_cfg.splt));
             let (w, e, path) = (
@@ -1108,7 +1119,7 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
             );
             let h = std::thread::Builder::new()
                 .name("flow-writer".into())
-                .spawn(move || flow_writer(path, header, rx, w, e))
+                .spawn(move || flow_writer(path, file, header, rx, w, e))
                 .context("spawning the flow writer")?;
             (Some(tx), Some(h))
         }
@@ -1261,6 +1272,10 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
                 }
             }
             _ => {}
+        }
+        if !iface_exists(iface) {
+            failure = Some(anyhow!("{iface}: the interface disappeared"));
+            break;
         }
         if let Some(r) = readers
             .iter_mut()

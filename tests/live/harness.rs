@@ -533,6 +533,11 @@ impl Sensor {
         self.finish()
     }
 
+    /// Waits (bounded) for the sensor to exit by itself.
+    pub fn wait_exit(mut self) -> Stopped {
+        self.finish()
+    }
+
     /// SIGKILL and wait.
     pub fn kill9(mut self) -> Stopped {
         self.signal("-KILL");
