@@ -9,7 +9,15 @@
 #
 # Usage: sudo benches/live_capture.sh [sensor args...]
 #   env: DURATION=5 QUEUES=2 SIZE=64 ROUNDS=1 THREADED_NAPI=0|1 BUILD=1 PPS=0
-#        RECEIVERS="xdp_drop sensor tcpdump"
+#        RECEIVERS="xdp_drop sensor tcpdump" NICE=0
+#   NICE=-20 runs generator and receivers at that nice level: on a VM whose cores other
+#   jobs share, the measurement otherwise reflects the scheduler's share more than the
+#   receivers' cost.
+# Columns: gen_cpu = the generator's user+sys CPU seconds, softirq = the whole machine's
+# softirq seconds during the run (where veth runs XDP and the copy into the UMEM; these
+# ticks can also be in gen_cpu's sys time), rx_cpu = the receiving process's CPU seconds
+# while the generator ran (0 for XDP_DROP), kf/cpu_s = thousands of frames received per
+# CPU second of the three (a rough cost measure).
 # Addresses are from 198.18.0.0/15, every run is bounded by DURATION, and the namespaces
 # (and with them the veth pair) are deleted on exit, also on failure or Ctrl-C.
 set -euo pipefail
@@ -20,8 +28,18 @@ SIZE=${SIZE:-64}
 ROUNDS=${ROUNDS:-1}
 THREADED_NAPI=${THREADED_NAPI:-0}
 PPS=${PPS:-0}
+NICE=${NICE:-0}
 RECEIVERS=${RECEIVERS:-"xdp_drop sensor tcpdump"}
 SENSOR_ARGS=("$@")
+
+# With sched_autogroup (the default) nice only works inside a session's group: run in a
+# session of our own and give that group the nice level.
+if [ "$NICE" != 0 ] && [ -w /proc/self/autogroup ] && [ -z "${LIVE_CAPTURE_SESSION:-}" ]; then
+  LIVE_CAPTURE_SESSION=1 exec setsid --wait "$0" "$@"
+fi
+if [ "$NICE" != 0 ] && [ -w /proc/self/autogroup ]; then
+  echo "$NICE" >/proc/$$/autogroup
+fi
 
 cd "$(dirname "$0")/.."
 if [ "${BUILD:-1}" = 1 ]; then
@@ -66,7 +84,7 @@ softirq_ticks() { awk '/^cpu / {print $8}' /proc/stat; }
 gen() {  # prints total sent; CPU use of the generator and of softirqs in $WORK/gen.cpu
   local si0 si1
   si0=$(softirq_ticks)
-  /usr/bin/time -f "%U %S" -o "$WORK/gen.time" ip netns exec "$NS_P" "$BIN/streamml-pktgen" --iface "$IF_P" --queues "$qlist" \
+  /usr/bin/time -f "%U %S" -o "$WORK/gen.time" nice -n "$NICE" ip netns exec "$NS_P" "$BIN/streamml-pktgen" --iface "$IF_P" --queues "$qlist" \
     --count "$COUNT" --pps "$PPS" --duration "$DURATION" --size "$SIZE" --flows 64 \
     --dst-mac "$MAC_S" --src 198.18.0.1 --dst 198.19.0.1 >"$WORK/gen.json"
   si1=$(softirq_ticks)
@@ -81,6 +99,10 @@ threaded() {  # threaded NAPI on the receiving veth (only possible while XDP is 
   fi
 }
 
+proc_cpu() {  # user+sys seconds of a process (all its threads), "0" if gone
+  awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
 xdp_drops() {
   ip netns exec "$NS_S" ethtool -S "$IF_S" | awk '/rx_queue_[0-9]+_xdp_drops/ {s += $2} END {print s + 0}'
 }
@@ -93,6 +115,7 @@ run_xdp_drop() {
   sent=$(gen)
   sleep 0.2
   after=$(xdp_drops)
+  echo 0 >"$WORK/rx.cpu"
   ip netns exec "$NS_S" sh -c "echo 0 > /sys/class/net/$IF_S/threaded" 2>/dev/null || true
   ip -n "$NS_S" link set dev "$IF_S" xdpdrv off
   echo "$sent $((after - before))"
@@ -101,14 +124,17 @@ run_xdp_drop() {
 run_sensor() {
   local args=(--iface "$IF_S" --queues "$QUEUES" --report-interval 0 --stats-json "$WORK/sensor.json")
   [ "$THREADED_NAPI" = 1 ] && args+=(--threaded-napi)
-  ip netns exec "$NS_S" "$BIN/streamml-sensor" "${args[@]}" "${SENSOR_ARGS[@]}" 2>"$WORK/sensor.err" &
+  nice -n "$NICE" ip netns exec "$NS_S" "$BIN/streamml-sensor" "${args[@]}" "${SENSOR_ARGS[@]}" 2>"$WORK/sensor.err" &
   local pid=$!
   PIDS+=("$pid")
+  touch "$WORK/sensor.err"
   for _ in $(seq 100); do grep -q "capturing on" "$WORK/sensor.err" && break; sleep 0.05; done
   grep -q "capturing on" "$WORK/sensor.err" || { cat "$WORK/sensor.err" >&2; exit 1; }
-  local sent
+  local sent c0
+  c0=$(proc_cpu "$pid")
   sent=$(gen)
   sleep 0.2
+  awk -v a="$c0" -v b="$(proc_cpu "$pid")" 'BEGIN {printf "%.2f", b - a}' >"$WORK/rx.cpu"
   kill -TERM "$pid"
   wait "$pid" || { cat "$WORK/sensor.err" >&2; exit 1; }
   jq -c '{mode: .mode | {attach, bind, idle, threaded_napi, pinned}, kernel, ring_full: .pipeline["shard.ring_full"], queues: [.queues[] | {queue, packets_received, batches, syscalls}]}' \
@@ -117,21 +143,23 @@ run_sensor() {
 }
 
 run_tcpdump() {
-  ip netns exec "$NS_S" tcpdump -i "$IF_S" -n -w /dev/null 2>"$WORK/tcpdump.err" &
+  nice -n "$NICE" ip netns exec "$NS_S" tcpdump -i "$IF_S" -n -w /dev/null 2>"$WORK/tcpdump.err" &
   local pid=$!
   PIDS+=("$pid")
   for _ in $(seq 100); do grep -q "listening on" "$WORK/tcpdump.err" && break; sleep 0.05; done
-  local sent
+  local sent c0
+  c0=$(proc_cpu "$pid")
   sent=$(gen)
   sleep 0.2
+  awk -v a="$c0" -v b="$(proc_cpu "$pid")" 'BEGIN {printf "%.2f", b - a}' >"$WORK/rx.cpu"
   kill -INT "$pid"
   wait "$pid" || true
   echo "$sent $(awk '/packets captured/ {print $1}' "$WORK/tcpdump.err")"
 }
 
 echo "# live capture on veth, ${QUEUES} queues, ${SIZE} B frames, ${DURATION} s per run, $(nproc) cores, threaded NAPI ${THREADED_NAPI}"
-echo "# kernel $(uname -r); sensor args: ${SENSOR_ARGS[*]:-(defaults)}"
-printf '%-10s %12s %12s %12s %12s %9s %9s %8s %8s\n' receiver sent sent_pps received recv_pps of_sent of_drop gen_cpu softirq
+echo "# kernel $(uname -r); nice $NICE ($(cat /proc/$$/autogroup 2>/dev/null || echo no autogroup)); load average $(cut -d' ' -f1-3 /proc/loadavg); sensor args: ${SENSOR_ARGS[*]:-(defaults)}"
+printf '%-10s %12s %12s %12s %12s %9s %9s %8s %8s %8s %9s\n' receiver sent sent_pps received recv_pps of_sent of_drop gen_cpu softirq rx_cpu kf/cpu_s
 RATIO_DROP=()
 RATIO_TCPDUMP=()
 for round in $(seq "$ROUNDS"); do
@@ -143,10 +171,12 @@ for round in $(seq "$ROUNDS"); do
     rel="-"
     [ -n "$base" ] && [ "$base" -gt 0 ] && rel=$(awk -v a="$got" -v b="$base" 'BEGIN {printf "%.1f%%", 100 * a / b}')
     read -r gcpu sirq <"$WORK/gen.cpu"
-    printf '%-10s %12d %12.0f %12d %12.0f %8.1f%% %9s %7.2fs %7.2fs\n' "$r" "$sent" \
+    rcpu=$(cat "$WORK/rx.cpu")
+    eff=$(awk -v n="$got" -v a="$gcpu" -v b="$sirq" -v c="$rcpu" 'BEGIN {t = a + b + c; printf "%.0f", (t > 0) ? n / t / 1000 : 0}')
+    printf '%-10s %12d %12.0f %12d %12.0f %8.1f%% %9s %7.2fs %7.2fs %7.2fs %9s\n' "$r" "$sent" \
       "$(awk -v s="$sent" -v d="$DURATION" 'BEGIN {print s / d}')" "$got" \
       "$(awk -v s="$got" -v d="$DURATION" 'BEGIN {print s / d}')" \
-      "$(awk -v a="$got" -v b="$sent" 'BEGIN {print (b > 0) ? 100 * a / b : 0}')" "$rel" "$gcpu" "$sirq"
+      "$(awk -v a="$got" -v b="$sent" 'BEGIN {print (b > 0) ? 100 * a / b : 0}')" "$rel" "$gcpu" "$sirq" "$rcpu" "$eff"
   done
   if [ -n "${R[sensor]:-}" ] && [ -n "${R[tcpdump]:-}" ] && [ "${R[tcpdump]}" -gt 0 ]; then
     RATIO_TCPDUMP+=("$(awk -v a="${R[sensor]}" -v b="${R[tcpdump]}" 'BEGIN {printf "%.2f", a / b}')")

@@ -72,6 +72,9 @@ pub struct XskConfig {
     /// SO_BUSY_POLL microseconds (with SO_PREFER_BUSY_POLL and a budget of `batch`); 0 is off.
     pub busy_poll_us: u32,
     pub idle: Idle,
+    /// Adaptive idle: empty-ring checks before yielding, then yields before poll().
+    pub spin_rounds: u32,
+    pub yield_rounds: u32,
     /// How long a bind that fails with EBUSY is retried (the previous socket on the queue
     /// may still be going away).
     pub ebusy_retry: Duration,
@@ -87,7 +90,9 @@ impl Default for XskConfig {
             zero_copy: ZeroCopy::Auto,
             need_wakeup: true,
             busy_poll_us: 0,
-            idle: Idle::Poll,
+            idle: Idle::Adaptive,
+            spin_rounds: 500,
+            yield_rounds: 50,
             ebusy_retry: Duration::from_secs(2),
         }
     }
@@ -281,6 +286,8 @@ pub struct AfXdpSource {
     batch_ts_ns: u64,
     index: u64,
     idle: Idle,
+    spin_rounds: u32,
+    yield_rounds: u32,
     need_wakeup: bool,
     busy_poll: bool,
     stop: Arc<AtomicBool>,
@@ -445,6 +452,8 @@ impl AfXdpSource {
             batch_ts_ns: 0,
             index: 0,
             idle: cfg.idle,
+            spin_rounds: cfg.spin_rounds,
+            yield_rounds: cfg.yield_rounds,
             need_wakeup: cfg.need_wakeup,
             busy_poll,
             stop,
@@ -591,9 +600,9 @@ impl AfXdpSource {
                     spins = spins.wrapping_add(63); // check the deadline next round
                 }
                 Idle::Adaptive => {
-                    if spins < 2_000 {
+                    if spins < self.spin_rounds {
                         std::hint::spin_loop();
-                    } else if spins < 2_200 {
+                    } else if spins < self.spin_rounds.saturating_add(self.yield_rounds) {
                         std::thread::yield_now();
                     } else {
                         let ms = poll_ms(10);

@@ -123,8 +123,14 @@ pub struct LiveArgs {
     #[arg(long, default_value_t = 64)]
     pub batch: u32,
     /// What a reader does when its ring is empty.
-    #[arg(long, value_enum, default_value_t = Idle::Poll)]
+    #[arg(long, value_enum, default_value_t = Idle::Adaptive)]
     pub idle: Idle,
+    /// Adaptive idle: empty-ring checks (~10-20 ns each) before yielding the core.
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    pub spin_rounds: u32,
+    /// Adaptive idle: sched_yield() calls before sleeping in poll().
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub yield_rounds: u32,
     /// Bind without XDP_USE_NEED_WAKEUP.
     #[arg(long)]
     pub no_need_wakeup: bool,
@@ -937,6 +943,8 @@ impl LiveArgs {
             need_wakeup: !self.no_need_wakeup,
             busy_poll_us: self.busy_poll,
             idle: self.idle,
+            spin_rounds: self.spin_rounds,
+            yield_rounds: self.yield_rounds,
             ebusy_retry: Duration::from_secs(2),
         }
     }
