@@ -9,7 +9,7 @@
 #
 # Usage: sudo benches/live_capture.sh [sensor args...]
 #   env: DURATION=5 QUEUES=2 SIZE=64 ROUNDS=1 THREADED_NAPI=0|1 BUILD=1 PPS=0
-#        RECEIVERS="xdp_drop sensor tcpdump" NICE=0
+#        RECEIVERS="xdp_drop sensor tcpdump" NICE=0 DST_MAC=host|other
 #   NICE=-20 runs generator and receivers at that nice level: on a VM whose cores other
 #   jobs share, the measurement otherwise reflects the scheduler's share more than the
 #   receivers' cost.
@@ -75,6 +75,9 @@ ip -n "$NS_P" addr add 198.18.0.1/15 dev "$IF_P"
 ip -n "$NS_S" link set "$IF_S" up
 ip -n "$NS_P" link set "$IF_P" up
 MAC_S=$(ip netns exec "$NS_S" cat /sys/class/net/$IF_S/address)
+# DST_MAC=other: frames not addressed to the receiving host, as on a tap/mirror port (its
+# stack drops them right after the taps); default: addressed to it (UDP to a closed port).
+[ "${DST_MAC:-host}" = other ] && MAC_S=02:00:00:00:00:99
 
 qlist=$(seq -s, 0 $((QUEUES - 1)))
 # Frames per queue: more than the generator can send in DURATION, so time bounds the run.
@@ -157,7 +160,7 @@ run_tcpdump() {
   echo "$sent $(awk '/packets captured/ {print $1}' "$WORK/tcpdump.err")"
 }
 
-echo "# live capture on veth, ${QUEUES} queues, ${SIZE} B frames, ${DURATION} s per run, $(nproc) cores, threaded NAPI ${THREADED_NAPI}"
+echo "# live capture on veth, ${QUEUES} queues, ${SIZE} B frames to ${DST_MAC:-host} MAC, ${DURATION} s per run, $(nproc) cores, threaded NAPI ${THREADED_NAPI}"
 echo "# kernel $(uname -r); nice $NICE ($(cat /proc/$$/autogroup 2>/dev/null || echo no autogroup)); load average $(cut -d' ' -f1-3 /proc/loadavg); sensor args: ${SENSOR_ARGS[*]:-(defaults)}"
 printf '%-10s %12s %12s %12s %12s %9s %9s %8s %8s %8s %9s\n' receiver sent sent_pps received recv_pps of_sent of_drop gen_cpu softirq rx_cpu kf/cpu_s
 RATIO_DROP=()
