@@ -30,8 +30,15 @@ pub struct Cli {
 pub enum Cmd {
     /// Replay a capture and write one row per bidirectional flow (nfstream's columns).
     Flows(FlowsArgs),
+    /// Run the whole pipeline over a capture (packet time): flows, windows, Half-Space
+    /// Trees, alerts.jsonl and zstd PCAP evidence; prints a summary.
+    Replay(crate::replay::ReplayArgs),
+    /// Detection quality on labelled synthetic captures: window-mode ROC-AUC per seed.
+    EvalWindows(crate::eval::EvalArgs),
     /// Generate a deterministic synthetic capture (benign traffic, optional attacks).
     Synth(SynthArgs),
+    /// Evidence tools: `recover` dumps the shard rings to a .pcap.zst.
+    Evidence(crate::evidence::EvidenceArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -208,6 +215,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Some(Cmd::Flows(a)) => crate::pipeline::flows_command(a),
         Some(Cmd::Synth(a)) => synth_command(a),
+        Some(Cmd::Replay(a)) => crate::replay::replay_command(a),
+        Some(Cmd::EvalWindows(a)) => crate::eval::eval_command(a),
+        Some(Cmd::Evidence(a)) => crate::evidence::recover::run(a),
         None if cli.live.iface.is_some() => {
             crate::capture::live::run(&cli.live)?;
             Ok(ExitCode::SUCCESS)

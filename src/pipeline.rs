@@ -93,6 +93,26 @@ where
     W: ShardWorker + Send + 'static,
     F: Fn(usize) -> W + Send + Sync + 'static,
 {
+    run_with_hook(source, cfg, &mut |_, _| u16::MAX, make_worker)
+}
+
+/// The reader's per-frame hook: sees every frame (and its decode, if it decoded) before
+/// the packet is routed, and returns the profile bitmask for it. The replay pipeline
+/// appends the frame to the evidence ring and runs the profile filters here.
+pub type FrameHook<'a> =
+    dyn FnMut(&crate::capture::Frame<'_>, Option<&wire::PacketMeta>) -> u16 + 'a;
+
+/// [`run`] with a per-frame hook in the reader.
+pub fn run_with_hook<W, F>(
+    source: &mut dyn PacketSource,
+    cfg: &PipelineConfig,
+    hook: &mut FrameHook<'_>,
+    make_worker: F,
+) -> RunResult<W>
+where
+    W: ShardWorker + Send + 'static,
+    F: Fn(usize) -> W + Send + Sync + 'static,
+{
     let make_worker = Arc::new(make_worker);
     let mut producers = Vec::with_capacity(cfg.shards);
     let mut handles = Vec::with_capacity(cfg.shards);
@@ -126,9 +146,13 @@ where
                 match wire::decode(f.data, f.orig_len, f.link, &cfg.decode) {
                     Ok(m) => {
                         rc.decoded.inc();
-                        router.route(f.ts_ns, &m);
+                        let mask = hook(&f, Some(&m));
+                        router.route(f.ts_ns, &m, mask);
                     }
-                    Err(e) => rc.count_err(e),
+                    Err(e) => {
+                        rc.count_err(e);
+                        hook(&f, None);
+                    }
                 }
                 if f.ts_ns >= next_tick {
                     router.tick(f.ts_ns);

@@ -522,7 +522,8 @@ fn reader_loop(
                 match wire::decode(f.data, f.orig_len, f.link, &opts) {
                     Ok(m) => {
                         rc.decoded.inc();
-                        router.route(f.ts_ns, &m);
+                        // all profiles: live detection is not wired in yet (flows only)
+                        router.route(f.ts_ns, &m, u16::MAX);
                     }
                     Err(e) => rc.count_err(e),
                 }

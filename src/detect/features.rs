@@ -3,7 +3,7 @@
 //! [0, 1]).
 
 /// Window-mode features: one vector per shard, per profile, per window.
-pub const WINDOW_FEATURES: [&str; 20] = [
+pub const WINDOW_FEATURES: [&str; 21] = [
     "packets",
     "bytes",
     "mean_size",
@@ -24,14 +24,15 @@ pub const WINDOW_FEATURES: [&str; 20] = [
     "mean_closed_flow_duration_s",
     "top_src_share",
     "top_dst_port_share",
+    "top_flow_bytes",
 ];
 
-pub const WINDOW_LOG1P_DEFAULT: [bool; 20] = [
+pub const WINDOW_LOG1P_DEFAULT: [bool; 21] = [
     true, true, true, true, true, true, true, true, false, false, false, false, false, false,
-    false, false, true, true, false, false,
+    false, false, true, true, false, false, true,
 ];
 
-pub const DEFAULT_WINDOW_FEATURES: [&str; 14] = [
+pub const DEFAULT_WINDOW_FEATURES: [&str; 15] = [
     "packets",
     "bytes",
     "mean_size",
@@ -46,6 +47,7 @@ pub const DEFAULT_WINDOW_FEATURES: [&str; 14] = [
     "icmp_share",
     "new_flows",
     "top_src_share",
+    "top_flow_bytes",
 ];
 
 /// Flow-mode features: nfstream column names (plus two derived ratios), one vector per

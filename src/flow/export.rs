@@ -233,7 +233,7 @@ impl<'a> FlowRecord<'a> {
         for d in [&fl.s2d, &fl.d2s] {
             let d: &DirState = d;
             for &c in &d.flags {
-                f(U64(c));
+                f(U64(u64::from(c)));
             }
         }
         if self.splt_len > 0 {
@@ -349,67 +349,102 @@ fn write_scalar(out: &mut Vec<u8>, v: Value<'_>) {
 
 /// Decimal, no allocation.
 #[inline]
-pub fn write_u64(out: &mut Vec<u8>, mut x: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (x % 10) as u8;
-        x /= 10;
-        if x == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
+pub fn write_u64(out: &mut Vec<u8>, x: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(x).as_bytes());
 }
 
-/// A float as Python's `repr` writes it: shortest round-trip digits; `.0` on integral
-/// values; scientific notation below 1e-4 and from 1e16 on, with a signed exponent of at
-/// least two digits (`1e+16`, `1.5e-05`); `nan`, `inf`, `-inf`.
+/// A float as Python's `repr` writes it: shortest round-trip digits (ties to even);
+/// `.0` on integral values; scientific notation below 1e-4 and from 1e16 on, with a
+/// signed exponent of at least two digits (`1e+16`, `1.5e-05`); `nan`, `inf`, `-inf`.
+#[inline]
 pub fn write_py_float(out: &mut Vec<u8>, x: f64) {
-    if x.is_nan() {
-        out.extend_from_slice(b"nan");
+    if !x.is_finite() {
+        out.extend_from_slice(if x.is_nan() {
+            b"nan"
+        } else if x > 0.0 {
+            b"inf"
+        } else {
+            b"-inf"
+        });
         return;
     }
-    if x.is_infinite() {
-        out.extend_from_slice(if x > 0.0 { b"inf" } else { b"-inf" });
-        return;
+    let mut buf = zmij::Buffer::new();
+    let s = buf.format_finite(x).as_bytes();
+    // In fixed notation (1e-4 <= |x| < 1e16, and 0) Żmij prints exactly what Python's repr
+    // prints. Elsewhere (rare here) its digits are right but the notation differs.
+    let a = x.abs();
+    if a == 0.0 || (1e-4..1e16).contains(&a) {
+        out.extend_from_slice(s);
+    } else {
+        respell_scientific(out, s);
     }
-    // Fast path: small integral values (0.0, means of equal sizes, ...).
-    if x == x.trunc() && x.abs() < 1e15 {
-        if x.is_sign_negative() {
-            out.push(b'-');
-        }
-        write_u64(out, x.abs() as u64);
-        out.extend_from_slice(b".0");
-        return;
-    }
-    // Rust's `{:?}` picks the same shortest digits and the same switch to scientific
-    // notation as Python's repr; only the exponent is spelt differently (`1e16`, `1e-5`).
-    use std::io::Write as _;
-    let mut buf = [0u8; 40];
-    let n = {
-        let mut c = std::io::Cursor::new(&mut buf[..]);
-        // Cannot fail: 40 bytes hold any f64 in this form.
-        let _ = write!(c, "{x:?}");
-        c.position() as usize
+}
+
+/// Rewrites a Żmij rendering (`-0.0000123`, `1.5e-7`, `1e16`, `1.2345e+20`) of a value
+/// outside [1e-4, 1e16) in Python's scientific notation: `d[.ddd]e±XX`.
+fn respell_scientific(out: &mut Vec<u8>, s: &[u8]) {
+    let (neg, s) = match s.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, s),
     };
-    let s = &buf[..n];
-    match s.iter().position(|&c| c == b'e') {
-        None => out.extend_from_slice(s),
-        Some(e) => {
-            out.extend_from_slice(&s[..=e]);
-            let (sign, digits) = match s[e + 1] {
-                b'-' => (b'-', &s[e + 2..]),
-                _ => (b'+', &s[e + 1..]),
-            };
-            out.push(sign);
-            if digits.len() < 2 {
-                out.push(b'0');
+    let (mant, exp) = match s.iter().position(|&c| c == b'e' || c == b'E') {
+        Some(e) => (&s[..e], &s[e + 1..]),
+        None => (s, &b""[..]),
+    };
+    let mut exp10: i32 = std::str::from_utf8(exp)
+        .ok()
+        .and_then(|e| e.trim_start_matches('+').parse().ok())
+        .unwrap_or(0);
+    // Significant digits, and the exponent of the first one.
+    let mut digits = [0u8; 40];
+    let mut n = 0usize;
+    let mut int_len: i32 = 0;
+    let mut seen_point = false;
+    let mut leading = true;
+    let mut zeros_after_point: i32 = 0;
+    for &c in mant {
+        if c == b'.' {
+            seen_point = true;
+            continue;
+        }
+        if leading && c == b'0' {
+            if seen_point {
+                zeros_after_point += 1;
             }
-            out.extend_from_slice(digits);
+            continue;
+        }
+        leading = false;
+        if !seen_point {
+            int_len += 1;
+        }
+        if n < digits.len() {
+            digits[n] = c;
+            n += 1;
         }
     }
+    while n > 1 && digits[n - 1] == b'0' {
+        n -= 1;
+    }
+    exp10 += if int_len > 0 {
+        int_len - 1
+    } else {
+        -(zeros_after_point + 1)
+    };
+    if neg {
+        out.push(b'-');
+    }
+    out.push(digits[0]);
+    if n > 1 {
+        out.push(b'.');
+        out.extend_from_slice(&digits[1..n]);
+    }
+    out.push(b'e');
+    out.push(if exp10 < 0 { b'-' } else { b'+' });
+    let e = exp10.unsigned_abs();
+    if e < 10 {
+        out.push(b'0');
+    }
+    write_u64(out, u64::from(e));
 }
 
 fn write_hex16(out: &mut Vec<u8>, w: u16) {
@@ -525,6 +560,14 @@ mod tests {
             (1e15, "1000000000000000.0"),
             (0.0001, "0.0001"),
             (0.00001, "1e-05"),
+            (0.000099, "9.9e-05"),
+            (1e-6, "1e-06"),
+            (1e100, "1e+100"),
+            (-2.6431007831575263e14, "-264310078315752.62"),
+            (1.2345678901234567e20, "1.2345678901234567e+20"),
+            (5e-324, "5e-324"),
+            (-1.5e-5, "-1.5e-05"),
+            (0.000012345, "1.2345e-05"),
             (1.5e-7, "1.5e-07"),
             (2.5e-300, "2.5e-300"),
             (1.7976931348623157e308, "1.7976931348623157e+308"),

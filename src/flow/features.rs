@@ -96,8 +96,9 @@ pub struct DirState {
     pub bytes: u64,
     pub ps: RunningStat<u32>,
     pub piat_ms: RunningStat<u64>,
-    /// Packets with each TCP flag set, indexed by [`flag`].
-    pub flags: [u64; 8],
+    /// Packets with each TCP flag set, indexed by [`flag`] (u32: a direction would need
+    /// 4 G packets inside one active timeout to wrap).
+    pub flags: [u32; 8],
 }
 
 impl DirState {
@@ -105,7 +106,7 @@ impl DirState {
     fn count_flags(&mut self, tcp_flags: u8) {
         if tcp_flags != 0 {
             for (c, bit) in self.flags.iter_mut().zip(flag::BITS) {
-                *c += u64::from(tcp_flags & bit != 0);
+                *c = c.wrapping_add(u32::from(tcp_flags & bit != 0));
             }
         }
     }
@@ -166,6 +167,9 @@ pub struct FlowState {
     pub bi_piat_ms: RunningStat<u64>,
     pub s2d: DirState,
     pub d2s: DirState,
+    /// Set by the table's caller when the flow is created ([`super::FlowTable::update_tagged`]):
+    /// the sensor stores the bitmask of profiles whose filter the first packet matched.
+    pub user_tag: u16,
 }
 
 impl FlowState {
@@ -242,7 +246,7 @@ impl FlowState {
 
     /// Bidirectional count of TCP flag `i` ([`flag`]).
     pub fn flags(&self, i: usize) -> u64 {
-        self.s2d.flags[i] + self.d2s.flags[i]
+        u64::from(self.s2d.flags[i]) + u64::from(self.d2s.flags[i])
     }
 }
 

@@ -15,6 +15,13 @@ malformed/ it writes:
                                                  idle 120 s, active 1800 s, splt off
   tests/golden/nfstream/<dir>/<name>.splt10.csv  the same with splt_analysis=10
 
+  tests/golden/nfstream/<dir>/<name>.accounting.csv
+                                                 for accounting_mode 1 (ip), 2 (transport)
+                                                 and 3 (payload), splt off: the key, first
+                                                 seen and the size columns
+                                                 (ACCOUNTING_COLUMNS), one row per flow and
+                                                 mode, written by csv.writer as to_csv does
+
 An empty file means nfstream produced no flow. n_meters=1 so that nfstream's id order and
 its monotonic packet clock are those of a single meter (our parity test uses one shard).
 For every capture where nfstream produces no flow it also writes
@@ -23,7 +30,8 @@ For every capture where nfstream produces no flow it also writes
                                                  (see TSHARK_FIELDS), the oracle for those
                                                  captures
 
-and tests/golden/MANIFEST.tsv (versions, capture sizes and sha256, flow counts). The script
+tests/golden/python_float_repr.tsv (f64 bit patterns and Python's repr of them, the
+reference for the float formatting of our CSV), and tests/golden/MANIFEST.tsv (versions, capture sizes and sha256, flow counts). The script
 is deterministic: re-running it on the same captures gives byte-identical files.
 """
 
@@ -65,6 +73,22 @@ TSHARK_FIELDS = [
 ]
 
 
+ACCOUNTING_COLUMNS = [
+    "src_ip",
+    "src_port",
+    "dst_ip",
+    "dst_port",
+    "protocol",
+    "vlan_id",
+    "tunnel_id",
+    "bidirectional_first_seen_ms",
+] + [
+    f"{d}_{c}"
+    for d in ("bidirectional", "src2dst", "dst2src")
+    for c in ("bytes", "min_ps", "mean_ps", "stddev_ps", "max_ps")
+]
+
+
 def captures(root: Path):
     for p in sorted(root.rglob("*")):
         if not p.is_file() or p.name == "README.md":
@@ -96,6 +120,25 @@ def run_nfstream(path: Path, splt: int, out: Path) -> int:
     return n
 
 
+def run_accounting(path: Path, out: Path) -> None:
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["accounting_mode"] + ACCOUNTING_COLUMNS)
+        for mode in (1, 2, 3):
+            streamer = NFStreamer(
+                source=str(path),
+                decode_tunnels=True,
+                n_dissections=0,
+                statistical_analysis=True,
+                accounting_mode=mode,
+                idle_timeout=120,
+                active_timeout=1800,
+                n_meters=1,
+            )
+            for flow in streamer:
+                w.writerow([mode] + [getattr(flow, c) for c in ACCOUNTING_COLUMNS])
+
+
 def run_tshark(path: Path, out: Path) -> int:
     cmd = ["tshark", "-n", "-r", str(path), "-T", "fields", "-E", "header=y", "-E", "separator=/t"]
     for f in TSHARK_FIELDS:
@@ -104,6 +147,32 @@ def run_tshark(path: Path, out: Path) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(res.stdout)
     return max(0, res.stdout.count(b"\n") - 1)
+
+
+def write_float_reprs(out: Path) -> None:
+    """Python's repr of 10,000 doubles: random bit patterns, values with ties at the 17th
+    digit (large values with few fraction bits), and feature-like means and stddevs."""
+    import math
+    import random
+    import struct
+
+    rng = random.Random(20240601)
+    values = []
+    while len(values) < 3000:
+        x = struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0]
+        if math.isfinite(x):
+            values.append(x)
+    for _ in range(3000):
+        values.append(rng.getrandbits(53) * 2.0 ** rng.randint(-60, 30) * rng.choice((1, -1)))
+    for _ in range(4000):
+        n = rng.randint(2, 2000)
+        sizes = [rng.randint(40, 1514) for _ in range(min(n, 50))]
+        m = sum(sizes) / len(sizes)
+        sd = math.sqrt(sum((s - m) ** 2 for s in sizes) / (len(sizes) - 1))
+        values.append(rng.choice((m, sd, sd / 1000.0, m * 1e-7, m * 1e13)))
+    with open(out, "w", newline="") as f:
+        for x in values:
+            f.write(f"{struct.unpack('<Q', struct.pack('<d', x))[0]:016x}\t{x!r}\n")
 
 
 def main() -> int:
@@ -122,6 +191,7 @@ def main() -> int:
         .stdout.decode()
         .splitlines()[0],
     }
+    write_float_reprs(HERE / "python_float_repr.tsv")
     rows = []
     for rel in captures(root):
         src = root / rel
@@ -129,6 +199,8 @@ def main() -> int:
         n = run_nfstream(src, 0, base / (rel.name + ".csv"))
         n_splt = run_nfstream(src, SPLT, base / (rel.name + f".splt{SPLT}.csv"))
         assert n == n_splt, (rel, n, n_splt)
+        if n > 0:
+            run_accounting(src, base / (rel.name + ".accounting.csv"))
         n_tshark = ""
         if n == 0:
             n_tshark = run_tshark(src, HERE / "tshark" / rel.parent / (rel.name + ".tsv"))
