@@ -1450,6 +1450,12 @@ impl ScaledHst {
     pub fn scaler(&self) -> &crate::detect::scale::Scaler {
         &self.scaler
     }
+    /// The scaled vector the last `score_one` / `score_and_learn` scored (the scaler's
+    /// output before it learned that sample), e.g. for explanations; saves transforming twice.
+    pub fn last_scaled(&self) -> &[f64] {
+        &self.a[..self.hst.n_features()]
+    }
+
     /// Both the scaler and the trees are past their warm-up: scores may raise alerts.
     pub fn is_warm(&self) -> bool {
         self.scaler.is_warm() && self.hst.is_warm()
@@ -2027,6 +2033,25 @@ mod tests {
                 base * (1.0 + rng.unit()) * spike
             })
             .collect()
+    }
+
+    #[test]
+    fn last_scaled_is_the_score_time_vector() {
+        let d = 4;
+        let rows = raw_rows(300, d, 8);
+        let mut p = pipeline(Scaler::MinMax(MinMaxScaler::new(d)), 3, d);
+        let mut want = vec![0.0; d];
+        for x in rows.chunks(d) {
+            p.scaler().transform(x, &mut want);
+            p.score_and_learn(x).unwrap();
+            assert_eq!(
+                p.last_scaled()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+        }
     }
 
     /// Checkpoint at k (inside a window, at a boundary, in warm-up), restore, continue:
