@@ -110,6 +110,21 @@ fn window_filter_factory(
     })
 }
 
+/// Capacity of each reader→shard ring in replay.
+///
+/// The reader appends every frame to the evidence ring *before* a scorer sees it, and in
+/// replay it waits for room instead of dropping, so it runs up to `shards × capacity`
+/// packets ahead of the scorers. Every record of that lead is ring space the scorers'
+/// alerts can no longer use: with the configured 65 536 slots and a 64 MiB ring the lead
+/// was ~45 % of the ring, and flow alerts (raised when a flow expires, up to
+/// `idle_timeout` after its last packet) found their packets already overwritten. The
+/// lead is therefore held to 1/16 of the records the ring holds even when every record is
+/// snaplen long.
+pub fn replay_ring_capacity(configured: usize, ring_records: u64, shards: usize) -> usize {
+    let lead = ring_records / 16 / shards.max(1) as u64;
+    configured.min(1 << 16).min(lead.clamp(64, 1 << 16) as usize)
+}
+
 /// Result of a replay run, for the command and for tests/benchmarks.
 pub struct ReplayOutcome {
     pub stats: Snapshot,
@@ -184,7 +199,7 @@ pub fn run_replay(
     };
     let pcfg = PipelineConfig {
         shards,
-        ring_capacity: cfg.ring_capacity.min(1 << 16),
+        ring_capacity: replay_ring_capacity(cfg.ring_capacity, ring.capacity_records(), shards),
         key_mode: cfg.key,
         policy: FullPolicy::Wait,
         decode,

@@ -826,6 +826,11 @@ impl EvidenceRing {
         self.snaplen
     }
 
+    /// Records the ring holds at least (every one `snaplen` long).
+    pub fn capacity_records(&self) -> u64 {
+        self.map.layout.data_len / record_len(self.snaplen)
+    }
+
     /// Sequence number of the last appended record (0 before the first).
     #[inline]
     pub fn last_seq(&self) -> u64 {
