@@ -119,7 +119,7 @@ impl Thresholder {
                 let rq = self.rq.as_mut().expect("quantile state");
                 let need = match self.kind {
                     Threshold::Quantile { q, window, .. } => {
-                        ((2.0 / (1.0 - q)).ceil() as usize).max(100).min(window)
+                        ((1.0 / (1.0 - q)).ceil() as usize).max(100).min(window)
                     }
                     Threshold::Fixed(_) => 0,
                 };
