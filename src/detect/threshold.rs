@@ -111,7 +111,7 @@ impl Thresholder {
 
     /// Feeds one post-warm-up score; returns `(alert, threshold in force)`. A quantile
     /// threshold alerts only once it has seen enough scores for the quantile to mean
-    /// something: `max(100, 2 / (1 - q))`, capped at its window.
+    /// something: `max(100, 1 / (1 - q))` (one expected score above it), capped at its window.
     pub fn check(&mut self, score: f64) -> (bool, f64) {
         match self.kind {
             Threshold::Fixed(t) => (score >= t, t),
