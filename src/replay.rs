@@ -122,7 +122,9 @@ fn window_filter_factory(
 /// snaplen long.
 pub fn replay_ring_capacity(configured: usize, ring_records: u64, shards: usize) -> usize {
     let lead = ring_records / 16 / shards.max(1) as u64;
-    configured.min(1 << 16).min(lead.clamp(64, 1 << 16) as usize)
+    configured
+        .min(1 << 16)
+        .min(lead.clamp(64, 1 << 16) as usize)
 }
 
 /// Result of a replay run, for the command and for tests/benchmarks.
