@@ -73,10 +73,10 @@ impl Hll {
 /// Counts per key (u64 hashes), exact up to `cap` distinct keys, with a touched list so
 /// that clearing costs O(distinct) instead of O(capacity).
 struct CountTable {
-    keys: Vec<u64>,
-    counts: Vec<u32>,
-    /// Sum of weights (bytes) per key, for tables that track them.
-    weights: Vec<u64>,
+    /// Open addressing, linear probing. Key, count and weight share a slot so that a
+    /// probe touches one cache line, not three (the tables are far larger than L1: this
+    /// was ~10 % of a scorer's time with three separate arrays).
+    slots: Vec<Slot>,
     touched: Vec<u32>,
     mask: usize,
     limit: usize,
@@ -84,13 +84,20 @@ struct CountTable {
     hll: Hll,
 }
 
+/// One slot of a [`CountTable`]: key 0 is empty.
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    key: u64,
+    /// Sum of weights (bytes) per key, for tables that track them.
+    weight: u64,
+    count: u32,
+}
+
 impl CountTable {
     fn new(cap_pow2: usize) -> Self {
         let n = cap_pow2.next_power_of_two().max(16);
         CountTable {
-            keys: vec![0; n],
-            counts: vec![0; n],
-            weights: vec![0; n],
+            slots: vec![Slot::default(); n],
             touched: Vec::with_capacity(n),
             mask: n - 1,
             limit: n * 3 / 4,
@@ -111,20 +118,22 @@ impl CountTable {
         let key = if key == 0 { 0x9E37_79B9_7F4A_7C15 } else { key };
         let mut i = (key as usize) & self.mask;
         loop {
-            let k = self.keys[i];
-            if k == key {
-                self.counts[i] += 1;
-                self.weights[i] += w;
+            let slot = &mut self.slots[i];
+            if slot.key == key {
+                slot.count += 1;
+                slot.weight += w;
                 return;
             }
-            if k == 0 {
+            if slot.key == 0 {
                 if self.touched.len() >= self.limit {
                     self.overflow += 1;
                     return;
                 }
-                self.keys[i] = key;
-                self.counts[i] = 1;
-                self.weights[i] = w;
+                *slot = Slot {
+                    key,
+                    weight: w,
+                    count: 1,
+                };
                 self.touched.push(i as u32);
                 return;
             }
@@ -149,7 +158,7 @@ impl CountTable {
         let n = total as f64;
         let mut h = 0.0;
         for &i in &self.touched {
-            let p = f64::from(self.counts[i as usize]) / n;
+            let p = f64::from(self.slots[i as usize].count) / n;
             h -= p * p.log2();
         }
         if self.overflow > 0 {
@@ -163,7 +172,7 @@ impl CountTable {
     fn max_count(&self) -> u64 {
         self.touched
             .iter()
-            .map(|&i| u64::from(self.counts[i as usize]))
+            .map(|&i| u64::from(self.slots[i as usize].count))
             .max()
             .unwrap_or(0)
             .max(self.overflow.min(1))
@@ -173,16 +182,14 @@ impl CountTable {
     fn max_weight(&self) -> u64 {
         self.touched
             .iter()
-            .map(|&i| self.weights[i as usize])
+            .map(|&i| self.slots[i as usize].weight)
             .max()
             .unwrap_or(0)
     }
 
     fn clear(&mut self) {
         for &i in &self.touched {
-            self.keys[i as usize] = 0;
-            self.counts[i as usize] = 0;
-            self.weights[i as usize] = 0;
+            self.slots[i as usize] = Slot::default();
         }
         self.touched.clear();
         self.overflow = 0;
