@@ -335,11 +335,22 @@ pub enum Start {
 }
 
 /// Where a copy ends (both bounds inclusive; records past them are not copied).
+///
+/// Records are appended in capture order, so a copy with a time bound stops walking once
+/// [`END_RUN`] consecutive records lie more than [`END_SLACK_NS`] past `ts_ns` instead of
+/// reading every later record up to the head: a flow alert raised when its flow expires
+/// (up to the idle timeout after its last packet) would otherwise walk minutes of
+/// records. A few records out of order (or one with a bogus time) do not stop it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct End {
     pub seq: u64,
     pub ts_ns: u64,
 }
+
+/// See [`End`].
+pub const END_SLACK_NS: u64 = 1_000_000_000;
+/// See [`End`].
+pub const END_RUN: u32 = 1024;
 
 impl End {
     /// Everything up to the current head.
@@ -1031,6 +1042,8 @@ enum WalkStep {
     Copy,
     /// Skip the payload, go on.
     SkipPayload,
+    /// Skip the payload and end the walk (if this record validates).
+    Stop,
 }
 
 impl RingReader {
@@ -1095,17 +1108,27 @@ impl RingReader {
         };
         let mut filtered = 0u64;
         let mut out_of_range = 0u64;
+        let beyond_ts = to.ts_ns.saturating_add(END_SLACK_NS);
+        let mut beyond = 0u32;
         let mut st = self.walk_payloads(
             from,
             to,
             false,
             out,
             |m| {
+                if m.ts_ns > beyond_ts {
+                    beyond += 1;
+                    if beyond >= END_RUN {
+                        return None;
+                    }
+                } else {
+                    beyond = 0;
+                }
                 if m.ts_ns < from_ts || m.ts_ns > to.ts_ns {
                     out_of_range += 1;
-                    false
+                    Some(false)
                 } else {
-                    true
+                    Some(true)
                 }
             },
             |v| {
@@ -1147,7 +1170,7 @@ impl RingReader {
             End::HEAD,
             true,
             &mut out,
-            |_| true,
+            |_| Some(true),
             |v| {
                 visit(v);
                 n += 1;
@@ -1198,22 +1221,25 @@ impl RingReader {
     }
 
     /// Walk that copies payloads of records accepted by `pre` (on the header) into `out`
-    /// and keeps those accepted by `keep` (on the validated record).
+    /// and keeps those accepted by `keep` (on the validated record); `pre` returning None
+    /// ends the walk at that record (once it validates).
     fn walk_payloads(
         &self,
         from: Start,
         to: End,
         past_head: bool,
         out: &mut RecordBuf,
-        mut pre: impl FnMut(&RecordMeta) -> bool,
+        mut pre: impl FnMut(&RecordMeta) -> Option<bool>,
         mut keep: impl FnMut(&RecordView<'_>) -> bool,
     ) -> CopyStats {
         let map = &*self.map;
         self.walk(from, to, past_head, |m, pos, validated_payload| {
             match validated_payload {
                 None => {
-                    if !pre(m) {
-                        return WalkStep::SkipPayload;
+                    match pre(m) {
+                        None => return WalkStep::Stop,
+                        Some(false) => return WalkStep::SkipPayload,
+                        Some(true) => {}
                     }
                     // Copy the payload now; validation follows in walk().
                     let off = out.bytes.len();
@@ -1345,8 +1371,8 @@ impl RingReader {
             });
             // Decide on the header before validating against overwrite.
             let in_range = well_formed && w <= to.seq;
-            let copied =
-                in_range && w >= start_seq && matches!(visit(&meta, pos, None), WalkStep::Copy);
+            let step = (in_range && w >= start_seq).then(|| visit(&meta, pos, None));
+            let copied = matches!(step, Some(WalkStep::Copy));
             // Seqlock check: nothing read above was overwritten iff tail <= pos.
             fence(Ordering::Acquire);
             tail = tail_a.load(Ordering::Relaxed);
@@ -1398,7 +1424,7 @@ impl RingReader {
             if copied {
                 visit(&meta, pos, Some(true));
             }
-            if w > to.seq {
+            if w > to.seq || matches!(step, Some(WalkStep::Stop)) {
                 break;
             }
             last_seq = Some(w);
@@ -1484,6 +1510,63 @@ mod tests {
             out.iter().map(|v| v.seq()).collect::<Vec<_>>(),
             vec![95, 96, 97]
         );
+    }
+
+    #[test]
+    fn time_bounded_copy_stops_after_a_run_past_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = small(dir.path(), 4 << 20, 256);
+        let ms = 1_000_000u64;
+        // 100 ms apart; seq 50 carries a bogus far-future time, seq 80 is 4 s late, seq
+        // 1500 is 146 s late.
+        for i in 1..=5000u64 {
+            let ts = match i {
+                50 => 1 << 62,
+                80 => 4_000 * ms,
+                1500 => 3_800 * ms,
+                _ => i * 100 * ms,
+            };
+            r.append(ts, 60, LinkType::Ethernet, 0, &frame(i, 60));
+        }
+        let rd = r.reader();
+        let mut out = RecordBuf::new();
+        // [3 s, 7 s]: records 30..=70 except the bogus 50, and the late 80.
+        rd.copy_range(
+            Start::TsNs(3_000 * ms),
+            End {
+                seq: u64::MAX,
+                ts_ns: 7_000 * ms,
+            },
+            |_| true,
+            &mut out,
+        );
+        let want: Vec<u64> = (30..=70).filter(|&i| i != 50).chain([80]).collect();
+        assert_eq!(out.iter().map(|v| v.seq()).collect::<Vec<_>>(), want);
+        // [3.5 s, 4 s]: the late record 80 is 1 s past the end of 35..=40, within the
+        // run of END_RUN records: still found.
+        rd.copy_range(
+            Start::TsNs(3_500 * ms),
+            End {
+                seq: u64::MAX,
+                ts_ns: 4_000 * ms,
+            },
+            |_| true,
+            &mut out,
+        );
+        let got: Vec<u64> = out.iter().map(|v| v.seq()).collect();
+        assert_eq!(got, vec![35, 36, 37, 38, 39, 40, 80]);
+        // A walk without the early stop (End::HEAD, then filtered) also finds 1500, more
+        // than END_RUN records past the end of the span: the documented limit.
+        let (a, b) = (3_500 * ms, 4_000 * ms);
+        rd.copy_range(
+            Start::Oldest,
+            End::HEAD,
+            |v| (a..=b).contains(&v.ts_ns()),
+            &mut out,
+        );
+        let all: Vec<u64> = out.iter().map(|v| v.seq()).collect();
+        assert_eq!(all, [&got[..], &[1500]].concat());
+        assert!(1500 - 80 > u64::from(END_RUN));
     }
 
     #[test]
