@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Whole-pipeline cost of detection and evidence, side by side on one capture:
-#   flows   streamml-sensor flows --shards 1 > /dev/null
-#           (flow meter alone: read, decode, shard, flow table, CSV of every flow)
+#   flows   streamml-sensor flows --shards 1 -o FILE
+#           (flow meter alone: read, decode, shard, flow table, CSV of every flow, written
+#           to FILE.tmp, fsync'd, renamed)
 #   replay  streamml-sensor replay --shards 1 --state-dir DIR
 #           (the same, plus the evidence ring (every frame copied into a 256 MiB mmap
 #           file), window and flow features, Half-Space Trees on every window and every
 #           flow, thresholds, alerts and evidence files; no flow CSV)
-#   replay+csv  replay with --flows FILE (the same output work as `flows`, too)
+#   replay+csv  replay with --flows FILE (the same flow output as `flows`, too)
 # The runs are interleaved (flows, replay, replay+csv, flows, ...) so that load from other
 # processes hits all of them alike; per command the best wall time of RUNS and its CPU time
 # (user + system) are kept. Prints packets/s and replay / flows (target >= 0.70).
@@ -44,7 +45,7 @@ run() {
 }
 
 for _ in $(seq "$RUNS"); do
-  run flows "$BIN" flows "$CAP" --shards 1
+  run flows "$BIN" flows "$CAP" --shards 1 -o "$OUT/flows.csv"
   rm -rf "$OUT/state"
   run replay "$BIN" replay "$CAP" --shards 1 --state-dir "$OUT/state" "${CFG[@]}" --stats-json "$OUT/replay-stats.json"
   rm -rf "$OUT/state"
