@@ -875,8 +875,10 @@ mod bad_input {
             .iter()
             .filter_map(|a| a.evidence.path.clone().map(|p| (p, a)))
             .collect();
-        let mut n = 0;
-        for e in std::fs::read_dir(state.join("evidence")).unwrap() {
+        for (n, e) in std::fs::read_dir(state.join("evidence"))
+            .unwrap()
+            .enumerate()
+        {
             let p = e.unwrap().path();
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
             assert!(!name.starts_with('.'), "temporary file left: {name}");
@@ -889,7 +891,6 @@ mod bad_input {
             if n < 3 {
                 assert_eq!(tshark_count(&p), pk.len() as u64);
             }
-            n += 1;
         }
         for a in &al {
             if let Some(rel) = &a.evidence.path {
@@ -968,14 +969,13 @@ mod bad_input {
         let n1 = alerts(&state).len();
         assert!(n1 >= 4 && before_files.len() == n1);
         let ev = state.join("evidence");
-        let _m;
-        if nix::unistd::geteuid().is_root() {
-            _m = Some(Mount::readonly_bind(&ev));
+        let _m = if nix::unistd::geteuid().is_root() {
+            Some(Mount::readonly_bind(&ev))
         } else {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&ev, std::fs::Permissions::from_mode(0o555)).unwrap();
-            _m = None;
-        }
+            None
+        };
         let (stderr, st) = replay(&cap, &state, &["--shards", "1"]);
         assert_eq!(st["evidence.write_errors"], n1 as u64, "{st:?}");
         assert_eq!(st["alerts.written"], n1 as u64, "{st:?}");
