@@ -35,7 +35,7 @@ timeit() {
 
 declare -A T M
 read -r T[sensor] M[sensor] < <(timeit "$BIN" flows "$CAP" --shards 1 -o "$OUT/sensor.csv")
-read -r T[softflowd] M[softflowd] < <(timeit softflowd -d -r "$CAP" -n 127.0.0.1:9995 -v 9 -m 262144 -p "$OUT/sf.pid" -c "$OUT/sf.ctl")
+read -r T[softflowd] M[softflowd] < <(timeit softflowd -d -r "$CAP" -n 127.0.0.1:9995 -v 9 -m 262144 -p "$OUT/sf.pid" -c none)
 read -r T[tcpdump] M[tcpdump] < <(timeit tcpdump -r "$CAP" -w /dev/null)
 if [ "${SKIP_NFSTREAM:-0}" != 1 ]; then
   cat > "$OUT/nfstream_run.py" <<'PY'
