@@ -2,7 +2,8 @@
 """River's usual pipeline on the sensor's window feature stream: the reference figure.
 
 Reads the CSV written by `streamml-sensor eval-windows --features-csv FILE` (columns: seed,
-window_start_ns, label, kind, then one column per window feature, raw values) and, for every
+window_start_ns, label, kind, the sensor's score, then one column per window feature, raw
+values) and, for every
 seed in it, runs River 0.26.1's `Pipeline(MinMaxScaler(), HalfSpaceTrees(seed=seed))` with
 River's defaults (10 trees, height 8, window_size 250), score_one then learn_one per window
 (prequential, as hst.md §7), and computes the ROC-AUC over the windows after the HST
@@ -51,7 +52,7 @@ def main():
     rows = {}
     with open(a.features_csv) as f:
         r = csv.DictReader(f)
-        feats = [c for c in r.fieldnames if c not in ("seed", "window_start_ns", "label", "kind")]
+        feats = [c for c in r.fieldnames if c not in ("seed", "window_start_ns", "label", "kind", "score")]
         for row in r:
             rows.setdefault(int(row["seed"]), []).append(row)
     result = {"river": river.__version__, "pipeline": "MinMaxScaler -> HalfSpaceTrees(n_trees=10, height=8, window_size=250)",

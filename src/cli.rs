@@ -27,8 +27,15 @@ pub struct Cli {
 pub enum Cmd {
     /// Replay a capture and write one row per bidirectional flow (nfstream's columns).
     Flows(FlowsArgs),
+    /// Run the whole pipeline over a capture (packet time): flows, windows, Half-Space
+    /// Trees, alerts.jsonl and zstd PCAP evidence; prints a summary.
+    Replay(crate::replay::ReplayArgs),
+    /// Detection quality on labelled synthetic captures: window-mode ROC-AUC per seed.
+    EvalWindows(crate::eval::EvalArgs),
     /// Generate a deterministic synthetic capture (benign traffic, optional attacks).
     Synth(SynthArgs),
+    /// Evidence tools: `recover` dumps the shard rings to a .pcap.zst.
+    Evidence(crate::evidence::EvidenceArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -87,10 +94,10 @@ pub struct FlowsArgs {
     #[arg(long, value_enum, default_value = "csv")]
     pub format: OutFormat,
     /// Idle timeout in seconds (nfstream's idle_timeout).
-    #[arg(long, value_name = "S", default_value = "120", value_parser = positive_seconds)]
+    #[arg(long, value_name = "S", default_value = "120", value_parser = positive_seconds, allow_negative_numbers = true)]
     pub idle_timeout: f64,
     /// Active timeout in seconds (nfstream's active_timeout).
-    #[arg(long, value_name = "S", default_value = "1800", value_parser = positive_seconds)]
+    #[arg(long, value_name = "S", default_value = "1800", value_parser = positive_seconds, allow_negative_numbers = true)]
     pub active_timeout: f64,
     /// Record direction, size and inter-arrival time of the first N packets (0: off).
     #[arg(long, value_name = "N", default_value = "0")]
@@ -180,20 +187,34 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// clap's rendered error without the "error: " prefix, the usage and the help hint.
+/// clap's rendered error on one line: without the "error: " prefix, the usage and the
+/// help hint; continuation lines (e.g. the missing argument names) joined with spaces.
 fn one_line_clap(e: &clap::Error) -> String {
     let s = e.render().to_string();
-    let first = s
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("invalid arguments");
-    first.trim().trim_start_matches("error:").trim().to_string()
+    let mut parts = Vec::new();
+    for l in s.lines() {
+        let l = l.trim();
+        if l.starts_with("Usage:") || l.starts_with("For more information") {
+            break;
+        }
+        if !l.is_empty() {
+            parts.push(l.trim_start_matches("error:").trim());
+        }
+    }
+    if parts.is_empty() {
+        "invalid arguments".to_string()
+    } else {
+        parts.join(" ")
+    }
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Some(Cmd::Flows(a)) => crate::pipeline::flows_command(a),
         Some(Cmd::Synth(a)) => synth_command(a),
+        Some(Cmd::Replay(a)) => crate::replay::replay_command(a),
+        Some(Cmd::EvalWindows(a)) => crate::eval::eval_command(a),
+        Some(Cmd::Evidence(a)) => crate::evidence::recover::run(a),
         None => bail!("no command given; try 'streamml-sensor --help'"),
     }
 }

@@ -118,3 +118,32 @@ impl ProfileFilters {
         m
     }
 }
+
+/// A compiled filter that evidence writers on other threads may run on ring records.
+/// libpcap's `pcap_offline_filter` only reads the program; the mutex makes the sharing
+/// obviously sound at a cost that only matters off the hot path (evidence copy-out).
+pub struct SharedFilter {
+    prog: std::sync::Mutex<SendProgram>,
+}
+
+struct SendProgram(BpfProgram);
+
+// SAFETY: a `bpf_program` is a heap array of instructions owned by this value; moving it
+// to another thread is sound, and every use goes through the mutex above.
+#[allow(unsafe_code)]
+unsafe impl Send for SendProgram {}
+
+impl SharedFilter {
+    pub fn new(expr: &str, link: LinkType) -> Result<SharedFilter, String> {
+        Ok(SharedFilter {
+            prog: std::sync::Mutex::new(SendProgram(compile(expr, link)?)),
+        })
+    }
+
+    pub fn matches(&self, frame: &[u8]) -> bool {
+        match self.prog.lock() {
+            Ok(p) => p.0.filter(frame),
+            Err(p) => p.into_inner().0.filter(frame),
+        }
+    }
+}

@@ -8,7 +8,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use std::io::Write;
+
 use crate::capture::{CaptureError, PacketSource};
+use crate::flow::export::FlowRecord;
+use crate::flow::table::{Accounting, FlowConfig, FlowTable};
+use crate::output::RunSorter;
 use crate::shard::{self, FullPolicy, KeyMode, Router, ShardWorker};
 use crate::stats::{self, Counter, Snapshot};
 use crate::wire::{self, DecodeOptions, WireError};
@@ -88,6 +93,26 @@ where
     W: ShardWorker + Send + 'static,
     F: Fn(usize) -> W + Send + Sync + 'static,
 {
+    run_with_hook(source, cfg, &mut |_, _| u16::MAX, make_worker)
+}
+
+/// The reader's per-frame hook: sees every frame (and its decode, if it decoded) before
+/// the packet is routed, and returns the profile bitmask for it. The replay pipeline
+/// appends the frame to the evidence ring and runs the profile filters here.
+pub type FrameHook<'a> =
+    dyn FnMut(&crate::capture::Frame<'_>, Option<&wire::PacketMeta>) -> u16 + 'a;
+
+/// [`run`] with a per-frame hook in the reader.
+pub fn run_with_hook<W, F>(
+    source: &mut dyn PacketSource,
+    cfg: &PipelineConfig,
+    hook: &mut FrameHook<'_>,
+    make_worker: F,
+) -> RunResult<W>
+where
+    W: ShardWorker + Send + 'static,
+    F: Fn(usize) -> W + Send + Sync + 'static,
+{
     let make_worker = Arc::new(make_worker);
     let mut producers = Vec::with_capacity(cfg.shards);
     let mut handles = Vec::with_capacity(cfg.shards);
@@ -121,9 +146,13 @@ where
                 match wire::decode(f.data, f.orig_len, f.link, &cfg.decode) {
                     Ok(m) => {
                         rc.decoded.inc();
-                        router.route(f.ts_ns, &m);
+                        let mask = hook(&f, Some(&m));
+                        router.route(f.ts_ns, &m, mask);
                     }
-                    Err(e) => rc.count_err(e),
+                    Err(e) => {
+                        rc.count_err(e);
+                        hook(&f, None);
+                    }
                 }
                 if f.ts_ns >= next_tick {
                     router.tick(f.ts_ns);
@@ -186,8 +215,186 @@ impl AtomicFile {
     }
 }
 
+/// A shard that only meters flows: exported flows are formatted (with id 0, replaced at
+/// the merge) and buffered in a [`RunSorter`].
+struct FlowWorker {
+    table: FlowTable,
+    sorter: RunSorter,
+    jsonl: bool,
+    line: Vec<u8>,
+    err: Option<std::io::Error>,
+}
+
+impl FlowWorker {
+    fn emit_record(
+        sorter: &mut RunSorter,
+        line: &mut Vec<u8>,
+        jsonl: bool,
+        err: &mut Option<std::io::Error>,
+        r: FlowRecord<'_>,
+    ) {
+        line.clear();
+        if jsonl {
+            r.write_jsonl(line, 0);
+        } else {
+            r.write_csv(line, 0);
+        }
+        if err.is_none() {
+            if let Err(e) = sorter.push(&r.sort_key(), line) {
+                *err = Some(e);
+            }
+        }
+    }
+}
+
+impl ShardWorker for FlowWorker {
+    #[inline]
+    fn on_packet(&mut self, rec: &shard::PacketRecord) {
+        let (sorter, line, jsonl, err) =
+            (&mut self.sorter, &mut self.line, self.jsonl, &mut self.err);
+        self.table.update(rec.ts_ns, &rec.meta, &mut |r| {
+            Self::emit_record(sorter, line, jsonl, err, r)
+        });
+    }
+
+    fn on_tick(&mut self, now_ns: u64) {
+        let (sorter, line, jsonl, err) =
+            (&mut self.sorter, &mut self.line, self.jsonl, &mut self.err);
+        self.table.advance(now_ns, &mut |r| {
+            Self::emit_record(sorter, line, jsonl, err, r)
+        });
+    }
+
+    fn finish(&mut self) {
+        let (sorter, line, jsonl, err) =
+            (&mut self.sorter, &mut self.line, self.jsonl, &mut self.err);
+        self.table
+            .flush(&mut |r| Self::emit_record(sorter, line, jsonl, err, r));
+    }
+}
+
+/// Replaces the placeholder id 0 at the start of a formatted flow line with `id`.
+fn write_with_id(w: &mut dyn Write, jsonl: bool, id: u64, line: &[u8]) -> std::io::Result<()> {
+    const JSON_PREFIX: &[u8] = b"{\"id\":0";
+    if jsonl {
+        debug_assert!(line.starts_with(JSON_PREFIX));
+        write!(w, "{{\"id\":{id}")?;
+        w.write_all(&line[JSON_PREFIX.len()..])
+    } else {
+        debug_assert!(line.starts_with(b"0,"));
+        write!(w, "{id}")?;
+        w.write_all(&line[1..])
+    }
+}
+
+/// Spill threshold of each shard's flow-output buffer.
+const SORT_BUFFER_BYTES: usize = 32 << 20;
+
 /// `streamml-sensor flows`.
 pub fn flows_command(a: crate::cli::FlowsArgs) -> anyhow::Result<ExitCode> {
-    let _ = a;
-    anyhow::bail!("flows: not wired yet")
+    use crate::cli::{AccountingArg, KeyArg, OutFormat};
+    let fcfg = FlowConfig {
+        capacity: a.capacity,
+        splt: a.splt,
+        accounting: match a.accounting {
+            AccountingArg::Link => Accounting::Link,
+            AccountingArg::Ip => Accounting::Ip,
+            AccountingArg::Transport => Accounting::Transport,
+            AccountingArg::Payload => Accounting::Payload,
+        },
+        ..FlowConfig::default()
+    }
+    .with_timeouts_secs(a.idle_timeout, a.active_timeout);
+    fcfg.validate().map_err(anyhow::Error::msg)?;
+    let mut source = crate::capture::pcap::PcapFileSource::open(&a.capture)?;
+    let shards = a.shards.unwrap_or_else(|| default_shards(1));
+    let pcfg = PipelineConfig {
+        shards,
+        ring_capacity: 16384,
+        key_mode: match a.key {
+            KeyArg::FiveTuple => KeyMode::FiveTuple,
+            KeyArg::IpPair => KeyMode::IpPair,
+        },
+        policy: FullPolicy::Wait,
+        decode: DecodeOptions {
+            decode_tunnels: a.decode_tunnels,
+        },
+    };
+    // Output is opened before the run so that an unwritable path fails fast.
+    let spill_dir = match &a.output {
+        Some(p) => p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+        None => std::env::temp_dir(),
+    };
+    let mut out_file = match &a.output {
+        Some(p) => Some(AtomicFile::create(p)?),
+        None => None,
+    };
+    let jsonl = a.format == OutFormat::Jsonl;
+    // Per-shard capacity: the table allocates its slots up front, so a tiny input
+    // does not need a 1M-flow table per shard; it is still bounded by --capacity.
+    let per_shard_cap = fcfg.capacity;
+    let res = run(&mut source, &pcfg, move |_s| FlowWorker {
+        table: FlowTable::new(FlowConfig {
+            capacity: per_shard_cap,
+            ..fcfg
+        })
+        .expect("validated flow config"),
+        sorter: RunSorter::new(SORT_BUFFER_BYTES, spill_dir.clone()),
+        jsonl,
+        line: Vec::with_capacity(2048),
+        err: None,
+    });
+    let mut snap = Snapshot::new();
+    res.reader.snapshot_into(&mut snap);
+    stats::merge_into(&mut snap, res.router.named());
+    stats::merge_into(&mut snap, source.counters.named());
+    let mut sorters = Vec::new();
+    for w in res.workers {
+        stats::merge_into(&mut snap, w.table.counters().named());
+        if let Some(e) = w.err {
+            return Err(anyhow::Error::new(e).context("buffering flow output"));
+        }
+        sorters.push(w.sorter);
+    }
+    let header = FlowRecord::csv_header(a.splt);
+    let n = {
+        let stdout = std::io::stdout();
+        let mut lock;
+        let w: &mut dyn Write = match out_file.as_mut() {
+            Some(f) => &mut f.w,
+            None => {
+                lock = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+                &mut lock as &mut dyn Write
+            }
+        };
+        if !jsonl {
+            w.write_all(header.as_bytes())?;
+            if !header.ends_with('\n') {
+                w.write_all(b"\n")?;
+            }
+        }
+        let n = crate::output::merge(sorters, |id, line| write_with_id(w, jsonl, id, line))
+            .context("writing flows")?;
+        w.flush().context("writing flows")?;
+        n
+    };
+    if let Some(f) = out_file {
+        f.commit()?;
+    }
+    snap.insert("flows.written".into(), n);
+    if a.stats {
+        for (k, v) in &snap {
+            eprintln!("{k} {v}");
+        }
+    }
+    if let Some(e) = res.source_error {
+        // The flows of every packet before the fault were written.
+        eprintln!("streamml-sensor: {e}");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
 }

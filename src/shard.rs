@@ -21,8 +21,11 @@ use crate::wire::PacketMeta;
 pub struct PacketRecord {
     /// Capture time, ns since the epoch.
     pub ts_ns: u64,
-    /// Symmetric flow hash (see [`symmetric_hash`]).
-    pub hash: u64,
+    /// Symmetric flow hash in the configured key mode (see [`symmetric_hash`]), low bits.
+    pub hash: u32,
+    /// Bitmask of the profiles whose packet filter this packet matched.
+    pub profiles: u16,
+    pub _pad: u16,
     pub meta: PacketMeta,
 }
 
@@ -215,14 +218,17 @@ impl Router {
         self.producers.len()
     }
 
-    /// Hashes and routes one packet. Returns false if it was dropped (ring full).
+    /// Hashes and routes one packet, marked with the profiles it matched. Returns false
+    /// if it was dropped (ring full).
     #[inline]
-    pub fn route(&self, ts_ns: u64, meta: &PacketMeta) -> bool {
+    pub fn route(&self, ts_ns: u64, meta: &PacketMeta, profiles: u16) -> bool {
         let hash = symmetric_hash(meta, self.mode);
         let s = shard_of(hash, self.producers.len());
         let m = Msg::Packet(PacketRecord {
             ts_ns,
-            hash,
+            hash: hash as u32,
+            profiles,
+            _pad: 0,
             meta: *meta,
         });
         match self.policy {
@@ -370,7 +376,7 @@ mod tests {
         let m = meta([198, 18, 0, 1], 1, [198, 18, 0, 2], 2, 17);
         let mut ok = 0;
         for t in 0..20 {
-            ok += router.route(t, &m) as u64;
+            ok += router.route(t, &m, 1) as u64;
         }
         assert_eq!(ok, 8);
         assert_eq!(router.counters.routed.get(), 8);
@@ -390,7 +396,7 @@ mod tests {
             let router = Router::new(vec![p], FullPolicy::Wait, KeyMode::FiveTuple);
             let m = meta([198, 18, 0, 1], 1, [198, 18, 0, 2], 2, 17);
             for i in 0..n {
-                assert!(router.route(i, &m));
+                assert!(router.route(i, &m, 1));
                 if i % 1000 == 0 {
                     router.tick(i);
                 }

@@ -149,7 +149,9 @@ impl SynthConfig {
         let total = minutes * 60.0;
         let mut episodes = Vec::new();
         let kinds = EpisodeKind::ALL;
-        let first = 300.0f64.min(total / 3.0);
+        // Ten minutes of benign traffic first: the sensor learns the network before it
+        // may alert (HST warm-up plus a settled threshold).
+        let first = 600.0f64.min(total / 2.0);
         let gap = (total - first) / kinds.len() as f64;
         for (i, &kind) in kinds.iter().enumerate() {
             let start = first + gap * i as f64 + rng.f64() * gap * 0.3;
@@ -157,7 +159,7 @@ impl SynthConfig {
                 EpisodeKind::SynFlood => (20.0, 2000.0),
                 EpisodeKind::PortScan => (30.0, 500.0),
                 EpisodeKind::UdpFlood => (20.0, 1500.0),
-                EpisodeKind::Exfil => (120.0, 60.0),
+                EpisodeKind::Exfil => (60.0, 60.0),
             };
             let attacker = [198, 18, 200 + i as u8, rng.range(1, 254) as u8];
             let target = match kind {

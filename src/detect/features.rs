@@ -3,7 +3,7 @@
 //! [0, 1]).
 
 /// Window-mode features: one vector per shard, per profile, per window.
-pub const WINDOW_FEATURES: [&str; 20] = [
+pub const WINDOW_FEATURES: [&str; 21] = [
     "packets",
     "bytes",
     "mean_size",
@@ -24,14 +24,15 @@ pub const WINDOW_FEATURES: [&str; 20] = [
     "mean_closed_flow_duration_s",
     "top_src_share",
     "top_dst_port_share",
+    "top_flow_bytes",
 ];
 
-pub const WINDOW_LOG1P_DEFAULT: [bool; 20] = [
+pub const WINDOW_LOG1P_DEFAULT: [bool; 21] = [
     true, true, true, true, true, true, true, true, false, false, false, false, false, false,
-    false, false, true, true, false, false,
+    false, false, true, true, false, false, true,
 ];
 
-pub const DEFAULT_WINDOW_FEATURES: [&str; 14] = [
+pub const DEFAULT_WINDOW_FEATURES: [&str; 15] = [
     "packets",
     "bytes",
     "mean_size",
@@ -46,6 +47,7 @@ pub const DEFAULT_WINDOW_FEATURES: [&str; 14] = [
     "icmp_share",
     "new_flows",
     "top_src_share",
+    "top_flow_bytes",
 ];
 
 /// Flow-mode features: nfstream column names (plus two derived ratios), one vector per
@@ -92,3 +94,54 @@ pub const DEFAULT_FLOW_FEATURES: [&str; 12] = [
     "bidirectional_rst_packets",
     "src2dst_bytes_share",
 ];
+
+/// Fills `out[k]` with flow feature `idx[k]` ([`FLOW_FEATURES`]) of an exported flow.
+pub fn flow_values(f: &crate::flow::FlowState, idx: &[usize], out: &mut [f64]) {
+    use crate::flow::features::flag;
+    let packets = f.packets() as f64;
+    let bytes = f.bytes() as f64;
+    let dur_ms = f.duration_ms() as f64;
+    for (o, &i) in out.iter_mut().zip(idx) {
+        *o = match i {
+            0 => dur_ms,
+            1 => packets,
+            2 => bytes,
+            3 => f.s2d.packets as f64,
+            4 => f.s2d.bytes as f64,
+            5 => f.d2s.packets as f64,
+            6 => f.d2s.bytes as f64,
+            7 => f.bi_ps.mean,
+            8 => f.stddev_ps(),
+            9 => f64::from(f.bi_ps.max),
+            10 => f.s2d.ps.mean,
+            11 => {
+                if f.d2s.packets > 0 {
+                    f.d2s.ps.mean
+                } else {
+                    0.0
+                }
+            }
+            12 => {
+                if f.packets() > 1 {
+                    f.bi_piat_ms.mean
+                } else {
+                    0.0
+                }
+            }
+            13 => f.stddev_piat_ms(),
+            14 => f.flags(flag::SYN) as f64,
+            15 => f.flags(flag::RST) as f64,
+            16 => f.flags(flag::FIN) as f64,
+            17 => f.flags(flag::PSH) as f64,
+            18 => {
+                if bytes > 0.0 {
+                    f.s2d.bytes as f64 / bytes
+                } else {
+                    0.0
+                }
+            }
+            19 => bytes / (dur_ms / 1000.0).max(0.001),
+            _ => 0.0,
+        };
+    }
+}

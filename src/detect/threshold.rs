@@ -110,13 +110,20 @@ impl Thresholder {
     }
 
     /// Feeds one post-warm-up score; returns `(alert, threshold in force)`. A quantile
-    /// threshold never alerts before its window is full.
+    /// threshold alerts only once it has seen enough scores for the quantile to mean
+    /// something: `max(100, 2 / (1 - q))`, capped at its window.
     pub fn check(&mut self, score: f64) -> (bool, f64) {
         match self.kind {
             Threshold::Fixed(t) => (score >= t, t),
             Threshold::Quantile { min_score, .. } => {
                 let rq = self.rq.as_mut().expect("quantile state");
-                let (alert, t) = match (rq.full(), rq.quantile()) {
+                let need = match self.kind {
+                    Threshold::Quantile { q, window, .. } => {
+                        ((2.0 / (1.0 - q)).ceil() as usize).max(100).min(window)
+                    }
+                    Threshold::Fixed(_) => 0,
+                };
+                let (alert, t) = match (rq.len() >= need, rq.quantile()) {
                     (true, Some(qv)) => {
                         let t = qv.max(min_score);
                         (score > t, t)
@@ -167,6 +174,7 @@ mod tests {
         for _ in 0..10 {
             assert!(!t.check(0.99).0);
         }
+        // (window 10 < 100: the window caps the minimum)
         // Window full of 0.99: 0.995 is above the 90th percentile.
         assert!(t.check(0.995).0);
         assert!(!t.check(0.3).0);

@@ -75,6 +75,8 @@ impl Hll {
 struct CountTable {
     keys: Vec<u64>,
     counts: Vec<u32>,
+    /// Sum of weights (bytes) per key, for tables that track them.
+    weights: Vec<u64>,
     touched: Vec<u32>,
     mask: usize,
     limit: usize,
@@ -88,6 +90,7 @@ impl CountTable {
         CountTable {
             keys: vec![0; n],
             counts: vec![0; n],
+            weights: vec![0; n],
             touched: Vec::with_capacity(n),
             mask: n - 1,
             limit: n * 3 / 4,
@@ -98,6 +101,11 @@ impl CountTable {
 
     #[inline]
     fn add(&mut self, key: u64) {
+        self.add_weighted(key, 0);
+    }
+
+    #[inline]
+    fn add_weighted(&mut self, key: u64, w: u64) {
         self.hll.add(key);
         // 0 marks an empty slot.
         let key = if key == 0 { 0x9E37_79B9_7F4A_7C15 } else { key };
@@ -106,6 +114,7 @@ impl CountTable {
             let k = self.keys[i];
             if k == key {
                 self.counts[i] += 1;
+                self.weights[i] += w;
                 return;
             }
             if k == 0 {
@@ -115,6 +124,7 @@ impl CountTable {
                 }
                 self.keys[i] = key;
                 self.counts[i] = 1;
+                self.weights[i] = w;
                 self.touched.push(i as u32);
                 return;
             }
@@ -159,10 +169,20 @@ impl CountTable {
             .max(self.overflow.min(1))
     }
 
+    /// Largest weight of a stored key.
+    fn max_weight(&self) -> u64 {
+        self.touched
+            .iter()
+            .map(|&i| self.weights[i as usize])
+            .max()
+            .unwrap_or(0)
+    }
+
     fn clear(&mut self) {
         for &i in &self.touched {
             self.keys[i as usize] = 0;
             self.counts[i as usize] = 0;
+            self.weights[i as usize] = 0;
         }
         self.touched.clear();
         self.overflow = 0;
@@ -280,7 +300,7 @@ impl WindowAcc {
         self.dst_ips.add(ip_hash(&m.dst_ip));
         self.dst_ports
             .add(mix64(u64::from(m.dst_port) | u64::from(m.protocol) << 16));
-        self.flows.add(flow_hash);
+        self.flows.add_weighted(mix64(flow_hash), u64::from(size));
     }
 
     /// A new flow started (in this profile) in the current window.
@@ -333,6 +353,7 @@ impl WindowAcc {
                 },
                 share(self.src_ips.max_count()),
                 share(self.dst_ports.max_count()),
+                self.flows.max_weight() as f64,
             ];
             emit(&WindowVector {
                 start_ns: start,

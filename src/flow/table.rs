@@ -343,22 +343,37 @@ impl FlowTable {
     /// passed to `emit`.
     #[inline]
     pub fn update<F: FnMut(FlowRecord<'_>)>(&mut self, ts_ns: u64, m: &PacketMeta, emit: &mut F) {
-        let tag = (table_hash(m) >> 32) as u32;
-        self.update_tagged(ts_ns, m, tag, emit);
+        self.update_tagged(ts_ns, m, 0, emit);
     }
 
-    /// [`FlowTable::update`] for a burst of packets (in order), with the memory of the
-    /// packets a few places ahead prefetched: a table larger than the CPU caches costs a
-    /// cache miss for the index and one for the flow on nearly every packet, and this
-    /// overlaps them. `get` maps an item to its timestamp and packet.
-    pub fn update_batch<T, G, F>(&mut self, items: &[T], get: G, emit: &mut F)
+    /// [`update`](Self::update) that stores `user_tag` in a flow this packet creates and
+    /// returns true when it created one.
+    #[inline]
+    pub fn update_tagged<F: FnMut(FlowRecord<'_>)>(
+        &mut self,
+        ts_ns: u64,
+        m: &PacketMeta,
+        user_tag: u16,
+        emit: &mut F,
+    ) -> bool {
+        let tag = (table_hash(m) >> 32) as u32;
+        self.update_hashed(ts_ns, m, tag, user_tag, emit)
+    }
+
+    /// [`update_tagged`](Self::update_tagged) for a burst of packets (in order), with the
+    /// memory of the packets a few places ahead prefetched: a table larger than the CPU
+    /// caches costs a cache miss for the index and one for the flow on nearly every
+    /// packet, and this overlaps them. `get` maps an item to its timestamp, packet and user
+    /// tag; `created` is called with the index of each item that created a flow.
+    pub fn update_batch<T, G, C, F>(&mut self, items: &[T], get: G, mut created: C, emit: &mut F)
     where
-        G: Fn(&T) -> (u64, &PacketMeta),
+        G: Fn(&T) -> (u64, &PacketMeta, u16),
+        C: FnMut(usize),
         F: FnMut(FlowRecord<'_>),
     {
         const CHUNK: usize = 32;
         const AHEAD: usize = 4;
-        for chunk in items.chunks(CHUNK) {
+        for (c, chunk) in items.chunks(CHUNK).enumerate() {
             let mut tags = [0u32; CHUNK];
             for (t, it) in tags.iter_mut().zip(chunk) {
                 *t = (table_hash(get(it).1) >> 32) as u32;
@@ -373,20 +388,24 @@ impl FlowTable {
                         }
                     }
                 }
-                let (ts, m) = get(it);
-                self.update_tagged(ts, m, tags[i], emit);
+                let (ts, m, user_tag) = get(it);
+                if self.update_hashed(ts, m, tags[i], user_tag, emit) {
+                    created(c * CHUNK + i);
+                }
             }
         }
     }
 
+    /// Returns true when the packet created a flow.
     #[inline]
-    fn update_tagged<F: FnMut(FlowRecord<'_>)>(
+    fn update_hashed<F: FnMut(FlowRecord<'_>)>(
         &mut self,
         ts_ns: u64,
         m: &PacketMeta,
         tag: u32,
+        user_tag: u16,
         emit: &mut F,
-    ) {
+    ) -> bool {
         self.counters.packets.inc();
         let t = self.clock(ts_ns);
         if t >= self.next_scan_ms {
@@ -433,15 +452,17 @@ impl FlowTable {
                         }
                         Some(why) => {
                             self.expire(s as u32, why, emit);
-                            self.create(tag, m, t, size, emit);
+                            self.create(tag, m, t, size, user_tag, emit);
+                            return true;
                         }
                     }
-                    return;
+                    return false;
                 }
             }
             pos = (pos + 1) & self.mask;
         }
-        self.create(tag, m, t, size, emit);
+        self.create(tag, m, t, size, user_tag, emit);
+        true
     }
 
     /// Moves the packet clock to `now_ns` (never backwards) and expires every flow idle
@@ -482,6 +503,7 @@ impl FlowTable {
         m: &PacketMeta,
         t: u64,
         size: u32,
+        user_tag: u16,
         emit: &mut F,
     ) {
         if self.len >= self.cfg.capacity {
@@ -515,6 +537,7 @@ impl FlowTable {
             size,
             m.tcp_flags,
         );
+        self.slots[s as usize].user_tag = user_tag;
         let splt = usize::from(self.cfg.splt);
         if splt > 0 {
             self.splt[s as usize * splt] = SpltEntry {
@@ -872,15 +895,26 @@ mod tests {
         }
         a.flush(&mut sink(&mut out_a));
         let (mut b, mut out_b) = table(cfg);
+        let mut created = 0u64;
         let mut rest = &pkts[..];
         while !rest.is_empty() {
             let n = (rng.next() % 100) as usize + 1;
             let (now, later) = rest.split_at(n.min(rest.len()));
-            b.update_batch(now, |(t, m)| (*t, m), &mut sink(&mut out_b));
+            b.update_batch(
+                now,
+                |(t, m)| (*t, m, 7),
+                |_| created += 1,
+                &mut sink(&mut out_b),
+            );
             rest = later;
         }
         b.flush(&mut sink(&mut out_b));
         assert!(out_a.len() > 1000);
+        assert_eq!(created, b.counters().created.get());
+        assert!(out_b.iter().all(|o| o.flow.user_tag == 7));
+        for o in out_b.iter_mut() {
+            o.flow.user_tag = 0;
+        }
         assert_eq!(out_a, out_b);
         assert_eq!(a.counters().named(), b.counters().named());
     }

@@ -1,0 +1,795 @@
+//! The evidence writer thread: for each alert from the scorers it waits until the
+//! post-trigger span has passed in *packet time*, copies the matching records out of the
+//! shard's ring (seq-checked, never blocking the scorer), writes them as
+//! `evidence/<UTC time>_<profile>_<alert id>.pcap.zst`, and appends the alert line to
+//! alerts.jsonl (and any further [`Sink`]).
+//!
+//! Protocol (the lead wires it; see `docs/evidence.md`):
+//! - A scorer sends an alert with [`AlertSender::send`] (never blocks; live) or
+//!   [`AlertSender::send_blocking`] (replay: back-pressure keeps runs deterministic).
+//! - A scorer reports its packet clock with [`AlertSender::clock`]`(shard, ts_ns,
+//!   ring.last_seq())` — e.g. on every tick — after any alert it raised at or before that
+//!   time. An alert is due when its shard's clock reaches `to_ts_ns`; its evidence is the
+//!   ring records with `seq <=` the seq of that first clock and `from_ts_ns <= ts <=
+//!   to_ts_ns` in scope. Tying the copy to the clock's seq (not to when the thread gets
+//!   round to it) makes replays reproducible.
+//! - When every `AlertSender` is dropped (end of input), everything pending is copied up
+//!   to the rings' heads and written, and the thread ends.
+//!
+//! Never blocking the scorer: a full queue drops the evidence, not the alert — the alert
+//! goes through a second, larger queue and is logged with `evidence.dropped = true`
+//! (counted as `evidence.dropped_queue_full`); only if that queue is full too is the alert
+//! itself lost (`alerts.lost_queue_full`). Disk errors are counted and logged (one line,
+//! rate-limited) and never stop the thread; files appear only when complete.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+
+use super::alertlog::{Alert, AlertLog, Sink};
+use super::file::{sanitize, FileConfig, PcapZstWriter};
+use super::retention::{Retention, RetentionLimits};
+use super::ring::{End, RecordBuf, RecordView, RingReader, Start};
+use super::statedir::StateDir;
+use super::time;
+use crate::stats::{self, Counter, Snapshot};
+
+/// A predicate over ring records (e.g. a profile's compiled BPF filter).
+pub type RecordFilter = Arc<dyn Fn(&RecordView<'_>) -> bool + Send + Sync>;
+
+/// Where log lines go (default: stderr, prefixed `streamml-sensor: `).
+pub type LogFn = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Which packets of the span belong to an alert's evidence.
+#[derive(Clone)]
+pub enum Scope {
+    /// The packets whose ring record carries this flow hash (the scorer's symmetric hash).
+    Flow { hash: u64 },
+    /// Every packet of the shard in the span, optionally filtered (e.g. the profile's
+    /// packet filter).
+    Window { filter: Option<RecordFilter> },
+}
+
+impl std::fmt::Debug for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::Flow { hash } => write!(f, "Flow({hash:#x})"),
+            Scope::Window { filter } => write!(f, "Window(filtered: {})", filter.is_some()),
+        }
+    }
+}
+
+/// What evidence an alert wants.
+#[derive(Clone, Debug)]
+pub struct EvidenceRequest {
+    /// The shard whose ring holds the packets (index into the writer's rings).
+    pub shard: usize,
+    /// Pre-trigger start (packet time, inclusive).
+    pub from_ts_ns: u64,
+    /// Post-trigger end (packet time, inclusive): the alert is due when the shard's clock
+    /// reaches it.
+    pub to_ts_ns: u64,
+    pub scope: Scope,
+}
+
+impl EvidenceRequest {
+    /// The span `[alert_ts - pre, alert_ts + post]`.
+    pub fn around(shard: usize, alert_ts_ns: u64, pre_ns: u64, post_ns: u64, scope: Scope) -> Self {
+        EvidenceRequest {
+            shard,
+            from_ts_ns: alert_ts_ns.saturating_sub(pre_ns),
+            to_ts_ns: alert_ts_ns.saturating_add(post_ns),
+            scope,
+        }
+    }
+}
+
+/// Settings of the evidence writer.
+pub struct WriterConfig {
+    pub state: StateDir,
+    /// Alerts with evidence that may wait in the queue (full: evidence dropped).
+    pub queue: usize,
+    /// Alerts whose evidence was dropped that may wait (full: the alert is lost).
+    pub overflow_queue: usize,
+    /// Alerts waiting for their post-trigger span, at most (more: evidence dropped).
+    pub max_pending: usize,
+    pub retention: RetentionLimits,
+    pub file: FileConfig,
+    /// Write alert lines in (timestamp, shard, alert id) order, held until every shard's
+    /// clock has passed them (deterministic output for replay). Otherwise lines are written
+    /// as soon as their evidence is done.
+    pub ordered: bool,
+    pub log: LogFn,
+    /// At most one log line per kind of error per this interval.
+    pub log_every: Duration,
+    /// Further sinks after alerts.jsonl.
+    pub extra_sinks: Vec<Box<dyn Sink>>,
+}
+
+impl WriterConfig {
+    pub fn new(state: StateDir) -> WriterConfig {
+        WriterConfig {
+            state,
+            queue: 256,
+            overflow_queue: 4096,
+            max_pending: 10_000,
+            retention: RetentionLimits::default(),
+            file: FileConfig::default(),
+            ordered: false,
+            log: Arc::new(|s: &str| eprintln!("streamml-sensor: {s}")),
+            log_every: Duration::from_secs(10),
+            extra_sinks: Vec::new(),
+        }
+    }
+}
+
+enum Msg {
+    Alert(Box<Alert>, Option<EvidenceRequest>),
+    Clock { shard: usize, ts_ns: u64, seq: u64 },
+}
+
+/// Counters updated by the scorers (several writers: atomic adds, only when a queue is
+/// full, never on the normal path).
+#[derive(Debug, Default)]
+pub struct SenderCounters {
+    pub evidence_dropped_queue_full: AtomicU64,
+    pub alerts_lost_queue_full: AtomicU64,
+    pub clocks_dropped: AtomicU64,
+}
+
+/// The scorers' handle: cheap to clone (one per scorer).
+#[derive(Clone)]
+pub struct AlertSender {
+    tx: Sender<Msg>,
+    overflow: Sender<Box<Alert>>,
+    ctr: Arc<SenderCounters>,
+}
+
+/// What happened to a sent alert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendOutcome {
+    Queued,
+    /// The queue was full: the alert will be logged with `evidence.dropped = true`.
+    EvidenceDropped,
+    /// Both queues were full (or the writer is gone): the alert is lost (counted).
+    AlertLost,
+}
+
+impl AlertSender {
+    /// Sends an alert; never blocks.
+    pub fn send(&self, alert: Alert, evidence: Option<EvidenceRequest>) -> SendOutcome {
+        match self.tx.try_send(Msg::Alert(Box::new(alert), evidence)) {
+            Ok(()) => SendOutcome::Queued,
+            Err(TrySendError::Full(Msg::Alert(mut a, ev))) => {
+                if ev.is_some() {
+                    a.evidence.dropped = true;
+                    self.ctr
+                        .evidence_dropped_queue_full
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                match self.overflow.try_send(a) {
+                    Ok(()) if ev.is_some() => SendOutcome::EvidenceDropped,
+                    Ok(()) => SendOutcome::Queued,
+                    Err(_) => {
+                        self.ctr
+                            .alerts_lost_queue_full
+                            .fetch_add(1, Ordering::Relaxed);
+                        SendOutcome::AlertLost
+                    }
+                }
+            }
+            Err(_) => {
+                self.ctr
+                    .alerts_lost_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
+                SendOutcome::AlertLost
+            }
+        }
+    }
+
+    /// Sends an alert, waiting for room (replay).
+    pub fn send_blocking(&self, alert: Alert, evidence: Option<EvidenceRequest>) -> SendOutcome {
+        match self.tx.send(Msg::Alert(Box::new(alert), evidence)) {
+            Ok(()) => SendOutcome::Queued,
+            Err(_) => {
+                self.ctr
+                    .alerts_lost_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
+                SendOutcome::AlertLost
+            }
+        }
+    }
+
+    /// Reports that `shard` has appended every record up to `last_seq` and its packet
+    /// clock reached `ts_ns`. Never blocks; dropped (counted) if the queue is full.
+    pub fn clock(&self, shard: usize, ts_ns: u64, last_seq: u64) {
+        if self
+            .tx
+            .try_send(Msg::Clock {
+                shard,
+                ts_ns,
+                seq: last_seq,
+            })
+            .is_err()
+        {
+            self.ctr.clocks_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// [`AlertSender::clock`], waiting for room (replay).
+    pub fn clock_blocking(&self, shard: usize, ts_ns: u64, last_seq: u64) {
+        let _ = self.tx.send(Msg::Clock {
+            shard,
+            ts_ns,
+            seq: last_seq,
+        });
+    }
+
+    pub fn counters(&self) -> &SenderCounters {
+        &self.ctr
+    }
+}
+
+/// Counters of the writer thread (single writer: that thread).
+#[derive(Debug, Default)]
+pub struct WriterCounters {
+    pub alerts_received: Counter,
+    pub alerts_written: Counter,
+    pub alerts_write_errors: Counter,
+    pub alerts_out_of_order: Counter,
+    pub sink_errors: Counter,
+    pub files_written: Counter,
+    pub packets_written: Counter,
+    pub bytes_written: Counter,
+    pub write_errors: Counter,
+    pub empty: Counter,
+    pub truncated: Counter,
+    pub records_lost_overwritten: Counter,
+    pub link_skipped: Counter,
+    pub dropped_pending_full: Counter,
+    pub no_ring: Counter,
+    pub retention_deleted_files: Counter,
+    pub retention_deleted_bytes: Counter,
+    pub retention_delete_errors: Counter,
+    pub stale_tmp_removed: Counter,
+    pub alertlog_repaired_bytes: Counter,
+}
+
+impl WriterCounters {
+    pub fn snapshot_into(&self, s: &mut Snapshot) {
+        stats::merge_into(
+            s,
+            [
+                ("alerts.received", self.alerts_received.get()),
+                ("alerts.written", self.alerts_written.get()),
+                ("alerts.write_errors", self.alerts_write_errors.get()),
+                ("alerts.out_of_order", self.alerts_out_of_order.get()),
+                ("alerts.sink_errors", self.sink_errors.get()),
+                (
+                    "alerts.log_repaired_bytes",
+                    self.alertlog_repaired_bytes.get(),
+                ),
+                ("evidence.files_written", self.files_written.get()),
+                ("evidence.packets_written", self.packets_written.get()),
+                ("evidence.bytes_written", self.bytes_written.get()),
+                ("evidence.write_errors", self.write_errors.get()),
+                ("evidence.empty", self.empty.get()),
+                ("evidence.truncated", self.truncated.get()),
+                (
+                    "evidence.records_lost_overwritten",
+                    self.records_lost_overwritten.get(),
+                ),
+                ("evidence.link_skipped", self.link_skipped.get()),
+                (
+                    "evidence.dropped_pending_full",
+                    self.dropped_pending_full.get(),
+                ),
+                ("evidence.no_ring", self.no_ring.get()),
+                ("evidence.stale_tmp_removed", self.stale_tmp_removed.get()),
+                (
+                    "retention.deleted_files",
+                    self.retention_deleted_files.get(),
+                ),
+                (
+                    "retention.deleted_bytes",
+                    self.retention_deleted_bytes.get(),
+                ),
+                (
+                    "retention.delete_errors",
+                    self.retention_delete_errors.get(),
+                ),
+            ],
+        );
+    }
+}
+
+impl SenderCounters {
+    pub fn snapshot_into(&self, s: &mut Snapshot) {
+        stats::merge_into(
+            s,
+            [
+                (
+                    "evidence.dropped_queue_full",
+                    self.evidence_dropped_queue_full.load(Ordering::Relaxed),
+                ),
+                (
+                    "alerts.lost_queue_full",
+                    self.alerts_lost_queue_full.load(Ordering::Relaxed),
+                ),
+                (
+                    "evidence.clocks_dropped",
+                    self.clocks_dropped.load(Ordering::Relaxed),
+                ),
+            ],
+        );
+    }
+}
+
+/// The running writer thread.
+pub struct EvidenceWriterHandle {
+    thread: JoinHandle<()>,
+    counters: Arc<WriterCounters>,
+    sender_counters: Arc<SenderCounters>,
+}
+
+impl EvidenceWriterHandle {
+    /// All evidence/alert counters now.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut s = Snapshot::new();
+        self.counters.snapshot_into(&mut s);
+        self.sender_counters.snapshot_into(&mut s);
+        s
+    }
+
+    pub fn counters(&self) -> &Arc<WriterCounters> {
+        &self.counters
+    }
+
+    /// Waits for the thread to finish (after every sender is dropped) and returns the
+    /// final counters.
+    pub fn join(self) -> Snapshot {
+        let s = match self.thread.join() {
+            Ok(()) => None,
+            Err(_) => Some(()),
+        };
+        let mut snap = Snapshot::new();
+        self.counters.snapshot_into(&mut snap);
+        self.sender_counters.snapshot_into(&mut snap);
+        if s.is_some() {
+            snap.insert("evidence.writer_panicked".into(), 1);
+        }
+        snap
+    }
+}
+
+/// The evidence writer (see the module doc).
+pub struct EvidenceWriter;
+
+impl EvidenceWriter {
+    /// Starts the writer thread over the shard rings (index = shard).
+    pub fn spawn(
+        config: WriterConfig,
+        rings: Vec<RingReader>,
+    ) -> std::io::Result<(AlertSender, EvidenceWriterHandle)> {
+        let (tx, rx) = bounded(config.queue.max(1));
+        let (otx, orx) = bounded(config.overflow_queue.max(1));
+        let counters = Arc::new(WriterCounters::default());
+        let sender_counters = Arc::new(SenderCounters::default());
+        let mut log = RateLog::new(config.log.clone(), config.log_every);
+        let evidence_dir = config.state.evidence_dir();
+        let retention = match Retention::scan(&evidence_dir, config.retention) {
+            Ok(r) => {
+                counters.stale_tmp_removed.add(r.stale_tmp_removed);
+                counters.retention_deleted_files.add(r.deleted_files);
+                counters.retention_deleted_bytes.add(r.deleted_bytes);
+                r
+            }
+            Err(e) => {
+                log.log("retention", || {
+                    format!("evidence: scanning {}: {e}", evidence_dir.display())
+                });
+                // Start with an empty list; new files are still bounded.
+                Retention::new(config.retention)
+            }
+        };
+        let alert_log = AlertLog::new(&config.state.alerts_path());
+        counters
+            .alertlog_repaired_bytes
+            .add(alert_log.repaired_bytes);
+        let shards = rings.len();
+        let mut st = State {
+            rings,
+            evidence_dir,
+            file: config.file,
+            ordered: config.ordered,
+            max_pending: config.max_pending,
+            alert_log,
+            sinks: config.extra_sinks,
+            retention,
+            log,
+            ctr: counters.clone(),
+            pending: (0..shards).map(|_| Vec::new()).collect(),
+            n_pending: 0,
+            clocks: vec![None; shards],
+            done: BTreeMap::new(),
+            arrival: 0,
+            last_emitted: None,
+            buf: RecordBuf::new(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("evidence-writer".into())
+            .spawn(move || st.run(rx, orx))?;
+        Ok((
+            AlertSender {
+                tx,
+                overflow: otx,
+                ctr: sender_counters.clone(),
+            },
+            EvidenceWriterHandle {
+                thread,
+                counters,
+                sender_counters,
+            },
+        ))
+    }
+}
+
+/// One log line per kind per interval, with a count of the suppressed ones.
+struct RateLog {
+    f: LogFn,
+    every: Duration,
+    last: HashMap<&'static str, (Instant, u64)>,
+}
+
+impl RateLog {
+    fn new(f: LogFn, every: Duration) -> RateLog {
+        RateLog {
+            f,
+            every,
+            last: HashMap::new(),
+        }
+    }
+
+    fn log(&mut self, kind: &'static str, msg: impl FnOnce() -> String) {
+        let now = Instant::now();
+        match self.last.get_mut(kind) {
+            Some((t, suppressed)) if now.duration_since(*t) < self.every => {
+                *suppressed += 1;
+            }
+            Some((t, suppressed)) => {
+                let n = std::mem::take(suppressed);
+                *t = now;
+                let m = msg();
+                if n > 0 {
+                    (self.f)(&format!("{m} ({n} similar messages suppressed)"));
+                } else {
+                    (self.f)(&m);
+                }
+            }
+            None => {
+                self.last.insert(kind, (now, 0));
+                (self.f)(&msg());
+            }
+        }
+    }
+}
+
+struct Pending {
+    alert: Box<Alert>,
+    req: EvidenceRequest,
+    arrival: u64,
+}
+
+/// Order of alert lines: (timestamp, shard, alert id, arrival).
+type LineKey = (u64, u32, u64, u64);
+
+struct State {
+    rings: Vec<RingReader>,
+    evidence_dir: PathBuf,
+    file: FileConfig,
+    ordered: bool,
+    max_pending: usize,
+    alert_log: AlertLog,
+    sinks: Vec<Box<dyn Sink>>,
+    retention: Retention,
+    log: RateLog,
+    ctr: Arc<WriterCounters>,
+    pending: Vec<Vec<Pending>>,
+    n_pending: usize,
+    /// Latest clock per shard: (ts_ns, seq).
+    clocks: Vec<Option<(u64, u64)>>,
+    /// Finished alerts waiting for their turn (ordered mode).
+    done: BTreeMap<LineKey, Box<Alert>>,
+    arrival: u64,
+    last_emitted: Option<LineKey>,
+    buf: RecordBuf,
+}
+
+impl State {
+    fn run(&mut self, rx: Receiver<Msg>, orx: Receiver<Box<Alert>>) {
+        loop {
+            while let Ok(a) = orx.try_recv() {
+                self.ctr.alerts_received.inc();
+                self.finish(a);
+            }
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(Msg::Alert(a, ev)) => {
+                    self.ctr.alerts_received.inc();
+                    self.on_alert(a, ev)
+                }
+                Ok(Msg::Clock { shard, ts_ns, seq }) => self.on_clock(shard, ts_ns, seq),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            self.emit_ready(false);
+        }
+        // End of input: everything left, up to each ring's head.
+        while let Ok(a) = orx.try_recv() {
+            self.ctr.alerts_received.inc();
+            self.finish(a);
+        }
+        for shard in 0..self.pending.len() {
+            let mut ps = std::mem::take(&mut self.pending[shard]);
+            ps.sort_by_key(|p| (p.req.to_ts_ns, p.arrival));
+            let head = self.rings[shard].head_seq();
+            for p in ps {
+                self.n_pending -= 1;
+                self.collect(p, head);
+            }
+        }
+        self.emit_ready(true);
+        if let Err(e) = self.alert_log.flush() {
+            self.ctr.alerts_write_errors.inc();
+            let path = self.alert_log.path().display().to_string();
+            self.log
+                .log("alertlog", || format!("evidence: syncing {path}: {e}"));
+        }
+        for s in &mut self.sinks {
+            let _ = s.flush();
+        }
+    }
+
+    fn on_alert(&mut self, mut a: Box<Alert>, ev: Option<EvidenceRequest>) {
+        let Some(req) = ev else {
+            self.finish(a);
+            return;
+        };
+        if req.shard >= self.rings.len() {
+            self.ctr.no_ring.inc();
+            a.evidence.error = Some(format!("no evidence ring for shard {}", req.shard));
+            self.finish(a);
+            return;
+        }
+        if self.n_pending >= self.max_pending {
+            self.ctr.dropped_pending_full.inc();
+            a.evidence.dropped = true;
+            self.finish(a);
+            return;
+        }
+        self.arrival += 1;
+        let p = Pending {
+            alert: a,
+            req,
+            arrival: self.arrival,
+        };
+        match self.clocks[p.req.shard] {
+            Some((ts, seq)) if ts >= p.req.to_ts_ns => self.collect(p, seq),
+            _ => {
+                self.n_pending += 1;
+                let s = p.req.shard;
+                self.pending[s].push(p);
+            }
+        }
+    }
+
+    fn on_clock(&mut self, shard: usize, ts_ns: u64, seq: u64) {
+        if shard >= self.clocks.len() {
+            return;
+        }
+        let c = &mut self.clocks[shard];
+        match c {
+            Some((t, s)) => {
+                *t = (*t).max(ts_ns);
+                *s = (*s).max(seq);
+            }
+            None => *c = Some((ts_ns, seq)),
+        }
+        let (t, s) = c.expect("set");
+        if self.pending[shard].iter().any(|p| p.req.to_ts_ns <= t) {
+            let all = std::mem::take(&mut self.pending[shard]);
+            let (mut due, rest): (Vec<_>, Vec<_>) =
+                all.into_iter().partition(|p| p.req.to_ts_ns <= t);
+            self.pending[shard] = rest;
+            due.sort_by_key(|p| (p.req.to_ts_ns, p.arrival));
+            for p in due {
+                self.n_pending -= 1;
+                self.collect(p, s);
+            }
+        }
+    }
+
+    /// Copies the evidence of `p` (records up to `seq_bound`) and writes its file.
+    fn collect(&mut self, p: Pending, seq_bound: u64) {
+        let Pending { mut alert, req, .. } = p;
+        let reader = &self.rings[req.shard];
+        // A clock may promise more than the ring holds yet (e.g. u64::MAX from a scorer
+        // whose ring is written by the reader): never look past the head.
+        let seq_bound = seq_bound.min(reader.head_seq());
+        let end = End {
+            seq: seq_bound,
+            ts_ns: req.to_ts_ns,
+        };
+        let st = match &req.scope {
+            Scope::Flow { hash } => {
+                let h = *hash;
+                reader.copy_range(
+                    Start::TsNs(req.from_ts_ns),
+                    end,
+                    |v| v.flow_hash() == h,
+                    &mut self.buf,
+                )
+            }
+            Scope::Window { filter: Some(f) } => {
+                reader.copy_range(Start::TsNs(req.from_ts_ns), end, |v| f(v), &mut self.buf)
+            }
+            Scope::Window { filter: None } => {
+                reader.copy_range(Start::TsNs(req.from_ts_ns), end, |_| true, &mut self.buf)
+            }
+        };
+        self.ctr.records_lost_overwritten.add(st.lost_overwritten);
+        if st.start_overwritten || st.lost_overwritten > 0 {
+            alert.evidence.truncated = true;
+            self.ctr.truncated.inc();
+        }
+        if self.buf.is_empty() {
+            self.ctr.empty.inc();
+            self.finish(alert);
+            return;
+        }
+        // One link type per PCAP: the most common one.
+        let mut links: Vec<(u16, u64)> = Vec::new();
+        let mut snaplen = 0u32;
+        for v in self.buf.iter() {
+            snaplen = snaplen.max(v.meta.cap_len);
+            match links.iter_mut().find(|(l, _)| *l == v.link()) {
+                Some((_, n)) => *n += 1,
+                None => links.push((v.link(), 1)),
+            }
+        }
+        links.sort_by_key(|&(l, n)| (std::cmp::Reverse(n), l));
+        let link = links[0].0;
+        let skipped: u64 = links[1..].iter().map(|&(_, n)| n).sum();
+        self.ctr.link_skipped.add(skipped);
+        let name = format!(
+            "{}_{}_{}.pcap.zst",
+            time::compact_utc(alert.ts_ns()),
+            sanitize(&alert.anomaly.profile),
+            alert.alert_id
+        );
+        let dest = self.evidence_dir.join(&name);
+        let res = (|| {
+            let mut w = PcapZstWriter::create(&dest, link, snaplen.max(65_535), self.file)?;
+            for v in self.buf.iter().filter(|v| v.link() == link) {
+                w.write_record(&v)?;
+            }
+            w.finish()
+        })();
+        match res {
+            Ok(fin) => {
+                self.ctr.files_written.inc();
+                self.ctr.packets_written.add(fin.packets);
+                self.ctr.bytes_written.add(fin.bytes);
+                let fname = fin
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or(name);
+                alert.evidence.path = Some(format!("evidence/{fname}"));
+                alert.evidence.packets = fin.packets;
+                let before = (
+                    self.retention.deleted_files,
+                    self.retention.deleted_bytes,
+                    self.retention.delete_errors,
+                );
+                if let Some(e) = self.retention.add(fin.path, fin.bytes) {
+                    self.log
+                        .log("retention", || format!("evidence: retention: {e}"));
+                }
+                self.ctr
+                    .retention_deleted_files
+                    .add(self.retention.deleted_files - before.0);
+                self.ctr
+                    .retention_deleted_bytes
+                    .add(self.retention.deleted_bytes - before.1);
+                self.ctr
+                    .retention_delete_errors
+                    .add(self.retention.delete_errors - before.2);
+            }
+            Err(e) => {
+                self.ctr.write_errors.inc();
+                let msg = format!("writing {}: {e}", dest.display());
+                self.log.log("evidence", || format!("evidence: {msg}"));
+                alert.evidence.error = Some(msg);
+            }
+        }
+        self.finish(alert);
+    }
+
+    /// The alert is complete: write it now, or hold it for ordering.
+    fn finish(&mut self, a: Box<Alert>) {
+        if self.ordered {
+            self.arrival += 1;
+            let key = (a.ts_ns(), a.anomaly.shard, a.alert_id, self.arrival);
+            self.done.insert(key, a);
+        } else {
+            self.emit(&a);
+        }
+    }
+
+    fn emit_ready(&mut self, all: bool) {
+        if !self.ordered {
+            return;
+        }
+        // Nothing older than every shard's clock can still arrive.
+        let watermark = if all {
+            u64::MAX
+        } else {
+            self.clocks
+                .iter()
+                .map(|c| c.map_or(0, |(t, _)| t))
+                .min()
+                .unwrap_or(0)
+        };
+        let pending_min = if all {
+            None
+        } else {
+            self.pending
+                .iter()
+                .flatten()
+                .map(|p| (p.alert.ts_ns(), p.alert.anomaly.shard, p.alert.alert_id))
+                .min()
+        };
+        while let Some(entry) = self.done.first_entry() {
+            let k = *entry.key();
+            if !all && k.0 >= watermark {
+                break;
+            }
+            if let Some(pm) = pending_min {
+                if (pm.0, pm.1, pm.2) < (k.0, k.1, k.2) {
+                    break;
+                }
+            }
+            let a = entry.remove();
+            if self.last_emitted.is_some_and(|l| k < l) {
+                self.ctr.alerts_out_of_order.inc();
+            }
+            self.last_emitted = Some(k);
+            self.emit(&a);
+        }
+    }
+
+    fn emit(&mut self, a: &Alert) {
+        match self.alert_log.send_alert(a) {
+            Ok(()) => self.ctr.alerts_written.inc(),
+            Err(e) => {
+                self.ctr.alerts_write_errors.inc();
+                let path = self.alert_log.path().display().to_string();
+                self.log
+                    .log("alertlog", || format!("evidence: appending to {path}: {e}"));
+            }
+        }
+        for s in &mut self.sinks {
+            if let Err(e) = s.send_alert(a) {
+                self.ctr.sink_errors.inc();
+                let name = s.name().to_string();
+                self.log
+                    .log("sink", || format!("evidence: sink {name}: {e}"));
+            }
+        }
+    }
+}

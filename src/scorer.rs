@@ -1,0 +1,548 @@
+//! The scorer shard: one thread per shard owns a flow table, the window accumulators and
+//! detectors of every profile, and sends alerts (with evidence requests) to the evidence
+//! writer. Everything here runs on packet time.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use crate::config::{Config, Scope as CfgScope};
+use crate::detect::detector::{Detector, DetectorKind, Verdict};
+use crate::detect::features::{flow_values, FLOW_FEATURES, WINDOW_FEATURES};
+use crate::detect::window::{WindowAcc, WindowVector};
+use crate::evidence::alertlog::{
+    Alert, AlertMode, FeatureContribution, FlowKey as EveKey, WindowSpan,
+};
+use crate::evidence::writer::{AlertSender, EvidenceRequest, RecordFilter, Scope};
+use crate::flow::export::FlowRecord;
+use crate::flow::table::{Accounting, FlowConfig, FlowTable};
+use crate::flow::FlowState;
+use crate::output::RunSorter;
+use crate::shard::{self, KeyMode, PacketRecord, ShardWorker};
+use crate::stats::{self, Counter, Snapshot};
+use crate::wire::PacketMeta;
+
+/// Named counters of one scorer shard.
+#[derive(Debug, Default)]
+pub struct ScorerCounters {
+    pub windows_scored: Counter,
+    pub flows_scored: Counter,
+    pub alerts: Counter,
+    pub alerts_in_cooldown: Counter,
+    pub evidence_queue_full: Counter,
+    pub alerts_lost: Counter,
+}
+
+impl ScorerCounters {
+    pub fn snapshot_into(&self, s: &mut Snapshot) {
+        stats::merge_into(
+            s,
+            [
+                ("detect.windows_scored", self.windows_scored.get()),
+                ("detect.flows_scored", self.flows_scored.get()),
+                ("detect.alerts", self.alerts.get()),
+                ("detect.alerts_in_cooldown", self.alerts_in_cooldown.get()),
+                ("detect.evidence_queue_full", self.evidence_queue_full.get()),
+                ("detect.alerts_lost", self.alerts_lost.get()),
+            ],
+        );
+    }
+}
+
+/// Shared, read-only inputs of every scorer.
+#[derive(Clone)]
+pub struct ScorerSetup {
+    pub cfg: Arc<Config>,
+    pub shards: usize,
+    pub key_mode: KeyMode,
+    /// Where alerts go (None: kept in `Scorer::alerts`, for tests and benchmarks).
+    pub sender: Option<AlertSender>,
+    /// Replay: wait for room in the alert queue (lossless, deterministic).
+    pub blocking: bool,
+    /// Window-scope evidence filter per profile (shard membership + profile filter).
+    pub window_filters: Vec<Option<WindowFilterFactory>>,
+    /// Format exported flows into a sorted buffer (replay `--flows`).
+    pub flow_output: Option<FlowOutputSetup>,
+    /// Record every window vector with its score (evaluation).
+    pub keep_windows: bool,
+}
+
+/// Builds the evidence filter for a window alert of `(shard)`.
+pub type WindowFilterFactory = Arc<dyn Fn(usize) -> RecordFilter + Send + Sync>;
+
+#[derive(Clone)]
+pub struct FlowOutputSetup {
+    pub jsonl: bool,
+    pub spill_dir: std::path::PathBuf,
+}
+
+/// One scored window, kept when `keep_windows` is set.
+#[derive(Clone, Debug)]
+pub struct ScoredWindow {
+    pub profile: usize,
+    pub shard: usize,
+    pub vector: WindowVector,
+    pub score: f64,
+    pub alerted: bool,
+}
+
+struct ProfState {
+    window: Option<(WindowAcc, Detector)>,
+    flow: Option<Detector>,
+    window_cooldown_until: u64,
+    /// Flow alert cooldown per flow key hash, pruned as it expires.
+    flow_cooldown: HashMap<u64, u64>,
+}
+
+/// Everything but the flow table, so that table callbacks can borrow it.
+struct Ctx {
+    shard: usize,
+    setup: ScorerSetup,
+    profiles: Vec<ProfState>,
+    counters: Arc<ScorerCounters>,
+    alert_n: u64,
+    now_ns: u64,
+    x: Vec<f64>,
+    /// Alerts raised when there is no sender.
+    alerts: Vec<Alert>,
+    windows: Vec<ScoredWindow>,
+    flow_sorter: Option<RunSorter>,
+    line: Vec<u8>,
+    io_error: Option<std::io::Error>,
+}
+
+/// A scorer shard (see the module doc).
+pub struct Scorer {
+    table: FlowTable,
+    ctx: Ctx,
+    last_clock_ns: u64,
+}
+
+fn ip_of(b: &[u8; 16], v: u8) -> IpAddr {
+    if v == 6 {
+        IpAddr::V6(Ipv6Addr::from(*b))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+    }
+}
+
+/// The 5-tuple symmetric hash of a flow (what the reader stores in ring records).
+pub fn flow_ring_hash(f: &FlowState) -> u64 {
+    let m = PacketMeta {
+        src_ip: f.key.src_ip,
+        dst_ip: f.key.dst_ip,
+        src_port: f.key.src_port,
+        dst_port: f.key.dst_port,
+        vlan_id: f.key.vlan_id,
+        tunnel_id: f.key.tunnel_id,
+        ip_version: f.key.ip_version,
+        protocol: f.key.protocol,
+        ..PacketMeta::default()
+    };
+    shard::symmetric_hash(&m, KeyMode::FiveTuple)
+}
+
+impl Scorer {
+    pub fn new(shard: usize, setup: ScorerSetup) -> Result<Scorer, String> {
+        let cfg = setup.cfg.clone();
+        let table = FlowTable::new(FlowConfig {
+            idle_timeout_ms: (cfg.idle_timeout_ns / 1_000_000).max(1),
+            active_timeout_ms: (cfg.active_timeout_ns / 1_000_000).max(1),
+            capacity: cfg.capacity,
+            splt: cfg.splt,
+            accounting: match cfg.accounting {
+                crate::config::Accounting::Link => Accounting::Link,
+                crate::config::Accounting::Ip => Accounting::Ip,
+                crate::config::Accounting::Transport => Accounting::Transport,
+                crate::config::Accounting::Payload => Accounting::Payload,
+            },
+        })?;
+        let mut profiles = Vec::new();
+        for p in &cfg.profiles {
+            let window = if p.mode.window() {
+                Some((
+                    WindowAcc::new(p.window_ns, 1 << 16),
+                    Detector::new(p, DetectorKind::Window)?,
+                ))
+            } else {
+                None
+            };
+            let flow = if p.mode.flow() {
+                Some(Detector::new(p, DetectorKind::Flow)?)
+            } else {
+                None
+            };
+            profiles.push(ProfState {
+                window,
+                flow,
+                window_cooldown_until: 0,
+                flow_cooldown: HashMap::new(),
+            });
+        }
+        let flow_sorter = setup
+            .flow_output
+            .as_ref()
+            .map(|o| RunSorter::new(32 << 20, o.spill_dir.clone()));
+        Ok(Scorer {
+            table,
+            last_clock_ns: 0,
+            ctx: Ctx {
+                shard,
+                setup,
+                profiles,
+                counters: Arc::new(ScorerCounters::default()),
+                alert_n: 0,
+                now_ns: 0,
+                x: vec![0.0; FLOW_FEATURES.len().max(WINDOW_FEATURES.len())],
+                alerts: Vec::new(),
+                windows: Vec::new(),
+                flow_sorter,
+                line: Vec::with_capacity(2048),
+                io_error: None,
+            },
+        })
+    }
+
+    pub fn counters(&self) -> &Arc<ScorerCounters> {
+        &self.ctx.counters
+    }
+
+    pub fn table(&self) -> &FlowTable {
+        &self.table
+    }
+
+    /// Alerts kept locally (no sender).
+    pub fn alerts(&self) -> &[Alert] {
+        &self.ctx.alerts
+    }
+
+    pub fn scored_windows(&self) -> &[ScoredWindow] {
+        &self.ctx.windows
+    }
+
+    pub fn take_flow_sorter(&mut self) -> Option<RunSorter> {
+        self.ctx.flow_sorter.take()
+    }
+
+    pub fn io_error(&mut self) -> Option<std::io::Error> {
+        self.ctx.io_error.take()
+    }
+
+    /// Final state of each profile's detectors: (name, windows/flows scored, max score).
+    pub fn detector_summary(&self) -> Vec<(usize, u64, u64, f64)> {
+        self.ctx
+            .profiles
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let w = p.window.as_ref().map_or(0, |(_, d)| d.seen);
+                let f = p.flow.as_ref().map_or(0, |d| d.seen);
+                let m = p
+                    .window
+                    .as_ref()
+                    .map_or(0.0, |(_, d)| d.max_score)
+                    .max(p.flow.as_ref().map_or(0.0, |d| d.max_score));
+                (i, w, f, m)
+            })
+            .collect()
+    }
+
+    fn send_clock(&mut self, force: bool) {
+        let now = self.ctx.now_ns;
+        if let Some(s) = &self.ctx.setup.sender {
+            // A clock message at most every 10 ms of packet time.
+            if force || now >= self.last_clock_ns.saturating_add(10_000_000) {
+                self.last_clock_ns = now;
+                if self.ctx.setup.blocking {
+                    s.clock_blocking(self.ctx.shard, now, u64::MAX);
+                } else {
+                    s.clock(self.ctx.shard, now, u64::MAX);
+                }
+            }
+        }
+    }
+}
+
+impl Ctx {
+    fn on_flow_export(&mut self, r: FlowRecord<'_>) {
+        let f = r.flow;
+        let end_ns = f.last_seen_ms.saturating_mul(1_000_000);
+        for pi in 0..self.profiles.len() {
+            if f.user_tag & (1 << pi) == 0 {
+                continue;
+            }
+            if let Some((w, _)) = &mut self.profiles[pi].window {
+                w.flow_closed(f.duration_ms().saturating_mul(1_000_000));
+            }
+            if self.profiles[pi].flow.is_none() {
+                continue;
+            }
+            let p = &self.setup.cfg.profiles[pi];
+            let d = p.flow_features.len();
+            flow_values(f, &p.flow_features, &mut self.x[..d]);
+            let det = self.profiles[pi].flow.as_mut().expect("flow detector");
+            let (_score, verdict) = det.observe(&self.x[..d]);
+            self.counters.flows_scored.inc();
+            if let Some(v) = verdict {
+                let h = flow_ring_hash(f);
+                let cd = &mut self.profiles[pi].flow_cooldown;
+                if cd.get(&h).is_some_and(|&until| end_ns < until) {
+                    self.counters.alerts_in_cooldown.inc();
+                    continue;
+                }
+                if cd.len() > 4096 {
+                    cd.retain(|_, until| *until > end_ns);
+                }
+                cd.insert(h, end_ns.saturating_add(p.cooldown_ns));
+                self.raise_flow_alert(pi, f, h, end_ns, &v);
+            }
+        }
+        if let Some(sorter) = &mut self.flow_sorter {
+            self.line.clear();
+            let jsonl = self.setup.flow_output.as_ref().is_some_and(|o| o.jsonl);
+            if jsonl {
+                r.write_jsonl(&mut self.line, 0);
+            } else {
+                r.write_csv(&mut self.line, 0);
+            }
+            if self.io_error.is_none() {
+                if let Err(e) = sorter.push(&r.sort_key(), &self.line) {
+                    self.io_error = Some(e);
+                }
+            }
+        }
+    }
+
+    fn next_alert_id(&mut self) -> u64 {
+        let id = self.alert_n * self.setup.shards as u64 + self.shard as u64;
+        self.alert_n += 1;
+        id
+    }
+
+    fn top_features(names: &[&str], idx: &[usize], v: &Verdict) -> Vec<FeatureContribution> {
+        v.top
+            .iter()
+            .map(|c| FeatureContribution {
+                name: names[idx[c.feature]].to_string(),
+                value: c.value,
+                contribution: c.contribution,
+            })
+            .collect()
+    }
+
+    fn raise_flow_alert(&mut self, pi: usize, f: &FlowState, hash: u64, ts_ns: u64, v: &Verdict) {
+        let cfg = self.setup.cfg.clone();
+        let p = &cfg.profiles[pi];
+        let id = self.next_alert_id();
+        let mut a = Alert::new(
+            id,
+            ts_ns,
+            &p.name,
+            AlertMode::Flow,
+            v.score,
+            v.threshold,
+            self.shard as u32,
+        );
+        a.flow = Some(EveKey {
+            src_ip: ip_of(&f.key.src_ip, f.key.ip_version),
+            src_port: f.key.src_port,
+            dest_ip: ip_of(&f.key.dst_ip, f.key.ip_version),
+            dest_port: f.key.dst_port,
+            proto: f.key.protocol,
+            vlan: (f.key.vlan_id != 0).then_some(f.key.vlan_id),
+        });
+        a.anomaly.top_features = Self::top_features(&FLOW_FEATURES, &p.flow_features, v);
+        a.anomaly.extra.insert(
+            "flow_first_seen_ms".into(),
+            serde_json::Value::from(f.first_seen_ms()),
+        );
+        a.anomaly
+            .extra
+            .insert("flow_packets".into(), serde_json::Value::from(f.packets()));
+        let from = f
+            .first_seen_ms()
+            .saturating_mul(1_000_000)
+            .saturating_sub(p.pre_ns);
+        let ev = match p.scope_flow {
+            CfgScope::Flow => EvidenceRequest {
+                shard: self.shard,
+                from_ts_ns: from,
+                to_ts_ns: ts_ns.saturating_add(p.post_ns),
+                scope: Scope::Flow { hash },
+            },
+            CfgScope::Window => self.window_request(pi, from, ts_ns.saturating_add(p.post_ns)),
+        };
+        self.send(a, ev);
+    }
+
+    fn window_request(&self, pi: usize, from: u64, to: u64) -> EvidenceRequest {
+        let filter = self
+            .setup
+            .window_filters
+            .get(pi)
+            .and_then(|f| f.as_ref())
+            .map(|mk| mk(self.shard));
+        EvidenceRequest {
+            shard: self.shard,
+            from_ts_ns: from,
+            to_ts_ns: to,
+            scope: Scope::Window { filter },
+        }
+    }
+
+    fn on_window(&mut self, pi: usize, wv: &WindowVector) {
+        let cfg = self.setup.cfg.clone();
+        let p = &cfg.profiles[pi];
+        let d = p.window_features.len();
+        for (k, &i) in p.window_features.iter().enumerate() {
+            self.x[k] = wv.values[i];
+        }
+        let Some((_, det)) = self.profiles[pi].window.as_mut() else {
+            return;
+        };
+        let (score, verdict) = det.observe(&self.x[..d]);
+        self.counters.windows_scored.inc();
+        let mut alerted = false;
+        if let Some(v) = verdict {
+            let ps = &mut self.profiles[pi];
+            if wv.end_ns < ps.window_cooldown_until {
+                self.counters.alerts_in_cooldown.inc();
+            } else {
+                ps.window_cooldown_until = wv.end_ns.saturating_add(p.cooldown_ns);
+                alerted = true;
+                let id = self.next_alert_id();
+                let mut a = Alert::new(
+                    id,
+                    wv.end_ns,
+                    &p.name,
+                    AlertMode::Window,
+                    v.score,
+                    v.threshold,
+                    self.shard as u32,
+                );
+                a.anomaly.window = Some(WindowSpan {
+                    start: wv.start_ns,
+                    end: wv.end_ns,
+                });
+                a.anomaly.top_features =
+                    Self::top_features(&WINDOW_FEATURES, &p.window_features, &v);
+                let from = wv.start_ns.saturating_sub(p.pre_ns);
+                let to = wv.end_ns.saturating_add(p.post_ns);
+                let ev = match p.scope_window {
+                    CfgScope::Window => self.window_request(pi, from, to),
+                    // A window has no single flow: take the window's packets.
+                    CfgScope::Flow => self.window_request(pi, from, to),
+                };
+                self.send(a, ev);
+            }
+        }
+        if self.setup.keep_windows {
+            self.windows.push(ScoredWindow {
+                profile: pi,
+                shard: self.shard,
+                vector: *wv,
+                score,
+                alerted,
+            });
+        }
+    }
+
+    fn send(&mut self, a: Alert, ev: EvidenceRequest) {
+        self.counters.alerts.inc();
+        match &self.setup.sender {
+            None => self.alerts.push(a),
+            Some(s) => {
+                use crate::evidence::writer::SendOutcome;
+                let out = if self.setup.blocking {
+                    s.send_blocking(a, Some(ev))
+                } else {
+                    s.send(a, Some(ev))
+                };
+                match out {
+                    SendOutcome::Queued => {}
+                    SendOutcome::EvidenceDropped => self.counters.evidence_queue_full.inc(),
+                    SendOutcome::AlertLost => self.counters.alerts_lost.inc(),
+                }
+            }
+        }
+    }
+
+    fn advance_windows(&mut self, now_ns: u64) {
+        for pi in 0..self.profiles.len() {
+            let mut closed: Option<WindowVector> = None;
+            if let Some((w, _)) = &mut self.profiles[pi].window {
+                w.advance(now_ns, &mut |v| closed = Some(*v));
+            }
+            if let Some(v) = closed {
+                self.on_window(pi, &v);
+            }
+        }
+    }
+}
+
+impl ShardWorker for Scorer {
+    #[inline]
+    fn on_packet(&mut self, rec: &PacketRecord) {
+        let ctx = &mut self.ctx;
+        if rec.ts_ns > ctx.now_ns {
+            ctx.now_ns = rec.ts_ns;
+        }
+        let mask = rec.profiles;
+        let created = self
+            .table
+            .update_tagged(rec.ts_ns, &rec.meta, mask, &mut |r| ctx.on_flow_export(r));
+        let size = match ctx.setup.cfg.accounting {
+            crate::config::Accounting::Link => rec.meta.wire_len,
+            crate::config::Accounting::Ip => rec.meta.ip_size,
+            crate::config::Accounting::Transport => rec.meta.transport_size,
+            crate::config::Accounting::Payload => rec.meta.payload_size,
+        };
+        let mut m = mask;
+        while m != 0 {
+            let pi = m.trailing_zeros() as usize;
+            m &= m - 1;
+            if pi >= ctx.profiles.len() {
+                break;
+            }
+            let mut closed: Option<WindowVector> = None;
+            if let Some((w, _)) = &mut ctx.profiles[pi].window {
+                w.packet(rec.ts_ns, u64::from(rec.hash), &rec.meta, size, &mut |v| {
+                    closed = Some(*v)
+                });
+                if created {
+                    w.new_flow();
+                }
+            }
+            if let Some(v) = closed {
+                ctx.on_window(pi, &v);
+            }
+        }
+        self.send_clock(false);
+    }
+
+    fn on_tick(&mut self, now_ns: u64) {
+        let ctx = &mut self.ctx;
+        if now_ns > ctx.now_ns {
+            ctx.now_ns = now_ns;
+        }
+        self.table.advance(now_ns, &mut |r| ctx.on_flow_export(r));
+        ctx.advance_windows(now_ns);
+        self.send_clock(true);
+    }
+
+    fn finish(&mut self) {
+        let ctx = &mut self.ctx;
+        self.table.flush(&mut |r| ctx.on_flow_export(r));
+        for pi in 0..ctx.profiles.len() {
+            let mut closed: Option<WindowVector> = None;
+            if let Some((w, _)) = &mut ctx.profiles[pi].window {
+                w.flush(&mut |v| closed = Some(*v));
+            }
+            if let Some(v) = closed {
+                ctx.on_window(pi, &v);
+            }
+        }
+        self.ctx.now_ns = u64::MAX;
+        self.send_clock(true);
+    }
+}

@@ -1,0 +1,207 @@
+//! The command line as a user meets it: real captures in, files out, one-line errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_streamml-sensor"))
+}
+
+fn pcaps() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps")
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("running streamml-sensor")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts a failed run with exactly one line on stderr, containing every `needle`.
+fn assert_one_line_error(o: &Output, needles: &[&str]) {
+    assert!(!o.status.success(), "expected failure, got {:?}", o.status);
+    let e = stderr(o);
+    assert_eq!(e.trim_end().lines().count(), 1, "not one line: {e:?}");
+    assert!(e.starts_with("streamml-sensor: "), "{e:?}");
+    for n in needles {
+        assert!(e.contains(n), "{e:?} lacks {n:?}");
+    }
+}
+
+#[test]
+fn bad_command_lines_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = pcaps().join("basic/http-get.pcap");
+    let good = good.to_str().unwrap();
+    assert_one_line_error(
+        &run(&["flows", "/nonexistent/x.pcap"]),
+        &["/nonexistent/x.pcap", "No such file"],
+    );
+    assert_one_line_error(
+        &run(&["flows", dir.path().to_str().unwrap()]),
+        &["is a directory"],
+    );
+    assert_one_line_error(&run(&["flows", good, "--format", "xml"]), &["xml"]);
+    for bad in ["0", "-5", "nan", "abc", "inf"] {
+        let o = run(&["flows", good, "--idle-timeout", bad]);
+        assert_one_line_error(&o, &["--idle-timeout"]);
+        assert_eq!(o.status.code(), Some(2));
+        let o = run(&["flows", good, "--active-timeout", bad]);
+        assert_one_line_error(&o, &["--active-timeout"]);
+    }
+    assert_one_line_error(&run(&["flows", good, "--shards", "0"]), &["--shards"]);
+    assert_one_line_error(&run(&["flows"]), &["CAPTURE"]);
+    assert_one_line_error(&run(&["frobnicate"]), &["frobnicate"]);
+    let not_cap = dir.path().join("notes.txt");
+    std::fs::write(&not_cap, "hello, not a capture at all").unwrap();
+    assert_one_line_error(
+        &run(&["flows", not_cap.to_str().unwrap()]),
+        &["not a pcap or pcapng file"],
+    );
+    let nflog = pcaps().join("linktypes/nflog-http.pcap");
+    assert_one_line_error(
+        &run(&["flows", nflog.to_str().unwrap()]),
+        &["nflog-http.pcap", "link type 239"],
+    );
+    // An unwritable output path.
+    let o = run(&["flows", good, "-o", "/nonexistent-dir/flows.csv"]);
+    assert_one_line_error(&o, &["/nonexistent-dir/flows.csv"]);
+}
+
+#[test]
+fn flows_output_is_identical_for_any_shard_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap = dir.path().join("synth.pcap");
+    let o = run(&[
+        "synth",
+        "--preset",
+        "labelled",
+        "--minutes",
+        "6",
+        "--seed",
+        "3",
+        "-o",
+        cap.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut inputs = vec![cap];
+    for p in [
+        "large/1kxun.pcap",
+        "ipv6/http_ipv6.pcap",
+        "vlan/vlan-collisions.pcap",
+        "tunnels/gtp-u.pcap",
+    ] {
+        inputs.push(pcaps().join(p));
+    }
+    for input in &inputs {
+        for fmt in ["csv", "jsonl"] {
+            let mut outs = vec![];
+            for shards in ["1", "2", "4"] {
+                let out = dir.path().join(format!("f{shards}.{fmt}"));
+                let o = run(&[
+                    "flows",
+                    input.to_str().unwrap(),
+                    "--shards",
+                    shards,
+                    "--format",
+                    fmt,
+                    "--splt",
+                    "5",
+                    "--idle-timeout",
+                    "30",
+                    "-o",
+                    out.to_str().unwrap(),
+                ]);
+                assert!(o.status.success(), "{}", stderr(&o));
+                outs.push(std::fs::read(&out).unwrap());
+            }
+            assert!(outs[0].len() > 100);
+            assert!(
+                outs[0] == outs[1] && outs[0] == outs[2],
+                "{} {fmt}: shard counts disagree",
+                input.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn flows_are_sorted_and_numbered() {
+    let o = run(&["flows", pcaps().join("large/1kxun.pcap").to_str().unwrap()]);
+    assert!(o.status.success());
+    let text = String::from_utf8(o.stdout).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let fs = header
+        .iter()
+        .position(|c| *c == "bidirectional_first_seen_ms")
+        .unwrap();
+    let mut prev = 0u64;
+    let mut n = 0;
+    for (i, l) in lines.enumerate() {
+        let cols: Vec<&str> = l.split(',').collect();
+        assert_eq!(cols[0], i.to_string());
+        let t: u64 = cols[fs].parse().unwrap();
+        assert!(t >= prev);
+        prev = t;
+        n += 1;
+    }
+    assert!(n > 100, "{n}");
+}
+
+#[test]
+fn cut_short_capture_keeps_earlier_flows_and_names_the_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = std::fs::read(pcaps().join("basic/http-get.pcap")).unwrap();
+    let cut = dir.path().join("cut.pcap");
+    std::fs::write(&cut, &full[..full.len() - 20]).unwrap();
+    let out = dir.path().join("flows.csv");
+    let o = run(&["flows", cut.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("cut.pcap") && e.contains("offset"), "{e}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}"); // header + the one flow
+                                                   // 13 of 14 packets were accounted.
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    let row: Vec<&str> = text.lines().nth(1).unwrap().split(',').collect();
+    let p = header
+        .iter()
+        .position(|c| *c == "bidirectional_packets")
+        .unwrap();
+    assert_eq!(row[p], "13");
+}
+
+#[test]
+fn synth_is_deterministic_and_tshark_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.pcap");
+    let b = dir.path().join("b.pcap");
+    for p in [&a, &b] {
+        let o = run(&[
+            "synth",
+            "--minutes",
+            "1",
+            "--seed",
+            "9",
+            "-o",
+            p.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let (x, y) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    assert!(x.len() > 10_000);
+    assert_eq!(x, y);
+    let t = Command::new("tshark")
+        .args(["-r", a.to_str().unwrap(), "-q", "-z", "io,stat,0"])
+        .output()
+        .expect("tshark is installed by scripts/deps.sh");
+    assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
+    let warn = String::from_utf8_lossy(&t.stderr);
+    assert!(
+        !warn.contains("appears to be damaged") && !warn.contains("cut short"),
+        "{warn}"
+    );
+}
