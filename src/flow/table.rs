@@ -920,6 +920,54 @@ mod tests {
     }
 
     #[test]
+    fn memory_is_bounded_by_capacity() {
+        let cfg = FlowConfig {
+            capacity: 1000,
+            splt: 8,
+            ..FlowConfig::default()
+        };
+        let (mut t, mut out) = table(cfg);
+        let ptrs = (
+            t.slots.as_ptr(),
+            t.links.as_ptr(),
+            t.index.as_ptr(),
+            t.splt.as_ptr(),
+        );
+        let caps = (t.slots.capacity(), t.index.len(), t.splt.capacity());
+        let mut n = 0u64;
+        for i in 0..200_000u32 {
+            let [a, b, c, d] = i.to_be_bytes();
+            let p = pkt(
+                [10, b, c, d],
+                1000 + u16::from(a),
+                [198, 19, 0, 1],
+                80,
+                6,
+                60,
+                0x02,
+            );
+            t.update(u64::from(i) * 1000, &p, &mut sink(&mut out));
+            n += out.len() as u64;
+            out.clear();
+        }
+        assert!(t.slots.len() <= 1000 && t.links.len() <= 1000 && t.splt.len() <= 8000);
+        // Nothing was reallocated: all memory was reserved by `new`.
+        assert_eq!(
+            ptrs,
+            (
+                t.slots.as_ptr(),
+                t.links.as_ptr(),
+                t.index.as_ptr(),
+                t.splt.as_ptr()
+            )
+        );
+        assert_eq!(caps, (t.slots.capacity(), t.index.len(), t.splt.capacity()));
+        assert_eq!(n, 199_000);
+        assert_eq!(t.counters().evicted.get(), 199_000);
+        assert!(FlowTable::reserved_bytes(&cfg) < 1000 * 600 + 2048 * 8);
+    }
+
+    #[test]
     fn config_errors_are_one_line() {
         for cfg in [
             FlowConfig {
