@@ -245,6 +245,7 @@ impl<'a> FlowRecord<'a> {
 
     /// Appends one CSV row (with `\n`) for this flow with the given `id`.
     pub fn write_csv(&self, out: &mut Vec<u8>, id: u64) {
+        out.reserve(1024 + usize::from(self.splt_len) * 30);
         let mut first = true;
         self.for_each_value(id, |v| {
             if !first {
@@ -265,6 +266,7 @@ impl<'a> FlowRecord<'a> {
 
     /// Appends one JSON object (one line, with `\n`) for this flow with the given `id`.
     pub fn write_jsonl(&self, out: &mut Vec<u8>, id: u64) {
+        out.reserve(3072 + usize::from(self.splt_len) * 30);
         let mut i = 0usize;
         out.push(b'{');
         self.for_each_value(id, |v| {
@@ -277,8 +279,8 @@ impl<'a> FlowRecord<'a> {
             }
             i += 1;
             out.push(b'"');
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\":");
+            push_short(out, name.as_bytes());
+            push_short(out, b"\":");
             match v {
                 Value::Splt(which) => self.write_splt(out, which, b","),
                 Value::Ip(..) | Value::Mac(_) | Value::Oui(_) => {
@@ -298,10 +300,10 @@ impl<'a> FlowRecord<'a> {
         out.push(b'[');
         for i in 0..usize::from(self.splt_len) {
             if i > 0 {
-                out.extend_from_slice(sep);
+                push_short(out, sep);
             }
             match self.splt.get(i) {
-                None => out.extend_from_slice(b"-1"),
+                None => push_short(out, b"-1"),
                 Some(e) => write_u64(
                     out,
                     match which {
@@ -347,10 +349,26 @@ fn write_scalar(out: &mut Vec<u8>, v: Value<'_>) {
     }
 }
 
+/// Appends a short byte string. A plain byte loop: for the few bytes of a field this is
+/// several times cheaper than the `memcpy` call `extend_from_slice` becomes.
+#[inline(always)]
+fn push_short(out: &mut Vec<u8>, s: &[u8]) {
+    for &b in s {
+        out.push(b);
+    }
+}
+
 /// Decimal, no allocation.
 #[inline]
 pub fn write_u64(out: &mut Vec<u8>, x: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(x).as_bytes());
+    if x < 10 {
+        out.push(b'0' + x as u8);
+    } else if x < 100 {
+        out.push(b'0' + (x / 10) as u8);
+        out.push(b'0' + (x % 10) as u8);
+    } else {
+        push_short(out, itoa::Buffer::new().format(x).as_bytes());
+    }
 }
 
 /// A float as Python's `repr` writes it: shortest round-trip digits (ties to even);
@@ -373,8 +391,17 @@ pub fn write_py_float(out: &mut Vec<u8>, x: f64) {
     // In fixed notation (1e-4 <= |x| < 1e16, and 0) Żmij prints exactly what Python's repr
     // prints. Elsewhere (rare here) its digits are right but the notation differs.
     let a = x.abs();
-    if a == 0.0 || (1e-4..1e16).contains(&a) {
-        out.extend_from_slice(s);
+    if a == 0.0 {
+        push_short(
+            out,
+            if x.is_sign_negative() {
+                b"-0.0"
+            } else {
+                b"0.0"
+            },
+        );
+    } else if (1e-4..1e16).contains(&a) {
+        push_short(out, s);
     } else {
         respell_scientific(out, s);
     }
