@@ -110,7 +110,7 @@ fn steady(c: &mut Criterion, name: &str, pkts: &[(u64, PacketMeta)], batch: bool
                 let start = Instant::now();
                 if batch {
                     for burst in shifted.chunks(256) {
-                        t.update_batch(burst, |(ts, m)| (*ts, m, 0), |_| {}, &mut emit);
+                        t.update_batch(burst, |(ts, m)| (*ts, m), &mut emit);
                     }
                 } else {
                     for (ts, m) in &shifted {

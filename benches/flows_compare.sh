@@ -25,7 +25,8 @@ cat "$CAP" > /dev/null # warm the page cache
 timeit() {
   local best="" rss=""
   for _ in $(seq "$RUNS"); do
-    /usr/bin/time -f "%e %M" -o "$OUT/.t" "$@" > /dev/null 2>&1 || { echo "FAILED: $*" >&2; return 1; }
+    rm -f "$OUT/sf.ctl" "$OUT/sf.pid" # softflowd hangs if its control socket is left over
+    /usr/bin/time -f "%e %M" -o "$OUT/.t" timeout 900 "$@" > /dev/null 2>&1 || { echo "FAILED: $*" >&2; return 1; }
     read -r t m < "$OUT/.t"
     if [ -z "$best" ] || awk "BEGIN{exit !($t < $best)}"; then best=$t; rss=$m; fi
   done

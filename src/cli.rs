@@ -21,6 +21,9 @@ use crate::capture::synth::{SynthConfig, SynthSource};
 pub struct Cli {
     #[command(subcommand)]
     pub cmd: Option<Cmd>,
+    /// Live capture (no subcommand): `streamml-sensor --iface IF [--queues N] ...`.
+    #[command(flatten)]
+    pub live: crate::capture::live::LiveArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -215,7 +218,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Cmd::Replay(a)) => crate::replay::replay_command(a),
         Some(Cmd::EvalWindows(a)) => crate::eval::eval_command(a),
         Some(Cmd::Evidence(a)) => crate::evidence::recover::run(a),
-        None => bail!("no command given; try 'streamml-sensor --help'"),
+        None if cli.live.iface.is_some() => {
+            crate::capture::live::run(&cli.live)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            bail!("no command given (or --iface for live capture); try 'streamml-sensor --help'")
+        }
     }
 }
 

@@ -248,6 +248,11 @@ pub struct RawThreshold {
     /// (window mode) does not raise another alert.
     #[serde(default = "d_cooldown")]
     pub cooldown_s: f64,
+    /// Also require at least one feature outside the range the robust scaler learned
+    /// (clamped to 0 or 1): the sample is not only in a sparse region of the trees but
+    /// beyond anything recently seen on some axis.
+    #[serde(default)]
+    pub require_out_of_range: bool,
 }
 
 fn d_qwin() -> usize {
@@ -366,6 +371,7 @@ pub struct Profile {
     pub log1p_flow: Vec<bool>,
     pub warmup: u64,
     pub threshold: Threshold,
+    pub require_out_of_range: bool,
     pub cooldown_ns: u64,
     pub pre_ns: u64,
     pub post_ns: u64,
@@ -636,6 +642,11 @@ impl RawConfig {
                     )
                 }
             };
+            if p.scaling.kind == ScalingKind::MinMax && p.threshold.require_out_of_range {
+                return Err(perr(
+                    "threshold.require_out_of_range: only with scaling.kind = \"robust\"".into(),
+                ));
+            }
             if p.scaling.kind == ScalingKind::MinMax && p.scaling.log1p.is_some() {
                 return Err(perr(
                     "scaling.log1p: only with kind = \"robust\" (minmax is River's exact scaler)"
@@ -659,6 +670,7 @@ impl RawConfig {
                 log1p_flow,
                 warmup: p.scaling.warmup,
                 threshold,
+                require_out_of_range: p.threshold.require_out_of_range,
                 cooldown_ns: secs_to_ns(p.threshold.cooldown_s),
                 pre_ns: secs_to_ns(p.evidence.pre_s),
                 post_ns: secs_to_ns(p.evidence.post_s),

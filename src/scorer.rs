@@ -26,6 +26,8 @@ use crate::wire::PacketMeta;
 #[derive(Debug, Default)]
 pub struct ScorerCounters {
     pub windows_scored: Counter,
+    /// Windows cut by the end of input, not scored.
+    pub windows_incomplete: Counter,
     pub flows_scored: Counter,
     pub alerts: Counter,
     pub alerts_in_cooldown: Counter,
@@ -39,6 +41,7 @@ impl ScorerCounters {
             s,
             [
                 ("detect.windows_scored", self.windows_scored.get()),
+                ("detect.windows_incomplete", self.windows_incomplete.get()),
                 ("detect.flows_scored", self.flows_scored.get()),
                 ("detect.alerts", self.alerts.get()),
                 ("detect.alerts_in_cooldown", self.alerts_in_cooldown.get()),
@@ -90,7 +93,7 @@ struct ProfState {
     window: Option<(WindowAcc, Detector)>,
     flow: Option<Detector>,
     window_cooldown_until: u64,
-    /// Flow alert cooldown per flow key hash, pruned as it expires.
+    /// Flow alert cooldown per host-pair hash, pruned as it expires.
     flow_cooldown: HashMap<u64, u64>,
 }
 
@@ -124,6 +127,16 @@ fn ip_of(b: &[u8; 16], v: u8) -> IpAddr {
     } else {
         IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
     }
+}
+
+/// Symmetric hash of a flow's host pair (flow-alert cooldown key).
+fn host_pair_hash(f: &FlowState) -> u64 {
+    let m = PacketMeta {
+        src_ip: f.key.src_ip,
+        dst_ip: f.key.dst_ip,
+        ..PacketMeta::default()
+    };
+    shard::symmetric_hash(&m, KeyMode::IpPair)
 }
 
 /// The 5-tuple symmetric hash of a flow (what the reader stores in ring records).
@@ -285,15 +298,17 @@ impl Ctx {
             self.counters.flows_scored.inc();
             if let Some(v) = verdict {
                 let h = flow_ring_hash(f);
+                // Cooldown per host pair: a scan's thousand flows are one incident.
+                let pair = host_pair_hash(f);
                 let cd = &mut self.profiles[pi].flow_cooldown;
-                if cd.get(&h).is_some_and(|&until| end_ns < until) {
+                if cd.get(&pair).is_some_and(|&until| end_ns < until) {
                     self.counters.alerts_in_cooldown.inc();
                     continue;
                 }
                 if cd.len() > 4096 {
                     cd.retain(|_, until| *until > end_ns);
                 }
-                cd.insert(h, end_ns.saturating_add(p.cooldown_ns));
+                cd.insert(pair, end_ns.saturating_add(p.cooldown_ns));
                 self.raise_flow_alert(pi, f, h, end_ns, &v);
             }
         }
@@ -534,12 +549,10 @@ impl ShardWorker for Scorer {
         let ctx = &mut self.ctx;
         self.table.flush(&mut |r| ctx.on_flow_export(r));
         for pi in 0..ctx.profiles.len() {
-            let mut closed: Option<WindowVector> = None;
             if let Some((w, _)) = &mut ctx.profiles[pi].window {
-                w.flush(&mut |v| closed = Some(*v));
-            }
-            if let Some(v) = closed {
-                ctx.on_window(pi, &v);
+                if w.flush() {
+                    ctx.counters.windows_incomplete.inc();
+                }
             }
         }
         self.ctx.now_ns = u64::MAX;

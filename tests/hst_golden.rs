@@ -525,3 +525,96 @@ fn caller_feature_order_does_not_change_the_trees() {
         c.check(k, sa, "sorted");
     }
 }
+
+/// "No allocation after construction": a counting allocator, armed only on this thread,
+/// sees no allocation during thousands of score/learn calls across many pivots, for both
+/// counting modes, every entry point and every scaler.
+mod no_allocation {
+    use super::*;
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+    use streamml_sensor::detect::scale::{RobustConfig, RobustScaler};
+
+    struct CountingAlloc;
+    thread_local! {
+        static ARMED: Cell<bool> = const { Cell::new(false) };
+        static COUNT: Cell<u64> = const { Cell::new(0) };
+    }
+    // SAFETY: forwards to the system allocator; the bookkeeping touches only const-initialised
+    // thread-locals (no allocation, no re-entry).
+    unsafe impl GlobalAlloc for CountingAlloc {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            if ARMED.with(|a| a.get()) {
+                COUNT.with(|c| c.set(c.get() + 1));
+            }
+            // SAFETY: same contract as ours.
+            unsafe { System.alloc(l) }
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            // SAFETY: same contract as ours.
+            unsafe { System.dealloc(p, l) }
+        }
+        unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+            if ARMED.with(|a| a.get()) {
+                COUNT.with(|c| c.set(c.get() + 1));
+            }
+            // SAFETY: same contract as ours.
+            unsafe { System.realloc(p, l, n) }
+        }
+    }
+    #[global_allocator]
+    static ALLOC: CountingAlloc = CountingAlloc;
+
+    fn allocations_during(f: impl FnOnce()) -> u64 {
+        COUNT.with(|c| c.set(0));
+        ARMED.with(|a| a.set(true));
+        f();
+        ARMED.with(|a| a.set(false));
+        COUNT.with(|c| c.get())
+    }
+
+    #[test]
+    fn hot_path_does_not_allocate() {
+        let c = load("case_default_minmax.json");
+        let d = c.names.len();
+        let rows: Vec<f64> = (0..c.xs.len())
+            .flat_map(|k| c.complete(k).unwrap())
+            .collect();
+        let unit: Vec<f64> = rows.iter().map(|v| (v.abs() + 1.0).ln().fract()).collect();
+        for counting in [Counting::LeafOnly, Counting::PathCounters] {
+            let mut m = c.seeded();
+            m.set_counting(counting);
+            let mut out = vec![Score::WARMUP; 100];
+            let n = allocations_during(|| {
+                for x in unit.chunks(d).take(1500) {
+                    m.score_and_learn(x).unwrap();
+                    m.score_one(x).unwrap();
+                    m.learn_one(x).unwrap();
+                }
+                for xs in unit.chunks(100 * d).take(10) {
+                    m.score_and_learn_batch(xs, &mut out).unwrap();
+                }
+            });
+            assert_eq!(n, 0, "{counting:?}: {n} allocations");
+            assert!(m.is_warm());
+        }
+        let mut rc = RobustConfig::new(d, 250);
+        rc.log1p = vec![true; d];
+        for scaler in [
+            Scaler::MinMax(MinMaxScaler::new(d)),
+            Scaler::Robust(RobustScaler::new(rc).unwrap()),
+        ] {
+            let mut p = ScaledHst::new(scaler, c.seeded()).unwrap();
+            let mut out = vec![Score::WARMUP; 64];
+            let n = allocations_during(|| {
+                for x in rows.chunks(d).take(2000) {
+                    p.score_and_learn(x).unwrap();
+                }
+                for xs in rows.chunks_exact(64 * d).take(30) {
+                    p.score_and_learn_batch(xs, &mut out).unwrap();
+                }
+            });
+            assert_eq!(n, 0, "pipeline: {n} allocations");
+        }
+    }
+}

@@ -1,8 +1,11 @@
 //! Where frames come from. Every source implements [`PacketSource`]; the rest of the
 //! pipeline never knows whether a frame came from a file, the generator or a NIC queue.
 
+pub mod afxdp;
+pub mod live;
 pub mod pcap;
 pub mod synth;
+pub mod xdp;
 
 use std::path::PathBuf;
 

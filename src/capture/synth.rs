@@ -728,8 +728,9 @@ impl PacketSource for SynthSource {
             let Some(Reverse((now, tag))) = self.heap.pop() else {
                 return Ok(None);
             };
-            // In-flight flows may finish after the end, but not later than 10 s after it.
-            if now > self.end_ns + 10_000_000_000 {
+            // The capture ends at its duration, cutting flows in flight (as a real
+            // capture does).
+            if now >= self.end_ns {
                 return Ok(None);
             }
             let idx = (tag & 0xff_ffff) as usize;

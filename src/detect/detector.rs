@@ -57,6 +57,9 @@ pub struct Detector {
     probe: Vec<f64>,
     /// Highest score seen (for reports).
     pub max_score: f64,
+    require_out_of_range: bool,
+    /// Scores over the threshold with every feature inside the learned range.
+    pub gated: u64,
 }
 
 impl Detector {
@@ -105,6 +108,8 @@ impl Detector {
             scaled: vec![0.0; d],
             probe: vec![0.0; d],
             max_score: 0.0,
+            require_out_of_range: p.require_out_of_range,
+            gated: 0,
         })
     }
 
@@ -118,36 +123,39 @@ impl Detector {
     }
 
     /// Scores `x` (then learns it). Returns the score, and a verdict when it alerts.
+    ///
+    /// The score is computed first without learning; only an alerting sample is explained
+    /// (against the same reference window it was scored with) before it is learned.
     pub fn observe(&mut self, x: &[f64]) -> (f64, Option<Verdict>) {
         self.seen += 1;
         let warm_before = self.is_warm();
-        // Scaled vector as the score sees it, for the explanation.
-        self.model.scaler().transform(x, &mut self.scaled);
-        let s = match self.model.score_and_learn(x) {
+        let s = match self.model.score_one(x) {
             Ok(s) => s,
             Err(_) => return (0.0, None), // dimension fixed at construction: unreachable
         };
+        self.scaled.copy_from_slice(self.model.last_scaled());
+        let mut verdict = None;
+        if warm_before && s.raw.is_some() {
+            self.scored += 1;
+            if s.score > self.max_score {
+                self.max_score = s.score;
+            }
+            let (alert, t) = self.thr.check(s.score);
+            if alert {
+                if self.require_out_of_range && !self.scaled.iter().any(|&v| v <= 0.0 || v >= 1.0) {
+                    self.gated += 1;
+                } else {
+                    verdict = Some(Verdict {
+                        score: s.score,
+                        threshold: t,
+                        top: self.explain(s.score, x),
+                    });
+                }
+            }
+        }
+        let _ = self.model.learn_one(x);
         self.update_typical(x);
-        if !warm_before || s.raw.is_none() {
-            return (s.score, None);
-        }
-        self.scored += 1;
-        if s.score > self.max_score {
-            self.max_score = s.score;
-        }
-        let (alert, t) = self.thr.check(s.score);
-        if !alert {
-            return (s.score, None);
-        }
-        let top = self.explain(s.score, x);
-        (
-            s.score,
-            Some(Verdict {
-                score: s.score,
-                threshold: t,
-                top,
-            }),
-        )
+        (s.score, verdict)
     }
 
     fn update_typical(&mut self, x: &[f64]) {
@@ -252,7 +260,8 @@ mod tests {
             alerts += d.observe(&v).1.is_some() as u32;
         }
         assert!(d.is_warm());
-        assert!(alerts <= 25, "{alerts}");
+        // Noise with q = 0.99 and alert scores clipped in the history: a bounded rate.
+        assert!(alerts <= 60, "{alerts}");
         // A SYN flood window: many packets, small, mostly SYN.
         let (s, v) = d.observe(&[2000.0, 120_000.0, 0.95]);
         let v = v.expect("the flood window alerts");

@@ -4,32 +4,40 @@
 //! Parity with River is proven by `tests/hst_golden.rs` on River's own exported trees and
 //! scores, and the trees built here from a seed are bit-identical to River's (§3, §10.3).
 //!
-//! # Layout (§11)
-//! All trees live in a handful of contiguous arrays allocated once at construction, tree-major,
-//! with implicit heap indexing (children of `i` are `2i+1` (taken when `x < threshold`) and
-//! `2i+2`; `i >= 2^h - 1` is a leaf). Nothing allocates after construction.
+//! # Layout: the forest as one heap
+//! Every tree is complete, so it is stored with implicit heap indexing. The whole forest is
+//! itself one heap: tree `t`'s root sits at heap index `P − 1 + t`, where `P` is the smallest
+//! power of two `>= n_trees`, as if the trees hung below `log2 P` virtual levels. Then the
+//! children of *any* node `a` are `2a + 1` (taken when `x < threshold`) and `2a + 2`, for
+//! every tree at once: a walk needs no per-tree base, just `a = 2a + 1 + !(x < t)`. Depth `k`
+//! of all trees is one contiguous block (`2^k·P − 1 ..`), trees in order, so the top levels of
+//! all trees share cache lines; the `P − n_trees` missing trees are holes at the end of each
+//! block that nothing ever touches.
 //!
-//! * `nodes`: one 16-byte record per branch: threshold, feature, and `contrib`.
-//! * `leaves`: one 8-byte record per leaf: the latest-window count `l` and `contrib`.
-//! * `inner_r`, `leaf_r`: the reference-window masses; cold, read only at a pivot and by
-//!   accessors and the checkpoint.
-//! * `inner_l`: the latest-window masses of branches, only in [`Counting::PathCounters`] mode.
+//! All arrays are allocated once at construction; nothing allocates afterwards.
+//! * hot, per branch: `thr` (f64) and `feat` (u16), separate so both index without a shift;
+//! * hot, per leaf: `leaf_term` (what a walk adds to the raw score on reaching that leaf) and
+//!   `leaf_l` (the latest-window count);
+//! * cold: the reference masses `inner_r`, `leaf_r`, read at a pivot, by accessors, by the
+//!   missing-feature walk and by the checkpoint.
 //!
 //! # The score without a stop test
 //! River's score walk adds `r·2^depth` at each node and stops after a node whose `r` is below
-//! `0.1·w` (§6). `r` only changes at a pivot, so the pivot precomputes, per node,
-//! `contrib = r·2^depth` if every strict ancestor has `r >= 0.1·w`, else 0. The score of a
-//! sample is then the plain sum of `contrib` along its path, exactly River's raw score, and
-//! the score walk and the learn walk are the same walk with no data-dependent branch.
+//! `0.1·w` (§6). `r` changes only at a pivot, so the pivot precomputes what each walk will
+//! add: a node contributes `r·2^depth` if every strict ancestor has `r >= 0.1·w`, else 0.
+//! Since the walk of a complete vector always runs to a leaf, the whole path's sum is stored
+//! at the leaf (`leaf_term`), and the branch visits read only `thr` and `feat`. The raw score
+//! of a sample is the sum over trees of the `leaf_term` it reaches: exactly River's.
 //!
 //! # Counting (§5, §11)
 //! Every learn walk increments `l` on a whole root-to-leaf path, so a branch's `l` is always
 //! the sum of its leaves' `l`. With complete vectors nothing reads a branch's `l` during a
-//! window, so [`Counting::LeafOnly`] counts at the leaves only and rebuilds branch masses at
-//! the pivot (one store per tree per sample instead of `h+1`). Missing-feature routing reads
-//! a child's `l`, which leaf-only mode computes by summing that child's leaves. Deep trees use
-//! [`Counting::PathCounters`], where the pivot visits only the nodes that carry mass instead of
-//! clearing 2^(h+1) counters per tree. Both modes give identical results; the choice is speed.
+//! window, so [`Counting::LeafOnly`] counts at the leaves only and rebuilds the branch masses
+//! at the pivot, level by level (each level is a pairwise sum of the one below, across all
+//! trees at once). Missing-feature routing reads a child's `l`, which leaf-only mode computes
+//! by summing that child's leaves. Deep trees use [`Counting::PathCounters`]: `l` on every
+//! node, per-node terms summed along the walk, and a pivot that visits only the nodes that
+//! carry mass instead of 2^(h+1) counters per tree. Both modes give identical results.
 
 // `!(x < t)` is the routing rule on purpose: River sends NaN right, and `NaN >= t` is false.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
@@ -37,12 +45,89 @@
 use super::checkpoint::{corrupt, CheckpointError, Reader, Writer};
 use super::mt19937::Mt19937;
 
+/// Calls `$call` with the const `$G` equal to the runtime `$g` (1..=MAX_GROUP).
+macro_rules! by_lanes {
+    ($g:expr, $G:ident, $call:expr) => {
+        match $g {
+            1 => {
+                const $G: usize = 1;
+                $call
+            }
+            2 => {
+                const $G: usize = 2;
+                $call
+            }
+            3 => {
+                const $G: usize = 3;
+                $call
+            }
+            4 => {
+                const $G: usize = 4;
+                $call
+            }
+            5 => {
+                const $G: usize = 5;
+                $call
+            }
+            6 => {
+                const $G: usize = 6;
+                $call
+            }
+            7 => {
+                const $G: usize = 7;
+                $call
+            }
+            8 => {
+                const $G: usize = 8;
+                $call
+            }
+            9 => {
+                const $G: usize = 9;
+                $call
+            }
+            10 => {
+                const $G: usize = 10;
+                $call
+            }
+            11 => {
+                const $G: usize = 11;
+                $call
+            }
+            12 => {
+                const $G: usize = 12;
+                $call
+            }
+            13 => {
+                const $G: usize = 13;
+                $call
+            }
+            14 => {
+                const $G: usize = 14;
+                $call
+            }
+            15 => {
+                const $G: usize = 15;
+                $call
+            }
+            _ => {
+                const $G: usize = 16;
+                $call
+            }
+        }
+    };
+}
+
 /// A split is never placed in the outer 15 % of a cell (§1).
 pub const PADDING: f64 = 0.15;
-/// Largest supported height. 2^21 - 1 nodes per tree is already 40 MB per tree.
+/// Largest supported height. 2^21 − 1 nodes per tree is already tens of MB per tree.
 pub const MAX_HEIGHT: u32 = 20;
 /// Largest supported number of trees.
 pub const MAX_TREES: u32 = 4096;
+/// Largest model, in bytes of arrays: bigger parameter sets are an error, not an abort on a
+/// failed allocation.
+pub const MAX_MODEL_BYTES: u64 = 4 << 30;
+/// Largest number of features (feature indices are u16 in the hot arrays).
+pub const MAX_FEATURES: usize = u16::MAX as usize;
 
 /// River's constructor arguments (§1). The sensor always passes an explicit seed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +149,8 @@ impl HstParams {
         }
     }
 
-    /// Checks the ranges this implementation supports. Each error names the parameter.
+    /// Checks the ranges this implementation supports. Each error starts with the
+    /// parameter's name.
     pub fn validate(&self) -> Result<(), HstError> {
         if self.n_trees == 0 || self.n_trees > MAX_TREES {
             return Err(HstError::Param(format!(
@@ -81,21 +167,41 @@ impl HstParams {
         if self.window_size == 0 {
             return Err(HstError::Param("window_size = 0: must be >= 1".into()));
         }
-        // contrib = r·2^depth with r <= w is stored in a u32.
+        // A node's term r·2^depth with r <= w is kept in a u32.
         if (self.window_size as u64) << self.height > u32::MAX as u64 {
             return Err(HstError::Param(format!(
                 "window_size = {} with height = {}: window_size·2^height must be below 2^32",
                 self.window_size, self.height
             )));
         }
+        if self.memory_bytes() > MAX_MODEL_BYTES {
+            return Err(HstError::Param(format!(
+                "n_trees = {} with height = {}: the trees need {} MiB, more than the {} MiB allowed",
+                self.n_trees,
+                self.height,
+                self.memory_bytes() >> 20,
+                MAX_MODEL_BYTES >> 20
+            )));
+        }
         // The raw score must stay an exact integer in an f64 (§6.3).
         if self.max_score_u128() >= 1u128 << 53 {
             return Err(HstError::Param(format!(
-                "n_trees·window_size·(2^(height+1)-1) = {} exceeds 2^53",
+                "n_trees = {}: n_trees·window_size·(2^(height+1)−1) = {} exceeds 2^53",
+                self.n_trees,
                 self.max_score_u128()
             )));
         }
         Ok(())
+    }
+
+    /// Bytes of the arrays a model with these parameters allocates (about; the feature names
+    /// and a scaler come on top). Trees are laid out for the next power of two of `n_trees`.
+    pub fn memory_bytes(&self) -> u64 {
+        let p2 = (self.n_trees.max(1) as u64).next_power_of_two();
+        let slots = p2 << self.height.min(MAX_HEIGHT + 1);
+        // Per branch slot: thr 8, feat 2, inner_r 4, and 8 of scratch (leaf-only) or 8 of
+        // inner_l + inner_term (path counters); per leaf slot: leaf_term 8, leaf_l 4, leaf_r 4.
+        slots * (8 + 2 + 4 + 8) + slots * (8 + 4 + 4)
     }
 
     fn max_score_u128(&self) -> u128 {
@@ -136,6 +242,8 @@ pub enum HstError {
     Param(String),
     #[error("no features: a model needs at least one")]
     NoFeatures,
+    #[error("{0} features: at most {MAX_FEATURES} are supported")]
+    TooManyFeatures(usize),
     #[error("feature {0:?} is listed twice")]
     DuplicateFeature(String),
     #[error("limits for {name:?}: [{lo}, {hi}]: need finite lo < hi")]
@@ -166,28 +274,6 @@ impl Score {
     };
 }
 
-/// A branch: 16 bytes, one load per visited node in the hot walk.
-#[derive(Debug, Clone, Copy, Default)]
-#[repr(C)]
-struct Node {
-    threshold: f64,
-    /// Index into the input vector (the caller's order, not River's sorted order).
-    feature: u32,
-    /// `r·2^depth` if every strict ancestor has `r >= r_min`, else 0.
-    contrib: u32,
-}
-const _: () = assert!(std::mem::size_of::<Node>() == 16);
-
-#[derive(Debug, Clone, Copy, Default)]
-#[repr(C)]
-struct Leaf {
-    /// Latest-window mass.
-    l: u32,
-    /// `r·2^h` if every ancestor has `r >= r_min`, else 0.
-    contrib: u32,
-}
-const _: () = assert!(std::mem::size_of::<Leaf>() == 8);
-
 /// Threshold of a branch that a pruned import did not include. NaN routes every value right
 /// and never equals a real threshold (limits are finite), so it marks the slot.
 const PRUNED: f64 = f64::NAN;
@@ -196,11 +282,16 @@ const PRUNED: f64 = f64::NAN;
 #[derive(Debug, Clone)]
 pub struct HalfSpaceTrees {
     params: HstParams,
-    /// `Some(seed)` when the trees were built here, River-exact; `None` when imported.
+    /// True when the trees were built here from the seed (River-exact), false if imported.
     built_from_seed: bool,
     n_trees: usize,
+    /// Trees per heap level: the smallest power of two `>= n_trees`.
+    p2: usize,
+    /// Trees walked together (interleaved): `n_trees` split into equal groups of at most
+    /// `MAX_GROUP`, so 25 trees walk as 13 + 12, not 16 + 9.
+    group: usize,
     height: u32,
-    /// Smallest integer `r` with `!(r < 0.1·w)`, River's size limit as an integer.
+    /// Smallest integer `r` with `!(r < 0.1·w)`: River's size limit as an integer.
     r_min: u32,
     max_score: u64,
     names: Vec<String>,
@@ -209,12 +300,22 @@ pub struct HalfSpaceTrees {
     nb: usize,
     /// Leaves per tree, `2^h`.
     nl: usize,
-    nodes: Vec<Node>,
-    leaves: Vec<Leaf>,
+    /// Heap index of the first leaf of tree 0, `2^h·P − 1`; branch arrays have this length.
+    leaf0: usize,
+    thr: Vec<f64>,
+    feat: Vec<u16>,
+    /// Path-counter mode: what a walk adds at each branch. Empty in leaf-only mode.
+    inner_term: Vec<u32>,
+    /// Path-counter mode: branch `l`. Empty in leaf-only mode.
+    inner_l: Vec<u32>,
+    /// Leaf-only mode: the path's whole sum; path-counter mode: the leaf's own term.
+    leaf_term: Vec<u64>,
+    leaf_l: Vec<u32>,
     inner_r: Vec<u32>,
     leaf_r: Vec<u32>,
-    /// Branch `l` masses; empty in leaf-only mode.
-    inner_l: Vec<u32>,
+    /// Leaf-only mode: scratch for the pivot's top-down pass, allocated once. Empty in
+    /// path-counter mode.
+    scratch_cum: Vec<u64>,
     counting: Counting,
     /// `learn_one` calls in the current window, `0..w`.
     counter: u32,
@@ -238,6 +339,9 @@ impl FeatureSpace {
         if names.is_empty() {
             return Err(HstError::NoFeatures);
         }
+        if names.len() > MAX_FEATURES {
+            return Err(HstError::TooManyFeatures(names.len()));
+        }
         let names: Vec<String> = names.iter().map(|s| s.as_ref().to_owned()).collect();
         let mut sorted: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
         sorted.sort_unstable();
@@ -245,16 +349,14 @@ impl FeatureSpace {
             return Err(HstError::DuplicateFeature(w[0].to_owned()));
         }
         let mut lim = vec![(0.0, 1.0); names.len()];
-        let mut seen: Vec<&str> = Vec::new();
-        let mut given: Vec<(String, (f64, f64))> = Vec::new();
-        for (k, (lo, hi)) in limits {
-            given.push((k.as_ref().to_owned(), (lo, hi)));
-        }
-        for (k, (lo, hi)) in &given {
-            if seen.contains(&k.as_str()) {
+        let given: Vec<(String, (f64, f64))> = limits
+            .into_iter()
+            .map(|(k, v)| (k.as_ref().to_owned(), v))
+            .collect();
+        for (n, (k, (lo, hi))) in given.iter().enumerate() {
+            if given[..n].iter().any(|(k2, _)| k2 == k) {
                 return Err(HstError::DuplicateLimits(k.clone()));
             }
-            seen.push(k);
             if !(lo.is_finite() && hi.is_finite() && lo < hi) {
                 return Err(HstError::BadLimits {
                     name: k.clone(),
@@ -271,7 +373,7 @@ impl FeatureSpace {
     }
 }
 
-/// Heap depth of node `i`.
+/// Heap depth of node `i` (within one tree).
 #[inline]
 fn depth_of(i: usize) -> u32 {
     usize::BITS - 1 - (i + 1).leading_zeros()
@@ -299,8 +401,8 @@ impl HalfSpaceTrees {
     }
 
     /// Uses trees exported from River instead of building them: `splits[t][i]` is branch
-    /// `i` of tree `t` as `(feature index into names, threshold)`, or `None` for a branch a
-    /// pruned export left out (it must never be reached by a walk that reads it).
+    /// `i` of tree `t` (heap order) as `(feature index into names, threshold)`, or `None`
+    /// for a branch a pruned export left out (no walk may need it).
     /// `params.seed` is kept for information only.
     pub fn from_splits<S, K, L>(
         params: HstParams,
@@ -334,7 +436,7 @@ impl HalfSpaceTrees {
                 )));
             }
             for (i, s) in tree.iter().enumerate() {
-                let node = &mut m.nodes[t * m.nb + i];
+                let a = m.branch_at(t, i);
                 match *s {
                     Some((f, thr)) => {
                         if f >= d || !thr.is_finite() {
@@ -343,12 +445,12 @@ impl HalfSpaceTrees {
                                  feature below {d} and a finite threshold"
                             )));
                         }
-                        node.feature = f;
-                        node.threshold = thr;
+                        m.feat[a] = f as u16;
+                        m.thr[a] = thr;
                     }
                     None => {
-                        node.feature = 0;
-                        node.threshold = PRUNED;
+                        m.feat[a] = 0;
+                        m.thr[a] = PRUNED;
                     }
                 }
             }
@@ -358,8 +460,10 @@ impl HalfSpaceTrees {
 
     fn empty(params: HstParams, space: FeatureSpace, built_from_seed: bool) -> Self {
         let n_trees = params.n_trees as usize;
+        let p2 = n_trees.next_power_of_two();
         let nb = (1usize << params.height) - 1;
         let nl = 1usize << params.height;
+        let leaf0 = (nl * p2) - 1;
         let size_limit = 0.1 * params.window_size as f64;
         // Smallest integer r with !(r < size_limit); exact for every w (§6).
         let mut r_min = size_limit.ceil() as u32;
@@ -369,11 +473,12 @@ impl HalfSpaceTrees {
         while (r_min as f64) < size_limit {
             r_min += 1;
         }
-        let counting = Counting::auto(&params);
-        HalfSpaceTrees {
+        let mut m = HalfSpaceTrees {
             params,
             built_from_seed,
             n_trees,
+            p2,
+            group: n_trees.div_ceil(n_trees.div_ceil(MAX_GROUP)),
             height: params.height,
             r_min,
             max_score: params.max_score(),
@@ -381,19 +486,22 @@ impl HalfSpaceTrees {
             limits: space.limits,
             nb,
             nl,
-            nodes: vec![Node::default(); n_trees * nb],
-            leaves: vec![Leaf::default(); n_trees * nl],
-            inner_r: vec![0; n_trees * nb],
-            leaf_r: vec![0; n_trees * nl],
-            inner_l: if counting == Counting::PathCounters {
-                vec![0; n_trees * nb]
-            } else {
-                Vec::new()
-            },
-            counting,
+            leaf0,
+            thr: vec![PRUNED; leaf0],
+            feat: vec![0; leaf0],
+            inner_term: Vec::new(),
+            inner_l: Vec::new(),
+            leaf_term: vec![0; nl * p2],
+            leaf_l: vec![0; nl * p2],
+            inner_r: vec![0; leaf0],
+            leaf_r: vec![0; nl * p2],
+            scratch_cum: Vec::new(),
+            counting: Counting::LeafOnly,
             counter: 0,
             warm: false,
-        }
+        };
+        m.set_counting(Counting::auto(&params));
+        m
     }
 
     /// River's `make_padded_tree` with Python's `random.Random(seed)` (§3, §10.3).
@@ -406,11 +514,11 @@ impl HalfSpaceTrees {
         let mut lo: Vec<f64> = vec![0.0; d];
         let mut hi: Vec<f64> = vec![0.0; d];
         let mut cum: Vec<f64> = vec![0.0; d];
+        let mut tree: Vec<(u16, f64)> = vec![(0, PRUNED); self.nb];
         for t in 0..self.n_trees {
             for (s, &u) in order.iter().enumerate() {
                 (lo[s], hi[s]) = self.limits[u];
             }
-            let tree = &mut self.nodes[t * self.nb..(t + 1) * self.nb];
             let mut b = Builder {
                 rng: &mut rng,
                 lo: &mut lo,
@@ -418,10 +526,40 @@ impl HalfSpaceTrees {
                 cum: &mut cum,
                 order: &order,
                 height: self.height,
-                tree,
+                tree: &mut tree,
             };
             b.build(0, 0);
+            for (i, &(f, thr)) in tree.iter().enumerate() {
+                let a = self.branch_at(t, i);
+                self.feat[a] = f;
+                self.thr[a] = thr;
+            }
         }
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Geometry
+    // ----------------------------------------------------------------------------------
+
+    /// Forest heap index of branch `i` (heap order within its tree) of tree `t`.
+    #[inline]
+    fn branch_at(&self, t: usize, i: usize) -> usize {
+        debug_assert!(t < self.n_trees && i < self.nb);
+        let k = depth_of(i);
+        ((self.p2 + t) << k) - 1 + (i - ((1 << k) - 1))
+    }
+
+    /// Leaf slot of leaf `i` (`nb <= i < nb + nl`, heap order within its tree) of tree `t`.
+    #[inline]
+    fn leaf_at(&self, t: usize, i: usize) -> usize {
+        debug_assert!(t < self.n_trees && i >= self.nb && i < self.nb + self.nl);
+        t * self.nl + (i - self.nb)
+    }
+
+    /// Forest heap index of the first node of depth `k` of tree 0.
+    #[inline]
+    fn level_start(&self, k: u32) -> usize {
+        (self.p2 << k) - 1
     }
 
     // ----------------------------------------------------------------------------------
@@ -474,69 +612,70 @@ impl HalfSpaceTrees {
         if t >= self.n_trees || i >= self.nb {
             return None;
         }
-        let n = self.nodes[t * self.nb + i];
-        if n.threshold.is_nan() {
+        let a = self.branch_at(t, i);
+        if self.thr[a].is_nan() {
             None
         } else {
-            Some((n.feature, n.threshold))
+            Some((self.feat[a] as u32, self.thr[a]))
         }
     }
 
-    /// Latest-window mass of node `i` (heap index, branch or leaf) of tree `t`.
+    /// Latest-window mass of node `i` (heap index within the tree, branch or leaf) of tree `t`.
     pub fn l_mass(&self, t: usize, i: usize) -> u32 {
         if i >= self.nb {
-            return self.leaves[t * self.nl + i - self.nb].l;
+            return self.leaf_l[self.leaf_at(t, i)];
         }
         match self.counting {
-            Counting::PathCounters => self.inner_l[t * self.nb + i],
-            Counting::LeafOnly => self.subtree_leaf_l(t, i),
+            Counting::PathCounters => self.inner_l[self.branch_at(t, i)],
+            Counting::LeafOnly => {
+                let span = self.height - depth_of(i);
+                let first = ((i + 1) << span) - 1;
+                let j = self.leaf_at(t, first);
+                self.leaf_l[j..j + (1 << span)].iter().sum()
+            }
         }
     }
 
     /// Reference-window mass of node `i` of tree `t`.
     pub fn r_mass(&self, t: usize, i: usize) -> u32 {
         if i >= self.nb {
-            self.leaf_r[t * self.nl + i - self.nb]
+            self.leaf_r[self.leaf_at(t, i)]
         } else {
-            self.inner_r[t * self.nb + i]
+            self.inner_r[self.branch_at(t, i)]
         }
-    }
-
-    /// Sum of the leaves' `l` under node `i`: the node's `l` in leaf-only mode.
-    fn subtree_leaf_l(&self, t: usize, i: usize) -> u32 {
-        let k = depth_of(i);
-        let span = self.height - k;
-        let first = ((i + 1) << span) - 1 - self.nb;
-        let leaves = &self.leaves[t * self.nl + first..t * self.nl + first + (1 << span)];
-        leaves.iter().map(|l| l.l).sum()
     }
 
     /// Switches the counting mode; the model's behaviour does not change.
     pub fn set_counting(&mut self, counting: Counting) {
-        if counting == self.counting {
-            return;
-        }
         match counting {
             Counting::PathCounters => {
-                let mut il = vec![0u32; self.n_trees * self.nb];
-                for t in 0..self.n_trees {
-                    for i in (0..self.nb).rev() {
-                        let c = 2 * i + 1;
-                        let get = |c: usize, il: &[u32]| {
-                            if c >= self.nb {
-                                self.leaves[t * self.nl + c - self.nb].l
+                if self.inner_l.len() != self.leaf0 {
+                    // Materialise branch l from the leaves, level by level.
+                    let mut il = vec![0u32; self.leaf0];
+                    for k in (0..self.height).rev() {
+                        let (s, n) = (self.level_start(k), self.n_trees << k);
+                        for q in 0..n {
+                            il[s + q] = if k + 1 == self.height {
+                                self.leaf_l[2 * q] + self.leaf_l[2 * q + 1]
                             } else {
-                                il[t * self.nb + c]
-                            }
-                        };
-                        il[t * self.nb + i] = get(c, &il) + get(c + 1, &il);
+                                let c = self.level_start(k + 1) + 2 * q;
+                                il[c] + il[c + 1]
+                            };
+                        }
                     }
+                    self.inner_l = il;
                 }
-                self.inner_l = il;
+                self.inner_term = vec![0; self.leaf0];
+                self.scratch_cum = Vec::new();
             }
-            Counting::LeafOnly => self.inner_l = Vec::new(),
+            Counting::LeafOnly => {
+                self.inner_l = Vec::new();
+                self.inner_term = Vec::new();
+                self.scratch_cum = vec![0; self.leaf0];
+            }
         }
         self.counting = counting;
+        self.compute_terms();
     }
 
     fn check_dim(&self, got: usize) -> Result<(), HstError> {
@@ -557,6 +696,15 @@ impl HalfSpaceTrees {
         }
     }
 
+    #[inline]
+    fn warm_score(&self, raw: u64) -> Score {
+        if self.warm {
+            self.score_of_raw(raw)
+        } else {
+            Score::WARMUP
+        }
+    }
+
     // ----------------------------------------------------------------------------------
     // Complete vectors: the sensor's path
     // ----------------------------------------------------------------------------------
@@ -567,33 +715,22 @@ impl HalfSpaceTrees {
         if !self.warm {
             return Ok(Score::WARMUP);
         }
-        let mut raw = 0u64;
-        for t in 0..self.n_trees {
-            let nodes = &self.nodes[t * self.nb..(t + 1) * self.nb];
-            let mut i = 0usize;
-            for _ in 0..self.height {
-                let n = nodes[i];
-                raw += n.contrib as u64;
-                i = 2 * i + 1 + (!(x[n.feature as usize] < n.threshold)) as usize;
-            }
-            raw += self.leaves[t * self.nl + i - self.nb].contrib as u64;
-        }
-        Ok(self.score_of_raw(raw))
+        Ok(self.score_of_raw(self.score_walk(x)))
     }
 
     /// River's `learn_one` (§5), including the pivot after every `w`-th call.
     pub fn learn_one(&mut self, x: &[f64]) -> Result<(), HstError> {
         self.check_dim(x.len())?;
-        self.walk::<false, true>(x);
+        self.walk::<false>(x);
         self.count_learned(1);
         Ok(())
     }
 
     /// `score_one(x)` then `learn_one(x)` in one walk per tree (§11). Identical to the two
-    /// calls: the score reads only `r` (via `contrib`), which learning does not change.
+    /// calls: the score reads only what the last pivot fixed, which learning does not change.
     pub fn score_and_learn(&mut self, x: &[f64]) -> Result<Score, HstError> {
         self.check_dim(x.len())?;
-        let raw = self.walk::<true, true>(x);
+        let raw = self.walk::<true>(x);
         let s = self.warm_score(raw);
         self.count_learned(1);
         Ok(s)
@@ -601,8 +738,8 @@ impl HalfSpaceTrees {
 
     /// `score_and_learn` over `n = out.len()` samples stored row-major in `xs`
     /// (`xs.len() == n·d`). Identical to calling it per sample in order: between two pivots
-    /// the walks commute (scores read only the frozen reference masses, learning only adds),
-    /// so each run of samples up to the next pivot is walked as one interleaved batch.
+    /// the walks commute (scores read only the frozen reference, learning only adds), so each
+    /// run of samples up to the next pivot is walked in an interleaved batch.
     pub fn score_and_learn_batch(&mut self, xs: &[f64], out: &mut [Score]) -> Result<(), HstError> {
         let d = self.names.len();
         if xs.len() != out.len() * d {
@@ -635,8 +772,10 @@ impl HalfSpaceTrees {
             let mut k = done;
             while k < end {
                 if differs[k] {
-                    let raw = self.walk::<true, false>(&a[k * d..(k + 1) * d]);
-                    self.walk::<false, true>(&b[k * d..(k + 1) * d]);
+                    let raw = self
+                        .score_one(&a[k * d..(k + 1) * d])
+                        .map_or(0, |s| s.raw.unwrap_or(0));
+                    self.walk::<false>(&b[k * d..(k + 1) * d]);
                     out[k] = self.warm_score(raw);
                     k += 1;
                 } else {
@@ -650,50 +789,67 @@ impl HalfSpaceTrees {
         }
     }
 
-    #[inline]
-    fn warm_score(&self, raw: u64) -> Score {
-        if self.warm {
-            self.score_of_raw(raw)
-        } else {
-            Score::WARMUP
-        }
-    }
-
     /// Fused score+learn of complete rows that all lie before the next pivot.
     fn fused_segment(&mut self, xs: &[f64], out: &mut [Score]) {
         let d = self.names.len();
+        debug_assert_eq!(xs.len(), out.len() * d);
         for (row, o) in xs.chunks_exact(d).zip(out.iter_mut()) {
-            let raw = self.walk::<true, true>(row);
+            let raw = self.walk::<true>(row);
             *o = self.warm_score(raw);
         }
     }
 
-    /// One walk per tree for a complete vector: returns the raw score (the sum of
-    /// `contrib`) if `SCORE`, and increments the latest-window masses if `LEARN`.
+    /// One walk per tree for a complete row of length `d`: with `LEARN` it increments the
+    /// latest-window masses, with `SCORE` it returns the raw score. Trees go in groups of up
+    /// to `MAX_GROUP`, each group's walks interleaved level by level (see `walk_lanes`).
     #[inline]
-    fn walk<const SCORE: bool, const LEARN: bool>(&mut self, x: &[f64]) -> u64 {
+    fn walk<const SCORE: bool>(&mut self, x: &[f64]) -> u64 {
+        // SAFETY: `&mut self`: the kernel may write the counters.
+        unsafe { self.walk_raw::<SCORE, true>(x) }
+    }
+
+    /// Raw score of a complete row without changing anything.
+    #[inline]
+    fn score_walk(&self, x: &[f64]) -> u64 {
+        // SAFETY: without LEARN the kernel writes nothing, so shared access suffices.
+        unsafe { self.walk_raw::<true, false>(x) }
+    }
+
+    /// # Safety
+    /// With `LEARN` the caller holds `&mut self` (the kernel writes the counters).
+    #[inline]
+    unsafe fn walk_raw<const SCORE: bool, const LEARN: bool>(&self, x: &[f64]) -> u64 {
+        assert_eq!(x.len(), self.names.len());
         let mut raw = 0u64;
-        let path = LEARN && self.counting == Counting::PathCounters;
-        for t in 0..self.n_trees {
-            let nodes = &self.nodes[t * self.nb..(t + 1) * self.nb];
-            let mut i = 0usize;
-            for _ in 0..self.height {
-                let n = nodes[i];
-                if SCORE {
-                    raw += n.contrib as u64;
+        let mut t0 = 0;
+        while t0 < self.n_trees {
+            let g = self.group.min(self.n_trees - t0);
+            let k = Kernel {
+                thr: self.thr.as_ptr(),
+                feat: self.feat.as_ptr(),
+                inner_term: self.inner_term.as_ptr(),
+                inner_l: self.inner_l.as_ptr().cast_mut(),
+                leaf_term: self.leaf_term.as_ptr(),
+                leaf_l: self.leaf_l.as_ptr().cast_mut(),
+                x: x.as_ptr(),
+                height: self.height,
+                leaf0: self.leaf0,
+            };
+            let root = self.p2 - 1 + t0;
+            // SAFETY: `root..root + g` are roots of real trees (t0 + g <= n_trees <= P), so
+            // every branch index stays below leaf0 and every leaf slot below n_trees·2^h (the
+            // arrays' lengths); the row has d values and every `feat` entry is below d
+            // (checked by every constructor); `inner_*` have leaf0 entries in path-counter
+            // mode, the only mode that reads them; writes happen only with LEARN, when the
+            // caller holds `&mut self`.
+            raw += unsafe {
+                if self.counting == Counting::PathCounters {
+                    by_lanes!(g, G, walk_lanes::<G, true, SCORE, LEARN>(k, root))
+                } else {
+                    by_lanes!(g, G, walk_lanes::<G, false, SCORE, LEARN>(k, root))
                 }
-                if path {
-                    self.inner_l[t * self.nb + i] += 1;
-                }
-                i = 2 * i + 1 + (!(x[n.feature as usize] < n.threshold)) as usize;
-            }
-            let leaf = &mut self.leaves[t * self.nl + i - self.nb];
-            if SCORE {
-                raw += leaf.contrib as u64;
-            }
-            if LEARN {
-                leaf.l += 1;
-            }
+            };
+            t0 += g;
         }
         raw
     }
@@ -708,21 +864,21 @@ impl HalfSpaceTrees {
     }
 
     // ----------------------------------------------------------------------------------
-    // Vectors with missing features (parity mode)
+    // Vectors with missing features (parity mode): River's walks, literally
     // ----------------------------------------------------------------------------------
 
     /// Child of branch `i` of tree `t` for a possibly missing value: a missing feature goes
     /// to the child with the larger latest-window mass `l`, ties left (§5).
     #[inline]
     fn route_partial(&self, t: usize, i: usize, x: &[Option<f64>]) -> usize {
-        let n = self.nodes[t * self.nb + i];
-        match x[n.feature as usize] {
+        let a = self.branch_at(t, i);
+        match x[self.feat[a] as usize] {
             Some(v) => {
                 debug_assert!(
-                    !n.threshold.is_nan(),
+                    !self.thr[a].is_nan(),
                     "walk reached branch {i} of tree {t}, which the pruned import left out"
                 );
-                2 * i + 1 + (!(v < n.threshold)) as usize
+                2 * i + 1 + (!(v < self.thr[a])) as usize
             }
             None => {
                 let (l, r) = (2 * i + 1, 2 * i + 2);
@@ -743,7 +899,7 @@ impl HalfSpaceTrees {
 
     /// [`score_one_partial`](Self::score_one_partial) that also writes each tree's raw score
     /// into `per_tree` (if it has `n_trees` entries; pass `&mut []` to skip). During warm-up
-    /// `per_tree` is left untouched.
+    /// `per_tree` is left untouched. This is River's `_walk_score`, step for step.
     pub fn score_one_partial_per_tree(
         &self,
         x: &[Option<f64>],
@@ -755,21 +911,18 @@ impl HalfSpaceTrees {
         }
         let mut raw = 0u64;
         for t in 0..self.n_trees {
-            let mut s = 0u64;
-            let mut i = 0usize;
-            for _ in 0..self.height {
-                let g = t * self.nb + i;
-                s += self.nodes[g].contrib as u64;
-                if self.nodes[g].contrib == 0 || self.inner_r[g] < self.r_min {
-                    // River's stop (§6): this node's term is in, the rest of the path adds
-                    // nothing, and River does not route here (a missing feature would read
-                    // l; a pruned import may lack the nodes below).
+            let (mut s, mut i, mut stopped) = (0u64, 0usize, false);
+            for k in 0..self.height {
+                let r = self.r_mass(t, i);
+                s += (r as u64) << k;
+                if r < self.r_min {
+                    stopped = true;
                     break;
                 }
                 i = self.route_partial(t, i, x);
             }
-            if i >= self.nb {
-                s += self.leaves[t * self.nl + i - self.nb].contrib as u64;
+            if !stopped {
+                s += (self.r_mass(t, i) as u64) << self.height;
             }
             if let Some(p) = per_tree.get_mut(t) {
                 *p = s;
@@ -789,100 +942,180 @@ impl HalfSpaceTrees {
                 // River increments the node, then reads the children's l to route; the
                 // children are incremented only when the walk reaches them.
                 if path {
-                    self.inner_l[t * self.nb + i] += 1;
+                    let a = self.branch_at(t, i);
+                    self.inner_l[a] += 1;
                 }
                 i = self.route_partial(t, i, x);
             }
-            self.leaves[t * self.nl + i - self.nb].l += 1;
+            let j = self.leaf_at(t, i);
+            self.leaf_l[j] += 1;
         }
         self.count_learned(1);
         Ok(())
     }
 
     // ----------------------------------------------------------------------------------
-    // Pivot
+    // Pivot and terms
     // ----------------------------------------------------------------------------------
 
-    /// End of a window (§5.3): `r = l`, `l = 0` everywhere, and `contrib` recomputed.
+    /// End of a window (§5.3): `r = l`, `l = 0` everywhere, then the walk terms.
     fn pivot(&mut self) {
         match self.counting {
-            Counting::LeafOnly => self.pivot_dense(),
+            Counting::LeafOnly => {
+                // Leaves: swap the buffers and clear the new latest window.
+                std::mem::swap(&mut self.leaf_l, &mut self.leaf_r);
+                self.leaf_l[..self.n_trees * self.nl].fill(0);
+                // Branches: each level is the pairwise sum of the level below, for all trees
+                // at once (children of level offset q are offsets 2q and 2q+1).
+                for k in (0..self.height).rev() {
+                    let s = self.level_start(k);
+                    let n = self.n_trees << k;
+                    if k + 1 == self.height {
+                        let (dst, src) = (&mut self.inner_r[s..s + n], &self.leaf_r[..2 * n]);
+                        for (r, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                            *r = c[0] + c[1];
+                        }
+                    } else {
+                        let below_start = self.level_start(k + 1) - (s + n);
+                        let (lo, hi) = self.inner_r.split_at_mut(s + n);
+                        let below = &hi[below_start..][..2 * n];
+                        for (r, c) in lo[s..].iter_mut().zip(below.chunks_exact(2)) {
+                            *r = c[0] + c[1];
+                        }
+                    }
+                }
+                self.compute_leaf_sums_sparse();
+            }
             Counting::PathCounters => self.pivot_sparse(),
         }
         self.counter = 0;
         self.warm = true;
     }
 
-    /// Leaf-only mode: the leaves' counts become the reference, branch masses are summed
-    /// bottom-up, then `contrib` is set top-down.
-    fn pivot_dense(&mut self) {
-        let (nb, nl, h, r_min) = (self.nb, self.nl, self.height, self.r_min);
+    /// Leaf-only mode's pivot: the path sums at the leaves, by a depth-first walk of the
+    /// region where River walks on (`r >= r_min`: at most `w / r_min = 10` nodes per level
+    /// per tree, whatever the height). Below a node where River stops every leaf gets the
+    /// same sum, and a subtree's leaves are contiguous, so that is one `fill`.
+    fn compute_leaf_sums_sparse(&mut self) {
+        debug_assert_eq!(self.counting, Counting::LeafOnly);
+        let (h, r_min, leaf0) = (self.height, self.r_min, self.leaf0);
+        // (heap index, depth, sum of the terms above). Pop one, push two: at most h + 1
+        // entries are pending.
+        let mut stack = [(0usize, 0u32, 0u64); MAX_HEIGHT as usize + 2];
         for t in 0..self.n_trees {
-            let leaves = &mut self.leaves[t * nl..(t + 1) * nl];
-            let leaf_r = &mut self.leaf_r[t * nl..(t + 1) * nl];
-            for (lf, r) in leaves.iter_mut().zip(leaf_r.iter_mut()) {
-                *r = lf.l;
-                lf.l = 0;
+            stack[0] = (self.p2 - 1 + t, 0, 0);
+            let mut sp = 1;
+            while sp > 0 {
+                sp -= 1;
+                let (a, k, base) = stack[sp];
+                if a >= leaf0 {
+                    let j = a - leaf0;
+                    self.leaf_term[j] = base + ((self.leaf_r[j] as u64) << h);
+                    continue;
+                }
+                let r = self.inner_r[a];
+                let sum = base + ((r as u64) << k);
+                if r >= r_min {
+                    stack[sp] = (2 * a + 2, k + 1, sum);
+                    stack[sp + 1] = (2 * a + 1, k + 1, sum);
+                    sp += 2;
+                } else {
+                    let span = h - k;
+                    let first = ((a + 1) << span) - 1 - leaf0;
+                    self.leaf_term[first..first + (1 << span)].fill(sum);
+                }
             }
-            let ir = &mut self.inner_r[t * nb..(t + 1) * nb];
-            // Branches whose children are leaves: the last 2^(h-1) branches.
-            let first_low = nb / 2;
-            for (i, r) in ir.iter_mut().enumerate().skip(first_low) {
-                let c = 2 * i + 1 - nb;
-                *r = leaf_r[c] + leaf_r[c + 1];
+        }
+    }
+
+    /// Recomputes every walk term from the reference masses, level by level from the roots:
+    /// a node's term is `r·2^k` if River walks on past all its ancestors (each has
+    /// `r >= r_min`), else 0. Leaf-only mode stores the path's running sum at the leaf.
+    ///
+    /// It runs every window, so it is written to vectorize: per node one u64, the running
+    /// sum with bit 63 set when River stops at or above the node (sums stay below 2^53).
+    fn compute_terms(&mut self) {
+        const STOP: u64 = 1 << 63;
+        let (h, r_min, t) = (self.height, self.r_min, self.n_trees);
+        let mut pass = std::mem::take(&mut self.scratch_cum);
+        pass.resize(self.leaf0, 0);
+        let path = self.counting == Counting::PathCounters;
+        let s0 = self.level_start(0);
+        for (p, &r) in pass[s0..s0 + t].iter_mut().zip(&self.inner_r[s0..s0 + t]) {
+            *p = r as u64 | (((r < r_min) as u64) << 63);
+        }
+        if path {
+            self.inner_term[s0..s0 + t].copy_from_slice(&self.inner_r[s0..s0 + t]);
+        }
+        for k in 1..h {
+            let (ps, s, n) = (self.level_start(k - 1), self.level_start(k), t << (k - 1));
+            let (lo, hi) = pass.split_at_mut(s);
+            let parent = &lo[ps..ps + n];
+            let kid = &mut hi[..2 * n];
+            let r = &self.inner_r[s..s + 2 * n];
+            for q in 0..2 * n {
+                let p = parent[q / 2];
+                let walks_on = (p >> 63).wrapping_sub(1); // all ones unless stopped above
+                let term = ((r[q] as u64) << k) & walks_on;
+                let stop = (p & STOP) | (((r[q] < r_min) as u64) << 63);
+                kid[q] = ((p & !STOP) + term) | stop;
             }
-            for i in (0..first_low).rev() {
-                ir[i] = ir[2 * i + 1] + ir[2 * i + 2];
+            if path {
+                let term = &mut self.inner_term[s..s + 2 * n];
+                for q in 0..2 * n {
+                    let walks_on = ((parent[q / 2] >> 63) as u32).wrapping_sub(1);
+                    term[q] = (r[q] << k) & walks_on;
+                }
             }
-            let nodes = &mut self.nodes[t * nb..(t + 1) * nb];
-            nodes[0].contrib = ir[0];
-            for i in 1..nb {
-                let p = (i - 1) / 2;
-                let alive = nodes[p].contrib != 0 && ir[p] >= r_min;
-                nodes[i].contrib = if alive { ir[i] << depth_of(i) } else { 0 };
-            }
-            for (j, lf) in leaves.iter_mut().enumerate() {
-                let p = (nb + j - 1) / 2;
-                let alive = nodes[p].contrib != 0 && ir[p] >= r_min;
-                lf.contrib = if alive { leaf_r[j] << h } else { 0 };
-            }
+        }
+        let ps = self.level_start(h - 1);
+        let n = t << (h - 1);
+        let parent = &pass[ps..ps + n];
+        let (lt, lr) = (&mut self.leaf_term[..2 * n], &self.leaf_r[..2 * n]);
+        for q in 0..2 * n {
+            let p = parent[q / 2];
+            let walks_on = (p >> 63).wrapping_sub(1);
+            let term = ((lr[q] as u64) << h) & walks_on;
+            lt[q] = if path { term } else { (p & !STOP) + term };
+        }
+        if !path {
+            self.scratch_cum = pass;
         }
     }
 
     /// Path-counter mode: only nodes with mass in the latest or the reference window can
     /// change, and they form a subtree containing the root (a parent's mass is the sum of
-    /// its children's), so a depth-first walk that skips empty nodes visits at most
+    /// its children's), so a depth-first walk that skips empty nodes visits at most about
     /// `2·w·(h+1)` nodes per tree instead of all `2^(h+1) − 1`.
     fn pivot_sparse(&mut self) {
-        let (nb, nl, h, r_min) = (self.nb, self.nl, self.height, self.r_min);
-        // (node, depth, every ancestor has r >= r_min). Pop one, push two: at most h+1
+        let (h, r_min, leaf0) = (self.height, self.r_min, self.leaf0);
+        // (heap index, depth, River walks this far). Pop one, push two: at most h + 1
         // entries are pending.
         let mut stack = [(0usize, 0u32, false); MAX_HEIGHT as usize + 2];
         for t in 0..self.n_trees {
             let mut sp = 1;
-            stack[0] = (0, 0, true);
+            stack[0] = (self.p2 - 1 + t, 0, true);
             while sp > 0 {
                 sp -= 1;
-                let (i, k, alive) = stack[sp];
-                if i < nb {
-                    let g = t * nb + i;
-                    let (l, r_old) = (self.inner_l[g], self.inner_r[g]);
+                let (a, k, alive) = stack[sp];
+                if a < leaf0 {
+                    let (l, r_old) = (self.inner_l[a], self.inner_r[a]);
                     if l == 0 && r_old == 0 {
                         continue; // the whole subtree is empty in both windows
                     }
-                    self.inner_r[g] = l;
-                    self.inner_l[g] = 0;
-                    self.nodes[g].contrib = if alive { l << k } else { 0 };
+                    self.inner_r[a] = l;
+                    self.inner_l[a] = 0;
+                    self.inner_term[a] = if alive { l << k } else { 0 };
                     let child_alive = alive && l >= r_min;
-                    stack[sp] = (2 * i + 2, k + 1, child_alive);
-                    stack[sp + 1] = (2 * i + 1, k + 1, child_alive);
+                    stack[sp] = (2 * a + 2, k + 1, child_alive);
+                    stack[sp + 1] = (2 * a + 1, k + 1, child_alive);
                     sp += 2;
                 } else {
-                    let g = t * nl + i - nb;
-                    let l = self.leaves[g].l;
-                    self.leaf_r[g] = l;
-                    self.leaves[g].l = 0;
-                    self.leaves[g].contrib = if alive { l << h } else { 0 };
+                    let j = a - leaf0;
+                    let l = self.leaf_l[j];
+                    self.leaf_r[j] = l;
+                    self.leaf_l[j] = 0;
+                    self.leaf_term[j] = if alive { (l as u64) << h } else { 0 };
                 }
             }
         }
@@ -909,9 +1142,12 @@ impl HalfSpaceTrees {
             w.f64(*lo);
             w.f64(*hi);
         }
-        for n in &self.nodes {
-            w.u32(n.feature);
-            w.f64(n.threshold);
+        for t in 0..self.n_trees {
+            for i in 0..self.nb {
+                let a = self.branch_at(t, i);
+                w.u32(self.feat[a] as u32);
+                w.f64(self.thr[a]);
+            }
         }
         for t in 0..self.n_trees {
             let nonzero: Vec<usize> = (0..self.n_nodes())
@@ -956,8 +1192,9 @@ impl HalfSpaceTrees {
             names.push(name);
         }
         let space = FeatureSpace::new(&names, limits).map_err(|e| corrupt(e.to_string()))?;
-        let mut m = Self::empty(params, space, built_from_seed);
-        let need = m.nodes.len().saturating_mul(12);
+        let need = (params.n_trees as usize)
+            .saturating_mul((1usize << params.height) - 1)
+            .saturating_mul(12);
         if r.remaining() < need {
             return Err(corrupt(format!(
                 "{} trees of height {} need {need} bytes of splits, {} left",
@@ -966,24 +1203,25 @@ impl HalfSpaceTrees {
                 r.remaining()
             )));
         }
-        for (g, n) in m.nodes.iter_mut().enumerate() {
-            n.feature = r.u32("split feature")?;
-            n.threshold = r.f64("split threshold")?;
-            let pruned = n.threshold.is_nan() && n.feature == 0;
-            if !pruned && (n.feature as usize >= d || !n.threshold.is_finite()) {
-                return Err(corrupt(format!(
-                    "tree {} branch {}: feature {} threshold {}",
-                    g / m.nb,
-                    g % m.nb,
-                    n.feature,
-                    n.threshold
-                )));
+        let mut m = Self::empty(params, space, built_from_seed);
+        for t in 0..m.n_trees {
+            for i in 0..m.nb {
+                let f = r.u32("split feature")?;
+                let thr = r.f64("split threshold")?;
+                let pruned = thr.is_nan() && f == 0;
+                if !pruned && (f as usize >= d || !thr.is_finite()) {
+                    return Err(corrupt(format!(
+                        "tree {t} branch {i}: feature {f} threshold {thr}"
+                    )));
+                }
+                let a = m.branch_at(t, i);
+                m.feat[a] = f as u16;
+                m.thr[a] = thr;
             }
         }
-        // Masses go to path counters first (a complete picture), then to the mode the model
-        // wants; the invariants are checked on the complete picture.
-        m.counting = Counting::PathCounters;
-        m.inner_l = vec![0; m.n_trees * m.nb];
+        // Masses go in as path counters (a complete picture to check), then to the mode the
+        // model wants.
+        m.set_counting(Counting::PathCounters);
         let w = params.window_size;
         for t in 0..m.n_trees {
             let n = r.count("non-zero node count", 12)?;
@@ -1005,18 +1243,19 @@ impl HalfSpaceTrees {
                 }
                 let i = i as usize;
                 if i < m.nb {
-                    m.inner_l[t * m.nb + i] = l;
-                    m.inner_r[t * m.nb + i] = rm;
+                    let a = m.branch_at(t, i);
+                    m.inner_l[a] = l;
+                    m.inner_r[a] = rm;
                 } else {
-                    m.leaves[t * m.nl + i - m.nb].l = l;
-                    m.leaf_r[t * m.nl + i - m.nb] = rm;
+                    let j = m.leaf_at(t, i);
+                    m.leaf_l[j] = l;
+                    m.leaf_r[j] = rm;
                 }
             }
             m.check_tree_masses(t, counter, warm)?;
         }
         m.counter = counter;
         m.warm = warm;
-        m.recompute_contrib();
         m.set_counting(Counting::auto(&params));
         Ok(m)
     }
@@ -1044,30 +1283,77 @@ impl HalfSpaceTrees {
         }
         Ok(())
     }
+}
 
-    /// Sets every `contrib` from the reference masses (after a restore).
-    fn recompute_contrib(&mut self) {
-        let (nb, nl, h, r_min) = (self.nb, self.nl, self.height, self.r_min);
-        for t in 0..self.n_trees {
-            let ir = &self.inner_r[t * nb..(t + 1) * nb];
-            let nodes = &mut self.nodes[t * nb..(t + 1) * nb];
-            nodes[0].contrib = ir[0];
-            for i in 1..nb {
-                let p = (i - 1) / 2;
-                let alive = nodes[p].contrib != 0 && ir[p] >= r_min;
-                nodes[i].contrib = if alive { ir[i] << depth_of(i) } else { 0 };
-            }
-            for j in 0..nl {
-                let p = (nb + j - 1) / 2;
-                let alive = nodes[p].contrib != 0 && ir[p] >= r_min;
-                self.leaves[t * nl + j].contrib = if alive {
-                    self.leaf_r[t * nl + j] << h
-                } else {
-                    0
-                };
+/// Most trees walked together by one `walk_lanes` call.
+const MAX_GROUP: usize = 16;
+
+/// Where a walk reads and writes, as raw pointers (see `walk_lanes` for the contract).
+/// Passed by value: loaded into registers once, never re-read after a store.
+#[derive(Clone, Copy)]
+struct Kernel {
+    thr: *const f64,
+    feat: *const u16,
+    inner_term: *const u32,
+    inner_l: *mut u32,
+    leaf_term: *const u64,
+    leaf_l: *mut u32,
+    x: *const f64,
+    height: u32,
+    leaf0: usize,
+}
+
+/// The hot kernel: the walks of `G` consecutive trees (roots `root..root+G`) for one row,
+/// interleaved level by level so the `G` independent chains (load feature → load x[feature]
+/// → compare with the threshold → next index) overlap in the CPU. Branch-free:
+/// `a = 2a + 1 + !(x < t)`. Increments the latest-window counters; with `SCORE`, returns
+/// the sum of what the walks add. Without `LEARN` it writes nothing (the `*mut` pointers may
+/// then come from shared references).
+///
+/// # Safety
+/// The lanes are real trees: for `h` levels from `root..root+G` every index stays below
+/// `leaf0`, which `thr`, `feat` (and `inner_*` if `PATH`) cover, and ends on a leaf slot that
+/// `leaf_term` and `leaf_l` cover; `x` holds more values than any `feat` entry.
+#[inline(always)]
+unsafe fn walk_lanes<const G: usize, const PATH: bool, const SCORE: bool, const LEARN: bool>(
+    k: Kernel,
+    root: usize,
+) -> u64 {
+    let mut a: [usize; G] = std::array::from_fn(|l| root + l);
+    let mut acc = 0u64;
+    for _ in 0..k.height {
+        for a in a.iter_mut() {
+            let i = *a;
+            debug_assert!(i < k.leaf0);
+            // SAFETY: on a branch level i < leaf0; feature indices are below the row length.
+            unsafe {
+                let t = *k.thr.add(i);
+                let v = *k.x.add(*k.feat.add(i) as usize);
+                if PATH {
+                    if SCORE {
+                        acc += *k.inner_term.add(i) as u64;
+                    }
+                    if LEARN {
+                        *k.inner_l.add(i) += 1;
+                    }
+                }
+                *a = 2 * i + 1 + (!(v < t)) as usize;
             }
         }
     }
+    for &a in &a {
+        let j = a - k.leaf0;
+        // SAFETY: after `height` levels `a` is a leaf of a real tree.
+        unsafe {
+            if SCORE {
+                acc += *k.leaf_term.add(j);
+            }
+            if LEARN {
+                *k.leaf_l.add(j) += 1;
+            }
+        }
+    }
+    acc
 }
 
 /// Recursive state of River's `make_padded_tree` for one tree.
@@ -1080,7 +1366,8 @@ struct Builder<'a> {
     /// Sorted position → caller's feature index.
     order: &'a [usize],
     height: u32,
-    tree: &'a mut [Node],
+    /// Per heap index within the tree: (caller's feature index, threshold).
+    tree: &'a mut [(u16, f64)],
 }
 
 impl Builder<'_> {
@@ -1105,11 +1392,7 @@ impl Builder<'_> {
         let lo_p = a + PADDING * (b - a);
         let hi_p = b - PADDING * (b - a);
         let thr = lo_p + (hi_p - lo_p) * self.rng.random();
-        self.tree[idx] = Node {
-            threshold: thr,
-            feature: self.order[f] as u32,
-            contrib: 0,
-        };
+        self.tree[idx] = (self.order[f] as u16, thr);
         let save = self.hi[f];
         self.hi[f] = thr;
         self.build(2 * idx + 1, depth + 1);
@@ -1167,6 +1450,12 @@ impl ScaledHst {
     pub fn scaler(&self) -> &crate::detect::scale::Scaler {
         &self.scaler
     }
+    /// The scaled vector the last `score_one` / `score_and_learn` scored (the scaler's
+    /// output before it learned that sample), e.g. for explanations; saves transforming twice.
+    pub fn last_scaled(&self) -> &[f64] {
+        &self.a[..self.hst.n_features()]
+    }
+
     /// Both the scaler and the trees are past their warm-up: scores may raise alerts.
     pub fn is_warm(&self) -> bool {
         self.scaler.is_warm() && self.hst.is_warm()
@@ -1193,8 +1482,7 @@ impl ScaledHst {
     pub fn score_and_learn(&mut self, x: &[f64]) -> Result<Score, HstError> {
         self.hst.check_dim(x.len())?;
         let d = x.len();
-        self.scaler.transform(x, &mut self.a[..d]);
-        if !self.scaler.learn(x) {
+        if !self.scaler.transform_learn(x, &mut self.a[..d]) {
             return self.hst.score_and_learn(&self.a[..d]);
         }
         let s = self.hst.score_one(&self.a[..d])?;
@@ -1217,8 +1505,9 @@ impl ScaledHst {
             let n = outs.len();
             for k in 0..n {
                 let x = &rows[k * d..(k + 1) * d];
-                self.scaler.transform(x, &mut self.a[k * d..(k + 1) * d]);
-                self.differs[k] = self.scaler.learn(x);
+                self.differs[k] = self
+                    .scaler
+                    .transform_learn(x, &mut self.a[k * d..(k + 1) * d]);
                 if self.differs[k] {
                     self.scaler.transform(x, &mut self.b[k * d..(k + 1) * d]);
                 }
@@ -1746,6 +2035,25 @@ mod tests {
             .collect()
     }
 
+    #[test]
+    fn last_scaled_is_the_score_time_vector() {
+        let d = 4;
+        let rows = raw_rows(300, d, 8);
+        let mut p = pipeline(Scaler::MinMax(MinMaxScaler::new(d)), 3, d);
+        let mut want = vec![0.0; d];
+        for x in rows.chunks(d) {
+            p.scaler().transform(x, &mut want);
+            p.score_and_learn(x).unwrap();
+            assert_eq!(
+                p.last_scaled()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+        }
+    }
+
     /// Checkpoint at k (inside a window, at a boundary, in warm-up), restore, continue:
     /// bit-identical to the uninterrupted run, for every scaler.
     #[test]
@@ -1820,7 +2128,12 @@ mod tests {
         let d = 3;
         let mut rc = RobustConfig::new(d, 20);
         rc.log1p = vec![true; d];
-        let mut a = pipeline(Scaler::Robust(RobustScaler::new(rc).unwrap()), 2, d);
+        // A small model: the decoder paths are the same, and 3000 decodes stay quick.
+        let mut a = ScaledHst::new(
+            Scaler::Robust(RobustScaler::new(rc).unwrap()),
+            model(3, 5, 20, d, 2),
+        )
+        .unwrap();
         for x in raw_rows(130, d, 2).chunks(d) {
             a.score_and_learn(x).unwrap();
         }

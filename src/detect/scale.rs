@@ -8,7 +8,8 @@
 //!   under the old scale, no longer match the traffic, and normal samples score as anomalous
 //!   for up to two windows (hst.md §13).
 //! * [`RobustScaler`]: the sensor's default. Per feature: optional `log1p`, then a linear map
-//!   fitted on quantiles of a sliding history (5 % and 95 % by default, plus a margin), then
+//!   fitted on quantiles of a sliding history (5 % and 95 % by default, nearest rank, plus a
+//!   margin), then
 //!   clamped to [0, 1]. An outlier moves a quantile by at most one rank, so a burst shorter
 //!   than 5 % of the history does not move the scale at all; the parameters change only at
 //!   refits (every `refit_every` samples, the HST window by default), so between refits the
@@ -71,6 +72,25 @@ impl MinMaxScaler {
             let span = hi - lo;
             *o = if span != 0.0 { (v - lo) / span } else { 0.0 };
         }
+    }
+
+    /// `transform(x)` with the statistics before `x`, then `learn(x)`, in one pass (the
+    /// features are independent, so this equals the two calls). Returns `learn`'s result.
+    pub fn transform_learn(&mut self, x: &[f64], out: &mut [f64]) -> bool {
+        let mut changed = false;
+        for (((o, &v), lo), hi) in out.iter_mut().zip(x).zip(&mut self.min).zip(&mut self.max) {
+            let span = *hi - *lo;
+            *o = if span != 0.0 { (v - *lo) / span } else { 0.0 };
+            if v < *lo {
+                *lo = v;
+                changed = true;
+            }
+            if v > *hi {
+                *hi = v;
+                changed = true;
+            }
+        }
+        changed
     }
 
     /// `learn` for a sample with absent features (`None`): they are not counted.
@@ -175,6 +195,16 @@ impl RobustConfig {
         }
         if self.history == 0 || self.history > 1 << 24 {
             return Err(format!("history = {}: must be in 1..=2^24", self.history));
+        }
+        let ring_bytes = (self.log1p.len() as u64) * (self.history as u64) * 8;
+        if ring_bytes > 1 << 30 {
+            return Err(format!(
+                "history = {}: {} features × {} values need {} MiB, more than 1024 MiB",
+                self.history,
+                self.log1p.len(),
+                self.history,
+                ring_bytes >> 20
+            ));
         }
         if self.refit_every == 0 {
             return Err("refit_every = 0: must be >= 1".into());
@@ -294,20 +324,49 @@ impl RobustScaler {
     /// Adds `x` to the history; refits when due. Returns true if the fit changed (then the
     /// learn-time vector differs from the score-time one).
     pub fn learn(&mut self, x: &[f64]) -> bool {
-        let h = self.cfg.history;
         for (j, &v) in x.iter().enumerate() {
             let v = self.pre(j, v);
-            if !v.is_finite() {
-                continue;
-            }
-            let base = j * h as usize;
-            let head = self.ring_head[j];
-            self.ring[base + head as usize] = v;
-            self.ring_head[j] = if head + 1 == h { 0 } else { head + 1 };
-            if self.ring_len[j] < h {
-                self.ring_len[j] += 1;
-            }
+            self.push(j, v);
         }
+        self.count_sample()
+    }
+
+    /// `transform(x)` with the current fit, then `learn(x)`, transforming each value once.
+    pub fn transform_learn(&mut self, x: &[f64], out: &mut [f64]) -> bool {
+        for (j, (o, &v)) in out.iter_mut().zip(x).enumerate() {
+            let v = self.pre(j, v);
+            *o = if !self.fitted {
+                if v.is_nan() {
+                    v
+                } else {
+                    0.5
+                }
+            } else {
+                ((v - self.lo[j]) * self.inv[j]).clamp(0.0, 1.0)
+            };
+            self.push(j, v);
+        }
+        self.count_sample()
+    }
+
+    /// Appends a (log-transformed) value to feature `j`'s history; non-finite values are
+    /// not history.
+    #[inline]
+    fn push(&mut self, j: usize, v: f64) {
+        if !v.is_finite() {
+            return;
+        }
+        let h = self.cfg.history;
+        let head = self.ring_head[j];
+        self.ring[j * h as usize + head as usize] = v;
+        self.ring_head[j] = if head + 1 == h { 0 } else { head + 1 };
+        if self.ring_len[j] < h {
+            self.ring_len[j] += 1;
+        }
+    }
+
+    /// Counts a learned sample and refits when due; true if it refitted.
+    fn count_sample(&mut self) -> bool {
         self.seen += 1;
         let refit = if self.warm {
             self.since_fit += 1;
@@ -334,8 +393,7 @@ impl RobustScaler {
             }
             let s = &mut self.scratch[..n];
             s.copy_from_slice(&self.ring[j * h..j * h + n]);
-            let ql = quantile(s, self.cfg.q_lo);
-            let qh = quantile(s, self.cfg.q_hi);
+            let (ql, qh) = quantile_pair(s, self.cfg.q_lo, self.cfg.q_hi);
             let floor = self.cfg.min_rel_span * 1f64.max(ql.abs()).max(qh.abs());
             let span = (qh - ql).max(floor);
             let lo = ql - self.cfg.margin * span;
@@ -425,20 +483,21 @@ impl RobustScaler {
     }
 }
 
-/// Linear-interpolation quantile (NumPy's default, "type 7") of `s`, reordering `s`.
-/// `s` is non-empty and holds no NaN.
-fn quantile(s: &mut [f64], p: f64) -> f64 {
-    let n = s.len();
-    let pos = p * (n - 1) as f64;
-    let k = (pos.floor() as usize).min(n - 1);
-    let frac = pos - k as f64;
-    let (_, &mut a, rest) = s.select_nth_unstable_by(k, f64::total_cmp);
-    if frac > 0.0 && !rest.is_empty() {
-        let b = rest.iter().copied().fold(f64::INFINITY, f64::min);
-        a + (b - a) * frac
+/// Nearest-rank quantiles `(q_lo, q_hi)` of `s` (non-empty, no NaN, reordered): the order
+/// statistics at `floor(q_lo·(n−1))` and `ceil(q_hi·(n−1))`, the outer ranks, so the fitted
+/// range is never narrower than the interpolated one. Two selections, the second on the
+/// part left of the first: about 2n comparisons.
+fn quantile_pair(s: &mut [f64], q_lo: f64, q_hi: f64) -> (f64, f64) {
+    let last = s.len() - 1;
+    let k_hi = ((q_hi * last as f64).ceil() as usize).min(last);
+    let k_lo = ((q_lo * last as f64).floor() as usize).min(k_hi);
+    let (left, &mut hi, _) = s.select_nth_unstable_by(k_hi, f64::total_cmp);
+    let lo = if k_lo == k_hi {
+        hi
     } else {
-        a
-    }
+        *left.select_nth_unstable_by(k_lo, f64::total_cmp).1
+    };
+    (lo, hi)
 }
 
 /// The scaler in front of a model.
@@ -468,6 +527,19 @@ impl Scaler {
             Scaler::Robust(s) => s.transform(x, out),
         }
     }
+    /// `transform(x, out)` then `learn(x)` in one pass; true if the transform changed
+    /// (then `out` is the score-time vector and the learn-time one needs a new `transform`).
+    pub fn transform_learn(&mut self, x: &[f64], out: &mut [f64]) -> bool {
+        match self {
+            Scaler::Identity => {
+                out.copy_from_slice(x);
+                false
+            }
+            Scaler::MinMax(s) => s.transform_learn(x, out),
+            Scaler::Robust(s) => s.transform_learn(x, out),
+        }
+    }
+
     /// Learns `x`; true if the transform changed.
     pub fn learn(&mut self, x: &[f64]) -> bool {
         match self {
@@ -546,14 +618,49 @@ mod tests {
         assert_eq!(out[0].to_bits(), ((0.3 - 0.1) / (0.7 - 0.1f64)).to_bits());
     }
 
+    /// The fused pass equals `transform` then `learn`, bit for bit, for every scaler.
     #[test]
-    fn quantile_matches_numpy_type7() {
-        // numpy.quantile([1, 2, 3, 4, 10], [0.05, 0.5, 0.95]) = [1.2, 3.0, 8.8]
-        let q = |p| quantile(&mut [10.0, 3.0, 1.0, 4.0, 2.0], p);
-        assert!((q(0.05) - 1.2).abs() < 1e-12);
-        assert_eq!(q(0.5), 3.0);
-        assert!((q(0.95) - 8.8).abs() < 1e-12);
-        assert_eq!(quantile(&mut [5.0], 0.95), 5.0);
+    fn transform_learn_equals_the_two_calls() {
+        let mut rc = RobustConfig::new(3, 8);
+        rc.log1p = vec![true, false, true];
+        for mut a in [
+            Scaler::Identity,
+            Scaler::MinMax(MinMaxScaler::new(3)),
+            Scaler::Robust(RobustScaler::new(rc).unwrap()),
+        ] {
+            let mut b = a.clone();
+            let mut st = 3u64;
+            for k in 0..200 {
+                st = st
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = (st >> 11) as f64 / (1u64 << 53) as f64;
+                let x = [
+                    u * 1e4,
+                    -3.0 + u,
+                    if k % 17 == 0 { f64::NAN } else { u * u },
+                ];
+                let (mut oa, mut ob) = ([0.0; 3], [0.0; 3]);
+                let ca = a.transform_learn(&x, &mut oa);
+                b.transform(&x, &mut ob);
+                let cb = b.learn(&x);
+                assert_eq!(ca, cb);
+                assert_eq!(oa.map(f64::to_bits), ob.map(f64::to_bits), "sample {k}");
+            }
+            assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    fn quantile_pair_takes_the_outer_ranks() {
+        // n = 21: ranks floor(0.05·20) = 1 and ceil(0.95·20) = 19.
+        let mut v: Vec<f64> = (0..21).rev().map(|i| (i * i) as f64).collect();
+        assert_eq!(quantile_pair(&mut v, 0.05, 0.95), (1.0, 361.0));
+        // n = 10: ranks floor(0.45) = 0 and ceil(8.55) = 9: the extremes.
+        let mut v: Vec<f64> = vec![5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 8.0, 4.0, 6.0, 10.0];
+        assert_eq!(quantile_pair(&mut v, 0.05, 0.95), (1.0, 10.0));
+        assert_eq!(quantile_pair(&mut [5.0], 0.05, 0.95), (5.0, 5.0));
+        assert_eq!(quantile_pair(&mut [2.0, 2.0, 2.0], 0.5, 0.5), (2.0, 2.0));
     }
 
     #[test]

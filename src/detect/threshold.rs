@@ -130,7 +130,9 @@ impl Thresholder {
                     }
                     (_, qv) => (false, qv.unwrap_or(1.0).max(min_score)),
                 };
-                rq.push(score);
+                // An alerting score enters the history clipped to the threshold, so a
+                // recurring attack does not raise the bar for the next one.
+                rq.push(if alert { t } else { score });
                 (alert, t)
             }
         }
@@ -180,5 +182,36 @@ mod tests {
         assert!(!t.check(0.3).0);
         let mut f = Thresholder::new(Threshold::Fixed(0.8));
         assert!(f.check(0.8).0 && !f.check(0.79).0);
+    }
+}
+
+#[cfg(test)]
+mod recurring {
+    use super::*;
+
+    #[test]
+    fn a_recurring_attack_still_alerts() {
+        let mut t = Thresholder::new(Threshold::Quantile {
+            q: 0.99,
+            window: 1000,
+            min_score: 0.5,
+        });
+        let mut x = 3u64;
+        let mut benign = || {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            0.3 + 0.2 * ((x >> 11) as f64 / (1u64 << 53) as f64)
+        };
+        for _ in 0..500 {
+            t.check(benign());
+        }
+        // Three attacks of 30 samples each, 100 benign samples apart: each one alerts,
+        // although together they are 9% of the history.
+        for _ in 0..3 {
+            let hits = (0..30).filter(|_| t.check(0.95).0).count();
+            assert!(hits > 0);
+            for _ in 0..100 {
+                t.check(benign());
+            }
+        }
     }
 }

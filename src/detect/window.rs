@@ -314,10 +314,16 @@ impl WindowAcc {
         self.closed_dur_ns += u128::from(duration_ns);
     }
 
-    /// Closes the current window (end of input).
-    pub fn flush(&mut self, emit: &mut impl FnMut(&WindowVector)) {
-        if self.start_ns.is_some() {
-            self.close(emit);
+    /// End of input: the current window is incomplete (its features would be skewed by
+    /// the cut), so it is discarded, not scored. Returns true if one was discarded.
+    pub fn flush(&mut self) -> bool {
+        if self.start_ns.is_some() && self.packets > 0 {
+            self.start_ns = None;
+            self.packets = 0;
+            self.close(&mut |_| {});
+            true
+        } else {
+            false
         }
     }
 
@@ -460,7 +466,7 @@ mod tests {
             m.src_ip[..4].copy_from_slice(&i.to_be_bytes());
             w.packet(1_000, u64::from(i), &m, 60, &mut |v| out.push(*v));
         }
-        w.flush(&mut |v| out.push(*v));
+        w.advance(2_000_000_000, &mut |v| out.push(*v));
         let d = feat(&out[0], "distinct_src_ips");
         assert!((d - 20_000.0).abs() / 20_000.0 < 0.1, "{d}");
         assert!(feat(&out[0], "entropy_src_ips") > 7.0);

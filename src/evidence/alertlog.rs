@@ -277,10 +277,7 @@ impl AlertLog {
     }
 
     fn write_whole(&mut self, line: &[u8]) -> std::io::Result<()> {
-        let f = match self.ensure_open() {
-            Ok(f) => f,
-            Err(e) => return Err(e),
-        };
+        let f = self.ensure_open()?;
         let before = f.metadata()?.len();
         let mut fr: &File = f;
         match fr.write(line) {
@@ -297,7 +294,7 @@ impl AlertLog {
                         Err(e) => format!("; truncating the partial line failed: {e}"),
                     }
                 );
-                Err(std::io::Error::new(std::io::ErrorKind::StorageFull, msg))
+                Err(std::io::Error::other(msg))
             }
             Err(e) => {
                 // Nothing should have been written; make sure.

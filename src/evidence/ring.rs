@@ -430,7 +430,7 @@ impl Map {
         // `off` is 8-aligned and inside the first page, so the pointer is valid and aligned
         // for AtomicU64 for the lifetime of `self`; all accesses to this word go through
         // atomics.
-        unsafe { &*(self.base().add(off) as *const AtomicU64) }
+        unsafe { &*(self.base().wrapping_add(off) as *const AtomicU64) }
     }
 
     /// Index entry `i`, field `f` (0 seq, 1 pos, 2 max_ts_before).
@@ -440,7 +440,7 @@ impl Map {
         let off = PAGE + i * INDEX_ENTRY + f * 8;
         // SAFETY: PAGE + index_len * 32 <= header_len (Layout::new), so the word lies inside
         // the mapping; it is 8-aligned; all accesses to index words are atomic.
-        unsafe { &*(self.base().add(off as usize) as *const AtomicU64) }
+        unsafe { &*(self.base().wrapping_add(off as usize) as *const AtomicU64) }
     }
 
     /// Pointer to physical data offset `phys` (< data_len).
@@ -623,6 +623,8 @@ pub struct EvidenceRing {
     run_first_seq: u64,
     /// Frames longer than snaplen that were cut.
     pub cut_to_snaplen: u64,
+    /// Bytes kept per frame (<= the file's snaplen, which bounds record size).
+    snaplen: u32,
 }
 
 /// What [`EvidenceRing::open_or_create`] found.
@@ -765,6 +767,8 @@ impl EvidenceRing {
             .store(next_seq - 1, Ordering::Release);
         let mut ring = EvidenceRing::from_arc(map, path, head, next_seq, tail, owmax, max_ts);
         ring.run_first_seq = next_seq;
+        // A smaller snaplen than the file's fits in its records.
+        ring.snaplen = cfg.snaplen;
         Ok((
             ring,
             Opened::Resumed {
@@ -796,6 +800,7 @@ impl EvidenceRing {
         max_ts: u64,
     ) -> EvidenceRing {
         let d = map.layout.data_len;
+        let d_snaplen = map.layout.snaplen;
         EvidenceRing {
             head,
             head_phys: head % d,
@@ -806,6 +811,7 @@ impl EvidenceRing {
             last_chunk: u64::MAX,
             run_first_seq: next_seq,
             cut_to_snaplen: 0,
+            snaplen: d_snaplen,
             path: path.to_path_buf(),
             map,
         }
@@ -817,7 +823,7 @@ impl EvidenceRing {
 
     /// Bytes kept per record at most.
     pub fn snaplen(&self) -> u32 {
-        self.map.layout.snaplen
+        self.snaplen
     }
 
     /// Sequence number of the last appended record (0 before the first).
@@ -849,8 +855,8 @@ impl EvidenceRing {
         let map = &*self.map;
         let d = map.layout.data_len;
         let mut cap = bytes.len();
-        if cap > map.layout.snaplen as usize {
-            cap = map.layout.snaplen as usize;
+        if cap > self.snaplen as usize {
+            cap = self.snaplen as usize;
             self.cut_to_snaplen += 1;
         }
         let cap32 = cap as u32;
@@ -897,41 +903,41 @@ impl EvidenceRing {
         );
         let p = map.data_ptr(phys);
         // SAFETY: the record slot [phys, phys + len) lies inside the data area (phys + len
-        // <= d after the wrap decision), `p` is 8-aligned, `bytes[..cap]` is in bounds and
-        // cannot overlap the mapping's data area in a way that matters for a copy of plain
-        // bytes (copy_nonoverlapping's requirement: `bytes` is a caller slice, not this slot).
-        // Only this thread writes the mapping (one EvidenceRing per file, flock'ed).
+        // <= d after the wrap decision) and `bytes[..cap]` is in bounds. They cannot
+        // overlap: no API hands out references into the mapping (readers copy out), so
+        // `bytes` is memory of the caller's. Only this thread writes the mapping (one
+        // EvidenceRing per file, flock'ed); readers validate what they copy (seqlock).
         unsafe {
-            ptr::copy_nonoverlapping(bytes.as_ptr(), p.add(RECORD_HDR as usize), cap);
+            ptr::copy_nonoverlapping(bytes.as_ptr(), p.wrapping_add(RECORD_HDR as usize), cap);
         }
         // SAFETY: each field write is in bounds (inside the 40-byte header of this slot)
         // and naturally aligned (slot 8-aligned, offsets 8/16/24/28/32/34/36).
         unsafe {
-            ptr::write_volatile(p.add(R_TS as usize) as *mut u64, ts_ns);
+            ptr::write_volatile(p.wrapping_add(R_TS as usize) as *mut u64, ts_ns);
         }
         // SAFETY: as above.
         unsafe {
-            ptr::write_volatile(p.add(R_HASH as usize) as *mut u64, flow_hash);
+            ptr::write_volatile(p.wrapping_add(R_HASH as usize) as *mut u64, flow_hash);
         }
         // SAFETY: as above.
         unsafe {
-            ptr::write_volatile(p.add(R_ORIG as usize) as *mut u32, orig_len);
+            ptr::write_volatile(p.wrapping_add(R_ORIG as usize) as *mut u32, orig_len);
         }
         // SAFETY: as above.
         unsafe {
-            ptr::write_volatile(p.add(R_CAP as usize) as *mut u32, cap32);
+            ptr::write_volatile(p.wrapping_add(R_CAP as usize) as *mut u32, cap32);
         }
         // SAFETY: as above.
         unsafe {
-            ptr::write_volatile(p.add(R_LINK as usize) as *mut u16, link16);
+            ptr::write_volatile(p.wrapping_add(R_LINK as usize) as *mut u16, link16);
         }
         // SAFETY: as above.
         unsafe {
-            ptr::write_volatile(p.add(R_FLAGS as usize) as *mut u16, 0);
+            ptr::write_volatile(p.wrapping_add(R_FLAGS as usize) as *mut u16, 0);
         }
         // SAFETY: as above.
         unsafe {
-            ptr::write_volatile(p.add(R_CHECK as usize) as *mut u32, check);
+            ptr::write_volatile(p.wrapping_add(R_CHECK as usize) as *mut u32, check);
         }
         map.seq_atomic(phys + R_SEQ).store(seq, Ordering::Release);
         // 3. Index: the first record starting in each chunk.
@@ -1198,7 +1204,7 @@ impl RingReader {
         mut keep: impl FnMut(&RecordView<'_>) -> bool,
     ) -> CopyStats {
         let map = &*self.map;
-        let st = self.walk(from, to, past_head, |m, pos, validated_payload| {
+        self.walk(from, to, past_head, |m, pos, validated_payload| {
             match validated_payload {
                 None => {
                     if !pre(m) {
@@ -1228,8 +1234,7 @@ impl RingReader {
                     WalkStep::Copy
                 }
             }
-        });
-        st
+        })
     }
 
     /// Finds where a walk starts: (logical position, seq expected there if known).

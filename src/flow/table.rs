@@ -414,20 +414,43 @@ impl FlowTable {
         self.update_hashed(ts_ns, m, tag, user_tag, emit)
     }
 
-    /// [`update_tagged`](Self::update_tagged) for a burst of packets (in order), with the
-    /// memory of the packets a few places ahead prefetched: a table larger than the CPU
-    /// caches costs a cache miss for the index and one for the flow on nearly every
-    /// packet, and this overlaps them. `get` maps an item to its timestamp, packet and user
-    /// tag; `created` is called with the index of each item that created a flow.
-    pub fn update_batch<T, G, C, F>(&mut self, items: &[T], get: G, mut created: C, emit: &mut F)
+    /// [`FlowTable::update`] for a burst of packets (in order), with the memory of the
+    /// packets a few places ahead prefetched: a table larger than the CPU caches costs a
+    /// cache miss for the index and one for the flow on nearly every packet, and this
+    /// overlaps them. `get` maps an item to its timestamp and packet.
+    pub fn update_batch<T, G, F>(&mut self, items: &[T], get: G, emit: &mut F)
     where
-        G: Fn(&T) -> (u64, &PacketMeta, u16),
-        C: FnMut(usize),
+        G: Fn(&T) -> (u64, &PacketMeta),
         F: FnMut(FlowRecord<'_>),
+    {
+        self.update_batch_tagged(
+            items,
+            |it| {
+                let (ts, m) = get(it);
+                (ts, m, 0)
+            },
+            emit,
+            |_, _| {},
+        );
+    }
+
+    /// [`update_batch`](Self::update_batch) with a user tag per packet (see
+    /// [`update_tagged`](Self::update_tagged)); `created(i, item)` is called for each item
+    /// that created a flow, right after its update.
+    pub fn update_batch_tagged<T, G, F, C>(
+        &mut self,
+        items: &[T],
+        get: G,
+        emit: &mut F,
+        mut created: C,
+    ) where
+        G: Fn(&T) -> (u64, &PacketMeta, u16),
+        F: FnMut(FlowRecord<'_>),
+        C: FnMut(usize, &T),
     {
         const CHUNK: usize = 32;
         const AHEAD: usize = 4;
-        for (c, chunk) in items.chunks(CHUNK).enumerate() {
+        for (ci, chunk) in items.chunks(CHUNK).enumerate() {
             let mut tags = [0u32; CHUNK];
             for (t, it) in tags.iter_mut().zip(chunk) {
                 *t = (table_hash(get(it).1) >> 32) as u32;
@@ -444,7 +467,7 @@ impl FlowTable {
                 }
                 let (ts, m, user_tag) = get(it);
                 if self.update_hashed(ts, m, tags[i], user_tag, emit) {
-                    created(c * CHUNK + i);
+                    created(ci * CHUNK + i, it);
                 }
             }
         }
@@ -956,11 +979,11 @@ mod tests {
         while !rest.is_empty() {
             let n = (rng.next() % 100) as usize + 1;
             let (now, later) = rest.split_at(n.min(rest.len()));
-            b.update_batch(
+            b.update_batch_tagged(
                 now,
                 |(t, m)| (*t, m, 7),
-                |_| created += 1,
                 &mut sink(&mut out_b),
+                |_, _| created += 1,
             );
             rest = later;
         }

@@ -310,3 +310,795 @@ fn ip_layers(
         return Ok(());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
+    const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
+
+    fn eth(ty: u16, payload: &[u8]) -> Vec<u8> {
+        let mut b = DST_MAC.to_vec();
+        b.extend_from_slice(&SRC_MAC);
+        b.extend_from_slice(&ty.to_be_bytes());
+        b.extend_from_slice(payload);
+        b
+    }
+
+    fn tag(vid: u16, inner: u16, payload: &[u8]) -> Vec<u8> {
+        let mut b = (0xa000 | vid).to_be_bytes().to_vec(); // PCP 5
+        b.extend_from_slice(&inner.to_be_bytes());
+        b.extend_from_slice(payload);
+        b
+    }
+
+    fn ipv4_with(proto: u8, flags_frag: u16, options: &[u8], payload: &[u8]) -> Vec<u8> {
+        let hlen = 20 + options.len();
+        let total = (hlen + payload.len()) as u16;
+        let mut b = vec![0x40 | (hlen / 4) as u8, 0];
+        b.extend_from_slice(&total.to_be_bytes());
+        b.extend_from_slice(&[0x12, 0x34]);
+        b.extend_from_slice(&flags_frag.to_be_bytes());
+        b.extend_from_slice(&[64, proto, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+        b.extend_from_slice(options);
+        b.extend_from_slice(payload);
+        b
+    }
+
+    fn ipv4(proto: u8, payload: &[u8]) -> Vec<u8> {
+        ipv4_with(proto, 0x4000, &[], payload)
+    }
+
+    fn ipv6(nh: u8, payload: &[u8]) -> Vec<u8> {
+        let mut b = super::super::ipv6::tests::header(nh, payload.len() as u16);
+        b.extend_from_slice(payload);
+        b
+    }
+
+    fn tcp(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let mut b = sport.to_be_bytes().to_vec();
+        b.extend_from_slice(&dport.to_be_bytes());
+        b.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x60, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        b.extend_from_slice(&[2, 4, 5, 0xb4]); // MSS option: data offset 6
+        b.extend_from_slice(payload);
+        b
+    }
+
+    fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let mut b = sport.to_be_bytes().to_vec();
+        b.extend_from_slice(&dport.to_be_bytes());
+        b.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        b.extend_from_slice(&[0, 0]);
+        b.extend_from_slice(payload);
+        b
+    }
+
+    fn icmp(ty: u8, code: u8, payload: &[u8]) -> Vec<u8> {
+        let mut b = vec![ty, code, 0, 0, 0, 1, 0, 1];
+        b.extend_from_slice(payload);
+        b
+    }
+
+    fn gtpu(flags: u8, opt_and_ext: &[u8], inner: &[u8]) -> Vec<u8> {
+        let mut b = vec![flags, 0xff];
+        b.extend_from_slice(&((opt_and_ext.len() + inner.len()) as u16).to_be_bytes());
+        b.extend_from_slice(&0x0102_0304u32.to_be_bytes());
+        b.extend_from_slice(opt_and_ext);
+        b.extend_from_slice(inner);
+        b
+    }
+
+    fn dec(frame: &[u8], link: LinkType) -> Result<PacketMeta, WireError> {
+        decode(frame, frame.len() as u32, link, &DecodeOptions::default())
+    }
+
+    fn dec_eth(frame: &[u8]) -> PacketMeta {
+        dec(frame, LinkType::Ethernet).unwrap()
+    }
+
+    fn v4(a: [u8; 4]) -> [u8; 16] {
+        v4_mapped(a)
+    }
+
+    #[test]
+    fn ethernet_ipv4_tcp() {
+        let f = eth(0x0800, &ipv4(6, &tcp(40000, 443, 0x18, b"hello")));
+        let m = dec_eth(&f);
+        assert_eq!(m.src_mac, SRC_MAC);
+        assert_eq!(m.dst_mac, DST_MAC);
+        assert_eq!((m.ip_version, m.protocol), (4, 6));
+        assert_eq!(m.src_ip, v4([10, 0, 0, 1]));
+        assert_eq!(m.dst_ip, v4([10, 0, 0, 2]));
+        assert_eq!((m.src_port, m.dst_port), (40000, 443));
+        assert_eq!(m.tcp_flags, tcp_flags::ACK | tcp_flags::PSH);
+        assert_eq!((m.vlan_id, m.tunnel_id, m.flags), (0, tunnel::NONE, 0));
+        assert_eq!((m.l3_off, m.l4_off), (14, 34));
+        assert_eq!(m.wire_len, f.len() as u32);
+        // 20 IP + 24 TCP + 5 payload.
+        assert_eq!((m.ip_size, m.transport_size, m.payload_size), (49, 29, 5));
+    }
+
+    use super::super::tcp_flags;
+
+    #[test]
+    fn sizes_come_from_the_ip_header_not_the_capture() {
+        // Ethernet padding after a short UDP packet.
+        let mut f = eth(0x0800, &ipv4(17, &udp(53, 5353, &[1, 2])));
+        f.extend_from_slice(&[0; 16]);
+        let m = decode(&f, 1000, LinkType::Ethernet, &DecodeOptions::default()).unwrap();
+        assert_eq!((m.ip_size, m.transport_size, m.payload_size), (30, 10, 2));
+        assert_eq!(m.wire_len, 1000);
+        assert_eq!(m.flags, 0);
+        // Snaplen cut the payload: sizes still from the header, TRUNCATED set.
+        let f = eth(0x0800, &ipv4(6, &tcp(1, 2, 0x10, &[7; 100])));
+        let m = dec_eth(&f[..70]);
+        assert_eq!(
+            (m.ip_size, m.transport_size, m.payload_size),
+            (144, 124, 100)
+        );
+        assert_eq!(m.flags, meta_flags::TRUNCATED);
+        assert_eq!((m.src_port, m.dst_port), (1, 2));
+    }
+
+    #[test]
+    fn icmp_and_icmpv6() {
+        let m = dec_eth(&eth(0x0800, &ipv4(1, &icmp(8, 0, &[0; 56]))));
+        assert_eq!((m.protocol, m.icmp_type, m.icmp_code), (1, 8, 0));
+        assert_eq!((m.src_port, m.dst_port), (0, 0));
+        assert_eq!((m.ip_size, m.transport_size, m.payload_size), (84, 64, 56));
+        let m = dec_eth(&eth(0x86dd, &ipv6(58, &icmp(135, 0, &[0; 16]))));
+        assert_eq!((m.ip_version, m.protocol, m.icmp_type), (6, 58, 135));
+        assert_eq!(m.src_ip[15], 1);
+        assert_eq!((m.l3_off, m.l4_off), (14, 54));
+        // ip_size is the whole IPv6 packet: 40 + payload length.
+        assert_eq!((m.ip_size, m.transport_size, m.payload_size), (64, 24, 16));
+    }
+
+    #[test]
+    fn other_protocols_have_no_ports_and_no_transport_size() {
+        // GRE (47) carrying something: nfstream counts transport and payload as 0.
+        let m = dec_eth(&eth(0x0800, &ipv4(47, &[0, 0, 0x08, 0x00, 0x45, 0, 0, 0])));
+        assert_eq!(m.protocol, 47);
+        assert_eq!((m.src_port, m.dst_port, m.tcp_flags), (0, 0, 0));
+        assert_eq!((m.ip_size, m.transport_size, m.payload_size), (28, 0, 0));
+        assert_eq!(m.l4_off, 34);
+        // SCTP over IPv6.
+        let m = dec_eth(&eth(0x86dd, &ipv6(132, &[0; 12])));
+        assert_eq!((m.protocol, m.transport_size, m.ip_size), (132, 0, 52));
+    }
+
+    #[test]
+    fn vlan_tags_keep_the_innermost_id() {
+        let ip = ipv4(17, &udp(1, 2, &[]));
+        let one = eth(0x8100, &tag(42, 0x0800, &ip));
+        assert_eq!(dec_eth(&one).vlan_id, 42);
+        assert_eq!(dec_eth(&one).l3_off, 18);
+        let qinq = eth(0x8100, &tag(10, 0x8100, &tag(20, 0x0800, &ip)));
+        assert_eq!(dec_eth(&qinq).vlan_id, 20);
+        let ad = eth(0x88a8, &tag(200, 0x8100, &tag(2001, 0x0800, &ip)));
+        let m = dec_eth(&ad);
+        assert_eq!((m.vlan_id, m.l3_off), (2001, 22));
+        let legacy = eth(0x9100, &tag(7, 0x0800, &ip));
+        assert_eq!(dec_eth(&legacy).vlan_id, 7);
+        let triple = eth(
+            0x8100,
+            &tag(
+                30,
+                0x8100,
+                &tag(20, 0x8100, &tag(10, 0x86dd, &ipv6(59, &[]))),
+            ),
+        );
+        let m = dec_eth(&triple);
+        assert_eq!((m.vlan_id, m.ip_version, m.protocol), (10, 6, 59));
+        // 802.1ad carrying ARP is not IP.
+        let arp = eth(0x88a8, &tag(200, 0x8100, &tag(2001, 0x0806, &[0; 28])));
+        assert_eq!(dec(&arp, LinkType::Ethernet), Err(WireError::NotIp));
+        // A tag cut short.
+        assert_eq!(
+            dec(&eth(0x8100, &[0, 42, 8]), LinkType::Ethernet),
+            Err(WireError::VlanTrunc)
+        );
+        // 17 tags: too deep.
+        let mut inner = ip.clone();
+        let mut ty = 0x0800;
+        for _ in 0..17 {
+            inner = tag(1, ty, &inner);
+            ty = 0x8100;
+        }
+        assert_eq!(
+            dec(&eth(0x8100, &inner), LinkType::Ethernet),
+            Err(WireError::TooDeep)
+        );
+    }
+
+    #[test]
+    fn mpls() {
+        let ip = ipv4(6, &tcp(80, 1025, 0x12, &[]));
+        let labels = |last: &[u8]| {
+            let mut b = vec![0x00, 0x01, 0x20, 0x40]; // label 18, not bottom
+            b.extend_from_slice(&[0x00, 0x02, 0x01, 0x40]); // label 32, bottom
+            b.extend_from_slice(last);
+            b
+        };
+        let m = dec_eth(&eth(0x8847, &labels(&ip)));
+        assert_eq!((m.l3_off, m.protocol, m.src_port), (22, 6, 80));
+        let m = dec_eth(&eth(0x8848, &labels(&ipv6(17, &udp(5, 6, &[])))));
+        assert_eq!((m.ip_version, m.dst_port), (6, 6));
+        // Ethernet pseudowire (control word 0): not IP.
+        let pw = labels(&[0, 0, 0, 0, 0x02, 0, 0, 0]);
+        assert_eq!(
+            dec(&eth(0x8847, &pw), LinkType::Ethernet),
+            Err(WireError::NotIp)
+        );
+        // Stack cut before the bottom label / before the payload.
+        let cut = labels(&[]);
+        assert_eq!(
+            dec(&eth(0x8847, &cut[..6]), LinkType::Ethernet),
+            Err(WireError::VlanTrunc)
+        );
+        assert_eq!(
+            dec(&eth(0x8847, &cut), LinkType::Ethernet),
+            Err(WireError::VlanTrunc)
+        );
+        // VLAN then MPLS.
+        let m = dec_eth(&eth(0x8100, &tag(5, 0x8847, &labels(&ip))));
+        assert_eq!((m.vlan_id, m.l3_off), (5, 26));
+    }
+
+    #[test]
+    fn pppoe() {
+        let sess = |proto: u16, payload: &[u8]| {
+            let mut b = vec![0x11, 0x00, 0x00, 0x01];
+            b.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
+            b.extend_from_slice(&proto.to_be_bytes());
+            b.extend_from_slice(payload);
+            b
+        };
+        let m = dec_eth(&eth(0x8864, &sess(0x0021, &ipv4(17, &udp(1, 2, &[0; 4])))));
+        assert_eq!((m.l3_off, m.ip_version, m.payload_size), (22, 4, 4));
+        let m = dec_eth(&eth(0x8864, &sess(0x0057, &ipv6(17, &udp(1, 2, &[])))));
+        assert_eq!(m.ip_version, 6);
+        // LCP is not IP; PPPoE discovery is not IP.
+        let lcp = eth(0x8864, &sess(0xc021, &[1, 1, 0, 4]));
+        assert_eq!(dec(&lcp, LinkType::Ethernet), Err(WireError::NotIp));
+        let padi = eth(0x8863, &[0x11, 0x09, 0, 0, 0, 0]);
+        assert_eq!(dec(&padi, LinkType::Ethernet), Err(WireError::NotIp));
+        // Cut inside the PPPoE header.
+        let cut = eth(0x8864, &sess(0x0021, &[])[..7]);
+        assert_eq!(dec(&cut, LinkType::Ethernet), Err(WireError::VlanTrunc));
+        // A PPPoE length field smaller than the IP packet is ignored (as nfstream).
+        let mut short = sess(0x0021, &ipv4(17, &udp(1, 2, &[0; 10])));
+        short[4..6].copy_from_slice(&10u16.to_be_bytes());
+        assert_eq!(dec_eth(&eth(0x8864, &short)).payload_size, 10);
+    }
+
+    #[test]
+    fn llc_snap_and_8023() {
+        let ip = ipv4(17, &udp(1, 2, &[]));
+        let mut snap = vec![0xaa, 0xaa, 0x03, 0, 0, 0, 0x08, 0x00];
+        snap.extend_from_slice(&ip);
+        let m = dec_eth(&eth(snap.len() as u16, &snap));
+        assert_eq!((m.l3_off, m.protocol), (22, 17));
+        // STP (LLC 0x42) and other LLC frames are not IP.
+        let stp = eth(38, &[0x42, 0x42, 0x03, 0, 0, 0, 0, 0]);
+        assert_eq!(dec(&stp, LinkType::Ethernet), Err(WireError::NotIp));
+        // The undefined range 1501..=1535 is neither a length nor an EtherType.
+        assert_eq!(
+            dec(&eth(1501, &ip), LinkType::Ethernet),
+            Err(WireError::NotIp)
+        );
+        // SNAP cut short; LLC cut short.
+        assert_eq!(
+            dec(&eth(30, &snap[..6]), LinkType::Ethernet),
+            Err(WireError::LinkTrunc)
+        );
+        assert_eq!(
+            dec(&eth(30, &snap[..2]), LinkType::Ethernet),
+            Err(WireError::LinkTrunc)
+        );
+    }
+
+    #[test]
+    fn other_link_types() {
+        let ip4 = ipv4(6, &tcp(1, 2, 0x02, &[]));
+        let ip6 = ipv6(17, &udp(3, 4, &[]));
+        // Linux SLL v1 and v2.
+        let mut sll = vec![0, 4, 0, 1, 0, 6, 1, 2, 3, 4, 5, 6, 0, 0, 0x08, 0x00];
+        sll.extend_from_slice(&ip4);
+        let m = dec(&sll, LinkType::LinuxSll).unwrap();
+        assert_eq!((m.l3_off, m.src_port, m.src_mac), (16, 1, [0; 6]));
+        let mut sll2 = vec![
+            0x86, 0xdd, 0, 0, 0, 0, 0, 2, 0, 1, 4, 6, 1, 2, 3, 4, 5, 6, 0, 0,
+        ];
+        sll2.extend_from_slice(&ip6);
+        let m = dec(&sll2, LinkType::LinuxSll2).unwrap();
+        assert_eq!((m.l3_off, m.ip_version, m.dst_port), (20, 6, 4));
+        let mut sll_arp = sll2.clone();
+        sll_arp[0..2].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(dec(&sll_arp, LinkType::LinuxSll2), Err(WireError::NotIp));
+        assert_eq!(
+            dec(&sll[..15], LinkType::LinuxSll),
+            Err(WireError::LinkTrunc)
+        );
+        assert_eq!(
+            dec(&sll2[..19], LinkType::LinuxSll2),
+            Err(WireError::LinkTrunc)
+        );
+        // BSD loopback, both byte orders, both link types.
+        for (link, af, ip) in [
+            (LinkType::Null, [2, 0, 0, 0], &ip4),
+            (LinkType::Null, [0, 0, 0, 2], &ip4),
+            (LinkType::Null, [30, 0, 0, 0], &ip6),
+            (LinkType::Loop, [0, 0, 0, 24], &ip6),
+            (LinkType::Loop, [0, 0, 0, 28], &ip6),
+        ] {
+            let mut f = af.to_vec();
+            f.extend_from_slice(ip);
+            let m = dec(&f, link).unwrap();
+            assert_eq!(m.l3_off, 4);
+        }
+        let mut af_bad = vec![0, 0, 0, 17];
+        af_bad.extend_from_slice(&ip4);
+        assert_eq!(dec(&af_bad, LinkType::Null), Err(WireError::NotIp));
+        let mut mismatch = vec![2, 0, 0, 0];
+        mismatch.extend_from_slice(&ip6);
+        assert_eq!(dec(&mismatch, LinkType::Null), Err(WireError::IpBadVersion));
+        assert_eq!(dec(&[2, 0, 0], LinkType::Null), Err(WireError::LinkTrunc));
+        // Raw: the version nibble decides.
+        assert_eq!(dec(&ip4, LinkType::Raw).unwrap().ip_version, 4);
+        assert_eq!(dec(&ip6, LinkType::Raw).unwrap().ip_version, 6);
+        assert_eq!(
+            dec(&[0x50; 40], LinkType::Raw),
+            Err(WireError::IpBadVersion)
+        );
+        assert_eq!(dec(&[], LinkType::Raw), Err(WireError::LinkTrunc));
+        // A Raw IPv4 packet shorter than 28 bytes (nfstream ignores these).
+        let tiny = ipv4(59, &[]);
+        assert_eq!(dec(&tiny, LinkType::Raw).unwrap().ip_size, 20);
+        // LINKTYPE_IPV4 / IPV6 insist on their version.
+        assert_eq!(dec(&ip4, LinkType::Ipv4).unwrap().l3_off, 0);
+        assert_eq!(dec(&ip6, LinkType::Ipv6).unwrap().l3_off, 0);
+        assert_eq!(dec(&ip6, LinkType::Ipv4), Err(WireError::IpBadVersion));
+        assert_eq!(dec(&ip4, LinkType::Ipv6), Err(WireError::IpBadVersion));
+        // Ethernet saying IPv4 over an IPv6 packet.
+        assert_eq!(
+            dec(&eth(0x0800, &ip6), LinkType::Ethernet),
+            Err(WireError::IpBadVersion)
+        );
+    }
+
+    #[test]
+    fn ipv4_options_and_fragments() {
+        let opts = [0x94, 0x04, 0x00, 0x00];
+        let m = dec_eth(&eth(
+            0x0800,
+            &ipv4_with(17, 0, &opts, &udp(67, 68, &[0; 10])),
+        ));
+        assert_eq!(
+            (m.l4_off, m.src_port, m.ip_size, m.transport_size),
+            (38, 67, 42, 18)
+        );
+        // First fragment: ports, FIRST_FRAGMENT, sizes of this fragment.
+        let first = eth(
+            0x0800,
+            &ipv4_with(17, 0x2000, &[], &udp(53, 1234, &[0; 32])),
+        );
+        let m = dec_eth(&first);
+        assert_eq!(m.flags, meta_flags::FIRST_FRAGMENT);
+        assert_eq!((m.src_port, m.transport_size, m.payload_size), (53, 40, 32));
+        // Later fragments: counted, no flow, whatever they carry.
+        for ff in [0x2001u16, 0x0010, 0x3fff] {
+            let later = eth(0x0800, &ipv4_with(17, ff, &[], &[0; 16]));
+            assert_eq!(
+                dec(&later, LinkType::Ethernet),
+                Err(WireError::Ipv4FragLater)
+            );
+        }
+        let later_ipip = eth(0x0800, &ipv4_with(4, 0x0004, &[], &ipv4(6, &[0; 20])));
+        assert_eq!(
+            dec(&later_ipip, LinkType::Ethernet),
+            Err(WireError::Ipv4FragLater)
+        );
+        // A TCP SYN whose options go on in the next fragment (fragments/fragmented-syn).
+        let mut seg = tcp(1000, 80, 0x02, &[]);
+        seg[12] = 0xa0; // data offset 10 (40 bytes), only 24 in this fragment
+        let m = dec_eth(&eth(0x0800, &ipv4_with(6, 0x2000, &[], &seg)));
+        assert_eq!(
+            (m.src_port, m.tcp_flags, m.transport_size, m.payload_size),
+            (1000, 2, 24, 0)
+        );
+    }
+
+    #[test]
+    fn ipv6_extension_headers() {
+        // HbH -> Routing -> DestOpts -> UDP
+        let mut ext = vec![43, 0, 1, 4, 0, 0, 0, 0];
+        ext.extend_from_slice(&[60, 0, 0, 0, 0, 0, 0, 0]);
+        ext.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]);
+        ext.extend_from_slice(&udp(53, 53, &[0; 5]));
+        let m = dec_eth(&eth(0x86dd, &ipv6(0, &ext)));
+        assert_eq!((m.protocol, m.l4_off, m.src_port), (17, 14 + 40 + 24, 53));
+        assert_eq!(
+            (m.ip_size, m.transport_size, m.payload_size),
+            (40 + 37, 13, 5)
+        );
+        // First fragment (M set) and atomic fragment; later fragment.
+        let frag = |off_m: u16, payload: &[u8]| {
+            let mut b = vec![17, 0];
+            b.extend_from_slice(&off_m.to_be_bytes());
+            b.extend_from_slice(&[0, 0, 0, 9]);
+            b.extend_from_slice(payload);
+            b
+        };
+        let m = dec_eth(&eth(0x86dd, &ipv6(44, &frag(1, &udp(1, 2, &[0; 8])))));
+        assert_eq!(
+            (m.flags, m.src_port, m.transport_size),
+            (meta_flags::FIRST_FRAGMENT, 1, 16)
+        );
+        let m = dec_eth(&eth(0x86dd, &ipv6(44, &frag(0, &udp(1, 2, &[])))));
+        assert_eq!(m.flags, 0);
+        assert_eq!(
+            dec(
+                &eth(0x86dd, &ipv6(44, &frag(0x0b91, &[0; 8]))),
+                LinkType::Ethernet
+            ),
+            Err(WireError::Ipv6FragLater)
+        );
+        // AH ends the walk (as in nDPI): protocol 51, no ports, no transport size.
+        let m = dec_eth(&eth(
+            0x86dd,
+            &ipv6(51, &[58, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1]),
+        ));
+        assert_eq!((m.protocol, m.transport_size, m.l4_off), (51, 0, 54));
+        // An extension header longer than the payload length says: cut.
+        let mut f = eth(0x86dd, &ipv6(0, &[17, 1, 0, 0, 0, 0, 0, 0]));
+        f.extend_from_slice(&[0; 8]); // bytes present, but beyond the payload length
+        assert_eq!(dec(&f, LinkType::Ethernet), Err(WireError::Ipv6ExthdrTrunc));
+        // Announced but not captured.
+        let f = eth(
+            0x86dd,
+            &ipv6(0, &[17, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+        );
+        assert_eq!(
+            dec(&f[..f.len() - 1], LinkType::Ethernet),
+            Err(WireError::Ipv6ExthdrTrunc)
+        );
+        // IPv6 header cut.
+        assert_eq!(
+            dec(&eth(0x86dd, &ipv6(59, &[]))[..53], LinkType::Ethernet),
+            Err(WireError::Ipv6Trunc)
+        );
+        // Snaplen cut after the transport header: kept, TRUNCATED.
+        let f = eth(0x86dd, &ipv6(6, &tcp(9, 10, 0x10, &[0; 500])));
+        let m = dec_eth(&f[..100]);
+        assert_eq!(
+            (m.flags, m.ip_size, m.payload_size),
+            (meta_flags::TRUNCATED, 564, 500)
+        );
+    }
+
+    #[test]
+    fn ipv6_jumbogram() {
+        let mut p = vec![0x60, 0, 0, 0, 0, 0, 0, 64];
+        p.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        p.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        let body = 65536u32;
+        p.extend_from_slice(&[58, 0, 0xc2, 4]);
+        p.extend_from_slice(&body.to_be_bytes());
+        p.extend_from_slice(&icmp(128, 0, &vec![0xab; body as usize - 16]));
+        let f = eth(0x86dd, &p);
+        let m = decode(
+            &f,
+            f.len() as u32,
+            LinkType::Ethernet,
+            &DecodeOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(m.wire_len, 65590);
+        assert_eq!((m.protocol, m.icmp_type), (58, 128));
+        assert_eq!(
+            (m.ip_size, m.transport_size, m.payload_size),
+            (65576, 65528, 65520)
+        );
+        assert_eq!(m.flags, 0);
+    }
+
+    #[test]
+    fn ip_in_ip() {
+        let inner4 = ipv4(6, &tcp(5000, 22, 0x10, &[0; 3]));
+        let inner6 = ipv6(17, &udp(546, 547, &[0; 7]));
+        // IPv4 in IPv4.
+        let m = dec_eth(&eth(0x0800, &ipv4(4, &inner4)));
+        assert_eq!((m.l3_off, m.l4_off, m.src_port), (34, 54, 5000));
+        assert_eq!(
+            (m.flags, m.tunnel_id),
+            (meta_flags::TUNNELLED, tunnel::NONE)
+        );
+        assert_eq!(m.ip_size, inner4.len() as u32);
+        // 6in4, 4in6, 6in6.
+        let m = dec_eth(&eth(0x0800, &ipv4(41, &inner6)));
+        assert_eq!((m.ip_version, m.l3_off, m.payload_size), (6, 34, 7));
+        let m = dec_eth(&eth(0x86dd, &ipv6(4, &inner4)));
+        assert_eq!((m.ip_version, m.l3_off), (4, 54));
+        let m = dec_eth(&eth(0x86dd, &ipv6(41, &inner6)));
+        assert_eq!((m.ip_version, m.l3_off), (6, 54));
+        // Protocol 4 announcing IPv4 but carrying IPv6.
+        assert_eq!(
+            dec(&eth(0x0800, &ipv4(4, &inner6)), LinkType::Ethernet),
+            Err(WireError::IpBadVersion)
+        );
+        // Inner packet cut by the outer total length: TRUNCATED.
+        let mut outer = ipv4(4, &inner4);
+        outer[3] -= 3; // cuts the inner payload, not its headers
+        let m = dec_eth(&eth(0x0800, &outer));
+        assert_ne!(m.flags & meta_flags::TRUNCATED, 0);
+        // Four tunnels are fine, five are too deep.
+        let mut p = inner4.clone();
+        for _ in 0..4 {
+            p = ipv4(4, &p);
+        }
+        assert_eq!(dec_eth(&eth(0x0800, &p)).src_port, 5000);
+        p = ipv4(4, &p);
+        assert_eq!(
+            dec(&eth(0x0800, &p), LinkType::Ethernet),
+            Err(WireError::TooDeep)
+        );
+    }
+
+    #[test]
+    fn gtpu_decapsulation() {
+        let inner4 = ipv4(1, &icmp(8, 0, &[0; 56]));
+        let outer = |g: &[u8]| eth(0x0800, &ipv4(17, &udp(2152, 2152, g)));
+        let f = outer(&gtpu(0x30, &[], &inner4));
+        let m = dec_eth(&f);
+        assert_eq!(m.tunnel_id, tunnel::GTP);
+        assert_eq!(m.flags, meta_flags::TUNNELLED);
+        assert_eq!((m.protocol, m.icmp_type, m.l3_off), (1, 8, 50));
+        assert_eq!((m.ip_size, m.transport_size, m.payload_size), (84, 64, 56));
+        assert_eq!(m.src_mac, SRC_MAC);
+        // decode_tunnels off: the outer UDP packet is the flow.
+        let opts = DecodeOptions {
+            decode_tunnels: false,
+        };
+        let m = decode(&f, f.len() as u32, LinkType::Ethernet, &opts).unwrap();
+        assert_eq!(
+            (m.tunnel_id, m.protocol, m.src_port),
+            (tunnel::NONE, 17, 2152)
+        );
+        // Sequence number and an extension header; IPv6 inside.
+        let inner6 = ipv6(6, &tcp(443, 50000, 0x11, &[]));
+        let f = outer(&gtpu(0x36, &[0, 1, 0, 0x85, 1, 0x10, 0x01, 0x00], &inner6));
+        let m = dec_eth(&f);
+        assert_eq!((m.ip_version, m.src_port, m.tcp_flags), (6, 443, 0x11));
+        assert_eq!(m.l3_off, 14 + 20 + 8 + 16);
+        // Only one port needs to be 2152.
+        let f = eth(
+            0x0800,
+            &ipv4(17, &udp(40000, 2152, &gtpu(0x30, &[], &inner4))),
+        );
+        assert_eq!(dec_eth(&f).tunnel_id, tunnel::GTP);
+        // Not a T-PDU (echo request): the outer packet is the flow.
+        let mut echo = gtpu(0x32, &[0, 1, 0, 0], &[]);
+        echo[1] = 1;
+        let m = dec_eth(&outer(&echo));
+        assert_eq!(
+            (m.tunnel_id, m.protocol, m.dst_port),
+            (tunnel::NONE, 17, 2152)
+        );
+        // Fewer than 8 bytes of GTP: the outer packet is the flow.
+        assert_eq!(dec_eth(&outer(&[0x30, 0xff, 0])).tunnel_id, tunnel::NONE);
+        // T-PDU carrying something that is not IP.
+        let f = outer(&gtpu(0x30, &[], &[0x00; 20]));
+        assert_eq!(dec(&f, LinkType::Ethernet), Err(WireError::NotIp));
+        // T-PDU whose extension chain is cut, or with a zero-length extension.
+        let f = outer(&gtpu(0x34, &[0, 0, 0, 0x85, 2, 0], &[]));
+        assert_eq!(dec(&f, LinkType::Ethernet), Err(WireError::GtpTrunc));
+        let f = outer(&gtpu(0x34, &[0, 0, 0, 0x85, 0, 0, 0, 0], &inner4));
+        assert_eq!(dec(&f, LinkType::Ethernet), Err(WireError::GtpTrunc));
+        // Inner packet cut inside its header.
+        let f = outer(&gtpu(0x30, &[], &inner4[..12]));
+        assert_eq!(dec(&f, LinkType::Ethernet), Err(WireError::Ipv4Trunc));
+        // GTP over IPv6 (nfstream looks for the UDP header in the wrong place here).
+        let f = eth(
+            0x86dd,
+            &ipv6(17, &udp(2152, 2152, &gtpu(0x30, &[], &inner4))),
+        );
+        let m = dec_eth(&f);
+        assert_eq!((m.tunnel_id, m.ip_version, m.protocol), (tunnel::GTP, 4, 1));
+    }
+
+    #[test]
+    fn transport_errors_and_short_payloads() {
+        let tcp_seg = tcp(1, 2, 0x02, &[]);
+        // Header announced but cut by snaplen: a counted drop.
+        let f = eth(0x0800, &ipv4(6, &tcp_seg));
+        assert_eq!(
+            dec(&f[..14 + 20 + 19], LinkType::Ethernet),
+            Err(WireError::TcpTrunc)
+        );
+        let mut bad = tcp_seg.clone();
+        bad[12] = 0x40;
+        assert_eq!(
+            dec(&eth(0x0800, &ipv4(6, &bad)), LinkType::Ethernet),
+            Err(WireError::TcpBadHlen)
+        );
+        let f = eth(0x0800, &ipv4(17, &udp(1, 2, &[])));
+        assert_eq!(
+            dec(&f[..14 + 20 + 7], LinkType::Ethernet),
+            Err(WireError::UdpTrunc)
+        );
+        let f = eth(0x0800, &ipv4(1, &icmp(0, 0, &[])));
+        assert_eq!(
+            dec(&f[..14 + 20 + 3], LinkType::Ethernet),
+            Err(WireError::IcmpTrunc)
+        );
+        // IP payload shorter than the transport header (a tiny fragment): kept, as
+        // nfstream keeps it, with ports 0 and L4_SHORT.
+        let m = dec_eth(&eth(0x0800, &ipv4_with(6, 0x2000, &[], &tcp_seg[..16])));
+        assert_eq!(
+            (m.protocol, m.src_port, m.dst_port, m.tcp_flags),
+            (6, 0, 0, 0)
+        );
+        assert_eq!((m.ip_size, m.transport_size, m.payload_size), (36, 0, 0));
+        assert_eq!(m.flags, meta_flags::FIRST_FRAGMENT | meta_flags::L4_SHORT);
+        let m = dec_eth(&eth(0x0800, &ipv4(17, &[0, 53, 0, 53])));
+        assert_eq!(
+            (m.src_port, m.transport_size, m.flags),
+            (0, 0, meta_flags::L4_SHORT)
+        );
+        let m = dec_eth(&eth(0x0800, &ipv4(1, &[8, 0])));
+        assert_eq!(
+            (m.icmp_type, m.transport_size, m.flags),
+            (0, 2, meta_flags::L4_SHORT)
+        );
+    }
+
+    #[test]
+    fn every_error_reason_has_a_fixture() {
+        let ip4 = ipv4(6, &tcp(1, 2, 2, &[]));
+        let mut hlen4 = ip4.clone();
+        hlen4[0] = 0x44;
+        let mut badlen = ip4.clone();
+        badlen[2..4].copy_from_slice(&[0, 0]);
+        let mut deep = ip4.clone();
+        for _ in 0..5 {
+            deep = ipv4(4, &deep);
+        }
+        let mut tcp_hlen = tcp(1, 2, 2, &[]);
+        tcp_hlen[12] = 0x10;
+        let fixtures: Vec<(WireError, Vec<u8>, LinkType)> = vec![
+            (WireError::NotIp, eth(0x0806, &[0; 28]), LinkType::Ethernet),
+            (WireError::LinkTrunc, DST_MAC.to_vec(), LinkType::Ethernet),
+            (
+                WireError::VlanTrunc,
+                eth(0x8100, &[0, 1]),
+                LinkType::Ethernet,
+            ),
+            (
+                WireError::Ipv4Trunc,
+                eth(0x0800, &ip4[..19]),
+                LinkType::Ethernet,
+            ),
+            (
+                WireError::Ipv4BadHlen,
+                eth(0x0800, &hlen4),
+                LinkType::Ethernet,
+            ),
+            (
+                WireError::Ipv4BadLen,
+                eth(0x0800, &badlen),
+                LinkType::Ethernet,
+            ),
+            (WireError::IpBadVersion, ipv6(59, &[]), LinkType::Ipv4),
+            (
+                WireError::Ipv4FragLater,
+                eth(0x0800, &ipv4_with(6, 0x0001, &[], &[0; 8])),
+                LinkType::Ethernet,
+            ),
+            (
+                WireError::Ipv6Trunc,
+                ipv6(59, &[])[..39].to_vec(),
+                LinkType::Ipv6,
+            ),
+            (
+                WireError::Ipv6ExthdrTrunc,
+                ipv6(60, &[6, 0, 0]),
+                LinkType::Ipv6,
+            ),
+            (
+                WireError::Ipv6FragLater,
+                ipv6(44, &[6, 0, 0, 8, 0, 0, 0, 1]),
+                LinkType::Ipv6,
+            ),
+            (WireError::TcpTrunc, ip4[..39].to_vec(), LinkType::Ipv4),
+            (WireError::TcpBadHlen, ipv4(6, &tcp_hlen), LinkType::Ipv4),
+            (
+                WireError::UdpTrunc,
+                ipv4(17, &udp(1, 2, &[]))[..27].to_vec(),
+                LinkType::Raw,
+            ),
+            (
+                WireError::IcmpTrunc,
+                ipv6(58, &[0; 8])[..42].to_vec(),
+                LinkType::Raw,
+            ),
+            (
+                WireError::GtpTrunc,
+                ipv4(17, &udp(2152, 2152, &gtpu(0x30, &[], &[]))),
+                LinkType::Raw,
+            ),
+            (WireError::TooDeep, deep, LinkType::Raw),
+        ];
+        for e in WireError::ALL {
+            assert!(
+                fixtures.iter().any(|(want, _, _)| *want == e),
+                "no fixture for {e:?}"
+            );
+        }
+        for (want, frame, link) in &fixtures {
+            assert_eq!(dec(frame, *link), Err(*want), "{}", want.name());
+        }
+    }
+
+    #[test]
+    fn consistency_check_catches_broken_metas() {
+        let f = eth(0x0800, &ipv4(6, &tcp(1, 2, 2, &[9; 3])));
+        let m = dec_eth(&f);
+        assert_eq!(m.check_consistency(&f), Ok(()));
+        let broken: [fn(&mut PacketMeta); 8] = [
+            |m| m.l4_off = 1000,
+            |m| m.l3_off = m.l4_off,
+            |m| m.payload_size = m.transport_size + 1,
+            |m| m.ip_size = 10,
+            |m| m.flags |= meta_flags::TRUNCATED,
+            |m| m.src_ip[5] = 1,
+            |m| m.protocol = 47,
+            |m| m.tunnel_id = tunnel::GTP,
+        ];
+        for (i, b) in broken.iter().enumerate() {
+            let mut x = m;
+            b(&mut x);
+            assert!(x.check_consistency(&f).is_err(), "case {i}");
+        }
+        assert!(m.check_consistency(&f[..40]).is_err());
+    }
+
+    /// Found by `cargo fuzz` (fuzz/artifacts/decode/crash-52b2bab4...): a jumbogram
+    /// announcing 0xffffffff bytes made ip_size saturate below transport_size + headers.
+    #[test]
+    fn fuzz_regression_huge_jumbo_length() {
+        let hex = "000013c4c784f000123fae22f786dd600000000000002322000000000002ffffffffffffff\
+                   32f722000000000002ffffff2400000000043a00c204ffffffffffffffffffffffffffffff\
+                   ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff\
+                   ffffffffff0001f868afd11051421168bf";
+        // The first byte is the fuzz target's selector (0: Ethernet, tunnels on).
+        let f: Vec<u8> = (1..hex.len() / 2)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        let m = dec_eth(&f);
+        assert_eq!(m.check_consistency(&f), Ok(()));
+        assert_eq!(m.ip_size, u32::MAX);
+        assert_eq!(m.flags, meta_flags::TRUNCATED);
+    }
+
+    #[test]
+    fn offsets_beyond_64k_are_too_deep() {
+        // A 70 KB frame whose transport header sits past 64 KiB: a chain of 8-byte
+        // Destination Options headers inside a jumbogram.
+        let n_ext = 8200;
+        let mut ext = Vec::new();
+        for _ in 0..n_ext {
+            ext.extend_from_slice(&[60, 0, 1, 4, 0, 0, 0, 0]);
+        }
+        let last = ext.len() - 8;
+        ext[last] = 17;
+        ext.extend_from_slice(&udp(1, 2, &[]));
+        let mut hbh = vec![60, 0, 0xc2, 4];
+        hbh.extend_from_slice(&((8 + ext.len()) as u32).to_be_bytes());
+        hbh.extend_from_slice(&ext);
+        let mut p = super::super::ipv6::tests::header(0, 0);
+        p.extend_from_slice(&hbh);
+        assert_eq!(dec(&p, LinkType::Ipv6), Err(WireError::TooDeep));
+    }
+}

@@ -71,10 +71,12 @@ impl<'a> Ipv6Packet<'a> {
         Ok(hbh.jumbo_payload_len())
     }
 
-    /// Payload length as announced: the payload length field, or the jumbo length.
+    /// Payload length as announced: the payload length field, or the jumbo length. A
+    /// jumbo length is capped at `u32::MAX - 40`, so that header + payload still fits the
+    /// `u32` sizes of [`super::PacketMeta`] (no such packet fits in a capture anyway).
     pub fn declared_payload_len(&self) -> Result<usize, WireError> {
         match self.jumbo_payload_len()? {
-            Some(j) => Ok(j as usize),
+            Some(j) => Ok(j.min(u32::MAX - HEADER_LEN as u32) as usize),
             None => Ok(usize::from(self.payload_len())),
         }
     }
@@ -293,6 +295,12 @@ pub(crate) mod tests {
         let p = Ipv6Packet::new_checked(&b).unwrap();
         assert_eq!(p.jumbo_payload_len(), Ok(Some(65536)));
         assert_eq!(p.declared_payload_len(), Ok(65536));
+        // The largest jumbo length is capped so that 40 + length fits in a u32.
+        let mut big = b.clone();
+        big[44..48].copy_from_slice(&[0xff; 4]);
+        let p = Ipv6Packet::new_checked(&big).unwrap();
+        assert_eq!(p.jumbo_payload_len(), Ok(Some(u32::MAX)));
+        assert_eq!(p.declared_payload_len(), Ok(u32::MAX as usize - 40));
         // Pad1 before the option, PadN after.
         let mut b = header(0, 0);
         b.extend_from_slice(&[58, 1, 0, 0xc2, 4, 0, 1, 0, 8, 1, 1, 0, 0, 0, 0, 0]);

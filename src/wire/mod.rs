@@ -136,6 +136,85 @@ pub struct PacketMeta {
 
 const _: () = assert!(std::mem::size_of::<PacketMeta>() == 80);
 
+impl PacketMeta {
+    /// Checks the relations [`decode`] guarantees between a `PacketMeta` and the frame it
+    /// was decoded from. The tests, the mutation run and the fuzz target call it on every
+    /// decoded frame; `Err` names the first relation that does not hold.
+    pub fn check_consistency(&self, frame: &[u8]) -> Result<(), &'static str> {
+        let ensure = |ok: bool, what: &'static str| if ok { Ok(()) } else { Err(what) };
+        let (l3, l4) = (usize::from(self.l3_off), usize::from(self.l4_off));
+        ensure(l3 < l4, "l3_off >= l4_off")?;
+        ensure(l4 <= frame.len(), "l4_off beyond the frame")?;
+        ensure(
+            self.ip_version == 4 || self.ip_version == 6,
+            "ip_version not 4 or 6",
+        )?;
+        let min_hdr = if self.ip_version == 4 { 20 } else { 40 };
+        ensure(l4 - l3 >= min_hdr, "IP header shorter than its minimum")?;
+        ensure(
+            frame.get(l3).map(|b| b >> 4) == Some(self.ip_version),
+            "no IP header of that version at l3_off",
+        )?;
+        ensure(
+            self.payload_size <= self.transport_size,
+            "payload_size > transport_size",
+        )?;
+        ensure(
+            u64::from(self.transport_size) + (l4 - l3) as u64 <= u64::from(self.ip_size),
+            "transport_size + headers > ip_size",
+        )?;
+        if self.ip_version == 4 {
+            ensure(
+                self.src_ip.iter().skip(4).all(|&b| b == 0)
+                    && self.dst_ip.iter().skip(4).all(|&b| b == 0),
+                "IPv4 address with non-zero bytes after the first 4",
+            )?;
+        }
+        let cut = l3 as u64 + u64::from(self.ip_size) > frame.len() as u64;
+        let flagged = self.flags & meta_flags::TRUNCATED != 0;
+        if self.flags & meta_flags::TUNNELLED == 0 {
+            ensure(cut == flagged, "TRUNCATED disagrees with the frame length")?;
+        } else {
+            ensure(!cut || flagged, "cut inner packet not flagged TRUNCATED")?;
+        }
+        if self.tunnel_id != tunnel::NONE {
+            ensure(
+                self.flags & meta_flags::TUNNELLED != 0,
+                "tunnel_id without TUNNELLED",
+            )?;
+        }
+        let short = self.flags & meta_flags::L4_SHORT != 0;
+        let no_ports = self.src_port == 0 && self.dst_port == 0 && self.tcp_flags == 0;
+        let no_icmp = self.icmp_type == 0 && self.icmp_code == 0;
+        match self.protocol {
+            6 | 17 if short => ensure(
+                no_ports && no_icmp && self.transport_size == 0 && self.payload_size == 0,
+                "short TCP/UDP with ports or sizes",
+            ),
+            1 | 58 if short => ensure(
+                no_ports && no_icmp && self.payload_size == 0 && self.transport_size < 4,
+                "short ICMP with type or sizes",
+            ),
+            6 => ensure(
+                l4 + 20 <= frame.len() && self.transport_size >= 20 && no_icmp,
+                "TCP header not captured",
+            ),
+            17 => ensure(
+                l4 + 8 <= frame.len() && self.transport_size >= 8 && self.tcp_flags == 0,
+                "UDP header not captured",
+            ),
+            1 | 58 => ensure(
+                l4 + 4 <= frame.len() && no_ports,
+                "ICMP header not captured",
+            ),
+            _ => ensure(
+                no_ports && no_icmp && self.transport_size == 0 && self.payload_size == 0,
+                "ports or transport size for a protocol without them",
+            ),
+        }
+    }
+}
+
 /// Why a frame could not be turned into a [`PacketMeta`]. Each variant is a named drop
 /// counter (`decoder.*`); see [`WireError::name`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

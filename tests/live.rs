@@ -1,0 +1,704 @@
+//! Live capture tests: the sensor on one end of a veth pair in a private namespace, the
+//! generator on the other. They run as root (CI runs them); with CI=true they fail when
+//! they cannot run. See tests/live/harness.rs.
+
+#[path = "live/harness.rs"]
+mod harness;
+
+use harness::{num, VethPair};
+
+/// At a modest rate every frame sent arrives: received == sent, exactly, and the XDP
+/// counters agree.
+#[test]
+fn received_equals_sent_at_modest_rate() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(2);
+    let sensor = pair.start_sensor(&[]);
+    let g = pair.send(&[
+        "--queues", "0,1", "--count", "15000", "--pps", "25000", "--flows", "50",
+    ]);
+    assert_eq!(
+        g.sent, g.requested,
+        "generator could not send everything: {g:?}"
+    );
+    let stopped = sensor.stop();
+    assert_eq!(
+        stopped.status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        stopped.stderr
+    );
+    let st = stopped.stats.expect("stats JSON written");
+    assert_eq!(pair.peer_stat("tx_dropped"), 0, "the peer dropped frames");
+    assert_eq!(num(&st, &["packets_received"]), g.sent, "{st:#}");
+    assert_eq!(num(&st, &["bytes_received"]), g.sent * 64);
+    assert_eq!(num(&st, &["xdp", "seen"]), g.sent);
+    assert_eq!(num(&st, &["xdp", "redirected"]), g.sent);
+    for k in [
+        "rx_dropped",
+        "rx_ring_full",
+        "rx_invalid_descs",
+        "xdp.redirect_failed",
+    ] {
+        assert_eq!(num(&st, &["drops", k]), 0, "{k}");
+    }
+    assert_eq!(st["mode"]["attach"], "native");
+    assert_eq!(st["mode"]["bind"], "copy");
+}
+
+/// With two queues both receive, each exactly what was sent on its queue (frames are
+/// steered: the peer's TX queue i feeds our RX queue i).
+#[test]
+fn two_queues_both_receive() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(2);
+    let sensor = pair.start_sensor(&["--queues", "2"]);
+    let g = pair.send(&["--queues", "0,1", "--count", "7000,3000", "--pps", "20000"]);
+    assert_eq!(g.sent, 10_000);
+    let stopped = sensor.stop();
+    assert_eq!(
+        stopped.status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        stopped.stderr
+    );
+    let st = stopped.stats.expect("stats");
+    let qs = st["queues"].as_array().expect("queues");
+    assert_eq!(qs.len(), 2);
+    for (q, sent) in &g.per_queue {
+        let qr = &qs[*q as usize];
+        assert_eq!(num(qr, &["queue"]), *q as u64);
+        assert_eq!(num(qr, &["packets_received"]), *sent, "queue {q}: {qr:#}");
+        assert_eq!(num(qr, &["xdp", "redirected"]), *sent, "queue {q}");
+    }
+    assert_eq!(num(&st, &["packets_received"]), 10_000);
+}
+
+/// Sampling 50% keeps 50% ± 5% of 40k frames, and the XDP counters reconcile.
+#[test]
+fn sampling_half_keeps_half_and_counters_reconcile() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(2);
+    let sensor = pair.start_sensor(&["--sample", "50"]);
+    let g = pair.send(&[
+        "--queues", "0,1", "--count", "20000", "--pps", "30000", "--flows", "100",
+    ]);
+    assert_eq!(g.sent, 40_000);
+    let st = sensor.stop().stats.expect("stats");
+    let x = |k: &str| num(&st, &["xdp", k]);
+    assert_eq!(x("seen"), g.sent);
+    assert_eq!(
+        x("seen"),
+        x("sampled_out") + x("filtered") + x("redirected") + x("redirect_failed"),
+        "{st:#}"
+    );
+    for q in st["queues"].as_array().unwrap() {
+        let y = |k: &str| num(q, &["xdp", k]);
+        assert_eq!(
+            y("seen"),
+            y("sampled_out") + y("filtered") + y("redirected") + y("redirect_failed")
+        );
+    }
+    let got = num(&st, &["packets_received"]);
+    assert_eq!(got, x("redirected"), "nothing lost after the redirect");
+    let share = got as f64 / g.sent as f64;
+    assert!(
+        (0.45..=0.55).contains(&share),
+        "kept {share:.4} of {}",
+        g.sent
+    );
+    assert_eq!(num(&st, &["drops", "xdp.sampled_out"]), x("sampled_out"));
+    assert_eq!(st["mode"]["sample_percent"], 50.0);
+}
+
+/// The prefilter keeps only the listed IP protocol; the rest is counted as filtered.
+#[test]
+fn prefilter_keeps_only_listed_protocol() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(2);
+    let sensor = pair.start_sensor(&["--keep-proto", "6"]);
+    let udp = pair.send(&["--queues", "0", "--count", "3000", "--pps", "20000"]);
+    let tcp = pair.send(&[
+        "--queues", "1", "--count", "2000", "--pps", "20000", "--proto", "tcp-syn", "--flows",
+        "500",
+    ]);
+    let st = sensor.stop().stats.expect("stats");
+    assert_eq!(num(&st, &["xdp", "seen"]), udp.sent + tcp.sent);
+    assert_eq!(num(&st, &["xdp", "filtered"]), udp.sent);
+    assert_eq!(num(&st, &["packets_received"]), tcp.sent);
+    assert_eq!(num(&st, &["drops", "xdp.filtered"]), udp.sent);
+}
+
+/// A port drop-list filters frames to that port, whatever the protocol.
+#[test]
+fn prefilter_drops_listed_port() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(2);
+    let sensor = pair.start_sensor(&["--drop-port", "80,443"]);
+    let web = pair.send(&[
+        "--queues", "0", "--count", "1500", "--pps", "20000", "--proto", "tcp-syn", "--dport",
+        "443",
+    ]);
+    let other = pair.send(&[
+        "--queues", "1", "--count", "2500", "--pps", "20000", "--dport", "53",
+    ]);
+    let st = sensor.stop().stats.expect("stats");
+    assert_eq!(num(&st, &["xdp", "filtered"]), web.sent);
+    assert_eq!(num(&st, &["packets_received"]), other.sent);
+}
+
+/// Consume mode drops what the sensor does not take; pass mode hands it to the stack
+/// (seen here as UDP datagrams to a closed port in the sensor's namespace).
+#[test]
+fn pass_mode_hands_untaken_frames_to_the_stack() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(2);
+
+    let sensor = pair.start_sensor(&["--keep-proto", "6", "--xdp-action", "consume"]);
+    let before = pair.sensor_snmp("Udp", "NoPorts");
+    let g = pair.send(&["--queues", "0", "--count", "500", "--pps", "10000"]);
+    let st = sensor.stop().stats.expect("stats");
+    assert_eq!(num(&st, &["xdp", "filtered"]), g.sent);
+    assert_eq!(
+        pair.sensor_snmp("Udp", "NoPorts"),
+        before,
+        "consume mode let frames through"
+    );
+
+    let sensor = pair.start_sensor(&["--keep-proto", "6", "--xdp-action", "pass"]);
+    let before = pair.sensor_snmp("Udp", "NoPorts");
+    let g = pair.send(&["--queues", "0", "--count", "500", "--pps", "10000"]);
+    let st = sensor.stop().stats.expect("stats");
+    assert_eq!(num(&st, &["xdp", "filtered"]), g.sent);
+    assert_eq!(
+        pair.sensor_snmp("Udp", "NoPorts") - before,
+        g.sent,
+        "pass mode"
+    );
+    assert_eq!(st["mode"]["xdp_action"], "pass");
+}
+
+/// SIGTERM: exit 0, the final counters written, no XDP program left on the interface.
+#[test]
+fn sigterm_detaches_and_exits_zero() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(2);
+    let sensor = pair.start_sensor(&[]);
+    assert!(
+        pair.has_xdp(),
+        "attached while running:\n{}",
+        pair.ip_link()
+    );
+    assert!(
+        pair.ip_link().contains("streamml_xdp")
+            || harness::run(&[
+                "ip",
+                "-n",
+                &pair.ns_sensor,
+                "-d",
+                "link",
+                "show",
+                "dev",
+                harness::SENSOR_IF
+            ])
+            .contains("streamml_xdp")
+    );
+    let g = pair.send(&["--queues", "0,1", "--count", "1000", "--pps", "20000"]);
+    let stopped = sensor.stop();
+    assert_eq!(
+        stopped.status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        stopped.stderr
+    );
+    assert!(
+        !pair.has_xdp(),
+        "XDP program left after SIGTERM:\n{}",
+        pair.ip_link()
+    );
+    assert_eq!(
+        num(&stopped.stats.expect("stats"), &["packets_received"]),
+        g.sent
+    );
+    assert!(stopped.stderr.contains("summary:"), "{}", stopped.stderr);
+}
+
+/// After SIGKILL the program stays attached; the next start recognises it as ours,
+/// replaces it and captures exactly; its SIGTERM leaves nothing behind.
+#[test]
+fn restart_after_kill9_replaces_leftover() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(2);
+    let first = pair.start_sensor(&[]);
+    let stopped = first.kill9();
+    assert!(stopped.status.is_some());
+    assert!(
+        pair.has_xdp(),
+        "a killed sensor leaves its program:\n{}",
+        pair.ip_link()
+    );
+
+    let second = pair.start_sensor(&[]);
+    assert!(
+        second
+            .stderr()
+            .contains("replaced a leftover XDP program streamml_xdp"),
+        "{}",
+        second.stderr()
+    );
+    let g = pair.send(&["--queues", "0,1", "--count", "2000", "--pps", "20000"]);
+    let stopped = second.stop();
+    assert_eq!(
+        stopped.status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        stopped.stderr
+    );
+    let st = stopped.stats.expect("stats");
+    assert_eq!(num(&st, &["packets_received"]), g.sent);
+    assert_eq!(st["replaced_program"]["ours"], true);
+    assert!(!pair.has_xdp(), "{}", pair.ip_link());
+}
+
+/// Stop and start again at once: the new binds succeed (EBUSY is retried).
+#[test]
+fn immediate_restart_binds() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(2);
+    for _ in 0..3 {
+        let s = pair.start_sensor(&[]);
+        let st = s.stop();
+        assert_eq!(st.status.and_then(|s| s.code()), Some(0), "{}", st.stderr);
+    }
+    let s = pair.start_sensor(&[]);
+    let g = pair.send(&["--queues", "0,1", "--count", "500", "--pps", "20000"]);
+    assert_eq!(num(&s.stop().stats.unwrap(), &["packets_received"]), g.sent);
+}
+
+/// SIGHUP writes the counters so far and capture goes on.
+#[test]
+fn sighup_writes_stats_and_keeps_capturing() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(2);
+    let sensor = pair.start_sensor(&[]);
+    let a = pair.send(&["--queues", "0", "--count", "1200", "--pps", "20000"]);
+    sensor.sighup();
+    let t = std::time::Instant::now();
+    let snap = loop {
+        if let Some(v) = sensor.read_stats() {
+            break v;
+        }
+        assert!(t.elapsed().as_secs() < 10, "no stats after SIGHUP");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(num(&snap, &["packets_received"]), a.sent);
+    let b = pair.send(&["--queues", "1", "--count", "800", "--pps", "20000"]);
+    let stopped = sensor.stop();
+    assert_eq!(stopped.status.and_then(|s| s.code()), Some(0));
+    assert_eq!(
+        num(&stopped.stats.unwrap(), &["packets_received"]),
+        a.sent + b.sent
+    );
+}
+
+/// Another XDP program is refused (one line, exit 2, left in place) unless --force.
+#[test]
+fn foreign_program_refused_unless_forced() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(2);
+    harness::run(&[
+        "ip",
+        "-n",
+        &pair.ns_sensor,
+        "link",
+        "set",
+        "dev",
+        harness::SENSOR_IF,
+        "xdpgeneric",
+        "obj",
+        harness::XDP_DROP_OBJ,
+        "sec",
+        "xdp",
+    ]);
+    let (code, err) = pair.sensor_fails(&[], &["--iface", harness::SENSOR_IF]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("another XDP program is attached (xdp_drop_bench"),
+        "{err}"
+    );
+    assert!(err.contains("--force"), "{err}");
+    assert!(
+        pair.ip_link().contains("xdp_drop_bench"),
+        "{}",
+        pair.ip_link()
+    );
+
+    let sensor = pair.start_sensor(&["--force"]);
+    assert!(sensor
+        .stderr()
+        .contains("replaced another XDP program xdp_drop_bench"));
+    let g = pair.send(&["--queues", "0,1", "--count", "500", "--pps", "20000"]);
+    let stopped = sensor.stop();
+    assert_eq!(num(&stopped.stats.unwrap(), &["packets_received"]), g.sent);
+    assert!(!pair.has_xdp(), "{}", pair.ip_link());
+}
+
+/// A second sensor on the same interface is refused; the first keeps capturing.
+#[test]
+fn second_sensor_on_same_interface_refused() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(2);
+    let first = pair.start_sensor(&[]);
+    let (code, err) = pair.sensor_fails(&[], &["--iface", harness::SENSOR_IF]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("another streamml-sensor (pid {})", first.pid())),
+        "{err}"
+    );
+    let g = pair.send(&["--queues", "0,1", "--count", "500", "--pps", "20000"]);
+    assert_eq!(
+        num(&first.stop().stats.unwrap(), &["packets_received"]),
+        g.sent
+    );
+}
+
+/// Start-up errors are one line each, exit code 2.
+#[test]
+fn startup_errors_are_one_line() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(2);
+    let cases: Vec<(Vec<&str>, Vec<&str>, &str)> = vec![
+        (
+            vec![],
+            vec!["--iface", "nosuch0"],
+            "nosuch0: no such interface",
+        ),
+        (
+            vec![],
+            vec!["--iface", harness::SENSOR_IF, "--queues", "3"],
+            "sens0: --queues 3 but the interface has only 2 RX queues",
+        ),
+        (
+            vec![],
+            vec!["--iface", harness::SENSOR_IF, "--sample", "101"],
+            "--sample 101: must be a percentage in 0..=100",
+        ),
+        (
+            vec![
+                "setpriv",
+                "--bounding-set",
+                "-net_admin,-bpf,-sys_admin",
+                "--inh-caps",
+                "-net_admin,-bpf,-sys_admin",
+            ],
+            vec!["--iface", harness::SENSOR_IF],
+            "sens0: missing privileges: need CAP_NET_ADMIN, CAP_BPF",
+        ),
+        (
+            vec![
+                "setpriv",
+                "--bounding-set",
+                "-net_raw",
+                "--inh-caps",
+                "-net_raw",
+            ],
+            vec!["--iface", harness::SENSOR_IF],
+            "sens0: missing privileges: need CAP_NET_RAW",
+        ),
+    ];
+    for (prefix, args, want) in cases {
+        let (code, err) = pair.sensor_fails(&prefix, &args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with(&format!("streamml-sensor: {want}")),
+            "{args:?}: {err}"
+        );
+    }
+    harness::run(&[
+        "ip",
+        "-n",
+        &pair.ns_sensor,
+        "link",
+        "set",
+        harness::SENSOR_IF,
+        "down",
+    ]);
+    let (code, err) = pair.sensor_fails(&[], &["--iface", harness::SENSOR_IF]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        err.trim(),
+        "streamml-sensor: sens0: interface is down (ip link set sens0 up)"
+    );
+    assert!(
+        !pair.has_xdp(),
+        "a failed start left a program:\n{}",
+        pair.ip_link()
+    );
+}
+
+/// Flow rows without the columns that depend on when frames were captured (ids, times,
+/// durations, inter-arrival times), sorted: what must agree between live and replay.
+fn timeless_flows(csv: &str) -> Vec<String> {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().expect("CSV header").split(',').collect();
+    let keep: Vec<usize> = header
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            !(**c == "id" || c.contains("seen") || c.contains("duration") || c.contains("piat"))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let mut rows: Vec<String> = lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            assert_eq!(f.len(), header.len(), "{l}");
+            keep.iter().map(|&i| f[i]).collect::<Vec<_>>().join(",")
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// Equal row sets, reporting the first difference instead of both sets.
+fn assert_same_flows(what: &str, got: &[String], want: &[String]) {
+    assert_eq!(got.len(), want.len(), "{what}: number of flows");
+    if let Some((g, w)) = got.iter().zip(want).find(|(g, w)| g != w) {
+        panic!("{what}: first differing flow\n got: {g}\nwant: {w}");
+    }
+}
+
+fn replay_flows(pcap: &std::path::Path, out: &std::path::Path) -> String {
+    harness::run(&[
+        harness::SENSOR,
+        "flows",
+        &pcap.to_string_lossy(),
+        "-o",
+        &out.to_string_lossy(),
+    ]);
+    std::fs::read_to_string(out).expect("replay flows")
+}
+
+/// Live flows equal the flows of a replay of the same frames, with 2 queues and with 1.
+#[test]
+fn live_flows_equal_replay_flows_one_and_two_queues() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(2);
+    let (pcap, live2) = (pair.path("sent.pcap"), pair.path("live2.csv"));
+    let sensor = pair.start_sensor(&["--flows-out", &live2.to_string_lossy()]);
+    let g = pair.send(&[
+        "--queues",
+        "0,1",
+        "--count",
+        "4000,3000",
+        "--pps",
+        "20000",
+        "--flows",
+        "37",
+        "--proto",
+        "tcp-syn",
+        "--pcap-out",
+        &pcap.to_string_lossy(),
+    ]);
+    assert_eq!(g.sent, 7000);
+    let stopped = sensor.stop();
+    assert_eq!(
+        stopped.status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        stopped.stderr
+    );
+    let st = stopped.stats.unwrap();
+    assert_eq!(num(&st, &["packets_received"]), 7000);
+    assert_eq!(num(&st, &["pipeline", "shard.ring_full"]), 0);
+    let live2 = timeless_flows(&std::fs::read_to_string(&live2).expect("live flows"));
+    let replay = timeless_flows(&replay_flows(&pcap, &pair.path("replay.csv")));
+    assert_eq!(replay.len(), 74, "37 flows per queue");
+    assert_same_flows("2-queue live vs replay", &live2, &replay);
+    assert_eq!(num(&st, &["pipeline", "flows.written"]), 74);
+
+    // The same frames through a one-queue pair and a one-queue sensor.
+    let pair1 = VethPair::new(1);
+    let live1 = pair1.path("live1.csv");
+    let sensor = pair1.start_sensor(&["--flows-out", &live1.to_string_lossy()]);
+    for (src, count) in [("198.18.0.1", "4000"), ("198.18.0.2", "3000")] {
+        let mut args = vec![
+            "--queues", "0", "--count", count, "--pps", "20000", "--flows", "37", "--proto",
+            "tcp-syn",
+        ];
+        args.extend_from_slice(&["--src", src]);
+        pair1.send(&args);
+    }
+    let st = sensor.stop().stats.unwrap();
+    assert_eq!(num(&st, &["packets_received"]), 7000);
+    assert_eq!(st["queues"].as_array().unwrap().len(), 1);
+    let live1 = timeless_flows(&std::fs::read_to_string(&live1).expect("live flows"));
+    assert_same_flows("1-queue live vs replay", &live1, &replay);
+}
+
+/// A SYN flood from the peer (one SYN per source port) shows as one single-SYN flow per
+/// port in the live flow output. (Alerting on it waits for live detection.)
+#[test]
+fn syn_flood_shows_as_flows() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(2);
+    let out = pair.path("flood.csv");
+    let sensor = pair.start_sensor(&[
+        "--flows-out",
+        &out.to_string_lossy(),
+        "--flows-format",
+        "csv",
+    ]);
+    let g = pair.send(&[
+        "--queues", "0,1", "--count", "5000", "--pps", "25000", "--flows", "5000", "--proto",
+        "tcp-syn", "--dport", "80",
+    ]);
+    assert_eq!(g.sent, 10_000);
+    let st = sensor.stop().stats.expect("stats");
+    assert_eq!(num(&st, &["packets_received"]), 10_000);
+    let csv = std::fs::read_to_string(&out).expect("flows");
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |n: &str| {
+        header
+            .iter()
+            .position(|c| *c == n)
+            .unwrap_or_else(|| panic!("{n}"))
+    };
+    let (syn, pkts, dport) = (
+        col("bidirectional_syn_packets"),
+        col("bidirectional_packets"),
+        col("dst_port"),
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 10_000, "one flow per (source address, port)");
+    assert!(rows
+        .iter()
+        .all(|r| r[syn] == "1" && r[pkts] == "1" && r[dport] == "80"));
+    assert_eq!(num(&st, &["pipeline", "flows.written"]), 10_000);
+}
+
+/// Generic (SKB) mode works too, and says so in the stats.
+#[test]
+fn skb_mode_captures() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(2);
+    let sensor = pair.start_sensor(&["--xdp-mode", "skb"]);
+    assert!(pair.ip_link().contains("xdpgeneric"), "{}", pair.ip_link());
+    let g = pair.send(&["--queues", "0,1", "--count", "2000", "--pps", "10000"]);
+    let st = sensor.stop().stats.expect("stats");
+    assert_eq!(st["mode"]["attach"], "skb");
+    assert_eq!(num(&st, &["xdp", "seen"]), g.sent);
+    assert_eq!(num(&st, &["packets_received"]), g.sent, "{st:#}");
+    assert!(!pair.has_xdp());
+}
+
+/// A device without native XDP (ifb): `native` is refused in one line, `auto` falls back
+/// to SKB mode and says so.
+#[test]
+fn native_refused_without_driver_support_auto_falls_back() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(2);
+    harness::run(&[
+        "ip",
+        "-n",
+        &pair.ns_sensor,
+        "link",
+        "add",
+        "dum0",
+        "type",
+        "ifb",
+    ]);
+    harness::run(&["ip", "-n", &pair.ns_sensor, "link", "set", "dum0", "up"]);
+    let (code, err) = pair.sensor_fails(&[], &["--iface", "dum0", "--xdp-mode", "native"]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(
+        err.trim(),
+        "streamml-sensor: dum0: the driver has no native XDP support; use --xdp-mode skb (or auto)"
+    );
+    let (code, err) = pair.sensor_fails(
+        &[],
+        &["--iface", "dum0", "--zero-copy", "on", "--xdp-mode", "skb"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("zero-copy is not supported here"), "{err}");
+
+    let mut cmd = vec![
+        "netns",
+        "exec",
+        &pair.ns_sensor,
+        harness::SENSOR,
+        "--iface",
+        "dum0",
+    ];
+    cmd.extend_from_slice(&["--no-pin", "--duration", "0.3", "--report-interval", "0"]);
+    let out = std::process::Command::new("ip")
+        .args(&cmd)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("dum0: native XDP unavailable"), "{err}");
+    assert!(err.contains("XDP skb mode"), "{err}");
+    let link = harness::run(&["ip", "-n", &pair.ns_sensor, "link", "show", "dum0"]);
+    assert!(!link.contains("xdp"), "{link}");
+}
+
+/// The interface going away ends the run with one line and exit code 2, not a hang.
+#[test]
+fn interface_disappearing_ends_the_run() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(2);
+    let sensor = pair.start_sensor(&[]);
+    harness::run(&[
+        "ip",
+        "-n",
+        &pair.ns_sensor,
+        "link",
+        "del",
+        harness::SENSOR_IF,
+    ]);
+    let t = std::time::Instant::now();
+    let stopped = sensor.wait_exit();
+    assert!(t.elapsed().as_secs() < 10);
+    assert_eq!(
+        stopped.status.and_then(|s| s.code()),
+        Some(2),
+        "{}",
+        stopped.stderr
+    );
+    let last = stopped
+        .stderr
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        last, "streamml-sensor: sens0: the interface disappeared",
+        "{}",
+        stopped.stderr
+    );
+}
+
+/// Unwritable output paths fail at start-up, before anything is attached.
+#[test]
+fn unwritable_outputs_fail_at_startup() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(2);
+    for flag in ["--flows-out", "--stats-json"] {
+        let (code, err) = pair.sensor_fails(
+            &[],
+            &["--iface", harness::SENSOR_IF, flag, "/nonexistent-dir/x"],
+        );
+        assert_eq!(code, 2, "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with(&format!("streamml-sensor: {flag} /nonexistent-dir/x")),
+            "{err}"
+        );
+        assert!(!pair.has_xdp());
+    }
+}
