@@ -265,6 +265,35 @@ impl ShardWorker for FlowWorker {
         });
     }
 
+    /// Runs of packets go through the table's batched update (prefetching the flows a few
+    /// packets ahead); ticks in between are handled in order.
+    fn on_msgs(&mut self, msgs: &[shard::Msg]) {
+        let mut i = 0;
+        while i < msgs.len() {
+            let run = msgs[i..]
+                .iter()
+                .position(|m| !matches!(m, shard::Msg::Packet(_)))
+                .unwrap_or(msgs.len() - i);
+            if run > 0 {
+                let (sorter, line, jsonl, err) =
+                    (&mut self.sorter, &mut self.line, self.jsonl, &mut self.err);
+                self.table.update_batch(
+                    &msgs[i..i + run],
+                    |m| match m {
+                        shard::Msg::Packet(r) => (r.ts_ns, &r.meta),
+                        shard::Msg::Tick(_) => unreachable!("runs hold packets only"),
+                    },
+                    &mut |r| Self::emit_record(sorter, line, jsonl, err, r),
+                );
+                i += run;
+            }
+            if let Some(shard::Msg::Tick(t)) = msgs.get(i) {
+                self.on_tick(*t);
+                i += 1;
+            }
+        }
+    }
+
     fn finish(&mut self) {
         let (sorter, line, jsonl, err) =
             (&mut self.sorter, &mut self.line, self.jsonl, &mut self.err);
