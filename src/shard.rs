@@ -120,12 +120,8 @@ pub struct Consumer {
 pub fn ring(capacity: usize) -> (Producer, Consumer) {
     let (p, c) = rtrb::RingBuffer::new(capacity.max(1));
     (
-        Producer {
-            p: RefCell::new(p),
-        },
-        Consumer {
-            c: RefCell::new(c),
-        },
+        Producer { p: RefCell::new(p) },
+        Consumer { c: RefCell::new(c) },
     )
 }
 
@@ -133,7 +129,10 @@ impl Producer {
     /// Pushes without waiting; gives the message back when the ring is full.
     #[inline]
     pub fn try_push(&self, m: Msg) -> Result<(), Msg> {
-        self.p.borrow_mut().push(m).map_err(|rtrb::PushError::Full(m)| m)
+        self.p
+            .borrow_mut()
+            .push(m)
+            .map_err(|rtrb::PushError::Full(m)| m)
     }
 
     /// Pushes, waiting (spin, then yield) for room. Only for file replay.
