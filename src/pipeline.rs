@@ -314,8 +314,9 @@ fn write_with_id(w: &mut dyn Write, jsonl: bool, id: u64, line: &[u8]) -> std::i
     }
 }
 
-/// Spill threshold of each shard's flow-output buffer.
-const SORT_BUFFER_BYTES: usize = 32 << 20;
+/// Memory for buffered flow output, shared by the shards; beyond it sorted runs are
+/// spilled to disk (bounded memory whatever the capture's length).
+const SORT_BUFFER_BYTES: usize = 256 << 20;
 
 /// `streamml-sensor flows`.
 pub fn flows_command(a: crate::cli::FlowsArgs) -> anyhow::Result<ExitCode> {
@@ -371,7 +372,7 @@ pub fn flows_command(a: crate::cli::FlowsArgs) -> anyhow::Result<ExitCode> {
                 ..fcfg
             })
             .map_err(|e| anyhow::anyhow!("flow table: {e}"))?,
-            sorter: RunSorter::new(SORT_BUFFER_BYTES, spill_dir.clone()),
+            sorter: RunSorter::new(SORT_BUFFER_BYTES / shards, spill_dir.clone()),
             jsonl,
             line: Vec::with_capacity(2048),
             err: None,
