@@ -314,10 +314,6 @@ fn write_with_id(w: &mut dyn Write, jsonl: bool, id: u64, line: &[u8]) -> std::i
     }
 }
 
-/// Memory for buffered flow output, shared by the shards; beyond it sorted runs are
-/// spilled to disk (bounded memory whatever the capture's length).
-const SORT_BUFFER_BYTES: usize = 256 << 20;
-
 /// `streamml-sensor flows`.
 pub fn flows_command(a: crate::cli::FlowsArgs) -> anyhow::Result<ExitCode> {
     use crate::cli::{AccountingArg, KeyArg, OutFormat};
@@ -372,7 +368,7 @@ pub fn flows_command(a: crate::cli::FlowsArgs) -> anyhow::Result<ExitCode> {
                 ..fcfg
             })
             .map_err(|e| anyhow::anyhow!("flow table: {e}"))?,
-            sorter: RunSorter::new(SORT_BUFFER_BYTES / shards, spill_dir.clone()),
+            sorter: RunSorter::new((a.sort_buffer_mib << 20) / shards, spill_dir.clone()),
             jsonl,
             line: Vec::with_capacity(2048),
             err: None,
