@@ -248,6 +248,9 @@ impl FlowWorker {
 impl ShardWorker for FlowWorker {
     #[inline]
     fn on_packet(&mut self, rec: &shard::PacketRecord) {
+        if rec.lag_ms > 0 {
+            self.on_tick(rec.ts_ns + u64::from(rec.lag_ms) * 1_000_000);
+        }
         let (sorter, line, jsonl, err) =
             (&mut self.sorter, &mut self.line, self.jsonl, &mut self.err);
         self.table.update(rec.ts_ns, &rec.meta, &mut |r| {
@@ -268,11 +271,22 @@ impl ShardWorker for FlowWorker {
     fn on_msgs(&mut self, msgs: &[shard::Msg]) {
         let mut i = 0;
         while i < msgs.len() {
+            // A run: packets in timestamp order (an out-of-order packet first moves the
+            // clock, see `PacketRecord::lag_ms`, so it ends a run).
             let run = msgs[i..]
                 .iter()
-                .position(|m| !matches!(m, shard::Msg::Packet(_)))
+                .enumerate()
+                .position(|(k, m)| match m {
+                    shard::Msg::Packet(r) => k > 0 && r.lag_ms > 0,
+                    shard::Msg::Tick(_) => true,
+                })
                 .unwrap_or(msgs.len() - i);
             if run > 0 {
+                if let shard::Msg::Packet(r) = &msgs[i] {
+                    if r.lag_ms > 0 {
+                        self.on_tick(r.ts_ns + u64::from(r.lag_ms) * 1_000_000);
+                    }
+                }
                 let (sorter, line, jsonl, err) =
                     (&mut self.sorter, &mut self.line, self.jsonl, &mut self.err);
                 self.table.update_batch(

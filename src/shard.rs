@@ -24,7 +24,10 @@ pub struct PacketRecord {
     pub hash: u32,
     /// Bitmask of the profiles whose packet filter this packet matched.
     pub profiles: u16,
-    pub _pad: u16,
+    /// How far (ms, saturated) this packet's timestamp lies behind the reader's clock (the
+    /// newest timestamp it has routed). Non-zero only for out-of-order packets: the shard
+    /// first moves its flow clock to `ts + lag`, so every shard count sees the same clock.
+    pub lag_ms: u16,
     pub meta: PacketMeta,
 }
 
@@ -196,6 +199,8 @@ impl RouterCounters {
 /// A reader's side of sharding: one producer per shard.
 pub struct Router {
     producers: Vec<Producer>,
+    /// Newest timestamp routed (ns).
+    clock_ns: std::cell::Cell<u64>,
     policy: FullPolicy,
     mode: KeyMode,
     pub counters: Arc<RouterCounters>,
@@ -208,6 +213,7 @@ impl Router {
             producers,
             policy,
             mode,
+            clock_ns: std::cell::Cell::new(0),
             counters: Arc::new(RouterCounters::default()),
         }
     }
@@ -222,11 +228,19 @@ impl Router {
     pub fn route(&self, ts_ns: u64, meta: &PacketMeta, profiles: u16) -> bool {
         let hash = symmetric_hash(meta, self.mode);
         let s = shard_of(hash, self.producers.len());
+        let clock = self.clock_ns.get();
+        let lag_ms = if ts_ns >= clock {
+            self.clock_ns.set(ts_ns);
+            0
+        } else {
+            // Rounded up so that ts + lag reaches the clock's millisecond.
+            (clock - ts_ns).div_ceil(1_000_000).min(u64::from(u16::MAX)) as u16
+        };
         let m = Msg::Packet(PacketRecord {
             ts_ns,
             hash: hash as u32,
             profiles,
-            _pad: 0,
+            lag_ms,
             meta: *meta,
         });
         match self.policy {
