@@ -634,7 +634,9 @@ fn native_refused_without_driver_support_auto_falls_back() {
         "--iface",
         "dum0",
     ];
+    let state = pair.state_dir().to_string_lossy().into_owned();
     cmd.extend_from_slice(&["--no-pin", "--duration", "0.3", "--report-interval", "0"]);
+    cmd.extend_from_slice(&["--state-dir", &state, "--ring-mib", "4"]);
     let out = std::process::Command::new("ip")
         .args(&cmd)
         .output()
