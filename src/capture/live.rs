@@ -1491,6 +1491,21 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
             }
         }
     }
+    // Per profile: what its detectors scored (over all shards) and the highest score.
+    for (pi, p) in cfg.profiles.iter().enumerate() {
+        let (mut w, mut f, mut max) = (0u64, 0u64, 0.0f64);
+        for s in &scorers {
+            if let Some(&(_, sw, sf, sm)) = s.detector_summary().get(pi) {
+                w += sw;
+                f += sf;
+                max = max.max(sm);
+            }
+        }
+        log(format_args!(
+            "profile {}: {w} windows and {f} flows scored, highest score {max:.3}",
+            p.name
+        ));
+    }
     // The scorers hold the last alert senders: dropping them lets the writer copy what
     // is pending (up to the rings' heads), write it and finish.
     drop(scorers);
