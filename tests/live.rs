@@ -416,6 +416,35 @@ fn startup_errors_are_one_line() {
             "{args:?}: {err}"
         );
     }
+    // A bad configuration: one line naming file and key, before anything is attached.
+    let profile = "[[profile]]\nname = \"p\"\nmode = \"window\"\n";
+    for (body, want) in [
+        (
+            format!("{profile}window_s = 0\n[profile.threshold]\nfixed = 0.9\n"),
+            "profile \"p\": window_s = 0: must be > 0",
+        ),
+        (
+            format!("{profile}filter = \"tcp and and\"\n[profile.threshold]\nfixed = 0.9\n"),
+            "profile \"p\": filter = \"tcp and and\"",
+        ),
+        (
+            format!("{profile}[profile.threshold]\nfixed = 1.5\n"),
+            "profile \"p\": threshold.fixed = 1.5: must be within [0, 1]",
+        ),
+    ] {
+        let cfg = pair.path("bad.toml");
+        std::fs::write(&cfg, body).unwrap();
+        let cfg_s = cfg.to_string_lossy().into_owned();
+        let (code, err) =
+            pair.sensor_fails(&[], &["--iface", harness::SENSOR_IF, "--config", &cfg_s]);
+        assert_eq!(code, 2, "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with(&format!("streamml-sensor: {cfg_s}: {want}")),
+            "{err}"
+        );
+        assert!(!pair.has_xdp());
+    }
     harness::run(&[
         "ip",
         "-n",
@@ -513,7 +542,15 @@ fn live_flows_equal_replay_flows_one_and_two_queues() {
     let st = stopped.stats.unwrap();
     assert_eq!(num(&st, &["packets_received"]), 7000);
     assert_eq!(num(&st, &["pipeline", "shard.ring_full"]), 0);
-    let live2 = timeless_flows(&std::fs::read_to_string(&live2).expect("live flows"));
+    let live2 = std::fs::read_to_string(&live2).expect("live flows");
+    // Numbered in sorted order like `flows`: ids 0, 1, 2, ...
+    let ids: Vec<u64> = live2
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().parse().expect("id"))
+        .collect();
+    assert_eq!(ids, (0..ids.len() as u64).collect::<Vec<_>>());
+    let live2 = timeless_flows(&live2);
     let replay = timeless_flows(&replay_flows(&pcap, &pair.path("replay.csv")));
     assert_eq!(replay.len(), 74, "37 flows per queue");
     assert_same_flows("2-queue live vs replay", &live2, &replay);
@@ -539,7 +576,7 @@ fn live_flows_equal_replay_flows_one_and_two_queues() {
 }
 
 /// A SYN flood from the peer (one SYN per source port) shows as one single-SYN flow per
-/// port in the live flow output. (Alerting on it waits for live detection.)
+/// port in the live flow output (alerts: `syn_flood_raises_alert_with_evidence`).
 #[test]
 fn syn_flood_shows_as_flows() {
     let Some(_g) = harness::live() else { return };
@@ -912,4 +949,75 @@ fn syn_flood_raises_alert_with_evidence() {
         "{}",
         stopped.stderr
     );
+}
+
+/// SIGHUP until the stats file shows `reader.frames == n` (every frame in the evidence
+/// rings); bounded.
+fn wait_frames(sensor: &harness::Sensor, n: u64) {
+    let t = std::time::Instant::now();
+    loop {
+        sensor.sighup();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if let Some(v) = sensor.read_stats() {
+            if v["pipeline"]["reader.frames"].as_u64() == Some(n) {
+                return;
+            }
+        }
+        assert!(
+            t.elapsed().as_secs() < 10,
+            "reader.frames never reached {n}: {:?}",
+            sensor.read_stats()
+        );
+    }
+}
+
+/// `streamml-sensor evidence recover` on the pair's state directory: the packets of the
+/// output, counted by tshark.
+fn recover_count(pair: &VethPair, name: &str) -> u64 {
+    let out = pair.path(name);
+    harness::run(&[
+        harness::SENSOR,
+        "evidence",
+        "recover",
+        "--state-dir",
+        &pair.state_dir().to_string_lossy(),
+        "-o",
+        &out.to_string_lossy(),
+    ]);
+    tshark_packets(&out).len() as u64
+}
+
+/// The evidence rings survive kill -9: `evidence recover` then returns every frame the
+/// sensor had read; a new start continues the rings (saying how many packets of the
+/// earlier run it kept) and a later recovery holds both runs' frames.
+#[test]
+fn evidence_rings_survive_kill9_and_recover() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(2);
+    let sensor = pair.start_sensor(&[]);
+    let a = pair.send(&[
+        "--queues", "0,1", "--count", "1500", "--pps", "20000", "--flows", "20",
+    ]);
+    wait_frames(&sensor, a.sent);
+    let stopped = sensor.kill9();
+    assert!(stopped.status.is_some());
+    assert_eq!(recover_count(&pair, "first.pcap.zst"), a.sent);
+
+    let sensor = pair.start_sensor(&[]);
+    for q in 0..2 {
+        let want = format!("shard-{q}.ring: kept 1500 packets of an earlier run");
+        assert!(sensor.stderr().contains(&want), "{}", sensor.stderr());
+    }
+    let b = pair.send(&["--queues", "0,1", "--count", "500", "--pps", "20000"]);
+    let stopped = sensor.stop();
+    assert_eq!(
+        stopped.status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        stopped.stderr
+    );
+    let st = stopped.stats.expect("stats");
+    assert_eq!(st["setup"]["rings"][0]["opened"], "resumed", "{st:#}");
+    assert_eq!(num(&st, &["setup", "rings", "1", "earlier_records"]), 1500);
+    assert_eq!(recover_count(&pair, "both.pcap.zst"), a.sent + b.sent);
 }

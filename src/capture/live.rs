@@ -566,8 +566,6 @@ fn reader_loop(mut src: AfXdpSource, p: ReaderPipe) -> anyhow::Result<()> {
             .map_err(|e| anyhow!(e))?
         {
             Next::Frame(f) => {
-                rc.frames.inc();
-                rc.bytes.add(u64::from(f.orig_len));
                 match wire::decode(f.data, f.orig_len, f.link, &opts) {
                     Ok(m) => {
                         rc.decoded.inc();
@@ -581,6 +579,10 @@ fn reader_loop(mut src: AfXdpSource, p: ReaderPipe) -> anyhow::Result<()> {
                         ring.append(f.ts_ns, f.orig_len, f.link, 0, f.data);
                     }
                 }
+                // Counted once it is in the ring (and routed): `reader.frames` tells how
+                // many frames `evidence recover` finds after a crash.
+                rc.frames.inc();
+                rc.bytes.add(u64::from(f.orig_len));
                 if f.ts_ns >= next_tick {
                     router.tick(f.ts_ns);
                     next_tick = f.ts_ns.saturating_add(TICK_NS);

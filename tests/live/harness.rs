@@ -585,11 +585,15 @@ pub fn read_json(p: &Path) -> Option<serde_json::Value> {
     serde_json::from_str(&s).ok()
 }
 
-/// `v[a][b]...` as u64, panicking with the document on a missing key.
+/// `v[a][b]...` as u64 (a number indexes an array), panicking with the document on a
+/// missing key.
 pub fn num(v: &serde_json::Value, path: &[&str]) -> u64 {
     let mut cur = v;
     for k in path {
-        cur = &cur[*k];
+        cur = match (cur.as_array(), k.parse::<usize>()) {
+            (Some(a), Ok(i)) => a.get(i).unwrap_or(&serde_json::Value::Null),
+            _ => &cur[*k],
+        };
     }
     cur.as_u64()
         .unwrap_or_else(|| panic!("no number at {path:?} in {v:#}"))
