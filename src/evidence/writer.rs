@@ -924,7 +924,8 @@ mod tests {
         )
         .unwrap();
         // (ts, ring seq, flow hash, bytes)
-        let mut frames: Vec<(u64, u64, u64, Vec<u8>)> = Vec::new();
+        type Rec = (u64, u64, u64, Vec<u8>);
+        let mut frames: Vec<Rec> = Vec::new();
         let mut i = 0u64;
         while let Some(f) = src.next_frame().unwrap() {
             let h = i % 3;
@@ -975,7 +976,7 @@ mod tests {
             .collect();
         assert_eq!(alerts.len(), 3);
         let by_id = |id: u64| alerts.iter().find(|a| a.alert_id == id).unwrap();
-        let want = |keep: &dyn Fn(&(u64, u64, u64, Vec<u8>)) -> bool| {
+        let want = |keep: &dyn Fn(&Rec) -> bool| {
             let mut v: Vec<_> = frames.iter().filter(|f| keep(f)).cloned().collect();
             v.sort_by_key(|f| (f.0, f.1));
             v.into_iter().map(|f| (f.0, f.3)).collect::<Vec<_>>()
