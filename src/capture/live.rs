@@ -972,6 +972,35 @@ impl LiveArgs {
     }
 }
 
+/// Brings an evidence ring's pages into the page cache at start-up, so that the readers'
+/// first lap through the ring does not pay for them (measured: a fresh 256 MiB ring cost
+/// the readers 10-20 % of their frames while its pages were first touched, most of it the
+/// kernel zeroing new page-cache pages). A ring just created holds only zeros past its
+/// header: writing zeros over its data area changes nothing in it but allocates the blocks
+/// and pages now. A resumed ring (an earlier run's records) is only read ahead.
+fn warm_ring(ring: &EvidenceRing, created: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let info = ring.reader().info();
+    let data_off = info.file_len - info.data_len;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(created)
+        .open(ring.path())?;
+    if created && info.head_seq == 0 {
+        let zeros = vec![0u8; 1 << 20];
+        let mut off = data_off;
+        while off < info.file_len {
+            let n = (info.file_len - off).min(zeros.len() as u64) as usize;
+            f.write_all_at(&zeros[..n], off)?;
+            off += n as u64;
+        }
+    } else {
+        // SAFETY: posix_fadvise on an fd we own; it only advises the page cache.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
+    }
+    Ok(())
+}
+
 /// Loads the configuration (errors name file and key) and applies the flags that
 /// override it.
 fn live_config(args: &LiveArgs) -> anyhow::Result<Config> {
@@ -1129,6 +1158,8 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
             Opened::Created => 0,
             Opened::Resumed { records, .. } => records,
         };
+        warm_ring(&ring, opened == Opened::Created)
+            .with_context(|| format!("evidence ring {}", path.display()))?;
         if earlier > 0 {
             log(format_args!(
                 "{}: kept {earlier} packets of an earlier run (streamml-sensor evidence recover)",
