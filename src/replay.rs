@@ -210,10 +210,9 @@ pub fn run_replay(
         ring.append(f.ts_ns, f.orig_len, f.link, h, f.data);
         filters.mask(f.data, f.link)
     };
-    let setup2 = setup.clone();
-    let res = pipeline::run_with_hook(source, &pcfg, &mut hook, move |s| {
-        Scorer::new(s, setup2.clone()).expect("validated configuration builds its detectors")
-    });
+    let workers = pipeline::build_workers(shards, |s| Scorer::new(s, setup.clone()))
+        .map_err(anyhow::Error::msg)?;
+    let res = pipeline::run_with_hook(source, &pcfg, &mut hook, workers);
     drop(setup); // the last sender outside the scorers
     let mut snap = Snapshot::new();
     res.reader.snapshot_into(&mut snap);

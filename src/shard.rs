@@ -6,10 +6,9 @@
 //! ([`FullPolicy::Wait`]): a file can always be read later, so dropping would lose packets
 //! for nothing and make replays non-deterministic.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::RefCell;
 use std::sync::Arc;
 
-use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::Backoff;
 
 use crate::stats::Counter;
@@ -106,45 +105,48 @@ pub fn shard_of(hash: u64, shards: usize) -> usize {
     ((u128::from(hash) * shards as u128) >> 64) as usize
 }
 
-struct Ring {
-    q: ArrayQueue<Msg>,
-    closed: AtomicBool,
-}
-
-/// Reader end of one reader→shard ring.
+/// Reader end of one reader→shard ring (single producer; not `Sync`).
 pub struct Producer {
-    ring: Arc<Ring>,
+    p: RefCell<rtrb::Producer<Msg>>,
 }
 
-/// Scorer end of one reader→shard ring.
+/// Scorer end of one reader→shard ring (single consumer; not `Sync`).
 pub struct Consumer {
-    ring: Arc<Ring>,
+    c: RefCell<rtrb::Consumer<Msg>>,
 }
 
-/// A bounded single-producer single-consumer ring of `capacity` messages.
+/// A bounded single-producer single-consumer ring of `capacity` messages (rtrb: cached
+/// head/tail indices, one release store per push, chunked reads on the consumer side).
 pub fn ring(capacity: usize) -> (Producer, Consumer) {
-    let ring = Arc::new(Ring {
-        q: ArrayQueue::new(capacity.max(1)),
-        closed: AtomicBool::new(false),
-    });
-    (Producer { ring: ring.clone() }, Consumer { ring })
+    let (p, c) = rtrb::RingBuffer::new(capacity.max(1));
+    (
+        Producer { p: RefCell::new(p) },
+        Consumer { c: RefCell::new(c) },
+    )
 }
 
 impl Producer {
     /// Pushes without waiting; gives the message back when the ring is full.
     #[inline]
     pub fn try_push(&self, m: Msg) -> Result<(), Msg> {
-        self.ring.q.push(m)
+        self.p
+            .borrow_mut()
+            .push(m)
+            .map_err(|rtrb::PushError::Full(m)| m)
     }
 
     /// Pushes, waiting (spin, then yield) for room. Only for file replay.
     pub fn push_wait(&self, mut m: Msg) {
         let backoff = Backoff::new();
+        let mut p = self.p.borrow_mut();
         loop {
-            match self.ring.q.push(m) {
+            match p.push(m) {
                 Ok(()) => return,
-                Err(back) => {
+                Err(rtrb::PushError::Full(back)) => {
                     m = back;
+                    if p.is_abandoned() {
+                        return; // the scorer is gone (it panicked): nothing to wait for
+                    }
                     if backoff.is_completed() {
                         std::thread::yield_now();
                     } else {
@@ -155,18 +157,14 @@ impl Producer {
         }
     }
 
+    /// Messages waiting in the ring.
     pub fn len(&self) -> usize {
-        self.ring.q.len()
+        let p = self.p.borrow();
+        p.buffer().capacity() - p.slots()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ring.q.is_empty()
-    }
-}
-
-impl Drop for Producer {
-    fn drop(&mut self) {
-        self.ring.closed.store(true, Ordering::Release);
+        self.len() == 0
     }
 }
 
@@ -262,9 +260,22 @@ impl Router {
 pub trait ShardWorker {
     fn on_packet(&mut self, rec: &PacketRecord);
     fn on_tick(&mut self, now_ns: u64);
+    /// A run of consecutive messages from one ring (in order). The default handles them
+    /// one by one; a worker may override it to process packets in batches.
+    fn on_msgs(&mut self, msgs: &[Msg]) {
+        for m in msgs {
+            match m {
+                Msg::Packet(r) => self.on_packet(r),
+                Msg::Tick(t) => self.on_tick(*t),
+            }
+        }
+    }
     /// Called once after every ring is closed and drained.
     fn finish(&mut self);
 }
+
+/// Most messages handed to a worker at once.
+const DRAIN_CHUNK: usize = 256;
 
 /// Drains `consumers` (one per reader) into `worker` until every producer is dropped and
 /// every ring is empty, then calls `finish`. Idle waiting spins briefly, then yields, then
@@ -275,13 +286,18 @@ pub fn run_shard<W: ShardWorker + ?Sized>(consumers: &[Consumer], worker: &mut W
     loop {
         let mut got = false;
         for c in consumers {
-            // Drain in bursts so one busy ring does not starve the others for long.
-            for _ in 0..256 {
-                match c.ring.q.pop() {
-                    Some(Msg::Packet(r)) => worker.on_packet(&r),
-                    Some(Msg::Tick(t)) => worker.on_tick(t),
-                    None => break,
+            let mut c = c.c.borrow_mut();
+            let n = c.slots().min(DRAIN_CHUNK);
+            if n == 0 {
+                continue;
+            }
+            if let Ok(chunk) = c.read_chunk(n) {
+                let (a, b) = chunk.as_slices();
+                worker.on_msgs(a);
+                if !b.is_empty() {
+                    worker.on_msgs(b);
                 }
+                chunk.commit_all();
                 got = true;
             }
         }
@@ -291,10 +307,10 @@ pub fn run_shard<W: ShardWorker + ?Sized>(consumers: &[Consumer], worker: &mut W
             continue;
         }
         // Empty: finished if every producer is gone and nothing arrived since.
-        if consumers
-            .iter()
-            .all(|c| c.ring.closed.load(Ordering::Acquire) && c.ring.q.is_empty())
-        {
+        if consumers.iter().all(|c| {
+            let c = c.c.borrow();
+            c.is_abandoned() && c.is_empty()
+        }) {
             break;
         }
         if !backoff.is_completed() {
