@@ -81,8 +81,9 @@ fn mix(n: usize, flows: u64, pattern: Pattern, seed: u64) -> Vec<(u64, PacketMet
 /// Steady state: the table already holds every flow; each iteration replays `pkts`
 /// shifted forward in time.
 fn steady(c: &mut Criterion, name: &str, pkts: &[(u64, PacketMeta)], batch: bool) {
+    // The CLI's default capacity (1M flows a shard).
     let cfg = FlowConfig {
-        capacity: 1 << 18,
+        capacity: 1 << 20,
         active_timeout_ms: u64::MAX / 4,
         ..FlowConfig::default()
     };

@@ -25,7 +25,8 @@ cat "$CAP" > /dev/null # warm the page cache
 timeit() {
   local best="" rss=""
   for _ in $(seq "$RUNS"); do
-    /usr/bin/time -f "%e %M" -o "$OUT/.t" "$@" > /dev/null 2>&1 || { echo "FAILED: $*" >&2; return 1; }
+    rm -f "$OUT/sf.ctl" "$OUT/sf.pid" # softflowd hangs if its control socket is left over
+    /usr/bin/time -f "%e %M" -o "$OUT/.t" timeout 900 "$@" > /dev/null 2>&1 || { echo "FAILED: $*" >&2; return 1; }
     read -r t m < "$OUT/.t"
     if [ -z "$best" ] || awk "BEGIN{exit !($t < $best)}"; then best=$t; rss=$m; fi
   done
@@ -34,7 +35,7 @@ timeit() {
 
 declare -A T M
 read -r T[sensor] M[sensor] < <(timeit "$BIN" flows "$CAP" --shards 1 -o "$OUT/sensor.csv")
-read -r T[softflowd] M[softflowd] < <(timeit softflowd -d -r "$CAP" -n 127.0.0.1:9995 -v 9 -m 262144 -p "$OUT/sf.pid" -c "$OUT/sf.ctl")
+read -r T[softflowd] M[softflowd] < <(timeit softflowd -d -r "$CAP" -n 127.0.0.1:9995 -v 9 -m 262144 -p "$OUT/sf.pid" -c none)
 read -r T[tcpdump] M[tcpdump] < <(timeit tcpdump -r "$CAP" -w /dev/null)
 if [ "${SKIP_NFSTREAM:-0}" != 1 ]; then
   cat > "$OUT/nfstream_run.py" <<'PY'

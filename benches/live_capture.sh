@@ -3,13 +3,23 @@
 # the same generator (streamml-pktgen, AF_XDP TX, one thread per queue, 64-byte frames,
 # as fast as it goes for DURATION seconds) against three receivers in turn:
 #   1. a bare XDP_DROP program (bpf/xdp_drop.bpf.c), counted by veth's rx_queue_N_xdp_drops
-#   2. streamml-sensor (XDP + AF_XDP readers + decode), counted by its --stats-json
+#   2. streamml-sensor with its whole pipeline (XDP + AF_XDP readers + evidence rings +
+#      decode + profile filters + flows, windows and Half-Space Trees of the default
+#      configuration + evidence writer), counted by its --stats-json
 #   3. tcpdump -w /dev/null (AF_PACKET), counted by its "packets captured"
 # and prints what each received, as pps and as a share of what was sent and of XDP_DROP.
+# Optional receivers for side-by-side comparisons of the sensor itself:
+#   sensor_noprof  the sensor with a configuration without profiles (evidence rings and
+#                  flows, no filters, windows or trees)
+#   sensor_base    another build, BASE_BIN=path (e.g. a build of an earlier commit); it
+#                  gets the sensor args but no --state-dir unless BASE_STATE=1
 #
 # Usage: sudo benches/live_capture.sh [sensor args...]
 #   env: DURATION=5 QUEUES=2 SIZE=64 ROUNDS=1 THREADED_NAPI=0|1 BUILD=1 PPS=0
-#        RECEIVERS="xdp_drop sensor tcpdump" NICE=0 DST_MAC=host|other
+#        RECEIVERS="xdp_drop sensor tcpdump" NICE=0 DST_MAC=host|other BASE_BIN= BASE_STATE=0
+#        FRESH_STATE=1: a new state directory (new evidence rings) for every sensor run;
+#        default: the runs share one, so the rings' pages are in the page cache after the
+#        first run (as for a sensor that has run for a while)
 #   NICE=-20 runs generator and receivers at that nice level: on a VM whose cores other
 #   jobs share, the measurement otherwise reflects the scheduler's share more than the
 #   receivers' cost.
@@ -124,10 +134,27 @@ run_xdp_drop() {
   echo "$sent $((after - before))"
 }
 
-run_sensor() {
-  local args=(--iface "$IF_S" --queues "$QUEUES" --report-interval 0 --stats-json "$WORK/sensor.json")
+run_sensor() { sensor_with "$BIN/streamml-sensor" --state-dir "$WORK/state"; }
+run_sensor_noprof() {
+  printf '[evidence]\nring_mib = 256\n' >"$WORK/noprofiles.toml"
+  sensor_with "$BIN/streamml-sensor" --state-dir "$WORK/state" --config "$WORK/noprofiles.toml"
+}
+run_sensor_base() {
+  if [ "${BASE_STATE:-0}" = 1 ]; then
+    sensor_with "${BASE_BIN:?BASE_BIN=path of the build to compare}" --state-dir "$WORK/state"
+  else
+    sensor_with "${BASE_BIN:?BASE_BIN=path of the build to compare}"
+  fi
+}
+
+sensor_with() {  # BINARY [extra args...]
+  local bin=$1
+  shift
+  local args=(--iface "$IF_S" --queues "$QUEUES" --report-interval 0 --stats-json "$WORK/sensor.json" "$@")
   [ "$THREADED_NAPI" = 1 ] && args+=(--threaded-napi)
-  nice -n "$NICE" ip netns exec "$NS_S" "$BIN/streamml-sensor" "${args[@]}" "${SENSOR_ARGS[@]}" 2>"$WORK/sensor.err" &
+  rm -f "$WORK/sensor.json"
+  [ "${FRESH_STATE:-0}" = 1 ] && rm -rf "$WORK/state"
+  nice -n "$NICE" ip netns exec "$NS_S" "$bin" "${args[@]}" "${SENSOR_ARGS[@]}" 2>"$WORK/sensor.err" &
   local pid=$!
   PIDS+=("$pid")
   touch "$WORK/sensor.err"
@@ -140,8 +167,8 @@ run_sensor() {
   awk -v a="$c0" -v b="$(proc_cpu "$pid")" 'BEGIN {printf "%.2f", b - a}' >"$WORK/rx.cpu"
   kill -TERM "$pid"
   wait "$pid" || { cat "$WORK/sensor.err" >&2; exit 1; }
-  jq -c '{mode: .mode | {attach, bind, idle, threaded_napi, pinned}, kernel, ring_full: .pipeline["shard.ring_full"], queues: [.queues[] | {queue, packets_received, batches, syscalls}]}' \
-    "$WORK/sensor.json" >"$WORK/sensor.detail"
+  jq -c '{mode: .mode | {attach, bind, idle, threaded_napi, pinned}, kernel, ring_full: .pipeline["shard.ring_full"], windows: .pipeline["detect.windows_scored"], flows: .pipeline["detect.flows_scored"], alerts: .pipeline["detect.alerts"], evidence_files: .pipeline["evidence.files_written"], queues: [.queues[] | {queue, packets_received, batches, syscalls}]}' \
+    "$WORK/sensor.json" >"$WORK/detail.${FUNCNAME[1]#run_}"
   echo "$sent $(jq -r .packets_received "$WORK/sensor.json")"
 }
 
@@ -165,6 +192,7 @@ echo "# kernel $(uname -r); nice $NICE ($(cat /proc/$$/autogroup 2>/dev/null || 
 printf '%-10s %12s %12s %12s %12s %9s %9s %8s %8s %8s %9s\n' receiver sent sent_pps received recv_pps of_sent of_drop gen_cpu softirq rx_cpu kf/cpu_s
 RATIO_DROP=()
 RATIO_TCPDUMP=()
+declare -A RATIO_VS=()
 for round in $(seq "$ROUNDS"); do
   declare -A R=()
   for r in $RECEIVERS; do
@@ -188,7 +216,17 @@ for round in $(seq "$ROUNDS"); do
   if [ -n "${R[sensor]:-}" ] && [ -n "${R[xdp_drop]:-}" ] && [ "${R[xdp_drop]}" -gt 0 ]; then
     RATIO_DROP+=("$(awk -v a="${R[sensor]}" -v b="${R[xdp_drop]}" 'BEGIN {printf "%.3f", a / b}')")
   fi
-  [ -f "$WORK/sensor.detail" ] && echo "# sensor detail: $(cat "$WORK/sensor.detail")"
+  for r in $RECEIVERS; do
+    case $r in
+      sensor_*)
+        if [ -n "${R[sensor]:-}" ] && [ "${R[$r]:-0}" -gt 0 ]; then
+          RATIO_VS[$r]="${RATIO_VS[$r]:-} $(awk -v a="${R[sensor]}" -v b="${R[$r]}" 'BEGIN {printf "%.3f", a / b}')"
+          echo "# sensor / $r: $(awk -v a="${R[sensor]}" -v b="${R[$r]}" 'BEGIN {printf "%.3f", a / b}')"
+        fi ;;
+    esac
+    [ -f "$WORK/detail.$r" ] && echo "# $r detail: $(cat "$WORK/detail.$r")"
+  done
+  rm -f "$WORK"/detail.*
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {if (NR) print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 if [ "${#RATIO_DROP[@]}" -gt 0 ]; then
@@ -197,3 +235,7 @@ fi
 if [ "${#RATIO_TCPDUMP[@]}" -gt 0 ]; then
   echo "# median over ${#RATIO_TCPDUMP[@]} rounds: sensor / tcpdump = $(median "${RATIO_TCPDUMP[@]}")x (rounds: ${RATIO_TCPDUMP[*]})"
 fi
+for r in "${!RATIO_VS[@]}"; do
+  # shellcheck disable=SC2086
+  echo "# median over rounds: sensor / $r = $(median ${RATIO_VS[$r]}) (rounds:${RATIO_VS[$r]})"
+done

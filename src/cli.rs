@@ -126,6 +126,9 @@ pub struct FlowsArgs {
     /// Print the counters (packets, drops by reason, flows) to stderr at the end.
     #[arg(long)]
     pub stats: bool,
+    /// Memory for sorting the output (MiB); larger outputs are sorted in runs on disk.
+    #[arg(long, value_name = "MIB", default_value = "256", value_parser = positive_usize)]
+    pub sort_buffer_mib: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

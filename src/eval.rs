@@ -112,9 +112,9 @@ pub fn score_labelled(
             decode_tunnels: cfg.decode_tunnels,
         },
     };
-    let res = pipeline::run(&mut src, &pcfg, move |s| {
-        Scorer::new(s, setup.clone()).expect("validated configuration builds its detectors")
-    });
+    let workers = pipeline::build_workers(1, |s| Scorer::new(s, setup.clone()))
+        .map_err(anyhow::Error::msg)?;
+    let res = pipeline::run(&mut src, &pcfg, workers);
     if let Some(e) = res.source_error {
         bail!("generator: {e}");
     }

@@ -83,17 +83,13 @@ pub struct RunResult<W> {
 }
 
 /// Reads `source` to its end in this thread and runs one worker per shard on scorer
-/// threads. Workers are built on their own thread by `make_worker(shard_index)`.
-pub fn run<W, F>(
-    source: &mut dyn PacketSource,
-    cfg: &PipelineConfig,
-    make_worker: F,
-) -> RunResult<W>
+/// threads (`workers.len()` shards; built by the caller, so that a worker that cannot be
+/// built is an error before anything runs).
+pub fn run<W>(source: &mut dyn PacketSource, cfg: &PipelineConfig, workers: Vec<W>) -> RunResult<W>
 where
     W: ShardWorker + Send + 'static,
-    F: Fn(usize) -> W + Send + Sync + 'static,
 {
-    run_with_hook(source, cfg, &mut |_, _| u16::MAX, make_worker)
+    run_with_hook(source, cfg, &mut |_, _| u16::MAX, workers)
 }
 
 /// The reader's per-frame hook: sees every frame (and its decode, if it decoded) before
@@ -102,29 +98,31 @@ where
 pub type FrameHook<'a> =
     dyn FnMut(&crate::capture::Frame<'_>, Option<&wire::PacketMeta>) -> u16 + 'a;
 
+/// Builds one worker per shard, stopping at the first error.
+pub fn build_workers<W, E>(shards: usize, mk: impl Fn(usize) -> Result<W, E>) -> Result<Vec<W>, E> {
+    (0..shards).map(mk).collect()
+}
+
 /// [`run`] with a per-frame hook in the reader.
-pub fn run_with_hook<W, F>(
+pub fn run_with_hook<W>(
     source: &mut dyn PacketSource,
     cfg: &PipelineConfig,
     hook: &mut FrameHook<'_>,
-    make_worker: F,
+    workers: Vec<W>,
 ) -> RunResult<W>
 where
     W: ShardWorker + Send + 'static,
-    F: Fn(usize) -> W + Send + Sync + 'static,
 {
-    let make_worker = Arc::new(make_worker);
+    assert_eq!(workers.len(), cfg.shards, "one worker per shard");
     let mut producers = Vec::with_capacity(cfg.shards);
     let mut handles = Vec::with_capacity(cfg.shards);
-    for s in 0..cfg.shards {
+    for (s, mut w) in workers.into_iter().enumerate() {
         let (p, c) = shard::ring(cfg.ring_capacity);
         producers.push(p);
-        let mk = make_worker.clone();
         handles.push(
             std::thread::Builder::new()
                 .name(format!("scorer-{s}"))
                 .spawn(move || {
-                    let mut w = mk(s);
                     shard::run_shard(std::slice::from_ref(&c), &mut w);
                     w
                 })
@@ -250,6 +248,9 @@ impl FlowWorker {
 impl ShardWorker for FlowWorker {
     #[inline]
     fn on_packet(&mut self, rec: &shard::PacketRecord) {
+        if rec.lag_ms > 0 {
+            self.on_tick(rec.ts_ns + u64::from(rec.lag_ms) * 1_000_000);
+        }
         let (sorter, line, jsonl, err) =
             (&mut self.sorter, &mut self.line, self.jsonl, &mut self.err);
         self.table.update(rec.ts_ns, &rec.meta, &mut |r| {
@@ -263,6 +264,46 @@ impl ShardWorker for FlowWorker {
         self.table.advance(now_ns, &mut |r| {
             Self::emit_record(sorter, line, jsonl, err, r)
         });
+    }
+
+    /// Runs of packets go through the table's batched update (prefetching the flows a few
+    /// packets ahead); ticks in between are handled in order.
+    fn on_msgs(&mut self, msgs: &[shard::Msg]) {
+        let mut i = 0;
+        while i < msgs.len() {
+            // A run: packets in timestamp order (an out-of-order packet first moves the
+            // clock, see `PacketRecord::lag_ms`, so it ends a run).
+            let run = msgs[i..]
+                .iter()
+                .enumerate()
+                .position(|(k, m)| match m {
+                    shard::Msg::Packet(r) => k > 0 && r.lag_ms > 0,
+                    shard::Msg::Tick(_) => true,
+                })
+                .unwrap_or(msgs.len() - i);
+            if run > 0 {
+                if let shard::Msg::Packet(r) = &msgs[i] {
+                    if r.lag_ms > 0 {
+                        self.on_tick(r.ts_ns + u64::from(r.lag_ms) * 1_000_000);
+                    }
+                }
+                let (sorter, line, jsonl, err) =
+                    (&mut self.sorter, &mut self.line, self.jsonl, &mut self.err);
+                self.table.update_batch(
+                    &msgs[i..i + run],
+                    |m| match m {
+                        shard::Msg::Packet(r) => (r.ts_ns, &r.meta),
+                        shard::Msg::Tick(_) => unreachable!("runs hold packets only"),
+                    },
+                    &mut |r| Self::emit_record(sorter, line, jsonl, err, r),
+                );
+                i += run;
+            }
+            if let Some(shard::Msg::Tick(t)) = msgs.get(i) {
+                self.on_tick(*t);
+                i += 1;
+            }
+        }
     }
 
     fn finish(&mut self) {
@@ -286,9 +327,6 @@ fn write_with_id(w: &mut dyn Write, jsonl: bool, id: u64, line: &[u8]) -> std::i
         w.write_all(&line[1..])
     }
 }
-
-/// Spill threshold of each shard's flow-output buffer.
-const SORT_BUFFER_BYTES: usize = 32 << 20;
 
 /// `streamml-sensor flows`.
 pub fn flows_command(a: crate::cli::FlowsArgs) -> anyhow::Result<ExitCode> {
@@ -337,17 +375,20 @@ pub fn flows_command(a: crate::cli::FlowsArgs) -> anyhow::Result<ExitCode> {
     // Per-shard capacity: the table allocates its slots up front, so a tiny input
     // does not need a 1M-flow table per shard; it is still bounded by --capacity.
     let per_shard_cap = fcfg.capacity;
-    let res = run(&mut source, &pcfg, move |_s| FlowWorker {
-        table: FlowTable::new(FlowConfig {
-            capacity: per_shard_cap,
-            ..fcfg
+    let workers = build_workers(shards, |_s| {
+        Ok::<_, anyhow::Error>(FlowWorker {
+            table: FlowTable::new(FlowConfig {
+                capacity: per_shard_cap,
+                ..fcfg
+            })
+            .map_err(|e| anyhow::anyhow!("flow table: {e}"))?,
+            sorter: RunSorter::new((a.sort_buffer_mib << 20) / shards, spill_dir.clone()),
+            jsonl,
+            line: Vec::with_capacity(2048),
+            err: None,
         })
-        .expect("validated flow config"),
-        sorter: RunSorter::new(SORT_BUFFER_BYTES, spill_dir.clone()),
-        jsonl,
-        line: Vec::with_capacity(2048),
-        err: None,
-    });
+    })?;
+    let res = run(&mut source, &pcfg, workers);
     let mut snap = Snapshot::new();
     res.reader.snapshot_into(&mut snap);
     stats::merge_into(&mut snap, res.router.named());

@@ -77,8 +77,8 @@ pub fn load_config(
 }
 
 /// The evidence filter of a window alert: packets of `shard` (under the configured key)
-/// that match the profile's packet filter.
-fn window_filter_factory(
+/// that match the profile's packet filter. Shared with live capture.
+pub fn window_filter_factory(
     expr: &str,
     shards: usize,
     key: KeyMode,
@@ -127,6 +127,35 @@ pub fn replay_ring_capacity(configured: usize, ring_records: u64, shards: usize)
         .min(lead.clamp(64, 1 << 16) as usize)
 }
 
+/// The window-scope evidence filter of each profile (None for profiles without window
+/// mode), for [`ScorerSetup::window_filters`]. Shared with live capture.
+pub fn window_filters(
+    cfg: &Config,
+    shards: usize,
+    decode: DecodeOptions,
+) -> Vec<Option<WindowFilterFactory>> {
+    cfg.profiles
+        .iter()
+        .map(|p| {
+            p.mode
+                .window()
+                .then(|| window_filter_factory(&p.filter, shards, cfg.key, decode))
+        })
+        .collect()
+}
+
+/// The evidence writer's settings from the configuration (queue, retention). Shared with
+/// live capture.
+pub fn writer_config(cfg: &Config, state: &StateDir) -> WriterConfig {
+    let mut wcfg = WriterConfig::new(state.clone());
+    wcfg.queue = cfg.evidence_queue;
+    wcfg.retention = RetentionLimits {
+        max_bytes: cfg.evidence_max_bytes,
+        max_files: cfg.evidence_max_files,
+    };
+    wcfg
+}
+
 /// Result of a replay run, for the command and for tests/benchmarks.
 pub struct ReplayOutcome {
     pub stats: Snapshot,
@@ -161,26 +190,12 @@ pub fn run_replay(
             state.ring_dir().display()
         )
     })?;
-    let mut wcfg = WriterConfig::new(state.clone());
+    let mut wcfg = writer_config(&cfg, &state);
     wcfg.ordered = true;
-    wcfg.queue = cfg.evidence_queue;
-    wcfg.retention = RetentionLimits {
-        max_bytes: cfg.evidence_max_bytes,
-        max_files: cfg.evidence_max_files,
-    };
     // One reader, one ring: every shard's evidence comes from it.
-    let readers = (0..shards).map(|_| ring.reader()).collect();
-    let (sender, writer) =
-        EvidenceWriter::spawn(wcfg, readers).context("starting the evidence writer")?;
-    let window_filters = cfg
-        .profiles
-        .iter()
-        .map(|p| {
-            p.mode
-                .window()
-                .then(|| window_filter_factory(&p.filter, shards, cfg.key, decode))
-        })
-        .collect();
+    let (sender, writer) = EvidenceWriter::spawn_shared(wcfg, vec![ring.reader()], shards)
+        .context("starting the evidence writer")?;
+    let window_filters = window_filters(&cfg, shards, decode);
     let spill_dir = flows_out
         .as_ref()
         .and_then(|p| p.parent().map(|d| d.to_path_buf()))
@@ -212,10 +227,9 @@ pub fn run_replay(
         ring.append(f.ts_ns, f.orig_len, f.link, h, f.data);
         filters.mask(f.data, f.link)
     };
-    let setup2 = setup.clone();
-    let res = pipeline::run_with_hook(source, &pcfg, &mut hook, move |s| {
-        Scorer::new(s, setup2.clone()).expect("validated configuration builds its detectors")
-    });
+    let workers = pipeline::build_workers(shards, |s| Scorer::new(s, setup.clone()))
+        .map_err(anyhow::Error::msg)?;
+    let res = pipeline::run_with_hook(source, &pcfg, &mut hook, workers);
     drop(setup); // the last sender outside the scorers
     let mut snap = Snapshot::new();
     res.reader.snapshot_into(&mut snap);

@@ -498,6 +498,12 @@ impl Ctx {
 impl ShardWorker for Scorer {
     #[inline]
     fn on_packet(&mut self, rec: &PacketRecord) {
+        if rec.lag_ms > 0 {
+            // Out of order: move the flow clock to the reader's first (see `lag_ms`).
+            let ctx = &mut self.ctx;
+            let clock = rec.ts_ns + u64::from(rec.lag_ms) * 1_000_000;
+            self.table.advance(clock, &mut |r| ctx.on_flow_export(r));
+        }
         let ctx = &mut self.ctx;
         if rec.ts_ns > ctx.now_ns {
             ctx.now_ns = rec.ts_ns;

@@ -6,10 +6,9 @@
 //! ([`FullPolicy::Wait`]): a file can always be read later, so dropping would lose packets
 //! for nothing and make replays non-deterministic.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::RefCell;
 use std::sync::Arc;
 
-use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::Backoff;
 
 use crate::stats::Counter;
@@ -25,7 +24,10 @@ pub struct PacketRecord {
     pub hash: u32,
     /// Bitmask of the profiles whose packet filter this packet matched.
     pub profiles: u16,
-    pub _pad: u16,
+    /// How far (ms, saturated) this packet's timestamp lies behind the reader's clock (the
+    /// newest timestamp it has routed). Non-zero only for out-of-order packets: the shard
+    /// first moves its flow clock to `ts + lag`, so every shard count sees the same clock.
+    pub lag_ms: u16,
     pub meta: PacketMeta,
 }
 
@@ -106,45 +108,48 @@ pub fn shard_of(hash: u64, shards: usize) -> usize {
     ((u128::from(hash) * shards as u128) >> 64) as usize
 }
 
-struct Ring {
-    q: ArrayQueue<Msg>,
-    closed: AtomicBool,
-}
-
-/// Reader end of one reader→shard ring.
+/// Reader end of one reader→shard ring (single producer; not `Sync`).
 pub struct Producer {
-    ring: Arc<Ring>,
+    p: RefCell<rtrb::Producer<Msg>>,
 }
 
-/// Scorer end of one reader→shard ring.
+/// Scorer end of one reader→shard ring (single consumer; not `Sync`).
 pub struct Consumer {
-    ring: Arc<Ring>,
+    c: RefCell<rtrb::Consumer<Msg>>,
 }
 
-/// A bounded single-producer single-consumer ring of `capacity` messages.
+/// A bounded single-producer single-consumer ring of `capacity` messages (rtrb: cached
+/// head/tail indices, one release store per push, chunked reads on the consumer side).
 pub fn ring(capacity: usize) -> (Producer, Consumer) {
-    let ring = Arc::new(Ring {
-        q: ArrayQueue::new(capacity.max(1)),
-        closed: AtomicBool::new(false),
-    });
-    (Producer { ring: ring.clone() }, Consumer { ring })
+    let (p, c) = rtrb::RingBuffer::new(capacity.max(1));
+    (
+        Producer { p: RefCell::new(p) },
+        Consumer { c: RefCell::new(c) },
+    )
 }
 
 impl Producer {
     /// Pushes without waiting; gives the message back when the ring is full.
     #[inline]
     pub fn try_push(&self, m: Msg) -> Result<(), Msg> {
-        self.ring.q.push(m)
+        self.p
+            .borrow_mut()
+            .push(m)
+            .map_err(|rtrb::PushError::Full(m)| m)
     }
 
     /// Pushes, waiting (spin, then yield) for room. Only for file replay.
     pub fn push_wait(&self, mut m: Msg) {
         let backoff = Backoff::new();
+        let mut p = self.p.borrow_mut();
         loop {
-            match self.ring.q.push(m) {
+            match p.push(m) {
                 Ok(()) => return,
-                Err(back) => {
+                Err(rtrb::PushError::Full(back)) => {
                     m = back;
+                    if p.is_abandoned() {
+                        return; // the scorer is gone (it panicked): nothing to wait for
+                    }
                     if backoff.is_completed() {
                         std::thread::yield_now();
                     } else {
@@ -155,18 +160,14 @@ impl Producer {
         }
     }
 
+    /// Messages waiting in the ring.
     pub fn len(&self) -> usize {
-        self.ring.q.len()
+        let p = self.p.borrow();
+        p.buffer().capacity() - p.slots()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ring.q.is_empty()
-    }
-}
-
-impl Drop for Producer {
-    fn drop(&mut self) {
-        self.ring.closed.store(true, Ordering::Release);
+        self.len() == 0
     }
 }
 
@@ -198,6 +199,8 @@ impl RouterCounters {
 /// A reader's side of sharding: one producer per shard.
 pub struct Router {
     producers: Vec<Producer>,
+    /// Newest timestamp routed (ns).
+    clock_ns: std::cell::Cell<u64>,
     policy: FullPolicy,
     mode: KeyMode,
     pub counters: Arc<RouterCounters>,
@@ -210,6 +213,7 @@ impl Router {
             producers,
             policy,
             mode,
+            clock_ns: std::cell::Cell::new(0),
             counters: Arc::new(RouterCounters::default()),
         }
     }
@@ -224,11 +228,19 @@ impl Router {
     pub fn route(&self, ts_ns: u64, meta: &PacketMeta, profiles: u16) -> bool {
         let hash = symmetric_hash(meta, self.mode);
         let s = shard_of(hash, self.producers.len());
+        let clock = self.clock_ns.get();
+        let lag_ms = if ts_ns >= clock {
+            self.clock_ns.set(ts_ns);
+            0
+        } else {
+            // Rounded up so that ts + lag reaches the clock's millisecond.
+            (clock - ts_ns).div_ceil(1_000_000).min(u64::from(u16::MAX)) as u16
+        };
         let m = Msg::Packet(PacketRecord {
             ts_ns,
             hash: hash as u32,
             profiles,
-            _pad: 0,
+            lag_ms,
             meta: *meta,
         });
         match self.policy {
@@ -262,9 +274,22 @@ impl Router {
 pub trait ShardWorker {
     fn on_packet(&mut self, rec: &PacketRecord);
     fn on_tick(&mut self, now_ns: u64);
+    /// A run of consecutive messages from one ring (in order). The default handles them
+    /// one by one; a worker may override it to process packets in batches.
+    fn on_msgs(&mut self, msgs: &[Msg]) {
+        for m in msgs {
+            match m {
+                Msg::Packet(r) => self.on_packet(r),
+                Msg::Tick(t) => self.on_tick(*t),
+            }
+        }
+    }
     /// Called once after every ring is closed and drained.
     fn finish(&mut self);
 }
+
+/// Most messages handed to a worker at once.
+const DRAIN_CHUNK: usize = 256;
 
 /// Drains `consumers` (one per reader) into `worker` until every producer is dropped and
 /// every ring is empty, then calls `finish`. Idle waiting spins briefly, then yields, then
@@ -275,13 +300,18 @@ pub fn run_shard<W: ShardWorker + ?Sized>(consumers: &[Consumer], worker: &mut W
     loop {
         let mut got = false;
         for c in consumers {
-            // Drain in bursts so one busy ring does not starve the others for long.
-            for _ in 0..256 {
-                match c.ring.q.pop() {
-                    Some(Msg::Packet(r)) => worker.on_packet(&r),
-                    Some(Msg::Tick(t)) => worker.on_tick(t),
-                    None => break,
+            let mut c = c.c.borrow_mut();
+            let n = c.slots().min(DRAIN_CHUNK);
+            if n == 0 {
+                continue;
+            }
+            if let Ok(chunk) = c.read_chunk(n) {
+                let (a, b) = chunk.as_slices();
+                worker.on_msgs(a);
+                if !b.is_empty() {
+                    worker.on_msgs(b);
                 }
+                chunk.commit_all();
                 got = true;
             }
         }
@@ -291,10 +321,10 @@ pub fn run_shard<W: ShardWorker + ?Sized>(consumers: &[Consumer], worker: &mut W
             continue;
         }
         // Empty: finished if every producer is gone and nothing arrived since.
-        if consumers
-            .iter()
-            .all(|c| c.ring.closed.load(Ordering::Acquire) && c.ring.q.is_empty())
-        {
+        if consumers.iter().all(|c| {
+            let c = c.c.borrow();
+            c.is_abandoned() && c.is_empty()
+        }) {
             break;
         }
         if !backoff.is_completed() {

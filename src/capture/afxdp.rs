@@ -562,6 +562,8 @@ impl AfXdpSource {
     /// Waits for the RX ring to have frames, at most until `deadline` (None: no limit).
     fn wait(&mut self, deadline: Option<Instant>) -> Result<Wait, CaptureError> {
         let mut spins: u32 = 0;
+        // Check the deadline after every sleep in poll(), else every 64 spins.
+        let mut slept = false;
         loop {
             if self.fetch() > 0 {
                 return Ok(Wait::Frames);
@@ -580,12 +582,13 @@ impl AfXdpSource {
             if self.busy_poll || (self.need_wakeup && self.fq.needs_wakeup()) {
                 self.kick();
             }
-            spins = spins.wrapping_add(1);
+            spins = spins.saturating_add(1);
             if let Some(d) = deadline {
-                if spins % 64 == 0 && Instant::now() >= d {
+                if (slept || spins % 64 == 0) && Instant::now() >= d {
                     return Ok(Wait::Idle);
                 }
             }
+            slept = false;
             let poll_ms = |max: i32| match deadline {
                 Some(d) => {
                     (d.saturating_duration_since(Instant::now()).as_millis() as i32).clamp(1, max)
@@ -597,7 +600,7 @@ impl AfXdpSource {
                 Idle::Poll => {
                     let ms = poll_ms(100);
                     self.poll(ms)?;
-                    spins = spins.wrapping_add(63); // check the deadline next round
+                    slept = true;
                 }
                 Idle::Adaptive => {
                     if spins < self.spin_rounds {
@@ -607,7 +610,7 @@ impl AfXdpSource {
                     } else {
                         let ms = poll_ms(10);
                         self.poll(ms)?;
-                        spins = spins.wrapping_add(63);
+                        slept = true;
                     }
                 }
             }

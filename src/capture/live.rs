@@ -13,20 +13,26 @@
 //! SIGHUP prints a stats line and rewrites the `--stats-json` file with the counters so
 //! far; capture goes on.
 //!
-//! The pipeline is the one replay uses: each reader decodes its frames in place
-//! ([`crate::wire::decode`]) and routes the `PacketMeta` over a bounded SPSC ring to the
-//! scorer shard of its symmetric flow hash (a full ring drops and counts,
-//! `shard.ring_full`); each shard meters flows in its own table; exported flows go through
-//! a bounded channel to one writer thread (`--flows-out`; a full channel drops the line and
-//! counts `flows.output_dropped`). When a queue is idle its reader sends clock ticks, so
-//! flows still expire. At shutdown readers drain, shards flush every flow, the writer
-//! finishes the file.
+//! The pipeline is the one `replay` runs (same configuration, same scorer): each reader
+//! appends every frame to its own evidence ring (`ring/shard-<queue>.ring` in the state
+//! directory, continued after a crash so that `evidence recover` still finds the earlier
+//! run's packets), decodes it in place ([`crate::wire::decode`]), marks it with the
+//! profiles whose packet filter it matches, and routes the `PacketMeta` over a bounded
+//! SPSC ring to the scorer shard of its symmetric flow hash (a full ring drops and counts,
+//! `shard.ring_full`). Each shard ([`crate::scorer::Scorer`]) meters flows, closes
+//! windows and scores both with each profile's Half-Space Trees; alerts go to the evidence
+//! writer without ever waiting (a full queue drops the evidence and counts it). The writer
+//! serves each alert from every reader's ring, merged by time, once the shard's clock has
+//! passed the post-trigger end. Clocks are wall-clock capture times; an idle reader sends
+//! ticks, so flows expire, windows close and evidence is written when traffic stops. At
+//! shutdown readers drain, shards flush and score their flows, the writer writes what is
+//! pending, and `--flows-out` is written sorted like `flows`.
 
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -41,11 +47,17 @@ use super::xdp::{
     MAX_QUEUES,
 };
 use crate::cli::{positive_seconds, AccountingArg, KeyArg, OutFormat};
+use crate::config::Config;
+use crate::evidence::ring::{EvidenceRing, Opened, RingConfig};
+use crate::evidence::statedir::{self, StateDir};
+use crate::evidence::writer::{EvidenceWriter, EvidenceWriterHandle};
+use crate::filter::ProfileFilters;
 use crate::flow::export::FlowRecord;
-use crate::flow::table::{Accounting, FlowConfig, FlowCounters, FlowTable};
+use crate::flow::table::FlowCounters;
 use crate::pipeline::{ReaderCounters, TICK_NS};
-use crate::shard::{self, FullPolicy, KeyMode, Router, RouterCounters, ShardWorker};
-use crate::stats::{self, Counter, Snapshot};
+use crate::scorer::{FlowOutputSetup, Scorer, ScorerCounters, ScorerSetup};
+use crate::shard::{self, FullPolicy, KeyMode, Router, RouterCounters};
+use crate::stats::{self, Snapshot};
 use crate::wire::{self, DecodeOptions, WireError};
 
 /// Options of the live mode. Flattened into the top-level command line by `cli.rs`.
@@ -150,33 +162,49 @@ pub struct LiveArgs {
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
-    /// Write exported flows to this file (as they are exported; ids in export order).
+    /// Configuration file: detection profiles, flow, shard and evidence settings
+    /// [default: the embedded sensor.toml]. The flags below override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// State directory: alerts.jsonl, evidence/, ring/ (one evidence ring per queue)
+    /// [default: sensor.state_dir from the config, else as `replay` resolves it].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Override every profile's tree seed (profile i gets SEED + i).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Size of each queue's evidence ring in MiB [default: evidence.ring_mib].
+    #[arg(long, value_name = "MIB")]
+    pub ring_mib: Option<u64>,
+    /// Write the flows to this file at exit, sorted and numbered like `flows`.
     #[arg(long, value_name = "FILE")]
     pub flows_out: Option<PathBuf>,
     /// Format of --flows-out.
     #[arg(long, value_enum, default_value = "csv")]
     pub flows_format: OutFormat,
-    /// Flow idle timeout in seconds (nfstream's idle_timeout).
-    #[arg(long, value_name = "S", default_value = "120", value_parser = positive_seconds)]
-    pub idle_timeout: f64,
-    /// Flow active timeout in seconds (nfstream's active_timeout).
-    #[arg(long, value_name = "S", default_value = "1800", value_parser = positive_seconds)]
-    pub active_timeout: f64,
-    /// What a packet's size counts in flows: link (frame), ip, transport or payload.
-    #[arg(long, value_enum, default_value = "link")]
-    pub accounting: AccountingArg,
-    /// Shard key: 5-tuple (balance) or ip-pair.
-    #[arg(long, value_enum, default_value = "5-tuple")]
-    pub key: KeyArg,
-    /// Scorer shards [default: cores minus readers, at least 1].
+    /// Flow idle timeout in seconds [default: flow.idle_timeout_s, 120].
+    #[arg(long, value_name = "S", value_parser = positive_seconds)]
+    pub idle_timeout: Option<f64>,
+    /// Flow active timeout in seconds [default: flow.active_timeout_s, 1800].
+    #[arg(long, value_name = "S", value_parser = positive_seconds)]
+    pub active_timeout: Option<f64>,
+    /// What a packet's size counts in flows: link, ip, transport or payload
+    /// [default: flow.accounting, link].
+    #[arg(long, value_enum)]
+    pub accounting: Option<AccountingArg>,
+    /// Shard key: 5-tuple (balance) or ip-pair [default: sensor.key, 5-tuple].
+    #[arg(long, value_enum)]
+    pub key: Option<KeyArg>,
+    /// Scorer shards [default: sensor.shards, else cores minus readers, at least 1].
     #[arg(long, value_name = "S")]
     pub shards: Option<usize>,
-    /// Flow-table capacity per shard (least recently seen flow evicted beyond it).
-    #[arg(long, value_name = "N", default_value_t = 1 << 20)]
-    pub flow_capacity: usize,
-    /// Entries of each reader-to-shard ring.
-    #[arg(long, value_name = "N", default_value_t = 16384)]
-    pub ring_capacity: usize,
+    /// Flow-table capacity per shard (least recently seen flow evicted beyond it)
+    /// [default: flow.capacity, 1048576].
+    #[arg(long, value_name = "N")]
+    pub flow_capacity: Option<usize>,
+    /// Entries of each reader-to-shard ring [default: sensor.ring_capacity, 65536].
+    #[arg(long, value_name = "N")]
+    pub ring_capacity: Option<usize>,
 }
 
 /// A list of CPU core ids.
@@ -501,14 +529,35 @@ struct Reader {
 /// How long a reader waits on an empty queue before it sends the shards a clock tick.
 const IDLE_TICK: Duration = Duration::from_millis(250);
 
-/// The reader loop: decode in place, route to the shard, recycle (by asking for the next
-/// frame). Ticks carry the clock forward to every shard, from frames or while idle.
-fn reader_loop(
-    mut src: AfXdpSource,
+/// How long after an alert's post-trigger end (in shard clock time) the evidence writer
+/// waits before it copies: readers stamp a whole RX batch at once and append it to their
+/// ring while another reader's frames already move a shard's clock on.
+const EVIDENCE_SETTLE: Duration = Duration::from_millis(250);
+
+/// What a reader thread owns besides its socket.
+struct ReaderPipe {
     router: Router,
     rc: Arc<ReaderCounters>,
     opts: DecodeOptions,
-) -> anyhow::Result<()> {
+    /// This reader's evidence ring: every frame, before it is routed.
+    ring: EvidenceRing,
+    /// To build the profile filters on the reader's own thread (they are not `Send`).
+    cfg: Arc<Config>,
+}
+
+/// The reader loop: decode in place, append the frame to the evidence ring, mark it with
+/// the profiles whose filter it matches, route it to its shard, recycle (by asking for
+/// the next frame). Ticks carry the clock forward to every shard, from frames or while
+/// idle, so flows expire, windows close and evidence falls due when traffic stops.
+fn reader_loop(mut src: AfXdpSource, p: ReaderPipe) -> anyhow::Result<()> {
+    let ReaderPipe {
+        router,
+        rc,
+        opts,
+        mut ring,
+        cfg,
+    } = p;
+    let mut filters = ProfileFilters::new(&cfg);
     let mut next_tick = 0u64;
     let mut idle_deadline = Instant::now() + IDLE_TICK;
     loop {
@@ -517,16 +566,23 @@ fn reader_loop(
             .map_err(|e| anyhow!(e))?
         {
             Next::Frame(f) => {
-                rc.frames.inc();
-                rc.bytes.add(u64::from(f.orig_len));
                 match wire::decode(f.data, f.orig_len, f.link, &opts) {
                     Ok(m) => {
                         rc.decoded.inc();
-                        // all profiles: live detection is not wired in yet (flows only)
-                        router.route(f.ts_ns, &m, u16::MAX);
+                        let h = shard::symmetric_hash(&m, KeyMode::FiveTuple);
+                        ring.append(f.ts_ns, f.orig_len, f.link, h, f.data);
+                        let mask = filters.mask(f.data, f.link);
+                        router.route(f.ts_ns, &m, mask);
                     }
-                    Err(e) => rc.count_err(e),
+                    Err(e) => {
+                        rc.count_err(e);
+                        ring.append(f.ts_ns, f.orig_len, f.link, 0, f.data);
+                    }
                 }
+                // Counted once it is in the ring (and routed): `reader.frames` tells how
+                // many frames `evidence recover` finds after a crash.
+                rc.frames.inc();
+                rc.bytes.add(u64::from(f.orig_len));
                 if f.ts_ns >= next_tick {
                     router.tick(f.ts_ns);
                     next_tick = f.ts_ns.saturating_add(TICK_NS);
@@ -545,124 +601,22 @@ fn reader_loop(
     Ok(()) // dropping the router closes this reader's rings
 }
 
-/// Counters of one live shard beyond its flow table's.
-#[derive(Debug, Default)]
-struct ShardOutCounters {
-    exported: Counter,
-    output_dropped: Counter,
-}
-
-/// A live scorer shard: meters flows and hands each exported flow, formatted, to the
-/// writer thread without ever waiting for it.
-struct LiveFlowWorker {
-    table: FlowTable,
-    out: Option<crossbeam_channel::Sender<Vec<u8>>>,
-    jsonl: bool,
-    ids: Arc<AtomicU64>,
-    ctr: Arc<ShardOutCounters>,
-}
-
-impl LiveFlowWorker {
-    fn emit(
-        out: &Option<crossbeam_channel::Sender<Vec<u8>>>,
-        jsonl: bool,
-        ids: &AtomicU64,
-        ctr: &ShardOutCounters,
-        r: FlowRecord<'_>,
-    ) {
-        ctr.exported.inc();
-        let Some(tx) = out else { return };
-        let id = ids.fetch_add(1, Relaxed);
-        let mut line = Vec::with_capacity(768);
-        if jsonl {
-            r.write_jsonl(&mut line, id);
-        } else {
-            r.write_csv(&mut line, id);
-        }
-        if tx.try_send(line).is_err() {
-            ctr.output_dropped.inc();
-        }
-    }
-}
-
-impl ShardWorker for LiveFlowWorker {
-    #[inline]
-    fn on_packet(&mut self, rec: &shard::PacketRecord) {
-        let (out, jsonl, ids, ctr) = (&self.out, self.jsonl, &*self.ids, &*self.ctr);
-        self.table.update(rec.ts_ns, &rec.meta, &mut |r| {
-            Self::emit(out, jsonl, ids, ctr, r)
-        });
-    }
-
-    fn on_tick(&mut self, now_ns: u64) {
-        let (out, jsonl, ids, ctr) = (&self.out, self.jsonl, &*self.ids, &*self.ctr);
-        self.table
-            .advance(now_ns, &mut |r| Self::emit(out, jsonl, ids, ctr, r));
-    }
-
-    fn finish(&mut self) {
-        let (out, jsonl, ids, ctr) = (&self.out, self.jsonl, &*self.ids, &*self.ctr);
-        self.table
-            .flush(&mut |r| Self::emit(out, jsonl, ids, ctr, r));
-        self.out = None; // the writer ends when every shard has finished
-    }
-}
-
+/// A scorer shard's thread and the counters the main thread reads while it runs.
 struct Shard {
     flow: Arc<FlowCounters>,
-    out: Arc<ShardOutCounters>,
-    handle: Option<JoinHandle<()>>,
+    detect: Arc<ScorerCounters>,
+    handle: Option<JoinHandle<Scorer>>,
 }
 
-/// Writer thread of `--flows-out`: appends lines as they come, flushes every second. A
-/// write error is logged once and counted; the sensor goes on.
-fn flow_writer(
-    path: PathBuf,
-    file: File,
-    header: Option<String>,
-    rx: crossbeam_channel::Receiver<Vec<u8>>,
-    written: Arc<Counter>,
-    errors: Arc<Counter>,
-) {
-    let mut w = Some(std::io::BufWriter::with_capacity(1 << 20, file));
-    let fail = |e: std::io::Error, w: &mut Option<std::io::BufWriter<File>>| {
-        log(format_args!(
-            "{}: {e}; flows are no longer written",
-            path.display()
-        ));
-        errors.inc();
-        *w = None;
-    };
-    if let (Some(h), Some(f)) = (header, w.as_mut()) {
-        if let Err(e) = f.write_all(h.as_bytes()) {
-            fail(e, &mut w);
-        }
-    }
-    loop {
-        match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(line) => {
-                if let Some(f) = w.as_mut() {
-                    match f.write_all(&line) {
-                        Ok(()) => written.inc(),
-                        Err(e) => fail(e, &mut w),
-                    }
-                }
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                if let Some(f) = w.as_mut() {
-                    if let Err(e) = f.flush() {
-                        fail(e, &mut w);
-                    }
-                }
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
-        }
-    }
-    if let Some(f) = w.as_mut() {
-        if let Err(e) = f.flush().and_then(|_| f.get_ref().sync_all()) {
-            fail(e, &mut w);
-        }
-    }
+/// One reader's evidence ring as opened at start-up.
+#[derive(Debug, Serialize, Clone)]
+pub struct RingReport {
+    pub queue: u32,
+    pub path: PathBuf,
+    /// "created", or "resumed" (an earlier run's records kept for `evidence recover`).
+    pub opened: &'static str,
+    /// Valid records of earlier runs found in a resumed ring.
+    pub earlier_records: u64,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -700,6 +654,18 @@ pub struct ModeReport {
     pub busy_poll_us: u32,
     pub threaded_napi: bool,
     pub pinned: bool,
+    /// Scorer shards.
+    pub shards: usize,
+}
+
+/// Detection settings in effect (for the stats JSON).
+#[derive(Debug, Serialize, Clone)]
+pub struct DetectionSetup {
+    /// The configuration file (or "default sensor.toml").
+    pub config: String,
+    pub profiles: Vec<String>,
+    pub state_dir: PathBuf,
+    pub rings: Vec<RingReport>,
 }
 
 /// The `--stats-json` document. Schema in docs/live.md.
@@ -716,18 +682,38 @@ pub struct StatsReport {
     pub drops: serde_json::Map<String, serde_json::Value>,
     pub queues: Vec<QueueReport>,
     /// Every named counter of the pipeline after the sockets (reader.*, decoder.*,
-    /// shard.*, flow.*, flows.*), summed over readers and shards.
+    /// shard.*, flow.*, flows.*, detect.*, alerts.*, evidence.*, retention.*), summed
+    /// over readers and shards; the same names as `replay --stats-json`.
     pub pipeline: Snapshot,
+    /// The detect.* and alerts.* counters (also in `pipeline`).
+    pub detection: Snapshot,
+    /// The evidence.* and retention.* counters (also in `pipeline`).
+    pub evidence: Snapshot,
+    pub setup: DetectionSetup,
     pub replaced_program: Option<serde_json::Value>,
 }
 
 /// The parts of the pipeline after the readers, for the stats.
 struct Pipeline {
     shards: Vec<Shard>,
-    flows_written: Arc<Counter>,
-    flows_write_errors: Arc<Counter>,
-    writer: Option<JoinHandle<()>>,
+    writer: Option<EvidenceWriterHandle>,
+    /// The writer's final counters once it has finished.
+    writer_final: Option<Snapshot>,
+    flows_written: u64,
+    flows_write_errors: u64,
+    setup: DetectionSetup,
 }
+
+/// Counters every report shows, present even when 0.
+const DETECT_KEYS: [&str; 7] = [
+    "detect.windows_scored",
+    "detect.windows_incomplete",
+    "detect.flows_scored",
+    "detect.alerts",
+    "detect.alerts_in_cooldown",
+    "detect.evidence_queue_full",
+    "detect.alerts_lost",
+];
 
 fn collect(
     iface: &str,
@@ -767,23 +753,36 @@ fn collect(
         decoded += q.decoded;
         queues.push(q);
     }
+    for k in DETECT_KEYS {
+        snap.entry(k.to_string()).or_insert(0);
+    }
     for sh in &pipe.shards {
         stats::merge_into(&mut snap, sh.flow.named());
-        stats::merge_into(
-            &mut snap,
-            [
-                ("flows.exported", sh.out.exported.get()),
-                ("flows.output_dropped", sh.out.output_dropped.get()),
-            ],
-        );
+        sh.detect.snapshot_into(&mut snap);
+    }
+    let writer_snap = match (&pipe.writer_final, &pipe.writer) {
+        (Some(s), _) => s.clone(),
+        (None, Some(w)) => w.snapshot(),
+        (None, None) => Snapshot::new(),
+    };
+    for (k, v) in writer_snap {
+        *snap.entry(k).or_insert(0) += v;
     }
     stats::merge_into(
         &mut snap,
         [
-            ("flows.written", pipe.flows_written.get()),
-            ("flows.write_errors", pipe.flows_write_errors.get()),
+            ("flows.written", pipe.flows_written),
+            ("flows.write_errors", pipe.flows_write_errors),
         ],
     );
+    let group = |prefixes: &[&str]| -> Snapshot {
+        snap.iter()
+            .filter(|(k, _)| prefixes.iter().any(|p| k.starts_with(p)))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    };
+    let detection = group(&["detect.", "alerts."]);
+    let evidence = group(&["evidence.", "retention."]);
     let mut drops = serde_json::Map::new();
     let mut put = |k: &str, v: u64| {
         drops.insert(k.to_string(), serde_json::Value::from(v));
@@ -798,7 +797,14 @@ fn collect(
     for e in WireError::ALL {
         put(e.name(), snap.get(e.name()).copied().unwrap_or(0));
     }
-    for k in ["shard.ring_full", "flow.evicted", "flows.output_dropped"] {
+    for k in [
+        "shard.ring_full",
+        "flow.evicted",
+        "evidence.dropped_queue_full",
+        "evidence.dropped_pending_full",
+        "evidence.records_lost_overwritten",
+        "alerts.lost_queue_full",
+    ] {
         put(k, snap.get(k).copied().unwrap_or(0));
     }
     Ok(StatsReport {
@@ -813,6 +819,9 @@ fn collect(
         drops,
         queues,
         pipeline: snap,
+        detection,
+        evidence,
+        setup: pipe.setup.clone(),
         replaced_program: replaced.clone(),
     })
 }
@@ -839,8 +848,9 @@ fn line(r: &StatsReport, prev: Option<(&StatsReport, f64)>) -> String {
         .iter()
         .map(|q| format!("q{}={}", q.queue, q.packets_received))
         .collect();
+    let g = |k: &str| r.pipeline.get(k).copied().unwrap_or(0);
     format!(
-        "{}: rx {} frames{} {} bytes [{}] | xdp seen {} redirected {} sampled_out {} filtered {} redirect_failed {} | kernel rx_dropped {} rx_ring_full {} rx_fill_ring_empty_descs {} rx_invalid_descs {}",
+        "{}: rx {} frames{} {} bytes [{}] | xdp seen {} redirected {} sampled_out {} filtered {} redirect_failed {} | kernel rx_dropped {} rx_ring_full {} rx_fill_ring_empty_descs {} rx_invalid_descs {} | flows {} ring_full {} | detect windows {} flows {} alerts {} (cooldown {}) | evidence files {} packets {} dropped {} errors {}",
         r.interface,
         r.packets_received,
         rate,
@@ -855,9 +865,20 @@ fn line(r: &StatsReport, prev: Option<(&StatsReport, f64)>) -> String {
         r.kernel.rx_ring_full,
         r.kernel.rx_fill_ring_empty_descs,
         r.kernel.rx_invalid_descs,
+        g("flow.created"),
+        g("shard.ring_full"),
+        g("detect.windows_scored"),
+        g("detect.flows_scored"),
+        g("detect.alerts"),
+        g("detect.alerts_in_cooldown"),
+        g("evidence.files_written"),
+        g("evidence.packets_written"),
+        g("evidence.dropped_queue_full")
+            + g("evidence.dropped_pending_full")
+            + g("alerts.lost_queue_full"),
+        g("evidence.write_errors") + g("alerts.write_errors"),
     )
 }
-
 // ---------------------------------------------------------------------------------------
 // Signals
 
@@ -951,6 +972,109 @@ impl LiveArgs {
     }
 }
 
+/// Brings an evidence ring's pages into the page cache at start-up, so that the readers'
+/// first lap through the ring does not pay for them (measured: a fresh 256 MiB ring cost
+/// the readers 10-20 % of their frames while its pages were first touched, most of it the
+/// kernel zeroing new page-cache pages). A ring just created holds only zeros past its
+/// header: writing zeros over its data area changes nothing in it but allocates the blocks
+/// and pages now. A resumed ring (an earlier run's records) is only read ahead.
+fn warm_ring(ring: &EvidenceRing, created: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let info = ring.reader().info();
+    let data_off = info.file_len - info.data_len;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(created)
+        .open(ring.path())?;
+    if created && info.head_seq == 0 {
+        let zeros = vec![0u8; 1 << 20];
+        let mut off = data_off;
+        while off < info.file_len {
+            let n = (info.file_len - off).min(zeros.len() as u64) as usize;
+            f.write_all_at(&zeros[..n], off)?;
+            off += n as u64;
+        }
+    } else {
+        // SAFETY: posix_fadvise on an fd we own; it only advises the page cache.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
+    }
+    Ok(())
+}
+
+/// Loads the configuration (errors name file and key) and applies the flags that
+/// override it.
+fn live_config(args: &LiveArgs) -> anyhow::Result<Config> {
+    let mut cfg = crate::replay::load_config(args.config.as_deref(), args.seed, args.ring_mib)?;
+    let secs = |v: f64| (v * 1e9).round() as u64;
+    if let Some(v) = args.idle_timeout {
+        cfg.idle_timeout_ns = secs(v);
+    }
+    if let Some(v) = args.active_timeout {
+        cfg.active_timeout_ns = secs(v);
+    }
+    if let Some(a) = args.accounting {
+        cfg.accounting = match a {
+            AccountingArg::Link => crate::config::Accounting::Link,
+            AccountingArg::Ip => crate::config::Accounting::Ip,
+            AccountingArg::Transport => crate::config::Accounting::Transport,
+            AccountingArg::Payload => crate::config::Accounting::Payload,
+        };
+    }
+    if let Some(k) = args.key {
+        cfg.key = match k {
+            KeyArg::FiveTuple => KeyMode::FiveTuple,
+            KeyArg::IpPair => KeyMode::IpPair,
+        };
+    }
+    if let Some(n) = args.flow_capacity {
+        if n == 0 {
+            bail!("--flow-capacity 0: must be at least 1");
+        }
+        cfg.capacity = n;
+    }
+    if let Some(n) = args.ring_capacity {
+        if n == 0 {
+            bail!("--ring-capacity 0: must be at least 1");
+        }
+        cfg.ring_capacity = n;
+    }
+    if args.shards == Some(0) {
+        bail!("--shards 0: need at least one shard");
+    }
+    Ok(cfg)
+}
+
+/// Writes the scorers' flow buffers to `file`, merged and numbered like `flows`.
+fn write_flows(
+    file: File,
+    jsonl: bool,
+    splt: u16,
+    sorters: Vec<crate::output::RunSorter>,
+) -> std::io::Result<u64> {
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    if !jsonl {
+        let header = FlowRecord::csv_header(splt);
+        w.write_all(header.as_bytes())?;
+        if !header.ends_with('\n') {
+            w.write_all(b"\n")?;
+        }
+    }
+    const JSON_PREFIX: &[u8] = b"{\"id\":0";
+    let n = crate::output::merge(sorters, |id, line| {
+        // Lines were formatted with id 0 (ids are given in sorted order, like `flows`).
+        if jsonl {
+            write!(w, "{{\"id\":{id}")?;
+            w.write_all(&line[JSON_PREFIX.len().min(line.len())..])
+        } else {
+            write!(w, "{id}")?;
+            w.write_all(&line[1.min(line.len())..])
+        }
+    })?;
+    w.flush()?;
+    w.get_ref().sync_all()?;
+    Ok(n)
+}
+
 /// Runs live capture until a stop signal (or `--duration`). Errors are meant to be printed
 /// as one line (`{:#}`).
 pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
@@ -964,6 +1088,7 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
     if !args.report_interval.is_finite() || args.report_interval < 0.0 {
         bail!("--report-interval {}: must be >= 0", args.report_interval);
     }
+    let cfg = Arc::new(live_config(args)?);
     let info = iface_info(iface)?;
     if !info.up {
         bail!("{iface}: interface is down (ip link set {iface} up)");
@@ -1011,6 +1136,47 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
         Some(p) => Some(File::create(p).with_context(|| format!("--flows-out {}", p.display()))?),
         None => None,
     };
+
+    // State directory and one evidence ring per queue, continued if a crashed run left
+    // them (their records stay readable by `evidence recover`).
+    let state_root = statedir::resolve(args.state_dir.as_deref().or(cfg.state_dir.as_deref()))?;
+    let state = StateDir::create(&state_root)?;
+    let mut rings = Vec::with_capacity(queues as usize);
+    let mut ring_reports = Vec::with_capacity(queues as usize);
+    for q in 0..queues {
+        let path = state.ring_path(q as usize);
+        let (ring, opened) = EvidenceRing::open_or_create(
+            &path,
+            &RingConfig {
+                size_bytes: cfg.ring_bytes,
+                snaplen: cfg.ring_snaplen,
+                shard: q,
+            },
+        )
+        .context("evidence ring")?;
+        let earlier = match opened {
+            Opened::Created => 0,
+            Opened::Resumed { records, .. } => records,
+        };
+        warm_ring(&ring, opened == Opened::Created)
+            .with_context(|| format!("evidence ring {}", path.display()))?;
+        if earlier > 0 {
+            log(format_args!(
+                "{}: kept {earlier} packets of an earlier run (streamml-sensor evidence recover)",
+                path.display()
+            ));
+        }
+        ring_reports.push(RingReport {
+            queue: q,
+            path,
+            opened: match opened {
+                Opened::Created => "created",
+                Opened::Resumed { .. } => "resumed",
+            },
+            earlier_records: earlier,
+        });
+        rings.push(ring);
+    }
 
     let cores: Option<Vec<usize>> = if args.no_pin {
         None
@@ -1081,6 +1247,12 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
             bind.name()
         ));
     }
+    let nq = sources.len();
+    let nshards = args
+        .shards
+        .or((cfg.shards > 0).then_some(cfg.shards))
+        .unwrap_or_else(|| crate::pipeline::default_shards(nq))
+        .max(1);
     let mode = ModeReport {
         attach: report.mode,
         bind,
@@ -1093,46 +1265,40 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
         busy_poll_us: args.busy_poll,
         threaded_napi: args.threaded_napi,
         pinned: cores.is_some(),
+        shards: nshards,
     };
 
-    // The pipeline: S shards, each draining one ring per reader; one flow writer.
-    let nq = sources.len();
-    let nshards = args
-        .shards
-        .unwrap_or_else(|| crate::pipeline::default_shards(nq))
-        .max(1);
-    let flow_cfg = FlowConfig {
-        capacity: args.flow_capacity,
-        accounting: match args.accounting {
-            AccountingArg::Link => Accounting::Link,
-            AccountingArg::Ip => Accounting::Ip,
-            AccountingArg::Transport => Accounting::Transport,
-            AccountingArg::Payload => Accounting::Payload,
-        },
-        ..FlowConfig::default()
-    }
-    .with_timeouts_secs(args.idle_timeout, args.active_timeout);
-    flow_cfg.validate().map_err(anyhow::Error::msg)?;
+    // The pipeline, as replay wires it: S scorer shards (flows, windows, Half-Space Trees
+    // per profile), each draining one ring per reader; one evidence writer over every
+    // reader's evidence ring, never waited for.
+    let decode = DecodeOptions {
+        decode_tunnels: cfg.decode_tunnels,
+    };
+    let mut wcfg = crate::replay::writer_config(&cfg, &state);
+    wcfg.settle_ns = EVIDENCE_SETTLE.as_nanos() as u64;
+    let (sender, writer) =
+        EvidenceWriter::spawn_shared(wcfg, rings.iter().map(|r| r.reader()).collect(), nshards)
+            .context("starting the evidence writer")?;
     let jsonl = args.flows_format == OutFormat::Jsonl;
-    let flows_written = Arc::new(Counter::new());
-    let flows_write_errors = Arc::new(Counter::new());
-    let (flow_tx, writer) = match &args.flows_out {
-        Some(path) => {
-            let file = flows_file.take().expect("opened at start-up");
-            let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(1 << 16);
-            let header = (!jsonl).then(|| FlowRecord::csv_header(flow_cfg.splt));
-            let (w, e, path) = (
-                flows_written.clone(),
-                flows_write_errors.clone(),
-                path.clone(),
-            );
-            let h = std::thread::Builder::new()
-                .name("flow-writer".into())
-                .spawn(move || flow_writer(path, file, header, rx, w, e))
-                .context("spawning the flow writer")?;
-            (Some(tx), Some(h))
-        }
-        None => (None, None),
+    let spill_dir = args
+        .flows_out
+        .as_ref()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let setup = ScorerSetup {
+        cfg: cfg.clone(),
+        shards: nshards,
+        key_mode: cfg.key,
+        sender: Some(sender),
+        // Live: a full alert queue drops the evidence (counted), never stalls a scorer.
+        blocking: false,
+        window_filters: crate::replay::window_filters(&cfg, nshards, decode),
+        flow_output: args
+            .flows_out
+            .as_ref()
+            .map(|_| FlowOutputSetup { jsonl, spill_dir }),
+        keep_windows: false,
     };
     let reader_cores: Vec<usize> = cores
         .as_ref()
@@ -1147,30 +1313,18 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
                 .collect()
         })
         .unwrap_or_default();
-    let key_mode = match args.key {
-        KeyArg::FiveTuple => KeyMode::FiveTuple,
-        KeyArg::IpPair => KeyMode::IpPair,
-    };
-    let ids = Arc::new(AtomicU64::new(0));
     let mut producers: Vec<Vec<shard::Producer>> = (0..nq).map(|_| Vec::new()).collect();
     let mut shards = Vec::with_capacity(nshards);
     for sidx in 0..nshards {
         let mut consumers = Vec::with_capacity(nq);
         for p in producers.iter_mut() {
-            let (tx, rx) = shard::ring(args.ring_capacity);
+            let (tx, rx) = shard::ring(cfg.ring_capacity);
             p.push(tx);
             consumers.push(rx);
         }
-        let table = FlowTable::new(flow_cfg).map_err(anyhow::Error::msg)?;
-        let flow = table.counters().clone();
-        let out_ctr = Arc::new(ShardOutCounters::default());
-        let mut worker = LiveFlowWorker {
-            table,
-            out: flow_tx.clone(),
-            jsonl,
-            ids: ids.clone(),
-            ctr: out_ctr.clone(),
-        };
+        let mut scorer = Scorer::new(sidx, setup.clone()).map_err(anyhow::Error::msg)?;
+        let flow = scorer.table().counters().clone();
+        let detect = scorer.counters().clone();
         let core = (!scorer_cores.is_empty()).then(|| scorer_cores[sidx % scorer_cores.len()]);
         let handle = std::thread::Builder::new()
             .name(format!("scorer-{sidx}"))
@@ -1178,26 +1332,35 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
                 if let Some(c) = core {
                     core_affinity::set_for_current(core_affinity::CoreId { id: c });
                 }
-                shard::run_shard(&consumers, &mut worker);
+                shard::run_shard(&consumers, &mut scorer);
+                scorer
             })
             .context("spawning a scorer thread")?;
         shards.push(Shard {
             flow,
-            out: out_ctr,
+            detect,
             handle: Some(handle),
         });
     }
-    drop(flow_tx); // the shards hold the only senders now
+    drop(setup); // the scorers hold the only alert senders now
     let mut pipe = Pipeline {
         shards,
-        flows_written,
-        flows_write_errors,
-        writer,
+        writer: Some(writer),
+        writer_final: None,
+        flows_written: 0,
+        flows_write_errors: 0,
+        setup: DetectionSetup {
+            config: cfg.source.clone(),
+            profiles: cfg.profiles.iter().map(|p| p.name.clone()).collect(),
+            state_dir: state.root().to_path_buf(),
+            rings: ring_reports,
+        },
     };
 
-    let decode_opts = DecodeOptions::default();
     let mut readers = Vec::with_capacity(nq);
-    for (i, ((src, stats), prods)) in sources.into_iter().zip(producers).enumerate() {
+    for (i, (((src, stats), prods), ring)) in
+        sources.into_iter().zip(producers).zip(rings).enumerate()
+    {
         let queue = src.queue();
         let core = reader_cores.get(i).copied();
         // SAFETY: dup(2) of a valid fd; the result is a new fd we own.
@@ -1210,10 +1373,16 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
         }
         // SAFETY: dup is a fresh fd.
         let stats_fd = unsafe { OwnedFd::from_raw_fd(dup) };
-        let router = Router::new(prods, FullPolicy::Drop, key_mode);
+        let router = Router::new(prods, FullPolicy::Drop, cfg.key);
         let router_ctr = router.counters.clone();
         let rc = Arc::new(ReaderCounters::default());
-        let rc2 = rc.clone();
+        let rp = ReaderPipe {
+            router,
+            rc: rc.clone(),
+            opts: decode,
+            ring,
+            cfg: cfg.clone(),
+        };
         let bind = src.bind_mode();
         let ebusy_retries = src.ebusy_retries;
         let handle = std::thread::Builder::new()
@@ -1224,7 +1393,7 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
                         log(format_args!("queue {queue}: could not pin to core {c}"));
                     }
                 }
-                reader_loop(src, router, rc2, decode_opts)
+                reader_loop(src, rp)
             })
             .context("spawning a reader thread")?;
         readers.push(Reader {
@@ -1242,11 +1411,15 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
 
     let started = Instant::now();
     log(format_args!(
-        "capturing on {iface}: {queues} queue{}, XDP {} mode, AF_XDP {} mode, sample {}%, pid {}",
+        "capturing on {iface}: {queues} queue{}, XDP {} mode, AF_XDP {} mode, sample {}%, {} shard{}, profiles [{}], state dir {}, pid {}",
         if queues == 1 { "" } else { "s" },
         report.mode.name(),
         bind.name(),
         args.sample,
+        nshards,
+        if nshards == 1 { "" } else { "s" },
+        pipe.setup.profiles.join(", "),
+        state.root().display(),
         std::process::id()
     ));
 
@@ -1327,18 +1500,60 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
             }
         }
     }
-    // Readers are gone, so are their rings' producers: shards drain, flush their flows
-    // and drop their senders; then the writer finishes the file.
+    // Readers are gone, so are their rings' producers: the shards drain, flush their
+    // flows (scoring them) and drop their incomplete windows, and report the end of time
+    // to the evidence writer.
+    let mut sorters = Vec::new();
+    let mut scorers = Vec::new();
     for sh in &mut pipe.shards {
         if let Some(h) = sh.handle.take() {
-            if h.join().is_err() {
-                failure.get_or_insert(anyhow!("a scorer shard panicked"));
+            match h.join() {
+                Ok(mut s) => {
+                    if let Some(e) = s.io_error() {
+                        pipe.flows_write_errors += 1;
+                        log(format_args!("--flows-out: buffering flows: {e}"));
+                    }
+                    if let Some(so) = s.take_flow_sorter() {
+                        sorters.push(so);
+                    }
+                    scorers.push(s);
+                }
+                Err(_) => {
+                    failure.get_or_insert(anyhow!("a scorer shard panicked"));
+                }
             }
         }
     }
-    if let Some(h) = pipe.writer.take() {
-        if h.join().is_err() {
-            failure.get_or_insert(anyhow!("the flow writer panicked"));
+    // Per profile: what its detectors scored (over all shards) and the highest score.
+    for (pi, p) in cfg.profiles.iter().enumerate() {
+        let (mut w, mut f, mut max) = (0u64, 0u64, 0.0f64);
+        for s in &scorers {
+            if let Some(&(_, sw, sf, sm)) = s.detector_summary().get(pi) {
+                w += sw;
+                f += sf;
+                max = max.max(sm);
+            }
+        }
+        log(format_args!(
+            "profile {}: {w} windows and {f} flows scored, highest score {max:.3}",
+            p.name
+        ));
+    }
+    // The scorers hold the last alert senders: dropping them lets the writer copy what
+    // is pending (up to the rings' heads), write it and finish.
+    drop(scorers);
+    if let Some(w) = pipe.writer.take() {
+        pipe.writer_final = Some(w.join());
+    }
+    if let (Some(f), Some(p)) = (flows_file.take(), &args.flows_out) {
+        if pipe.flows_write_errors == 0 {
+            match write_flows(f, jsonl, cfg.splt, sorters) {
+                Ok(n) => pipe.flows_written = n,
+                Err(e) => {
+                    pipe.flows_write_errors += 1;
+                    log(format_args!("--flows-out {}: {e}", p.display()));
+                }
+            }
         }
     }
     let r = collect(iface, &prog, &readers, &pipe, &mode, started, &replaced)?;

@@ -83,9 +83,15 @@ pub struct PcapFileSource {
     kind: Kind,
     index: u64,
     done: bool,
+    /// File offset below which the mapping's pages have been handed back to the kernel.
+    released: usize,
     /// What the reader tolerated so far.
     pub counters: ReaderCounters,
 }
+
+/// Pages behind the reader are released in steps of this size, so that the resident set
+/// does not grow with the capture's length (mapped file pages count as resident).
+const RELEASE_STEP: usize = 16 << 20;
 
 fn err_corrupt(path: &Path, offset: usize, reason: impl Into<String>) -> CaptureError {
     CaptureError::Corrupt {
@@ -140,6 +146,10 @@ impl PcapFileSource {
             // that is still being written.
             Some(unsafe { Mmap::map(&file) }.map_err(io)?)
         };
+        if let Some(m) = &map {
+            // Readahead hint only; failure changes nothing.
+            let _ = m.advise(memmap2::Advice::Sequential);
+        }
         let bytes: &[u8] = map.as_deref().unwrap_or(&[]);
         if bytes.len() < 4 {
             return Err(CaptureError::Other(format!(
@@ -203,6 +213,7 @@ impl PcapFileSource {
             kind,
             index: 0,
             done: false,
+            released: 0,
             counters: ReaderCounters::default(),
         })
     }
@@ -287,11 +298,41 @@ fn ng_ts_ns(ts_units: u64, iface: &Iface) -> Option<u64> {
         .checked_add(frac_ns)
 }
 
+impl PcapFileSource {
+    /// Drops the pages before the current record from the mapping (the previous frame,
+    /// which the caller no longer holds, is among them).
+    #[inline]
+    fn release_behind(&mut self) {
+        if self.pos < self.released + 2 * RELEASE_STEP {
+            return;
+        }
+        let upto = (self.pos - RELEASE_STEP) & !4095;
+        if let Some(m) = &self.map {
+            if upto > self.released {
+                // SAFETY: MADV_DONTNEED on a private read-only file mapping only drops
+                // our copies of the pages; touching them again would re-read the file.
+                // No frame borrowed from this range is alive: `next_frame` takes `&mut
+                // self`, so the previous frame's borrow has ended, and everything below
+                // `pos - RELEASE_STEP` is older than it.
+                let _ = unsafe {
+                    m.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        self.released,
+                        upto - self.released,
+                    )
+                };
+                self.released = upto;
+            }
+        }
+    }
+}
+
 impl PacketSource for PcapFileSource {
     fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
         if self.done {
             return Ok(None);
         }
+        self.release_behind();
         let bytes: &[u8] = self.map.as_deref().unwrap_or(&[]);
         loop {
             let rest = &bytes[self.pos..];

@@ -16,6 +16,17 @@
 //! - When every `AlertSender` is dropped (end of input), everything pending is copied up
 //!   to the rings' heads and written, and the thread ends.
 //!
+//! Two ring layouts ([`EvidenceWriter::spawn`] and [`EvidenceWriter::spawn_shared`]):
+//! - *per shard*: ring `i` belongs to shard `i`; a request's `shard` picks both the ring and
+//!   the clock, and the clock's seq bounds the copy (above);
+//! - *shared*: any number of rings (live capture: one per reader thread, each holding a
+//!   mix of every shard's packets) and `shards` clocks. A request's `shard` picks only the
+//!   clock; its evidence is copied from every ring (each up to its head at copy time, the
+//!   clock's seq is ignored) and merged by timestamp ([`RecordBuf::sort_by_time`]). With one
+//!   ring (replay) nothing is re-sorted: the file is in ring order, as with per-shard rings.
+//!   `WriterConfig::settle_ns` delays a due request a little, so that a reader that
+//!   stamped a frame just before `to_ts_ns` has appended it before the copy.
+//!
 //! Never blocking the scorer: a full queue drops the evidence, not the alert — the alert
 //! goes through a second, larger queue and is logged with `evidence.dropped = true`
 //! (counted as `evidence.dropped_queue_full`); only if that queue is full too is the alert
@@ -109,6 +120,10 @@ pub struct WriterConfig {
     pub log_every: Duration,
     /// Further sinks after alerts.jsonl.
     pub extra_sinks: Vec<Box<dyn Sink>>,
+    /// A request is due when its shard's clock reaches `to_ts_ns + settle_ns` (live
+    /// capture: frames from several readers, stamped in wall-clock time, reach the rings
+    /// in slightly different orders). 0: at `to_ts_ns` (replay).
+    pub settle_ns: u64,
 }
 
 impl WriterConfig {
@@ -124,6 +139,7 @@ impl WriterConfig {
             log: Arc::new(|s: &str| eprintln!("streamml-sensor: {s}")),
             log_every: Duration::from_secs(10),
             extra_sinks: Vec::new(),
+            settle_ns: 0,
         }
     }
 }
@@ -371,10 +387,31 @@ impl EvidenceWriterHandle {
 pub struct EvidenceWriter;
 
 impl EvidenceWriter {
-    /// Starts the writer thread over the shard rings (index = shard).
+    /// Starts the writer thread over the shard rings (index = shard): a request's `shard`
+    /// picks its ring and its clock.
     pub fn spawn(
         config: WriterConfig,
         rings: Vec<RingReader>,
+    ) -> std::io::Result<(AlertSender, EvidenceWriterHandle)> {
+        let shards = rings.len();
+        Self::spawn_with(config, rings, shards, false)
+    }
+
+    /// Starts the writer thread over `rings` shared by `shards` scorer shards: a request's
+    /// `shard` picks only its clock; its evidence comes from every ring, merged by time.
+    pub fn spawn_shared(
+        config: WriterConfig,
+        rings: Vec<RingReader>,
+        shards: usize,
+    ) -> std::io::Result<(AlertSender, EvidenceWriterHandle)> {
+        Self::spawn_with(config, rings, shards, true)
+    }
+
+    fn spawn_with(
+        config: WriterConfig,
+        rings: Vec<RingReader>,
+        shards: usize,
+        shared: bool,
     ) -> std::io::Result<(AlertSender, EvidenceWriterHandle)> {
         let (tx, rx) = bounded(config.queue.max(1));
         let (otx, orx) = bounded(config.overflow_queue.max(1));
@@ -401,9 +438,10 @@ impl EvidenceWriter {
         counters
             .alertlog_repaired_bytes
             .add(alert_log.repaired_bytes);
-        let shards = rings.len();
         let mut st = State {
             rings,
+            shared,
+            settle_ns: config.settle_ns,
             evidence_dir,
             file: config.file,
             ordered: config.ordered,
@@ -420,6 +458,7 @@ impl EvidenceWriter {
             arrival: 0,
             last_emitted: None,
             buf: RecordBuf::new(),
+            tmp: RecordBuf::new(),
         };
         let thread = std::thread::Builder::new()
             .name("evidence-writer".into())
@@ -490,6 +529,9 @@ type LineKey = (u64, u32, u64, u64);
 
 struct State {
     rings: Vec<RingReader>,
+    /// Every request reads every ring (see the module doc); else ring = shard.
+    shared: bool,
+    settle_ns: u64,
     evidence_dir: PathBuf,
     file: FileConfig,
     ordered: bool,
@@ -508,6 +550,8 @@ struct State {
     arrival: u64,
     last_emitted: Option<LineKey>,
     buf: RecordBuf,
+    /// One ring's copy before it is merged into `buf` (shared rings).
+    tmp: RecordBuf,
 }
 
 impl State {
@@ -536,7 +580,12 @@ impl State {
         for shard in 0..self.pending.len() {
             let mut ps = std::mem::take(&mut self.pending[shard]);
             ps.sort_by_key(|p| (p.req.to_ts_ns, p.arrival));
-            let head = self.rings[shard].head_seq();
+            // Shared rings: each ring is copied up to its own head anyway.
+            let head = if self.shared {
+                u64::MAX
+            } else {
+                self.rings[shard].head_seq()
+            };
             for p in ps {
                 self.n_pending -= 1;
                 self.collect(p, head);
@@ -559,7 +608,7 @@ impl State {
             self.finish(a);
             return;
         };
-        if req.shard >= self.rings.len() {
+        if req.shard >= self.clocks.len() || self.rings.is_empty() {
             self.ctr.no_ring.inc();
             a.evidence.error = Some(format!("no evidence ring for shard {}", req.shard));
             self.finish(a);
@@ -578,7 +627,7 @@ impl State {
             arrival: self.arrival,
         };
         match self.clocks[p.req.shard] {
-            Some((ts, seq)) if ts >= p.req.to_ts_ns => self.collect(p, seq),
+            Some((ts, seq)) if ts >= self.due_at(&p.req) => self.collect(p, seq),
             _ => {
                 self.n_pending += 1;
                 let s = p.req.shard;
@@ -600,10 +649,11 @@ impl State {
             None => *c = Some((ts_ns, seq)),
         }
         let (t, s) = c.expect("set");
-        if self.pending[shard].iter().any(|p| p.req.to_ts_ns <= t) {
+        let settle = self.settle_ns;
+        let due = |p: &Pending| p.req.to_ts_ns.saturating_add(settle) <= t;
+        if self.pending[shard].iter().any(due) {
             let all = std::mem::take(&mut self.pending[shard]);
-            let (mut due, rest): (Vec<_>, Vec<_>) =
-                all.into_iter().partition(|p| p.req.to_ts_ns <= t);
+            let (mut due, rest): (Vec<_>, Vec<_>) = all.into_iter().partition(due);
             self.pending[shard] = rest;
             due.sort_by_key(|p| (p.req.to_ts_ns, p.arrival));
             for p in due {
@@ -613,10 +663,18 @@ impl State {
         }
     }
 
-    /// Copies the evidence of `p` (records up to `seq_bound`) and writes its file.
-    fn collect(&mut self, p: Pending, seq_bound: u64) {
-        let Pending { mut alert, req, .. } = p;
-        let reader = &self.rings[req.shard];
+    /// Clock time at which a request is due.
+    fn due_at(&self, req: &EvidenceRequest) -> u64 {
+        req.to_ts_ns.saturating_add(self.settle_ns)
+    }
+
+    /// Copies the records of `req` from one ring (up to `seq_bound`) into `out`.
+    fn copy_one(
+        reader: &RingReader,
+        req: &EvidenceRequest,
+        seq_bound: u64,
+        out: &mut RecordBuf,
+    ) -> super::ring::CopyStats {
         // A clock may promise more than the ring holds yet (e.g. u64::MAX from a scorer
         // whose ring is written by the reader): never look past the head.
         let seq_bound = seq_bound.min(reader.head_seq());
@@ -624,25 +682,42 @@ impl State {
             seq: seq_bound,
             ts_ns: req.to_ts_ns,
         };
-        let st = match &req.scope {
+        let from = Start::TsNs(req.from_ts_ns);
+        match &req.scope {
             Scope::Flow { hash } => {
                 let h = *hash;
-                reader.copy_range(
-                    Start::TsNs(req.from_ts_ns),
-                    end,
-                    |v| v.flow_hash() == h,
-                    &mut self.buf,
-                )
+                reader.copy_range(from, end, |v| v.flow_hash() == h, out)
             }
-            Scope::Window { filter: Some(f) } => {
-                reader.copy_range(Start::TsNs(req.from_ts_ns), end, |v| f(v), &mut self.buf)
+            Scope::Window { filter: Some(f) } => reader.copy_range(from, end, |v| f(v), out),
+            Scope::Window { filter: None } => reader.copy_range(from, end, |_| true, out),
+        }
+    }
+
+    /// Copies the evidence of `p` (records up to `seq_bound`; shared rings: every ring up
+    /// to its head) and writes its file.
+    fn collect(&mut self, p: Pending, seq_bound: u64) {
+        let Pending { mut alert, req, .. } = p;
+        let (mut lost, mut start_overwritten) = (0u64, false);
+        if !self.shared || self.rings.len() == 1 {
+            let ring = if self.shared { 0 } else { req.shard };
+            let bound = if self.shared { u64::MAX } else { seq_bound };
+            let st = Self::copy_one(&self.rings[ring], &req, bound, &mut self.buf);
+            lost += st.lost_overwritten;
+            start_overwritten |= st.start_overwritten;
+        } else {
+            self.buf.clear();
+            for reader in &self.rings {
+                let st = Self::copy_one(reader, &req, u64::MAX, &mut self.tmp);
+                lost += st.lost_overwritten;
+                start_overwritten |= st.start_overwritten;
+                for v in self.tmp.iter() {
+                    self.buf.push(&v);
+                }
             }
-            Scope::Window { filter: None } => {
-                reader.copy_range(Start::TsNs(req.from_ts_ns), end, |_| true, &mut self.buf)
-            }
-        };
-        self.ctr.records_lost_overwritten.add(st.lost_overwritten);
-        if st.start_overwritten || st.lost_overwritten > 0 {
+            self.buf.sort_by_time();
+        }
+        self.ctr.records_lost_overwritten.add(lost);
+        if start_overwritten || lost > 0 {
             alert.evidence.truncated = true;
             self.ctr.truncated.inc();
         }
@@ -791,5 +866,127 @@ impl State {
                     .log("sink", || format!("evidence: sink {name}: {e}"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::pcap::PcapFileSource;
+    use crate::capture::PacketSource;
+    use crate::evidence::alertlog::AlertMode;
+    use crate::evidence::ring::{EvidenceRing, RingConfig};
+    use std::io::Read;
+
+    /// (ts, bytes) of the packets in an evidence file, read back with the pcap reader.
+    fn read_evidence(state: &StateDir, a: &Alert) -> Vec<(u64, Vec<u8>)> {
+        let p = state
+            .root()
+            .join(a.evidence.path.as_ref().expect("evidence path"));
+        let mut b = Vec::new();
+        zstd::stream::read::Decoder::new(std::fs::File::open(&p).unwrap())
+            .unwrap()
+            .read_to_end(&mut b)
+            .unwrap();
+        let plain = state.root().join("check.pcap");
+        std::fs::write(&plain, &b).unwrap();
+        let mut src = PcapFileSource::open(&plain).unwrap();
+        let mut out = Vec::new();
+        while let Some(f) = src.next_frame().unwrap() {
+            out.push((f.ts_ns, f.data.to_vec()));
+        }
+        out
+    }
+
+    /// Shared rings (live capture: one per reader): a real capture's frames alternate
+    /// between two rings; a window request and a flow request of either shard get the
+    /// frames of both rings in their span, merged in time order.
+    #[test]
+    fn shared_rings_merge_every_ring_by_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::create(dir.path()).unwrap();
+        let mut rings: Vec<EvidenceRing> = (0..2)
+            .map(|q| {
+                EvidenceRing::create(
+                    &state.ring_path(q),
+                    &RingConfig {
+                        size_bytes: 1 << 20,
+                        snaplen: 65_535,
+                        shard: q as u32,
+                    },
+                )
+                .unwrap()
+            })
+            .collect();
+        let mut src = PcapFileSource::open(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/pcaps/basic/443-curl.pcap"),
+        )
+        .unwrap();
+        // (ts, ring seq, flow hash, bytes)
+        type Rec = (u64, u64, u64, Vec<u8>);
+        let mut frames: Vec<Rec> = Vec::new();
+        let mut i = 0u64;
+        while let Some(f) = src.next_frame().unwrap() {
+            let h = i % 3;
+            let seq = rings[(i % 2) as usize].append(f.ts_ns, f.orig_len, f.link, h, f.data);
+            frames.push((f.ts_ns, seq, h, f.data.to_vec()));
+            i += 1;
+        }
+        assert!(frames.len() > 50, "{}", frames.len());
+        let mut cfg = WriterConfig::new(state.clone());
+        cfg.file.fsync = false;
+        cfg.settle_ns = 1;
+        let readers = rings.iter().map(|r| r.reader()).collect();
+        let (tx, h) = EvidenceWriter::spawn_shared(cfg, readers, 2).unwrap();
+        let (from, to) = (frames[10].0, frames[40].0);
+        let a1 = Alert::new(1, to, "w", AlertMode::Window, 0.9, 0.5, 1);
+        let r1 = EvidenceRequest {
+            shard: 1,
+            from_ts_ns: from,
+            to_ts_ns: to,
+            scope: Scope::Window { filter: None },
+        };
+        let a2 = Alert::new(2, to, "f", AlertMode::Flow, 0.9, 0.5, 0);
+        let r2 = EvidenceRequest {
+            shard: 0,
+            from_ts_ns: 0,
+            to_ts_ns: u64::MAX - 1,
+            scope: Scope::Flow { hash: 1 },
+        };
+        // A shard beyond the clocks has no ring.
+        let a3 = Alert::new(3, to, "x", AlertMode::Flow, 0.9, 0.5, 2);
+        let r3 = EvidenceRequest {
+            shard: 2,
+            ..r1.clone()
+        };
+        assert_eq!(tx.send_blocking(a1, Some(r1)), SendOutcome::Queued);
+        assert_eq!(tx.send_blocking(a2, Some(r2)), SendOutcome::Queued);
+        assert_eq!(tx.send_blocking(a3, Some(r3)), SendOutcome::Queued);
+        // The clock's seq is ignored with shared rings (0 would copy nothing).
+        tx.clock_blocking(1, frames.last().unwrap().0, 0);
+        drop(tx);
+        let snap = h.join();
+        assert_eq!(snap["evidence.files_written"], 2);
+        assert_eq!(snap["evidence.no_ring"], 1);
+        let text = std::fs::read_to_string(state.alerts_path()).unwrap();
+        let alerts: Vec<Alert> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(alerts.len(), 3);
+        let by_id = |id: u64| alerts.iter().find(|a| a.alert_id == id).unwrap();
+        let want = |keep: &dyn Fn(&Rec) -> bool| {
+            let mut v: Vec<_> = frames.iter().filter(|f| keep(f)).cloned().collect();
+            v.sort_by_key(|f| (f.0, f.1));
+            v.into_iter().map(|f| (f.0, f.3)).collect::<Vec<_>>()
+        };
+        let w1 = want(&|f| f.0 >= from && f.0 <= to);
+        assert_eq!(w1.len(), 31);
+        assert_eq!(read_evidence(&state, by_id(1)), w1);
+        assert_eq!(by_id(1).evidence.packets, 31);
+        let w2 = want(&|f| f.2 == 1);
+        assert_eq!(read_evidence(&state, by_id(2)), w2);
+        assert!(by_id(3).evidence.error.is_some());
     }
 }

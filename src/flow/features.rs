@@ -154,23 +154,25 @@ impl DirState {
     }
 }
 
-/// Everything a flow table keeps about one flow (fixed size, no heap).
+/// Everything a flow table keeps about one flow (fixed size, no heap; 360 bytes).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct FlowState {
     /// Oriented like the first packet: src is the first packet's sender.
     pub key: FlowKey,
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
+    /// Set by the table's caller when the flow is created ([`super::FlowTable::update_tagged`]):
+    /// the sensor stores the bitmask of profiles whose filter the first packet matched.
+    pub user_tag: u16,
     /// Time of the last packet in either direction (the first is `s2d.first_seen_ms`).
     pub last_seen_ms: u64,
     pub bi_ps: RunningStat<u32>,
     pub bi_piat_ms: RunningStat<u64>,
     pub s2d: DirState,
     pub d2s: DirState,
-    /// Set by the table's caller when the flow is created ([`super::FlowTable::update_tagged`]):
-    /// the sensor stores the bitmask of profiles whose filter the first packet matched.
-    pub user_tag: u16,
 }
+
+const _: () = assert!(std::mem::size_of::<FlowState>() == 360);
 
 impl FlowState {
     /// A flow created by packet `key`/`macs` of `size` bytes at `t_ms`.

@@ -4,8 +4,10 @@
 //!   touched only as flows arrive (so RSS follows the number of live flows, and never
 //!   exceeds what `capacity` allows). Freed slots go on a free list.
 //! - Index: open addressing with linear probing over `u64` entries (32-bit hash tag, slot
-//!   number), at most half full, deleted with backward shift (no tombstones, so it never
-//!   needs rebuilding or growing).
+//!   number), at most half full, deleted with backward shift (no tombstones). It is sized
+//!   to the live flows, doubling as they grow, up to twice the capacity: an index sized to
+//!   the capacity from the start would spread a few live flows over megabytes, a cache
+//!   miss per packet.
 //! - LRU: a doubly linked list through a dense array of links (16 bytes a slot), least
 //!   recently seen first, sorted by last-seen ms. A packet moves its flow to the tail only
 //!   when it changes the flow's last-seen ms, so bursts cost no relinking; within one ms,
@@ -169,6 +171,9 @@ fn secs_to_ms(s: f64) -> u64 {
     }
 }
 
+/// Index entries a table starts with (16 KiB); it doubles as flows arrive.
+const INITIAL_INDEX_LEN: usize = 2048;
+
 /// How often (packet time) [`FlowTable::update`] scans for idle flows, as nfstream's meter.
 pub const SCAN_INTERVAL_MS: u64 = 10;
 /// At most this many idle flows are expired per scan from `update` (nfstream: 1000), so one
@@ -190,10 +195,15 @@ pub struct FlowCounters {
     pub flushed: Counter,
     /// Flows in the table now.
     pub active: Counter,
+    /// Times the index doubled (it follows the number of live flows).
+    pub index_grown: Counter,
+    /// Times doubling the index failed for lack of memory (the table then holds fewer
+    /// flows than its capacity).
+    pub index_grow_failed: Counter,
 }
 
 impl FlowCounters {
-    pub fn named(&self) -> [(&'static str, u64); 8] {
+    pub fn named(&self) -> [(&'static str, u64); 10] {
         [
             ("flow.packets", self.packets.get()),
             ("flow.clock_backwards", self.clock_backwards.get()),
@@ -203,6 +213,8 @@ impl FlowCounters {
             ("flow.evicted", self.evicted.get()),
             ("flow.flushed", self.flushed.get()),
             ("flow.active", self.active.get()),
+            ("flow.index_grown", self.index_grown.get()),
+            ("flow.index_grow_failed", self.index_grow_failed.get()),
         ]
     }
 }
@@ -228,9 +240,11 @@ pub struct FlowTable {
     slots: Vec<FlowState>,
     links: Vec<Link>,
     free: u32,
-    /// 0: empty; else `tag << 32 | (slot + 1)`.
+    /// 0: empty; else `tag << 32 | (slot + 1)`. Sized to the live flows (at most half
+    /// full), up to `max_index_len`.
     index: Vec<u64>,
     mask: usize,
+    max_index_len: usize,
     lru_head: u32,
     lru_tail: u32,
     len: usize,
@@ -242,12 +256,13 @@ pub struct FlowTable {
 }
 
 impl FlowTable {
-    /// A table for `cfg`. All memory it will ever use is reserved here (address space;
-    /// pages are touched as flows arrive). Fails, with a one-line reason, if `cfg` is
-    /// invalid or the reservation is refused.
+    /// A table for `cfg`. The flow slots are reserved here for the whole capacity
+    /// (address space; pages are touched as flows arrive). Fails, with a one-line reason,
+    /// if `cfg` is invalid or the reservation is refused.
     pub fn new(cfg: FlowConfig) -> Result<Self, String> {
         cfg.validate()?;
-        let index_len = (cfg.capacity * 2).next_power_of_two().max(16);
+        let max_index_len = Self::max_index_len(&cfg);
+        let index_len = max_index_len.min(INITIAL_INDEX_LEN);
         let splt_len = cfg.capacity * usize::from(cfg.splt);
         let oom = |_| {
             format!(
@@ -274,6 +289,7 @@ impl FlowTable {
             free: NIL,
             index,
             mask: index_len - 1,
+            max_index_len,
             lru_head: NIL,
             lru_tail: NIL,
             len: 0,
@@ -285,14 +301,52 @@ impl FlowTable {
         })
     }
 
-    /// Upper bound of the memory a table for `cfg` uses, in bytes.
+    fn max_index_len(cfg: &FlowConfig) -> usize {
+        (cfg.capacity.saturating_mul(2)).next_power_of_two().max(16)
+    }
+
+    /// Upper bound of the memory a table for `cfg` uses, in bytes (the index at its
+    /// largest, plus its previous half while it is being rebuilt).
     pub fn reserved_bytes(cfg: &FlowConfig) -> usize {
-        let index_len = (cfg.capacity.saturating_mul(2)).next_power_of_two().max(16);
         cfg.capacity.saturating_mul(
             std::mem::size_of::<FlowState>()
                 + std::mem::size_of::<Link>()
                 + usize::from(cfg.splt) * std::mem::size_of::<SpltEntry>(),
-        ) + index_len * 8
+        ) + Self::max_index_len(cfg) * 12
+    }
+
+    /// Doubles the index when one more flow would make it more than half full (until it
+    /// reaches its size for the full capacity). The index follows the live flows rather
+    /// than the capacity so that it stays in the CPU caches: probing it is a cache miss per
+    /// packet otherwise. This allocates, at most log2(capacity / 2048) times in the
+    /// table's life, never per packet. If the allocation fails the index keeps its size
+    /// and the table holds at most that many flows.
+    fn grow_index(&mut self) {
+        let len = self.index.len();
+        if (self.len + 1) * 2 <= len || len >= self.max_index_len {
+            return;
+        }
+        let new_len = len * 2;
+        let mut v: Vec<u64> = Vec::new();
+        if v.try_reserve_exact(new_len).is_err() {
+            self.counters.index_grow_failed.inc();
+            return;
+        }
+        v.resize(new_len, 0);
+        advise_huge_pages(&v);
+        let mask = new_len - 1;
+        for &e in &self.index {
+            if e != 0 {
+                let mut pos = (e >> 32) as usize & mask;
+                while v[pos] != 0 {
+                    pos = (pos + 1) & mask;
+                }
+                v[pos] = e;
+            }
+        }
+        self.index = v;
+        self.mask = mask;
+        self.counters.index_grown.inc();
     }
 
     pub fn config(&self) -> &FlowConfig {
@@ -419,6 +473,7 @@ impl FlowTable {
         }
     }
 
+    /// Returns true when the packet created a flow.
     #[inline]
     fn update_hashed<F: FnMut(FlowRecord<'_>)>(
         &mut self,
@@ -528,7 +583,9 @@ impl FlowTable {
         user_tag: u16,
         emit: &mut F,
     ) {
-        if self.len >= self.cfg.capacity {
+        self.grow_index();
+        // Full: the capacity, or (if growing the index failed) 3/4 of the index.
+        if self.len >= self.cfg.capacity || (self.len + 1) * 4 > self.index.len() * 3 {
             let victim = self.lru_head;
             let why = if t - self.slots[victim as usize].last_seen_ms >= self.cfg.idle_timeout_ms {
                 Expiration::Idle
@@ -917,17 +974,73 @@ mod tests {
         }
         a.flush(&mut sink(&mut out_a));
         let (mut b, mut out_b) = table(cfg);
+        let mut created = 0u64;
         let mut rest = &pkts[..];
         while !rest.is_empty() {
             let n = (rng.next() % 100) as usize + 1;
             let (now, later) = rest.split_at(n.min(rest.len()));
-            b.update_batch(now, |(t, m)| (*t, m), &mut sink(&mut out_b));
+            b.update_batch_tagged(
+                now,
+                |(t, m)| (*t, m, 7),
+                &mut sink(&mut out_b),
+                |_, _| created += 1,
+            );
             rest = later;
         }
         b.flush(&mut sink(&mut out_b));
         assert!(out_a.len() > 1000);
+        assert_eq!(created, b.counters().created.get());
+        assert!(out_b.iter().all(|o| o.flow.user_tag == 7));
+        for o in out_b.iter_mut() {
+            o.flow.user_tag = 0;
+        }
         assert_eq!(out_a, out_b);
         assert_eq!(a.counters().named(), b.counters().named());
+    }
+
+    #[test]
+    fn memory_is_bounded_by_capacity() {
+        let cfg = FlowConfig {
+            capacity: 10_000,
+            splt: 8,
+            ..FlowConfig::default()
+        };
+        let (mut t, mut out) = table(cfg);
+        let ptrs = (t.slots.as_ptr(), t.links.as_ptr(), t.splt.as_ptr());
+        let caps = (t.slots.capacity(), t.links.capacity(), t.splt.capacity());
+        let mut n = 0u64;
+        for i in 0..300_000u32 {
+            let [a, b, c, d] = i.to_be_bytes();
+            let p = pkt(
+                [10, b, c, d],
+                1000 + u16::from(a),
+                [198, 19, 0, 1],
+                80,
+                6,
+                60,
+                0x02,
+            );
+            t.update(u64::from(i) * 1000, &p, &mut sink(&mut out));
+            n += out.len() as u64;
+            out.clear();
+            assert!(t.len() * 2 <= t.index.len());
+        }
+        assert!(t.slots.len() <= 10_000 && t.links.len() <= 10_000 && t.splt.len() <= 80_000);
+        // The slab was never reallocated: it was reserved by `new`.
+        assert_eq!(ptrs, (t.slots.as_ptr(), t.links.as_ptr(), t.splt.as_ptr()));
+        assert_eq!(
+            caps,
+            (t.slots.capacity(), t.links.capacity(), t.splt.capacity())
+        );
+        // The index grew from 2048 to its bound, in 4 steps, and no further.
+        assert_eq!(t.index.len(), 32_768);
+        assert_eq!(t.counters().index_grown.get(), 4);
+        assert_eq!(n, 290_000);
+        assert_eq!(t.counters().evicted.get(), 290_000);
+        assert_eq!(
+            FlowTable::reserved_bytes(&cfg),
+            10_000 * (360 + 16 + 8 * 16) + 32_768 * 12
+        );
     }
 
     #[test]

@@ -357,8 +357,14 @@ impl VethPair {
         }
     }
 
+    /// The state directory the harness gives the sensor (unless a test passes its own).
+    pub fn state_dir(&self) -> PathBuf {
+        self.path("state")
+    }
+
     /// Starts the sensor on the sensor end and waits until it reports that it captures.
-    /// `--no-pin`, `--report-interval 0` and `--stats-json` are added unless given.
+    /// `--no-pin`, `--report-interval 0`, `--stats-json`, `--state-dir` (one per pair)
+    /// and `--ring-mib 4` are added unless given.
     pub fn start_sensor(&self, args: &[&str]) -> Sensor {
         match self.try_start_sensor(args) {
             Ok(s) => s,
@@ -388,6 +394,13 @@ impl VethPair {
         }
         if !args.contains(&"--stats-json") {
             cmd.extend_from_slice(&["--stats-json", &stats_s]);
+        }
+        let state = self.state_dir().to_string_lossy().into_owned();
+        if !args.contains(&"--state-dir") {
+            cmd.extend_from_slice(&["--state-dir", &state]);
+        }
+        if !args.contains(&"--ring-mib") {
+            cmd.extend_from_slice(&["--ring-mib", "4"]);
         }
         cmd.extend(args.iter().filter(|a| **a != "--pin"));
         let mut child = Command::new("ip")
@@ -446,6 +459,8 @@ impl VethPair {
         cmd.extend_from_slice(prefix);
         cmd.push(SENSOR);
         cmd.extend_from_slice(args);
+        let state = self.state_dir().to_string_lossy().into_owned();
+        cmd.extend_from_slice(&["--state-dir", &state, "--ring-mib", "4"]);
         cmd.extend_from_slice(&["--no-pin", "--duration", "5"]);
         let mut child = Command::new("ip")
             .args(&cmd)
@@ -570,11 +585,15 @@ pub fn read_json(p: &Path) -> Option<serde_json::Value> {
     serde_json::from_str(&s).ok()
 }
 
-/// `v[a][b]...` as u64, panicking with the document on a missing key.
+/// `v[a][b]...` as u64 (a number indexes an array), panicking with the document on a
+/// missing key.
 pub fn num(v: &serde_json::Value, path: &[&str]) -> u64 {
     let mut cur = v;
     for k in path {
-        cur = &cur[*k];
+        cur = match (cur.as_array(), k.parse::<usize>()) {
+            (Some(a), Ok(i)) => a.get(i).unwrap_or(&serde_json::Value::Null),
+            _ => &cur[*k],
+        };
     }
     cur.as_u64()
         .unwrap_or_else(|| panic!("no number at {path:?} in {v:#}"))
