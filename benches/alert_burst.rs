@@ -260,13 +260,13 @@ fn run(src: &mut MemSource, cfg: &Config, policy: FullPolicy) -> RunOut {
         filters.mask(f.data, f.link)
     };
     let cpu = Arc::new(Mutex::new(None));
-    let cpu2 = cpu.clone();
-    let t0 = Instant::now();
-    let res = pipeline::run_with_hook(src, &pcfg, &mut hook, move |s| Timed {
-        inner: Scorer::new(s, setup.clone()).unwrap(),
+    let worker = Timed {
+        inner: Scorer::new(0, setup).unwrap(),
         cpu0: None,
-        out: cpu2.clone(),
-    });
+        out: cpu.clone(),
+    };
+    let t0 = Instant::now();
+    let res = pipeline::run_with_hook(src, &pcfg, &mut hook, vec![worker]);
     let wall = t0.elapsed();
     let mut stats = Snapshot::new();
     res.reader.snapshot_into(&mut stats);
