@@ -13,8 +13,9 @@ use std::path::PathBuf;
 /// Buffers `(key, line)` records; spills sorted runs to disk past `limit_bytes`.
 pub struct RunSorter {
     buf: Vec<u8>,
-    /// (offset of record in buf)
-    idx: Vec<u32>,
+    /// Per record: the first 8 key bytes as a big-endian integer (most comparisons end
+    /// there, without touching the record) and the record's offset in `buf`.
+    idx: Vec<(u64, u32)>,
     limit_bytes: usize,
     spill_dir: PathBuf,
     runs: Vec<File>,
@@ -28,6 +29,14 @@ fn rec_at(buf: &[u8], off: u32) -> (&[u8], &[u8]) {
     let p = o + 2 + kl;
     let ll = u32::from_le_bytes([buf[p], buf[p + 1], buf[p + 2], buf[p + 3]]) as usize;
     (key, &buf[p + 4..p + 4 + ll])
+}
+
+/// The first 8 bytes of a key, big-endian, zero-padded: orders like the key's prefix.
+fn key_prefix(key: &[u8]) -> u64 {
+    let mut p = [0u8; 8];
+    let n = key.len().min(8);
+    p[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(p)
 }
 
 fn cmp_rec(a: (&[u8], &[u8]), b: (&[u8], &[u8])) -> Ordering {
@@ -51,7 +60,7 @@ impl RunSorter {
     /// Adds one record. Keys are compared bytewise; equal keys are ordered by line.
     pub fn push(&mut self, key: &[u8], line: &[u8]) -> io::Result<()> {
         let key = &key[..key.len().min(u16::MAX as usize)];
-        self.idx.push(self.buf.len() as u32);
+        self.idx.push((key_prefix(key), self.buf.len() as u32));
         self.buf
             .extend_from_slice(&(key.len() as u16).to_le_bytes());
         self.buf.extend_from_slice(key);
@@ -76,8 +85,10 @@ impl RunSorter {
 
     fn sort_mem(&mut self) {
         let buf = &self.buf;
-        self.idx
-            .sort_unstable_by(|&a, &b| cmp_rec(rec_at(buf, a), rec_at(buf, b)));
+        self.idx.sort_unstable_by(|&(pa, a), &(pb, b)| {
+            pa.cmp(&pb)
+                .then_with(|| cmp_rec(rec_at(buf, a), rec_at(buf, b)))
+        });
     }
 
     fn spill(&mut self) -> io::Result<()> {
@@ -92,7 +103,7 @@ impl RunSorter {
             )
         })?;
         let mut w = BufWriter::with_capacity(1 << 20, f);
-        for &o in &self.idx {
+        for &(_, o) in &self.idx {
             let (k, l) = rec_at(&self.buf, o);
             w.write_all(&(k.len() as u16).to_le_bytes())?;
             w.write_all(k)?;
@@ -111,7 +122,7 @@ impl RunSorter {
 enum Source {
     Mem {
         buf: Vec<u8>,
-        idx: Vec<u32>,
+        idx: Vec<(u64, u32)>,
         pos: usize,
     },
     File(BufReader<File>),
@@ -147,7 +158,7 @@ fn next_from(src: &mut Source, key: &mut Vec<u8>, line: &mut Vec<u8>) -> io::Res
             if *pos >= idx.len() {
                 return Ok(false);
             }
-            let (k, l) = rec_at(buf, idx[*pos]);
+            let (k, l) = rec_at(buf, idx[*pos].1);
             *pos += 1;
             key.clear();
             key.extend_from_slice(k);

@@ -180,7 +180,7 @@ where
     }
 }
 
-/// Writes `path` atomically: `FILE.tmp`, then rename.
+/// Writes `path` atomically: `FILE.tmp`, then rename (not fsynced).
 pub struct AtomicFile {
     tmp: PathBuf,
     dst: PathBuf,
@@ -205,8 +205,10 @@ impl AtomicFile {
             .into_inner()
             .map_err(|e| e.into_error())
             .with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all()
-            .with_context(|| format!("writing {}", tmp.display()))?;
+        // No fsync: the rename already guarantees that no reader ever sees a partial
+        // file under the final name; durability across a power cut is not worth ~60 ms
+        // per 60 MB for an output that can be regenerated from its capture.
+        drop(f);
         std::fs::rename(&tmp, &dst)
             .with_context(|| format!("renaming {} to {}", tmp.display(), dst.display()))?;
         Ok(())
