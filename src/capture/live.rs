@@ -1315,10 +1315,20 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
         .unwrap_or_default();
     let mut producers: Vec<Vec<shard::Producer>> = (0..nq).map(|_| Vec::new()).collect();
     let mut shards = Vec::with_capacity(nshards);
+    // The same bound as replay: packets queued for the scorers are already in the reader's
+    // evidence ring, so the queue must stay a small part of the ring (see
+    // `replay::replay_ring_capacity`); a full queue drops and counts, as always live.
+    let ring_records = rings
+        .iter()
+        .map(|r| r.capacity_records())
+        .min()
+        .unwrap_or(0);
+    let shard_ring_capacity =
+        crate::replay::replay_ring_capacity(cfg.ring_capacity, ring_records, nshards);
     for sidx in 0..nshards {
         let mut consumers = Vec::with_capacity(nq);
         for p in producers.iter_mut() {
-            let (tx, rx) = shard::ring(cfg.ring_capacity);
+            let (tx, rx) = shard::ring(shard_ring_capacity);
             p.push(tx);
             consumers.push(rx);
         }
