@@ -11,12 +11,14 @@
 # Optional receivers for side-by-side comparisons of the sensor itself:
 #   sensor_noprof  the sensor with a configuration without profiles (evidence rings and
 #                  flows, no filters, windows or trees)
-#   sensor_base    another build, BASE_BIN=path (e.g. a build of an earlier commit); it
-#                  gets the sensor args but no --state-dir unless BASE_STATE=1
+#   sensor_base    another build, BASE_BIN=path (e.g. a build of an earlier commit, or
+#                  this one with other options); it gets the sensor args, then BASE_ARGS,
+#                  but no --state-dir unless BASE_STATE=1
 #
 # Usage: sudo benches/live_capture.sh [sensor args...]
 #   env: DURATION=5 QUEUES=2 SIZE=64 ROUNDS=1 THREADED_NAPI=0|1 BUILD=1 PPS=0
 #        RECEIVERS="xdp_drop sensor tcpdump" NICE=0 DST_MAC=host|other BASE_BIN= BASE_STATE=0
+#        BASE_ARGS="--idle adaptive" (extra args for sensor_base)
 #        FRESH_STATE=1: a new state directory (new evidence rings) for every sensor run;
 #        default: the runs share one, so the rings' pages are in the page cache after the
 #        first run (as for a sensor that has run for a while)
@@ -112,6 +114,15 @@ threaded() {  # threaded NAPI on the receiving veth (only possible while XDP is 
   fi
 }
 
+thread_ticks() {  # "tid comm ticks" per thread of a process
+  for f in /proc/"$1"/task/*/stat; do
+    awk '{c = $0; sub(/^[^(]*\(/, "", c); sub(/\).*/, "", c); gsub(/ /, "_", c); n = split($0, a, ") "); split(a[n], b, " "); print $1, c, b[12] + b[13]}' "$f" 2>/dev/null || true
+  done
+}
+thread_cpu_delta() {  # FILE_BEFORE FILE_AFTER -> "comm=seconds ..." for threads that used CPU
+  awk -v hz="$(getconf CLK_TCK)" 'NR == FNR {t0[$1] = $3; next} {d = ($3 - t0[$1]) / hz; if (d > 0) printf "%s=%.2f ", $2, d}' "$1" "$2"
+}
+
 proc_cpu() {  # user+sys seconds of a process (all its threads), "0" if gone
   awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0
 }
@@ -140,10 +151,12 @@ run_sensor_noprof() {
   sensor_with "$BIN/streamml-sensor" --state-dir "$WORK/state" --config "$WORK/noprofiles.toml"
 }
 run_sensor_base() {
+  local extra
+  read -r -a extra <<<"${BASE_ARGS:-}"
   if [ "${BASE_STATE:-0}" = 1 ]; then
-    sensor_with "${BASE_BIN:?BASE_BIN=path of the build to compare}" --state-dir "$WORK/state"
+    sensor_with "${BASE_BIN:?BASE_BIN=path of the build to compare}" --state-dir "$WORK/state" "${extra[@]}"
   else
-    sensor_with "${BASE_BIN:?BASE_BIN=path of the build to compare}"
+    sensor_with "${BASE_BIN:?BASE_BIN=path of the build to compare}" "${extra[@]}"
   fi
 }
 
@@ -162,9 +175,12 @@ sensor_with() {  # BINARY [extra args...]
   grep -q "capturing on" "$WORK/sensor.err" || { cat "$WORK/sensor.err" >&2; exit 1; }
   local sent c0
   c0=$(proc_cpu "$pid")
+  thread_ticks "$pid" >"$WORK/threads.0"
   sent=$(gen)
   sleep 0.2
   awk -v a="$c0" -v b="$(proc_cpu "$pid")" 'BEGIN {printf "%.2f", b - a}' >"$WORK/rx.cpu"
+  thread_ticks "$pid" >"$WORK/threads.1"
+  thread_cpu_delta "$WORK/threads.0" "$WORK/threads.1" >"$WORK/threads.${FUNCNAME[1]#run_}"
   kill -TERM "$pid"
   wait "$pid" || { cat "$WORK/sensor.err" >&2; exit 1; }
   jq -c '{mode: .mode | {attach, bind, idle, threaded_napi, pinned}, kernel, ring_full: .pipeline["shard.ring_full"], windows: .pipeline["detect.windows_scored"], flows: .pipeline["detect.flows_scored"], alerts: .pipeline["detect.alerts"], evidence_files: .pipeline["evidence.files_written"], queues: [.queues[] | {queue, packets_received, batches, syscalls}]}' \
@@ -225,8 +241,9 @@ for round in $(seq "$ROUNDS"); do
         fi ;;
     esac
     [ -f "$WORK/detail.$r" ] && echo "# $r detail: $(cat "$WORK/detail.$r")"
+    [ -f "$WORK/threads.$r" ] && echo "# $r threads (CPU s during the run): $(cat "$WORK/threads.$r")"
   done
-  rm -f "$WORK"/detail.*
+  rm -f "$WORK"/detail.* "$WORK"/threads.*
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {if (NR) print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 if [ "${#RATIO_DROP[@]}" -gt 0 ]; then

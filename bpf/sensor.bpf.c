@@ -272,6 +272,19 @@ int streamml_xdp(struct xdp_md *ctx)
 		ctr->c[CTR_REDIRECT_FAILED]++;
 		return miss;
 	}
+	if (flags & SENSOR_F_TIMESTAMP) {
+		/* The arrival time, per frame: user space would otherwise know only when it
+		 * read the RX batch. Drivers without metadata support fail the adjust; the
+		 * reader then falls back to the batch time and counts it. */
+		if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct sensor_meta)) == 0) {
+			struct sensor_meta *m = (void *)(long)ctx->data_meta;
+			if ((void *)(m + 1) <= (void *)(long)ctx->data) {
+				m->ts_ns = bpf_ktime_get_ns();
+				m->magic = SENSOR_META_MAGIC;
+				m->pad = 0;
+			}
+		}
+	}
 	int act = bpf_redirect_map(&xsks_map, q, miss);
 	if (act == XDP_REDIRECT) {
 		ctr->c[CTR_REDIRECTED]++;

@@ -40,7 +40,22 @@ enum sensor_flags {
 	SENSOR_F_PROTO_DENY = 1 << 5,
 	SENSOR_F_PORT = 1 << 6,
 	SENSOR_F_PORT_DENY = 1 << 7,
+	/* Write a struct sensor_meta in front of every redirected frame (XDP metadata). */
+	SENSOR_F_TIMESTAMP = 1 << 8,
 };
+
+/* XDP metadata in front of a redirected frame's data (at data - sizeof), copied into the
+ * UMEM with the frame in copy mode, written in place in zero-copy mode. */
+struct sensor_meta {
+	/* bpf_ktime_get_ns(): CLOCK_MONOTONIC when the program ran. */
+	__u64 ts_ns;
+	/* SENSOR_META_MAGIC: the program wrote this frame's metadata. */
+	__u32 magic;
+	__u32 pad;
+};
+#define SENSOR_META_MAGIC 0x4c4d5453 /* "STML" little-endian */
+#define SENSOR_META_LEN 16
+_Static_assert(sizeof(struct sensor_meta) == SENSOR_META_LEN, "sensor_meta layout");
 
 /* The single entry of the `sensor_cfg` array map. User space may rewrite it at any time;
  * the program reads it once per frame. */

@@ -29,7 +29,7 @@ use xsk_rs::config::{
 use xsk_rs::umem::frame::FrameDesc;
 use xsk_rs::{CompQueue, FillQueue, RxQueue, Socket, TxQueue, Umem};
 
-use super::{CaptureError, Frame, LinkType, PacketSource};
+use super::{xdp, CaptureError, Frame, LinkType, PacketSource};
 
 /// Zero-copy request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -53,6 +53,14 @@ pub enum Idle {
     Poll,
     /// Spin for a short while, then yield, then poll().
     Adaptive,
+    /// Sleep while the ring is empty, for an interval sized so that a nap lets about
+    /// 1/16 to 1/4 of the fill ring accumulate (halved when more came, doubled when
+    /// fewer, between 10 µs and `nap_us`); after `yield_rounds` empty naps in a row,
+    /// sleep in poll(). The reader then takes full batches and leaves the core to others
+    /// (interrupt coalescing, done by the reader) instead of spinning on a few frames at
+    /// a time. Frames of a batch share its timestamp, so timestamps get up to one nap
+    /// coarser.
+    Nap,
 }
 
 /// Socket and UMEM settings of one queue's reader.
@@ -75,6 +83,10 @@ pub struct XskConfig {
     /// Adaptive idle: empty-ring checks before yielding, then yields before poll().
     pub spin_rounds: u32,
     pub yield_rounds: u32,
+    /// Nap idle: the longest nap, microseconds.
+    pub nap_us: u32,
+    /// The XDP program writes a timestamp in front of each frame (`xdp::META_MAGIC`).
+    pub xdp_timestamps: bool,
     /// How long a bind that fails with EBUSY is retried (the previous socket on the queue
     /// may still be going away).
     pub ebusy_retry: Duration,
@@ -84,15 +96,17 @@ impl Default for XskConfig {
     fn default() -> Self {
         XskConfig {
             frame_size: 2048,
-            fill_size: 8192,
-            rx_size: 8192,
+            fill_size: 32768,
+            rx_size: 32768,
             batch: 64,
             zero_copy: ZeroCopy::Auto,
             need_wakeup: true,
             busy_poll_us: 0,
-            idle: Idle::Adaptive,
+            idle: Idle::Nap,
             spin_rounds: 500,
             yield_rounds: 50,
+            nap_us: 2000,
+            xdp_timestamps: true,
             ebusy_retry: Duration::from_secs(2),
         }
     }
@@ -220,6 +234,9 @@ pub struct QueueStats {
     pub batches: AtomicU64,
     /// Wakeup/poll syscalls made while idle or for need_wakeup.
     pub syscalls: AtomicU64,
+    /// Frames without a valid XDP timestamp in front (timestamped with their batch's
+    /// read time instead); 0 unless the driver refuses XDP metadata.
+    pub no_xdp_timestamp: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -288,6 +305,14 @@ pub struct AfXdpSource {
     idle: Idle,
     spin_rounds: u32,
     yield_rounds: u32,
+    nap: NapState,
+    xdp_timestamps: bool,
+    /// UMEM chunk size.
+    frame_size: usize,
+    /// CLOCK_REALTIME - CLOCK_MONOTONIC at the last batch, to convert XDP timestamps.
+    mono_to_real_ns: i64,
+    /// CLOCK_MONOTONIC at the last batch read: a valid XDP timestamp is not after it.
+    batch_mono_ns: u64,
     need_wakeup: bool,
     busy_poll: bool,
     stop: Arc<AtomicBool>,
@@ -454,6 +479,11 @@ impl AfXdpSource {
             idle: cfg.idle,
             spin_rounds: cfg.spin_rounds,
             yield_rounds: cfg.yield_rounds,
+            nap: NapState::new(cfg.nap_us, cfg.fill_size),
+            xdp_timestamps: cfg.xdp_timestamps,
+            frame_size: cfg.frame_size as usize,
+            mono_to_real_ns: 0,
+            batch_mono_ns: 0,
             need_wakeup: cfg.need_wakeup,
             busy_poll,
             stop,
@@ -551,10 +581,15 @@ impl AfXdpSource {
             self.n = got;
             self.pos = 0;
             self.batch_ts_ns = now_ns();
+            if self.xdp_timestamps {
+                self.batch_mono_ns = mono_ns();
+                self.mono_to_real_ns = self.batch_ts_ns as i64 - self.batch_mono_ns as i64;
+            }
             let bytes: usize = self.batch[..got].iter().map(|d| d.lengths().data()).sum();
             self.stats.packets.fetch_add(got as u64, Relaxed);
             self.stats.bytes.fetch_add(bytes as u64, Relaxed);
             self.stats.batches.fetch_add(1, Relaxed);
+            self.nap.got = self.nap.got.saturating_add(got as u32);
         }
         got
     }
@@ -602,6 +637,17 @@ impl AfXdpSource {
                     self.poll(ms)?;
                     slept = true;
                 }
+                Idle::Nap => {
+                    if spins <= self.yield_rounds {
+                        self.stats.syscalls.fetch_add(1, Relaxed);
+                        let us = self.nap.next(spins == 1);
+                        std::thread::sleep(Duration::from_micros(u64::from(us)));
+                    } else {
+                        let ms = poll_ms(10);
+                        self.poll(ms)?;
+                    }
+                    slept = true;
+                }
                 Idle::Adaptive => {
                     if spins < self.spin_rounds {
                         std::hint::spin_loop();
@@ -637,13 +683,58 @@ impl AfXdpSource {
         // holding a received packet, and it stays out of the fill ring until the caller's
         // borrow of the returned slice ends (the next call).
         let data = unsafe { self.umem.data(&desc) }.contents();
+        let ts_ns = if self.xdp_timestamps {
+            self.frame_time(&desc, data)
+        } else {
+            self.batch_ts_ns
+        };
         Ok(Next::Frame(Frame {
-            ts_ns: self.batch_ts_ns,
+            ts_ns,
             orig_len: data.len() as u32,
             data,
             link: LinkType::Ethernet,
             index: self.index - 1,
         }))
+    }
+
+    /// The frame's arrival time from the XDP program's metadata in front of it, converted
+    /// to CLOCK_REALTIME; the batch's read time when there is none (counted).
+    #[inline]
+    fn frame_time(&self, desc: &FrameDesc, data: &[u8]) -> u64 {
+        // Every RX frame starts at least XDP_PACKET_HEADROOM (256) bytes into its UMEM
+        // chunk (copy and zero-copy alike); check anyway, the read must stay in the chunk.
+        if (desc.addr() % self.frame_size) < xdp::META_LEN {
+            self.stats.no_xdp_timestamp.fetch_add(1, Relaxed);
+            return self.batch_ts_ns;
+        }
+        let mut meta = [0u8; xdp::META_LEN];
+        // SAFETY: the META_LEN bytes before the frame's data lie in the same UMEM chunk
+        // (checked above), inside the UMEM mapping that `data` borrows from; the chunk is
+        // ours until the frame goes back to the fill ring (after the caller's borrow),
+        // so the kernel does not write it meanwhile. It is plain memory: any bytes are a
+        // valid [u8; N]. The pointer is derived from `data`'s, which points into the
+        // mapping (an allocation made outside Rust), and stays inside it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr().wrapping_sub(xdp::META_LEN),
+                meta.as_mut_ptr(),
+                xdp::META_LEN,
+            );
+        }
+        let ts = u64::from_ne_bytes(meta[..8].try_into().unwrap_or_default());
+        let magic = u32::from_ne_bytes(meta[8..12].try_into().unwrap_or_default());
+        // A stale header from an earlier frame in this chunk would also carry the magic,
+        // but the program writes one in front of every frame it redirects, or (driver
+        // without metadata) never. The age bound catches a driver that fails the
+        // adjustment only sometimes.
+        if magic != xdp::META_MAGIC
+            || ts > self.batch_mono_ns
+            || self.batch_mono_ns - ts > MAX_META_AGE_NS
+        {
+            self.stats.no_xdp_timestamp.fetch_add(1, Relaxed);
+            return self.batch_ts_ns;
+        }
+        (ts as i64 + self.mono_to_real_ns) as u64
     }
 
     fn poll(&mut self, timeout_ms: i32) -> Result<(), CaptureError> {
@@ -653,6 +744,21 @@ impl AfXdpSource {
             .map(|_| ())
             .map_err(|e| CaptureError::Other(format!("queue {}: poll: {e}", self.queue)))
     }
+}
+
+/// Oldest an XDP timestamp may be when its batch is read (older: not this frame's).
+const MAX_META_AGE_NS: u64 = 10_000_000_000;
+
+/// CLOCK_MONOTONIC in nanoseconds (what bpf_ktime_get_ns() reads; vDSO, no syscall).
+#[inline]
+pub fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// CLOCK_REALTIME in nanoseconds (vDSO, no syscall).
@@ -665,6 +771,50 @@ pub fn now_ns() -> u64 {
     // SAFETY: ts is a writable timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The nap idle strategy's interval: adapted so that one nap lets between `lo` and `hi`
+/// frames accumulate in the RX ring (what the reader drained between the end of the
+/// previous nap and the ring running empty again).
+#[derive(Debug)]
+struct NapState {
+    cur_us: u32,
+    max_us: u32,
+    /// Frames fetched since the last nap ended.
+    got: u32,
+    lo: u32,
+    hi: u32,
+}
+
+/// Shortest nap, microseconds (below this the sleep's own cost dominates).
+const NAP_MIN_US: u32 = 10;
+
+impl NapState {
+    fn new(max_us: u32, fill_size: u32) -> NapState {
+        let max_us = max_us.max(NAP_MIN_US);
+        NapState {
+            cur_us: NAP_MIN_US.max(max_us / 8),
+            max_us,
+            got: 0,
+            lo: (fill_size / 16).max(1),
+            hi: (fill_size / 4).max(2),
+        }
+    }
+
+    /// The next nap's length. `first` is true for the first nap after frames were
+    /// taken (what came since the last nap judges its length); later naps in a row
+    /// found the ring empty and keep the interval.
+    fn next(&mut self, first: bool) -> u32 {
+        if first {
+            if self.got > self.hi {
+                self.cur_us = (self.cur_us / 2).max(NAP_MIN_US);
+            } else if self.got < self.lo {
+                self.cur_us = self.cur_us.saturating_mul(2).min(self.max_us);
+            }
+        }
+        self.got = 0;
+        self.cur_us
+    }
 }
 
 enum Wait {
@@ -692,5 +842,40 @@ impl PacketSource for AfXdpSource {
             Next::Idle => unreachable!("no deadline, no idle"),
             Next::End => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nap_adapts_to_what_accumulates() {
+        // fill ring 8192: aim for 512..=2048 frames per nap, naps within 10..=2000 µs
+        let mut n = NapState::new(2000, 8192);
+        assert_eq!(n.cur_us, 250);
+        // few frames per nap: the nap doubles up to the maximum
+        n.got = 100;
+        assert_eq!(n.next(true), 500);
+        for _ in 0..10 {
+            n.got = 100;
+            n.next(true);
+        }
+        assert_eq!(n.cur_us, 2000);
+        // later naps in a row (ring still empty) keep the interval and forget nothing new
+        assert_eq!(n.next(false), 2000);
+        // in range: unchanged
+        n.got = 1000;
+        assert_eq!(n.next(true), 2000);
+        // too many: halves down to the minimum
+        for _ in 0..20 {
+            n.got = 5000;
+            n.next(true);
+        }
+        assert_eq!(n.cur_us, NAP_MIN_US);
+        // what was counted is consumed by the decision
+        assert_eq!(n.got, 0);
+        // a maximum below the minimum is raised to it
+        assert_eq!(NapState::new(0, 8192).max_us, NAP_MIN_US);
     }
 }

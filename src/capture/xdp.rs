@@ -55,7 +55,13 @@ mod flag {
     pub const PROTO_DENY: u32 = 1 << 5;
     pub const PORT: u32 = 1 << 6;
     pub const PORT_DENY: u32 = 1 << 7;
+    pub const TIMESTAMP: u32 = 1 << 8;
 }
+/// `SENSOR_META_MAGIC`: marks the XDP metadata (`struct sensor_meta`: u64 CLOCK_MONOTONIC
+/// nanoseconds, u32 magic, u32 pad) in front of a frame the program timestamped.
+pub const META_MAGIC: u32 = 0x4c4d_5453;
+/// `sizeof(struct sensor_meta)`.
+pub const META_LEN: usize = 16;
 /// Size limit of each prefilter set (SENSOR_MAX_FILTER_ENTRIES).
 pub const MAX_FILTER_ENTRIES: usize = 1024;
 
@@ -109,6 +115,8 @@ pub struct XdpSettings {
     pub ethertype: Option<FilterSet<u16>>,
     pub proto: Option<FilterSet<u8>>,
     pub port: Option<FilterSet<u16>>,
+    /// Timestamp every redirected frame in the XDP program (metadata in front of it).
+    pub timestamps: bool,
 }
 
 impl Default for XdpSettings {
@@ -120,6 +128,7 @@ impl Default for XdpSettings {
             ethertype: None,
             proto: None,
             port: None,
+            timestamps: true,
         }
     }
 }
@@ -376,6 +385,9 @@ impl SensorProgram {
         }
         if s.sample_by == SampleBy::Flow {
             flags |= flag::SAMPLE_BY_FLOW;
+        }
+        if s.timestamps {
+            flags |= flag::TIMESTAMP;
         }
         fn fill<K: Copy, M: MapCore>(
             map: &M,
@@ -675,8 +687,11 @@ mod tests {
                 .split_once('=')
                 .map(|(_, r)| r)
                 .unwrap_or_else(|| line.trim_start()[name.len()..].trim());
+            let rhs = rhs.split("/*").next().unwrap_or(rhs);
             let rhs = rhs.trim().trim_end_matches(',').trim();
-            if let Some(shift) = rhs.strip_prefix("1 << ") {
+            if let Some(hex) = rhs.strip_prefix("0x") {
+                u32::from_str_radix(hex, 16).unwrap()
+            } else if let Some(shift) = rhs.strip_prefix("1 << ") {
                 1 << shift.trim().parse::<u32>().unwrap()
             } else {
                 rhs.parse().unwrap()
@@ -702,6 +717,9 @@ mod tests {
         assert_eq!(val("SENSOR_F_PROTO_DENY"), flag::PROTO_DENY);
         assert_eq!(val("SENSOR_F_PORT"), flag::PORT);
         assert_eq!(val("SENSOR_F_PORT_DENY"), flag::PORT_DENY);
+        assert_eq!(val("SENSOR_F_TIMESTAMP"), flag::TIMESTAMP);
+        assert_eq!(val("#define SENSOR_META_MAGIC"), META_MAGIC);
+        assert_eq!(val("#define SENSOR_META_LEN") as usize, META_LEN);
         // the skeleton's view of the shared struct
         assert_eq!(std::mem::size_of::<skel::types::sensor_config>(), 8);
         assert_eq!(
