@@ -629,6 +629,11 @@ fn skb_mode_captures() {
     assert_eq!(st["mode"]["attach"], "skb");
     assert_eq!(num(&st, &["xdp", "seen"]), g.sent);
     assert_eq!(num(&st, &["packets_received"]), g.sent, "{st:#}");
+    // generic XDP carries the program's metadata into the UMEM too
+    for q in 0..2 {
+        let qs = q.to_string();
+        assert_eq!(num(&st, &["queues", &qs, "no_xdp_timestamp"]), 0, "{st:#}");
+    }
     assert!(!pair.has_xdp());
 }
 
