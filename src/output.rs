@@ -191,8 +191,21 @@ pub fn merge(
     mut emit: impl FnMut(u64, &[u8]) -> io::Result<()>,
 ) -> io::Result<u64> {
     let mut sources: Vec<Source> = Vec::new();
+    let mut sorters = sorters;
+    // Each sorter's in-memory part is sorted on its own thread (one per shard, at the
+    // end of a run: the cores are otherwise idle).
+    if sorters.len() > 1 {
+        std::thread::scope(|sc| {
+            for s in sorters.iter_mut() {
+                sc.spawn(move || s.sort_mem());
+            }
+        });
+    } else {
+        for s in sorters.iter_mut() {
+            s.sort_mem();
+        }
+    }
     for mut s in sorters {
-        s.sort_mem();
         for f in s.runs.drain(..) {
             sources.push(Source::File(BufReader::with_capacity(1 << 18, f)));
         }

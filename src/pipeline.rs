@@ -223,7 +223,13 @@ struct FlowWorker {
     jsonl: bool,
     line: Vec<u8>,
     err: Option<std::io::Error>,
+    /// At the end of input, format half of the flows still in the table on a second
+    /// thread into this sorter (a core that would otherwise wait: the reader is done).
+    finish_helper: Option<RunSorter>,
 }
+
+/// Fewest flows left at the end of input worth a second formatting thread.
+const SPLIT_FLUSH_MIN: usize = 4096;
 
 impl FlowWorker {
     fn emit_record(
@@ -311,6 +317,37 @@ impl ShardWorker for FlowWorker {
     fn finish(&mut self) {
         let (sorter, line, jsonl, err) =
             (&mut self.sorter, &mut self.line, self.jsonl, &mut self.err);
+        if let Some(helper) = self.finish_helper.as_mut() {
+            if self.table.len() >= SPLIT_FLUSH_MIN {
+                // Format both halves at once, then drop the flows from the table (which
+                // also counts them as flushed). The merge sorts by key, so which sorter
+                // holds a row does not change the output.
+                let slots = self.table.live_slots();
+                let (mine, theirs) = slots.split_at(slots.len() / 2);
+                let table = &self.table;
+                let helper_err = std::thread::scope(|sc| {
+                    let h = sc.spawn(move || {
+                        let mut line = Vec::with_capacity(2048);
+                        let mut err = None;
+                        for &s in theirs {
+                            Self::emit_record(helper, &mut line, jsonl, &mut err, table.record(s));
+                        }
+                        err
+                    });
+                    for &s in mine {
+                        Self::emit_record(sorter, line, jsonl, err, table.record(s));
+                    }
+                    h.join().unwrap_or_else(|_| {
+                        Some(std::io::Error::other("flow formatting thread panicked"))
+                    })
+                });
+                if err.is_none() {
+                    *err = helper_err;
+                }
+                self.table.flush(&mut |_| {});
+                return;
+            }
+        }
         self.table
             .flush(&mut |r| Self::emit_record(sorter, line, jsonl, err, r));
     }
@@ -377,6 +414,7 @@ pub fn flows_command(a: crate::cli::FlowsArgs) -> anyhow::Result<ExitCode> {
     // Per-shard capacity: the table allocates its slots up front, so a tiny input
     // does not need a 1M-flow table per shard; it is still bounded by --capacity.
     let per_shard_cap = fcfg.capacity;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = build_workers(shards, |_s| {
         Ok::<_, anyhow::Error>(FlowWorker {
             table: FlowTable::new(FlowConfig {
@@ -388,6 +426,9 @@ pub fn flows_command(a: crate::cli::FlowsArgs) -> anyhow::Result<ExitCode> {
             jsonl,
             line: Vec::with_capacity(2048),
             err: None,
+            // a spare core at the end of input: shards (and the reader) fewer than cores
+            finish_helper: (shards < cores)
+                .then(|| RunSorter::new((a.sort_buffer_mib << 20) / shards / 2, spill_dir.clone())),
         })
     })?;
     let res = run(&mut source, &pcfg, workers);
@@ -402,6 +443,7 @@ pub fn flows_command(a: crate::cli::FlowsArgs) -> anyhow::Result<ExitCode> {
             return Err(anyhow::Error::new(e).context("buffering flow output"));
         }
         sorters.push(w.sorter);
+        sorters.extend(w.finish_helper);
     }
     let header = FlowRecord::csv_header(a.splt);
     let n = {

@@ -555,6 +555,33 @@ impl FlowTable {
 
     /// Exports every flow left (expiration id 0, as nfstream's end-of-input cleanup), least
     /// recently seen first, and empties the table.
+    /// The flows in the table, least recently seen first (the order [`Self::flush`]
+    /// emits them in). Allocates: for the end of input, not the hot path.
+    pub fn live_slots(&self) -> Vec<u32> {
+        let mut v = Vec::with_capacity(self.len);
+        let mut s = self.lru_head;
+        while s != NIL {
+            v.push(s);
+            s = self.links[s as usize].next;
+        }
+        v
+    }
+
+    /// The export record of the flow in slot `s` (from [`Self::live_slots`]) as
+    /// [`Self::flush`] would emit it, without removing it: records of different slots can
+    /// be formatted on several threads at once.
+    pub fn record(&self, s: u32) -> FlowRecord<'_> {
+        let su = s as usize;
+        let splt = usize::from(self.cfg.splt);
+        let n = (self.slots[su].packets() as usize).min(splt);
+        FlowRecord {
+            flow: &self.slots[su],
+            splt: &self.splt[su * splt..su * splt + n],
+            splt_len: self.cfg.splt,
+            expiration: Expiration::Flush,
+        }
+    }
+
     pub fn flush<F: FnMut(FlowRecord<'_>)>(&mut self, emit: &mut F) {
         while self.lru_head != NIL {
             self.expire(self.lru_head, Expiration::Flush, emit);
