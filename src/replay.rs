@@ -284,7 +284,7 @@ pub fn replay_command(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     let cfg = load_config(a.config.as_deref(), a.seed, a.ring_mib)?;
     let mut source = PcapFileSource::open(&a.capture)?;
     let root = statedir::resolve(a.state_dir.as_deref())?;
-    let state = StateDir::create(&root)?;
+    let (state, _state_lock) = StateDir::create_locked(&root)?;
     let shards = a
         .shards
         .map(|s| s as usize)

@@ -238,3 +238,64 @@ fn synth_is_deterministic_and_tshark_reads_it() {
         "{warn}"
     );
 }
+
+/// Two sensors never share a state directory: while one holds it (here `flock`, standing
+/// in for a running sensor: the same lock), a replay into it stops with one line naming
+/// the directory and the holder's PID, exit 2, and writes nothing; once the holder is gone
+/// (killed, as a crashed sensor would be) the same replay runs.
+#[test]
+fn state_dir_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let lock = state.join("lock");
+    std::fs::write(&lock, "4242\n").unwrap();
+    // --no-fork: flock execs sleep itself, so killing this PID releases the lock
+    let mut holder = Command::new("flock")
+        .arg("--no-fork")
+        .arg(&lock)
+        .args(["sleep", "60"])
+        .spawn()
+        .expect("flock (util-linux)");
+    // wait until flock holds it: `flock --nonblock` fails while it does
+    let t0 = std::time::Instant::now();
+    while Command::new("flock")
+        .args(["--nonblock", "--shared"])
+        .arg(&lock)
+        .arg("true")
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(t0.elapsed().as_secs() < 10, "flock did not take the lock");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let cap = pcaps().join("basic/http-get.pcap");
+    let args = [
+        "replay",
+        cap.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ];
+    let o = run(&args);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_one_line_error(
+        &o,
+        &[
+            "in use by another streamml-sensor",
+            "(pid 4242)",
+            state.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        !state.join("ring").exists(),
+        "wrote into a directory in use"
+    );
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(state.join("ring").join("shard-0.ring").exists());
+    // the lock file now names the replay (gone by now), not the old holder
+    assert_ne!(std::fs::read_to_string(&lock).unwrap().trim(), "4242");
+}

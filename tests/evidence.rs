@@ -836,19 +836,36 @@ mod disk_errors {
                 (p, b)
             })
             .collect();
-        // Phase 2: not one free block; 12 more alerts (more than a page of lines).
+        // Phase 2: not one free block. alerts.jsonl keeps ALERT_RESERVE bytes allocated
+        // past its end, so alert lines (each saying why its evidence is missing) go on
+        // being written for a while; once the reserve is used up they fail too, counted.
         let filler = fill(&mnt.0);
-        for id in 13..=24 {
+        let mut id = 12;
+        let mut lines_on_full_disk = 0;
+        loop {
+            id += 1;
             let (a, r) = whole(&curl, id);
             tx.send_blocking(a, r);
+            wait_done(&h, id);
+            let s = h.snapshot();
+            if s["alerts.write_errors"] > 0 {
+                break;
+            }
+            lines_on_full_disk += 1;
+            assert!(id < 2000, "the alert reserve never ran out: {s:?}");
         }
-        wait_done(&h, 24);
         let s2 = h.snapshot();
-        assert!(s2["alerts.write_errors"] >= 1, "{s2:?}");
+        let line_len = std::fs::metadata(state.alerts_path()).unwrap().len() / s2["alerts.written"];
+        eprintln!("{lines_on_full_disk} alert lines of ~{line_len} B written on a full disk");
         assert!(
-            s2["evidence.write_errors"] >= s1["evidence.write_errors"] + 12,
+            lines_on_full_disk * line_len >= streamml_sensor::evidence::alertlog::ALERT_RESERVE / 2,
+            "{lines_on_full_disk} lines of {line_len} B: the reserve did not hold"
+        );
+        assert!(
+            s2["evidence.write_errors"] >= s1["evidence.write_errors"] + lines_on_full_disk + 1,
             "{s2:?}"
         );
+        let n2 = id;
         // Phase 3: space again (the filler and the two oldest evidence files go); the
         // writer carries on.
         std::fs::remove_file(filler).unwrap();
@@ -857,14 +874,14 @@ mod disk_errors {
         for (p, _) in intact_before.drain(..2) {
             std::fs::remove_file(p).unwrap();
         }
-        let (a, r) = whole(&curl, 25);
+        let (a, r) = whole(&curl, n2 + 1);
         tx.send_blocking(a, r);
         drop(tx);
         let s3 = h.join();
         assert_eq!(s3["alerts.written"], s2["alerts.written"] + 1, "{s3:?}");
         assert_eq!(
             s3["alerts.written"] + s3["alerts.write_errors"],
-            25,
+            n2 + 1,
             "{s3:?}"
         );
         // Files written before the trouble are unchanged.
@@ -874,7 +891,7 @@ mod disk_errors {
         let alerts = check_state_files(&state, &curl);
         assert_eq!(alerts.len() as u64, s3["alerts.written"]);
         let last = alerts.last().unwrap();
-        assert_eq!(last.alert_id, 25);
+        assert_eq!(last.alert_id, n2 + 1);
         assert_eq!(last.evidence.packets, curl.len() as u64);
         // Alerts whose evidence failed say why.
         assert!(alerts.iter().any(|a| a

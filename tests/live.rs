@@ -1084,3 +1084,41 @@ fn frames_carry_xdp_timestamps() {
     );
     eprintln!("{pkts} frames in {batches} RX batches, all with distinct XDP timestamps");
 }
+
+/// A replay pointed at a running live sensor's state directory is refused in one line
+/// naming the sensor's PID (it would overwrite the sensor's evidence rings); the sensor
+/// keeps capturing and its rings keep every frame.
+#[test]
+fn replay_into_live_state_dir_is_refused() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(2);
+    let sensor = pair.start_sensor(&[]);
+    let a = pair.send(&["--queues", "0,1", "--count", "600", "--pps", "20000"]);
+    wait_frames(&sensor, a.sent);
+    let cap = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/pcaps/basic/http-get.pcap");
+    let state = pair.state_dir();
+    let err = harness::try_run(&[
+        harness::SENSOR,
+        "replay",
+        &cap.to_string_lossy(),
+        "--state-dir",
+        &state.to_string_lossy(),
+    ])
+    .expect_err("replay into a live sensor's state directory must fail");
+    let pid = format!("(pid {})", sensor.pid());
+    assert!(
+        err.contains("in use by another streamml-sensor") && err.contains(&pid),
+        "{err}"
+    );
+    let b = pair.send(&["--queues", "0,1", "--count", "400", "--pps", "20000"]);
+    wait_frames(&sensor, a.sent + b.sent);
+    let stopped = sensor.stop();
+    assert_eq!(
+        stopped.status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        stopped.stderr
+    );
+    assert_eq!(recover_count(&pair, "all.pcap.zst"), a.sent + b.sent);
+}

@@ -1157,7 +1157,7 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
     // State directory and one evidence ring per queue, continued if a crashed run left
     // them (their records stay readable by `evidence recover`).
     let state_root = statedir::resolve(args.state_dir.as_deref().or(cfg.state_dir.as_deref()))?;
-    let state = StateDir::create(&state_root)?;
+    let (state, _state_lock) = StateDir::create_locked(&state_root)?;
     let mut rings = Vec::with_capacity(queues as usize);
     let mut ring_reports = Vec::with_capacity(queues as usize);
     for q in 0..queues {

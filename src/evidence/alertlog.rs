@@ -225,7 +225,12 @@ pub struct AlertLog {
     pub lines: u64,
     /// Bytes of a partial last line removed when the file was opened.
     pub repaired_bytes: u64,
+    /// File offset up to which blocks are allocated (see [`AlertLog::reserve`]).
+    reserved_to: u64,
 }
+
+/// Bytes kept allocated past the end of `alerts.jsonl` (~300 alert lines).
+pub const ALERT_RESERVE: u64 = 256 * 1024;
 
 impl AlertLog {
     /// A log at `path`; the file is opened (created) now if possible, else at the first
@@ -237,6 +242,7 @@ impl AlertLog {
             line: Vec::with_capacity(1024),
             lines: 0,
             repaired_bytes: 0,
+            reserved_to: 0,
         };
         let _ = log.ensure_open();
         log
@@ -255,9 +261,35 @@ impl AlertLog {
                 .mode(0o644)
                 .open(&self.path)?;
             self.repaired_bytes += repair_partial_line(&mut f)?;
+            self.reserved_to = 0;
             self.file = Some(f);
+            if let Ok(m) = self.file.as_ref().expect("just opened").metadata() {
+                self.reserve(m.len());
+            }
         }
         Ok(self.file.as_ref().expect("just opened"))
+    }
+
+    /// Keeps [`ALERT_RESERVE`] bytes allocated past the end of the file (fallocate with
+    /// KEEP_SIZE: the file's length is unchanged, appends use the blocks), so that when
+    /// evidence fills the disk the next few hundred alert lines still get written.
+    /// Best effort: file systems without fallocate just do without.
+    fn reserve(&mut self, len: u64) {
+        if self.reserved_to >= len + ALERT_RESERVE / 2 {
+            return;
+        }
+        let Some(f) = self.file.as_ref() else { return };
+        use std::os::fd::AsRawFd;
+        let ok = nix::fcntl::fallocate(
+            f.as_raw_fd(),
+            nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+            len as libc::off_t,
+            ALERT_RESERVE as libc::off_t,
+        )
+        .is_ok();
+        if ok {
+            self.reserved_to = len + ALERT_RESERVE;
+        }
     }
 
     /// Appends one line (the JSON of `alert` plus '\n') with a single write. On any
@@ -281,10 +313,15 @@ impl AlertLog {
         let before = f.metadata()?.len();
         let mut fr: &File = f;
         match fr.write(line) {
-            Ok(n) if n == line.len() => Ok(()),
+            Ok(n) if n == line.len() => {
+                self.reserve(before + n as u64);
+                Ok(())
+            }
             Ok(n) => {
-                // Short write (disk full): cut the partial line off again.
+                // Short write (disk full): cut the partial line off again (which also
+                // frees whatever was reserved past the end).
                 let cut = f.set_len(before);
+                self.reserved_to = 0;
                 let msg = format!(
                     "short write to {} ({n} of {} bytes){}",
                     self.path.display(),

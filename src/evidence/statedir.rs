@@ -36,6 +36,17 @@ pub enum StateDirError {
     },
     #[error("no state directory: HOME is not set; use --state-dir DIR")]
     NoHome,
+    #[error("state directory {path} is in use by another streamml-sensor{holder}: its evidence rings would be overwritten; give this run its own --state-dir")]
+    InUse { path: PathBuf, holder: String },
+}
+
+/// Held while a sensor (live or replay) writes into a state directory: an exclusive
+/// `flock` on `<dir>/lock`, released when dropped or when the process dies (kill -9
+/// included, so a crashed sensor never leaves a stale lock). `evidence recover` only
+/// reads and does not take it.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: std::fs::File,
 }
 
 /// Resolves the state directory from the process environment (see the module doc).
@@ -119,6 +130,56 @@ impl StateDir {
         Ok(StateDir {
             root: root.to_path_buf(),
         })
+    }
+
+    /// [`Self::create`] for a sensor that will write into it: creates `root`, takes its
+    /// lock ([`Self::lock`]) and only then the rest, so a directory in use is not touched.
+    pub fn create_locked(root: &Path) -> Result<(StateDir, StateLock), StateDirError> {
+        mkdir(root)?;
+        let lock = StateDir::existing(root).lock()?;
+        Ok((StateDir::create(root)?, lock))
+    }
+
+    /// Takes the directory's lock (see [`StateLock`]) and writes this process's PID into
+    /// the lock file, so that a second sensor told to use the same directory stops with
+    /// an error naming the holder instead of overwriting its rings.
+    pub fn lock(&self) -> Result<StateLock, StateDirError> {
+        use std::io::{Read, Seek, Write};
+        let path = self.root.join("lock");
+        let create = |source| StateDirError::Create {
+            path: path.clone(),
+            source,
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(create)?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = f.read_to_string(&mut pid);
+                let pid = pid.trim();
+                let holder = if pid.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {pid})")
+                };
+                return Err(StateDirError::InUse {
+                    path: self.root.clone(),
+                    holder,
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(create(e)),
+        }
+        // Ours now: record who holds it (best effort; the lock is what counts).
+        let _ = f.set_len(0);
+        let _ = f.rewind();
+        let _ = writeln!(f, "{}", std::process::id());
+        Ok(StateLock { _file: f })
     }
 
     /// An existing state directory, not created or checked (for readers such as
