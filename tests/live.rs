@@ -979,6 +979,12 @@ fn wait_frames(sensor: &harness::Sensor, n: u64) {
 /// `streamml-sensor evidence recover` on the pair's state directory: the packets of the
 /// output, counted by tshark.
 fn recover_count(pair: &VethPair, name: &str) -> u64 {
+    recover(pair, name).len() as u64
+}
+
+/// `evidence recover` of the pair's state directory into `name`: its packets as tshark
+/// reads them.
+fn recover(pair: &VethPair, name: &str) -> Vec<(f64, String, String)> {
     let out = pair.path(name);
     harness::run(&[
         harness::SENSOR,
@@ -989,7 +995,7 @@ fn recover_count(pair: &VethPair, name: &str) -> u64 {
         "-o",
         &out.to_string_lossy(),
     ]);
-    tshark_packets(&out).len() as u64
+    tshark_packets(&out)
 }
 
 /// The evidence rings survive kill -9: `evidence recover` then returns every frame the
@@ -1060,17 +1066,7 @@ fn frames_carry_xdp_timestamps() {
     let (pkts, batches) = (num(q, &["packets_received"]), num(q, &["batches"]));
     assert_eq!(pkts, g.sent);
 
-    let out = pair.path("ts.pcap.zst");
-    harness::run(&[
-        harness::SENSOR,
-        "evidence",
-        "recover",
-        "--state-dir",
-        &pair.state_dir().to_string_lossy(),
-        "-o",
-        &out.to_string_lossy(),
-    ]);
-    let ts: Vec<f64> = tshark_packets(&out).iter().map(|p| p.0).collect();
+    let ts: Vec<f64> = recover(&pair, "ts.pcap.zst").iter().map(|p| p.0).collect();
     assert_eq!(ts.len() as u64, g.sent);
     for w in ts.windows(2) {
         assert!(w[1] > w[0], "timestamps not strictly increasing: {w:?}");
