@@ -128,7 +128,7 @@ impl PacketSource for MemSource {
         if let Some(p) = &mut self.pace {
             let t0 = *p.t0.get_or_insert_with(Instant::now);
             if ts_ns < p.from_ns {
-                if i % 256 == 0 {
+                if i.is_multiple_of(256) {
                     let due = t0 + Duration::from_secs_f64(i as f64 / p.warmup_pps);
                     let now = Instant::now();
                     if due > now {
@@ -137,7 +137,7 @@ impl PacketSource for MemSource {
                 }
             } else {
                 let (w0, t0) = *p.anchor.get_or_insert((Instant::now(), ts_ns));
-                if i % 256 == 0 {
+                if i.is_multiple_of(256) {
                     let due = w0 + Duration::from_secs_f64((ts_ns - t0) as f64 / 1e9 / p.speedup);
                     let now = Instant::now();
                     if due > now {
@@ -310,10 +310,7 @@ fn main() {
         for (i, (_, c)) in cfgs.iter().enumerate() {
             src.rewind(None);
             let r = run(&mut src, c, FullPolicy::Wait);
-            if best[i]
-                .as_ref()
-                .map_or(true, |b| r.scorer_cpu < b.scorer_cpu)
-            {
+            if best[i].as_ref().is_none_or(|b| r.scorer_cpu < b.scorer_cpu) {
                 best[i] = Some(r);
             }
         }

@@ -48,7 +48,7 @@ static GLOBAL: CountingAlloc = CountingAlloc;
 fn load_mix() -> Vec<(Vec<u8>, u32)> {
     let root = match std::env::var_os("STREAMML_PCAPS") {
         Some(p) => p.into(),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pcaps"),
     };
     let mut files = Vec::new();
     for dir in ["basic", "large"] {

@@ -23,6 +23,18 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* How the program hands each frame's arrival time to user space, set before the program
+ * is loaded (.rodata): a 0 makes the code that calls the helper dead to the verifier,
+ * which then never sees the call. Some kernels refuse bpf_xdp_adjust_meta in XDP
+ * programs ("program of this type cannot use helper"), so the loader tries, in order:
+ *   use_xdp_meta = 1: struct sensor_meta in the XDP metadata in front of the frame;
+ *   use_xdp_head = 1: struct sensor_meta pushed in front of the frame itself
+ *                     (bpf_xdp_adjust_head), taken off again by the reader;
+ *   both 0:           no per-frame time; the reader uses its batch read time.
+ * (src/capture/xdp.rs) */
+const volatile __u32 use_xdp_meta = 1;
+const volatile __u32 use_xdp_head = 0;
+
 struct queue_counters {
 	__u64 c[CTR_MAX];
 };
@@ -272,7 +284,9 @@ int streamml_xdp(struct xdp_md *ctx)
 		ctr->c[CTR_REDIRECT_FAILED]++;
 		return miss;
 	}
-	if (flags & SENSOR_F_TIMESTAMP) {
+	__u64 len = (__u64)(ctx->data_end - ctx->data);
+	int headed = 0;
+	if (use_xdp_meta && (flags & SENSOR_F_TIMESTAMP)) {
 		/* The arrival time, per frame: user space would otherwise know only when it
 		 * read the RX batch. Drivers without metadata support fail the adjust; the
 		 * reader then falls back to the batch time and counts it. */
@@ -284,12 +298,29 @@ int streamml_xdp(struct xdp_md *ctx)
 				m->pad = 0;
 			}
 		}
+	} else if (use_xdp_head && (flags & SENSOR_F_TIMESTAMP)) {
+		/* The same header, pushed in front of the frame (every driver leaves at least
+		 * XDP_PACKET_HEADROOM); removed again below if the frame is not redirected. */
+		if (bpf_xdp_adjust_head(ctx, -(int)sizeof(struct sensor_meta)) == 0) {
+			struct sensor_meta *m = (void *)(long)ctx->data;
+			if ((void *)(m + 1) <= (void *)(long)ctx->data_end) {
+				m->ts_ns = bpf_ktime_get_ns();
+				m->magic = SENSOR_META_MAGIC;
+				m->pad = SENSOR_HEAD_CHECK;
+				headed = 1;
+			} else {
+				bpf_xdp_adjust_head(ctx, (int)sizeof(struct sensor_meta));
+			}
+		}
 	}
 	int act = bpf_redirect_map(&xsks_map, q, miss);
 	if (act == XDP_REDIRECT) {
 		ctr->c[CTR_REDIRECTED]++;
-		ctr->c[CTR_REDIRECTED_BYTES] += (__u64)(ctx->data_end - ctx->data);
+		ctr->c[CTR_REDIRECTED_BYTES] += len;
 	} else {
+		/* A frame that goes on to the stack (pass mode) must be as it came. */
+		if (headed)
+			bpf_xdp_adjust_head(ctx, (int)sizeof(struct sensor_meta));
 		ctr->c[CTR_REDIRECT_FAILED]++;
 	}
 	return act;

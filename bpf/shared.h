@@ -54,6 +54,9 @@ struct sensor_meta {
 	__u32 pad;
 };
 #define SENSOR_META_MAGIC 0x4c4d5453 /* "STML" little-endian */
+/* sensor_meta.pad when the header is pushed in front of the frame (use_xdp_head): a
+ * second word for the reader to tell the header from frame bytes. */
+#define SENSOR_HEAD_CHECK 0xb3b2abac
 #define SENSOR_META_LEN 16
 _Static_assert(sizeof(struct sensor_meta) == SENSOR_META_LEN, "sensor_meta layout");
 

@@ -29,3 +29,11 @@ if [ "${STREAMML_SKIP_VENV:-0}" != 1 ]; then
     "$VENV/bin/pip" install -q "${PY_PKGS[@]}"
   fi
 fi
+
+# rustfmt and clippy for the test script's checks (components of the one toolchain).
+for c in rustfmt clippy; do
+  if ! cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    echo "deps: adding the $c component" >&2
+    rustup component add "$c"
+  fi
+done

@@ -39,6 +39,9 @@ pub enum Cmd {
     Synth(SynthArgs),
     /// Evidence tools: `recover` dumps the shard rings to a .pcap.zst.
     Evidence(crate::evidence::EvidenceArgs),
+    /// What this kernel and NIC offer and what the sensor would use, without capturing;
+    /// each problem with its fix. Exit 1 when a problem would stop capture.
+    Doctor(crate::capture::doctor::DoctorArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -221,6 +224,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Cmd::Replay(a)) => crate::replay::replay_command(a),
         Some(Cmd::EvalWindows(a)) => crate::eval::eval_command(a),
         Some(Cmd::Evidence(a)) => crate::evidence::recover::run(a),
+        Some(Cmd::Doctor(a)) => crate::capture::doctor::run(&a),
         None if cli.live.iface.is_some() => {
             crate::capture::live::run(&cli.live)?;
             Ok(ExitCode::SUCCESS)

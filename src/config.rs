@@ -806,7 +806,7 @@ mod tests {
         let mut f = crate::filter::ProfileFilters::new(&c);
         let mut src = crate::capture::pcap::PcapFileSource::open(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../shared/pcaps/basic/dns-edns-ecs.pcap"),
+                .join("tests/data/pcaps/basic/dns-edns-ecs.pcap"),
         )
         .unwrap();
         use crate::capture::PacketSource;

@@ -8,7 +8,7 @@ fn bin() -> Command {
 }
 
 fn pcaps() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pcaps")
 }
 
 fn run(args: &[&str]) -> Output {

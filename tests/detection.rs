@@ -749,7 +749,8 @@ mod bad_input {
     #[test]
     fn bad_config_values_name_the_key() {
         let dir = tempfile::tempdir().unwrap();
-        let cap = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps/basic/443-curl.pcap");
+        let cap =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pcaps/basic/443-curl.pcap");
         let cases: &[(&str, &str, &str)] = &[
             ("window_s = 1.0", "window_s = 0.0", "window_s"),
             ("window_s = 1.0", "window_s = -1.5", "window_s"),

@@ -1,7 +1,7 @@
 //! Evidence: the mmap ring under concurrency and kill -9, evidence files checked with the
 //! zstd and tshark commands, alerts.jsonl, disk errors on a real (tmpfs) filesystem, and
 //! `streamml-sensor evidence recover`. Frames come from the real captures in
-//! ../shared/pcaps.
+//! tests/data/pcaps.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ use streamml_sensor::evidence::{
     Alert, AlertMode, EvidenceRing, EvidenceWriter, RingReader, Sink, StateDir,
 };
 
-const PCAPS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/pcaps");
+const PCAPS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/pcaps");
 const BIN: &str = env!("CARGO_BIN_EXE_streamml-sensor");
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,7 +159,7 @@ mod seqlock {
                 );
                 seq += 1;
                 assert_eq!(got, seq);
-                if seq % 4096 == 0 && t0.elapsed() > Duration::from_secs(30) {
+                if seq.is_multiple_of(4096) && t0.elapsed() > Duration::from_secs(30) {
                     break;
                 }
             }
@@ -271,7 +271,7 @@ mod kill9 {
                             seq,
                             &f.data,
                         );
-                        if seq % 4096 == 0 && t0.elapsed() > Duration::from_secs(60) {
+                        if seq.is_multiple_of(4096) && t0.elapsed() > Duration::from_secs(60) {
                             // SAFETY (test): leave without running destructors or the harness.
                             unsafe { libc::_exit(3) };
                         }
@@ -862,7 +862,7 @@ mod disk_errors {
             "{lines_on_full_disk} lines of {line_len} B: the reserve did not hold"
         );
         assert!(
-            s2["evidence.write_errors"] >= s1["evidence.write_errors"] + lines_on_full_disk + 1,
+            s2["evidence.write_errors"] > s1["evidence.write_errors"] + lines_on_full_disk,
             "{s2:?}"
         );
         let n2 = id;

@@ -31,7 +31,7 @@ fn repo() -> PathBuf {
 fn pcaps_dir() -> PathBuf {
     std::env::var_os("STREAMML_PCAPS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/pcaps"))
+        .unwrap_or_else(|| repo().join("tests/data/pcaps"))
 }
 
 fn golden_dir() -> PathBuf {

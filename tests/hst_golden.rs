@@ -1,4 +1,4 @@
-//! Parity with River 0.26.1 on the golden vectors in `../shared/design/hst-golden/`
+//! Parity with River 0.26.1 on the golden vectors in `tests/data/hst-golden/`
 //! (format and required assertions: that folder's README.md; semantics: hst.md).
 //!
 //! For each case: load River's exported trees, replay the stream score-then-learn through
@@ -17,7 +17,7 @@ use streamml_sensor::detect::mt19937::Mt19937;
 use streamml_sensor::detect::scale::{MinMaxScaler, Scaler};
 
 fn golden_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/design/hst-golden")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/hst-golden")
 }
 
 struct Case {

@@ -3,6 +3,7 @@
 
 use std::process::Command;
 
+#[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives its rusage
 fn max_rss_kib(args: &[&str]) -> i64 {
     let child = Command::new(env!("CARGO_BIN_EXE_streamml-sensor"))
         .args(args)

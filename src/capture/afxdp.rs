@@ -29,13 +29,15 @@ use xsk_rs::config::{
 use xsk_rs::umem::frame::FrameDesc;
 use xsk_rs::{CompQueue, FillQueue, RxQueue, Socket, TxQueue, Umem};
 
+use super::probe::{Fallback, Feature, Refused};
+use super::xdp::TsCarrier;
 use super::{xdp, CaptureError, Frame, LinkType, PacketSource};
 
 /// Zero-copy request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ZeroCopy {
-    /// Let the kernel try zero-copy and fall back to copy mode.
+    /// Try zero-copy; where the driver refuses it, copy mode (the reason is reported).
     Auto,
     /// Zero-copy or fail.
     On,
@@ -85,11 +87,13 @@ pub struct XskConfig {
     pub yield_rounds: u32,
     /// Nap idle: the longest nap, microseconds.
     pub nap_us: u32,
-    /// The XDP program writes a timestamp in front of each frame (`xdp::META_MAGIC`).
-    pub xdp_timestamps: bool,
+    /// Where the XDP program puts each frame's timestamp (`xdp::META_MAGIC`), if anywhere.
+    pub ts_carrier: TsCarrier,
     /// How long a bind that fails with EBUSY is retried (the previous socket on the queue
     /// may still be going away).
     pub ebusy_retry: Duration,
+    /// Features to treat as refused (tests of the fallbacks; `STREAMML_REFUSE`).
+    pub refused: Refused,
 }
 
 impl Default for XskConfig {
@@ -106,8 +110,9 @@ impl Default for XskConfig {
             spin_rounds: 500,
             yield_rounds: 50,
             nap_us: 2000,
-            xdp_timestamps: true,
+            ts_carrier: TsCarrier::Metadata,
             ebusy_retry: Duration::from_secs(2),
+            refused: Refused::none(),
         }
     }
 }
@@ -306,7 +311,7 @@ pub struct AfXdpSource {
     spin_rounds: u32,
     yield_rounds: u32,
     nap: NapState,
-    xdp_timestamps: bool,
+    ts_carrier: TsCarrier,
     /// UMEM chunk size.
     frame_size: usize,
     /// CLOCK_REALTIME - CLOCK_MONOTONIC at the last batch, to convert XDP timestamps.
@@ -319,6 +324,8 @@ pub struct AfXdpSource {
     stats: Arc<QueueStats>,
     /// Bind attempts that failed with EBUSY before the one that worked.
     pub ebusy_retries: u32,
+    /// Optional features this socket did not get, and why.
+    pub fallbacks: Vec<Fallback>,
 }
 
 // SAFETY: xsk-rs's queues and UMEM hold raw ring pointers into memory owned by the
@@ -361,95 +368,153 @@ impl AfXdpSource {
             .build()
             .map_err(|e| setup("UMEM config", e.to_string()))?;
         let frames = NonZeroU32::new(cfg.fill_size).expect("checked power of two, not 0");
-        let (umem, descs) = Umem::new(umem_cfg, frames, false).map_err(|e| {
-            let mut msg = chain(&e);
-            if os_errno(&e) == Some(libc::ENOMEM) || os_errno(&e) == Some(libc::EPERM) {
-                msg.push_str(" (locked memory: needs CAP_IPC_LOCK or a higher RLIMIT_MEMLOCK)");
-            }
-            setup("creating the UMEM", msg)
-        })?;
-
-        let mut bind = BindFlags::empty();
-        match cfg.zero_copy {
-            ZeroCopy::Auto => {}
-            ZeroCopy::On => bind |= BindFlags::XDP_ZEROCOPY,
-            ZeroCopy::Off => bind |= BindFlags::XDP_COPY,
-        }
-        if cfg.need_wakeup {
-            bind |= BindFlags::XDP_USE_NEED_WAKEUP;
-        }
-        let sock_cfg = SocketConfig::builder()
-            .rx_queue_size(qs(cfg.rx_size, "RX ring size")?)
-            .tx_queue_size(qs(64, "TX ring size")?)
-            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
-            .bind_flags(bind)
-            .build();
         let ifc: Interface = iface
             .parse()
             .map_err(|e: std::ffi::NulError| setup("interface name", e.to_string()))?;
+        let rx_size = qs(cfg.rx_size, "RX ring size")?;
+        let tx_size = qs(64, "TX ring size")?;
 
-        // A bind right after the previous socket on this queue closed can fail with
-        // EBUSY for a few ms: retry with backoff for a bounded time.
+        // Optional bind features, dropped one at a time when the kernel or the driver
+        // refuses them: zero-copy first (auto), then need_wakeup. Every attempt gets a
+        // fresh UMEM: libxdp's state after a failed bind on a UMEM is not worth trusting.
+        let mut fallbacks = Vec::new();
+        let mut want_zc = cfg.zero_copy != ZeroCopy::Off;
+        let mut want_nw = cfg.need_wakeup;
         let t0 = Instant::now();
         let mut backoff = Duration::from_millis(1);
         let mut retries = 0;
-        let (tx, rx, fq_cq) = loop {
-            // SAFETY: the UMEM is not shared with another socket, so the shared-UMEM
-            // precondition of Socket::new does not apply.
-            match unsafe { Socket::new(sock_cfg, &umem, &ifc, queue) } {
-                Ok(v) => break v,
-                Err(e) => match os_errno(&e) {
-                    Some(libc::EBUSY) if t0.elapsed() < cfg.ebusy_retry => {
-                        retries += 1;
-                        std::thread::sleep(backoff);
-                        backoff = (backoff * 2).min(Duration::from_millis(100));
+        let (umem, descs, tx, rx, fq, cq) = loop {
+            let mut bind = BindFlags::empty();
+            bind |= if want_zc {
+                BindFlags::XDP_ZEROCOPY
+            } else {
+                BindFlags::XDP_COPY
+            };
+            if want_nw {
+                bind |= BindFlags::XDP_USE_NEED_WAKEUP;
+            }
+            // A forced refusal fails the attempt as the kernel would have.
+            let forced = if want_zc && cfg.refused.has(Feature::ZeroCopy) {
+                Some((Feature::ZeroCopy, libc::EOPNOTSUPP))
+            } else if want_nw && cfg.refused.has(Feature::NeedWakeup) {
+                Some((Feature::NeedWakeup, libc::EINVAL))
+            } else {
+                None
+            };
+            let res: Result<std::convert::Infallible, (Option<i32>, String)> = match forced {
+                Some((f, errno)) => Err((Some(errno), Refused::reason(f))),
+                None => {
+                    let (umem, descs) = Umem::new(umem_cfg, frames, false).map_err(|e| {
+                        let mut msg = chain(&e);
+                        if os_errno(&e) == Some(libc::ENOMEM) || os_errno(&e) == Some(libc::EPERM) {
+                            msg.push_str(
+                                " (locked memory: needs CAP_IPC_LOCK or a higher RLIMIT_MEMLOCK)",
+                            );
+                        }
+                        setup("creating the UMEM", msg)
+                    })?;
+                    let sock_cfg = SocketConfig::builder()
+                        .rx_queue_size(rx_size)
+                        .tx_queue_size(tx_size)
+                        .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+                        .bind_flags(bind)
+                        .build();
+                    // SAFETY: the UMEM is not shared with another socket, so the
+                    // shared-UMEM precondition of Socket::new does not apply.
+                    match unsafe { Socket::new(sock_cfg, &umem, &ifc, queue) } {
+                        Ok((tx, rx, Some((fq, cq)))) => break (umem, descs, tx, rx, fq, cq),
+                        Ok((_, _, None)) => {
+                            return Err(setup(
+                                "binding the AF_XDP socket",
+                                "no fill/completion ring returned".into(),
+                            ))
+                        }
+                        Err(e) => Err((os_errno(&e), chain(&e))),
                     }
-                    Some(libc::EBUSY) => {
-                        return Err(XskError::Busy {
-                            iface: iface.into(),
-                            queue,
-                            waited_ms: t0.elapsed().as_millis(),
-                        })
-                    }
-                    Some(libc::EOPNOTSUPP) if cfg.zero_copy == ZeroCopy::On => {
-                        return Err(XskError::NoZeroCopy {
-                            iface: iface.into(),
-                            queue,
-                        })
-                    }
-                    Some(libc::EAFNOSUPPORT) => {
-                        return Err(XskError::NoAfXdp {
-                            iface: iface.into(),
-                            queue,
-                        })
-                    }
-                    Some(libc::EINVAL) => {
-                        return Err(setup(
-                            "binding the AF_XDP socket",
-                            format!(
-                                "{} (is queue {queue} beyond the interface's queues?)",
-                                chain(&e)
-                            ),
-                        ))
-                    }
-                    _ => return Err(setup("binding the AF_XDP socket", chain(&e))),
-                },
+                }
+            };
+            let (errno, msg) = match res {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
+            match errno {
+                // The previous socket on this queue may still be going away: retry with
+                // backoff for a bounded time.
+                Some(libc::EBUSY) if t0.elapsed() < cfg.ebusy_retry => {
+                    retries += 1;
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_millis(100));
+                }
+                Some(libc::EBUSY) => {
+                    return Err(XskError::Busy {
+                        iface: iface.into(),
+                        queue,
+                        waited_ms: t0.elapsed().as_millis(),
+                    })
+                }
+                Some(libc::EAFNOSUPPORT) => {
+                    return Err(XskError::NoAfXdp {
+                        iface: iface.into(),
+                        queue,
+                    })
+                }
+                _ if want_zc && cfg.zero_copy == ZeroCopy::Auto => {
+                    fallbacks.push(Fallback::new(
+                        Feature::ZeroCopy,
+                        "copy",
+                        format!("zero-copy bind: {msg}"),
+                    ));
+                    want_zc = false;
+                }
+                Some(libc::EOPNOTSUPP) if want_zc => {
+                    return Err(XskError::NoZeroCopy {
+                        iface: iface.into(),
+                        queue,
+                    })
+                }
+                Some(libc::EINVAL) if want_nw => {
+                    fallbacks.push(Fallback::new(
+                        Feature::NeedWakeup,
+                        "off",
+                        format!("bind with XDP_USE_NEED_WAKEUP: {msg}"),
+                    ));
+                    want_nw = false;
+                }
+                Some(libc::EINVAL) => {
+                    return Err(setup(
+                        "binding the AF_XDP socket",
+                        format!("{msg} (is queue {queue} beyond the interface's queues?)"),
+                    ))
+                }
+                _ => return Err(setup("binding the AF_XDP socket", msg)),
             }
         };
-        let (mut fq, cq) = fq_cq.ok_or_else(|| {
-            setup(
-                "binding the AF_XDP socket",
-                "no fill/completion ring returned".into(),
-            )
-        })?;
+        let mut fq = fq;
         let fd = rx.fd().as_raw_fd();
         let mode = bind_mode(fd).map_err(|e| setup("reading XDP_OPTIONS", e.to_string()))?;
-        let busy_poll = cfg.busy_poll_us > 0;
+        let mut busy_poll = cfg.busy_poll_us > 0;
         if busy_poll {
-            setsockopt_u32(fd, libc::SOL_SOCKET, SO_PREFER_BUSY_POLL, 1)
-                .and_then(|_| setsockopt_u32(fd, libc::SOL_SOCKET, SO_BUSY_POLL, cfg.busy_poll_us))
-                .and_then(|_| setsockopt_u32(fd, libc::SOL_SOCKET, SO_BUSY_POLL_BUDGET, cfg.batch))
-                .map_err(|e| setup("enabling busy polling", e.to_string()))?;
+            let res = if cfg.refused.has(Feature::BusyPoll) {
+                Err(Refused::reason(Feature::BusyPoll))
+            } else {
+                setsockopt_u32(fd, libc::SOL_SOCKET, SO_PREFER_BUSY_POLL, 1)
+                    .map_err(|e| format!("SO_PREFER_BUSY_POLL: {e}"))
+                    .and_then(|_| {
+                        setsockopt_u32(fd, libc::SOL_SOCKET, SO_BUSY_POLL, cfg.busy_poll_us)
+                            .map_err(|e| format!("SO_BUSY_POLL: {e}"))
+                    })
+                    .and_then(|_| {
+                        setsockopt_u32(fd, libc::SOL_SOCKET, SO_BUSY_POLL_BUDGET, cfg.batch)
+                            .map_err(|e| format!("SO_BUSY_POLL_BUDGET: {e}"))
+                    })
+            };
+            if let Err(reason) = res {
+                // Undo what was set; interrupt-driven reading works everywhere.
+                let _ = setsockopt_u32(fd, libc::SOL_SOCKET, SO_BUSY_POLL, 0);
+                let _ = setsockopt_u32(fd, libc::SOL_SOCKET, SO_PREFER_BUSY_POLL, 0);
+                fallbacks.push(Fallback::new(Feature::BusyPoll, "off", reason));
+                busy_poll = false;
+            }
         }
         // SAFETY: the descriptors are this UMEM's own frames and none is in use.
         let filled = unsafe { fq.produce(&descs) };
@@ -480,15 +545,16 @@ impl AfXdpSource {
             spin_rounds: cfg.spin_rounds,
             yield_rounds: cfg.yield_rounds,
             nap: NapState::new(cfg.nap_us, cfg.fill_size),
-            xdp_timestamps: cfg.xdp_timestamps,
+            ts_carrier: cfg.ts_carrier,
             frame_size: cfg.frame_size as usize,
             mono_to_real_ns: 0,
             batch_mono_ns: 0,
-            need_wakeup: cfg.need_wakeup,
+            need_wakeup: want_nw,
             busy_poll,
             stop,
             stats,
             ebusy_retries: retries,
+            fallbacks,
         })
     }
 
@@ -504,6 +570,16 @@ impl AfXdpSource {
     /// Copy or zero-copy, as the kernel reports it.
     pub fn bind_mode(&self) -> BindMode {
         self.mode
+    }
+
+    /// Bound with XDP_USE_NEED_WAKEUP.
+    pub fn need_wakeup(&self) -> bool {
+        self.need_wakeup
+    }
+
+    /// Busy polling is on.
+    pub fn busy_poll(&self) -> bool {
+        self.busy_poll
     }
 
     pub fn kernel_stats(&self) -> io::Result<KernelStats> {
@@ -581,11 +657,15 @@ impl AfXdpSource {
             self.n = got;
             self.pos = 0;
             self.batch_ts_ns = now_ns();
-            if self.xdp_timestamps {
+            if self.ts_carrier != TsCarrier::None {
                 self.batch_mono_ns = mono_ns();
                 self.mono_to_real_ns = self.batch_ts_ns as i64 - self.batch_mono_ns as i64;
             }
-            let bytes: usize = self.batch[..got].iter().map(|d| d.lengths().data()).sum();
+            let mut bytes: usize = self.batch[..got].iter().map(|d| d.lengths().data()).sum();
+            if self.ts_carrier == TsCarrier::Headroom {
+                // each frame's pushed header; given back for a frame without one
+                bytes = bytes.saturating_sub(got * xdp::META_LEN);
+            }
             self.stats.packets.fetch_add(got as u64, Relaxed);
             self.stats.bytes.fetch_add(bytes as u64, Relaxed);
             self.stats.batches.fetch_add(1, Relaxed);
@@ -619,7 +699,7 @@ impl AfXdpSource {
             }
             spins = spins.saturating_add(1);
             if let Some(d) = deadline {
-                if (slept || spins % 64 == 0) && Instant::now() >= d {
+                if (slept || spins.is_multiple_of(64)) && Instant::now() >= d {
                     return Ok(Wait::Idle);
                 }
             }
@@ -682,11 +762,21 @@ impl AfXdpSource {
         // SAFETY: desc came from this socket's RX ring, so it is a frame of this UMEM
         // holding a received packet, and it stays out of the fill ring until the caller's
         // borrow of the returned slice ends (the next call).
-        let data = unsafe { self.umem.data(&desc) }.contents();
-        let ts_ns = if self.xdp_timestamps {
-            self.frame_time(&desc, data)
-        } else {
-            self.batch_ts_ns
+        let mut data = unsafe { self.umem.data(&desc) }.contents();
+        let ts_ns = match self.ts_carrier {
+            TsCarrier::Metadata => self.frame_time(&desc, data),
+            TsCarrier::Headroom => match self.head_time(data) {
+                Some(ts) => {
+                    data = &data[xdp::META_LEN..];
+                    ts
+                }
+                None => {
+                    self.stats.no_xdp_timestamp.fetch_add(1, Relaxed);
+                    self.stats.bytes.fetch_add(xdp::META_LEN as u64, Relaxed);
+                    self.batch_ts_ns
+                }
+            },
+            TsCarrier::None => self.batch_ts_ns,
         };
         Ok(Next::Frame(Frame {
             ts_ns,
@@ -735,6 +825,27 @@ impl AfXdpSource {
             return self.batch_ts_ns;
         }
         (ts as i64 + self.mono_to_real_ns) as u64
+    }
+
+    /// The arrival time from the header the XDP program pushed in front of the frame
+    /// (`TsCarrier::Headroom`), converted to CLOCK_REALTIME; None when the frame has no
+    /// such header (the program could not push it: no headroom). The header is told from
+    /// frame bytes by two words (magic and check, bytes 8..16: a source MAC's last four
+    /// bytes and an EtherType 0xb2b3 that does not exist) and a time within the batch's.
+    #[inline]
+    fn head_time(&self, data: &[u8]) -> Option<u64> {
+        let h = data.get(..xdp::META_LEN)?;
+        let ts = u64::from_ne_bytes(h[..8].try_into().ok()?);
+        let magic = u32::from_ne_bytes(h[8..12].try_into().ok()?);
+        let check = u32::from_ne_bytes(h[12..16].try_into().ok()?);
+        if magic != xdp::META_MAGIC
+            || check != xdp::HEAD_CHECK
+            || ts > self.batch_mono_ns
+            || self.batch_mono_ns - ts > MAX_META_AGE_NS
+        {
+            return None;
+        }
+        Some((ts as i64 + self.mono_to_real_ns) as u64)
     }
 
     fn poll(&mut self, timeout_ms: i32) -> Result<(), CaptureError> {

@@ -42,9 +42,10 @@ use serde::Serialize;
 
 use super::afxdp::{now_ns, Next};
 use super::afxdp::{AfXdpSource, BindMode, Idle, KernelStats, QueueStats, XskConfig, ZeroCopy};
+use super::probe::{Fallback, Feature, Refused};
 use super::xdp::{
-    AttachMode, Attached, FilterSet, SampleBy, SensorProgram, XdpAction, XdpCounters, XdpSettings,
-    MAX_QUEUES,
+    AttachMode, Attached, FilterSet, LoadOptions, SampleBy, SensorProgram, TsCarrier, XdpAction,
+    XdpCounters, XdpSettings, MAX_QUEUES,
 };
 use crate::cli::{positive_seconds, AccountingArg, KeyArg, OutFormat};
 use crate::config::Config;
@@ -126,9 +127,10 @@ pub struct LiveArgs {
     /// Do not pin reader threads (where cores are shared).
     #[arg(long)]
     pub no_pin: bool,
-    /// UMEM frame size (power of two, >= 2048).
-    #[arg(long, default_value_t = 2048)]
-    pub frame_size: u32,
+    /// UMEM frame size (power of two, 2048 or 4096) [default: 2048, or 4096 when the
+    /// interface's MTU needs it].
+    #[arg(long)]
+    pub frame_size: Option<u32>,
     /// Fill ring entries = UMEM frames per queue (power of two). 32768 frames of 2 KiB:
     /// 64 MiB per queue, ~20 ms at 1.5 Mpps per queue for a reader that is not scheduled.
     #[arg(long, default_value_t = 32768)]
@@ -259,7 +261,7 @@ pub fn parse_core_list(s: &str) -> Result<CoreList, String> {
 // Interface and privilege checks
 
 const IFF_UP: i16 = 0x1;
-const SIOCETHTOOL: libc::c_ulong = 0x8946;
+pub(crate) const SIOCETHTOOL: libc::c_ulong = 0x8946;
 const ETHTOOL_GCHANNELS: u32 = 0x3c;
 
 #[repr(C)]
@@ -277,13 +279,13 @@ struct EthtoolChannels {
 }
 
 #[repr(C)]
-struct IfReq {
-    name: [u8; libc::IFNAMSIZ],
+pub(crate) struct IfReq {
+    pub(crate) name: [u8; libc::IFNAMSIZ],
     /// ifr_flags (short) or ifr_data (pointer), padded to the kernel's 24-byte union.
-    data: [u64; 3],
+    pub(crate) data: [u64; 3],
 }
 
-fn ifreq(iface: &str) -> IfReq {
+pub(crate) fn ifreq(iface: &str) -> IfReq {
     let mut r = IfReq {
         name: [0; libc::IFNAMSIZ],
         data: [0; 3],
@@ -292,7 +294,7 @@ fn ifreq(iface: &str) -> IfReq {
     r
 }
 
-fn control_socket() -> std::io::Result<OwnedFd> {
+pub(crate) fn control_socket() -> std::io::Result<OwnedFd> {
     // SAFETY: plain socket(2) call; a non-negative return is a new fd we own.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -300,6 +302,47 @@ fn control_socket() -> std::io::Result<OwnedFd> {
     }
     // SAFETY: fd is valid and owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// RX queues as /sys lists them (rx-0, rx-1, ...), at least 1.
+pub(crate) fn sys_rx_queues(name: &str) -> u32 {
+    std::fs::read_dir(format!("/sys/class/net/{name}/queues"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                .count() as u32
+        })
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// The start-up line naming what capture got for each optional feature, and each
+/// fallback with its reason.
+fn features_line(m: &ModeReport) -> String {
+    let mut s = format!(
+        "features: XDP {}, AF_XDP {}, timestamps {} ({}), need_wakeup {}, busy_poll {}, frame {} B, {} of {} queues",
+        m.attach.name(),
+        m.bind.name(),
+        m.timestamps,
+        m.timestamp_carrier.name(),
+        if m.need_wakeup { "on" } else { "off" },
+        if m.busy_poll_us > 0 {
+            format!("{} us", m.busy_poll_us)
+        } else {
+            "off".into()
+        },
+        m.frame_size,
+        m.queues,
+        m.interface_queues
+    );
+    if m.fallbacks.is_empty() {
+        s.push_str("; no fallbacks");
+    } else {
+        s.push_str("; fallbacks: ");
+        let v: Vec<String> = m.fallbacks.iter().map(|f| f.to_string()).collect();
+        s.push_str(&v.join("; "));
+    }
+    s
 }
 
 fn iface_exists(name: &str) -> bool {
@@ -317,10 +360,31 @@ pub struct IfaceInfo {
     pub up: bool,
     /// RX queues (ethtool RX + combined channels; /sys queues/rx-* if ethtool cannot say).
     pub rx_queues: u32,
+    /// ethtool's channel counts, when the driver answers ETHTOOL_GCHANNELS.
+    pub channels: Option<Channels>,
+    /// Set when the queues were counted in /sys because ethtool could not say.
+    pub channels_fallback: Option<Fallback>,
+}
+
+/// ETHTOOL_GCHANNELS: current and maximum channel counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Channels {
+    pub rx: u32,
+    pub tx: u32,
+    pub combined: u32,
+    pub max_rx: u32,
+    pub max_tx: u32,
+    pub max_combined: u32,
 }
 
 /// Looks the interface up: index, flags, RX queue count.
 pub fn iface_info(name: &str) -> anyhow::Result<IfaceInfo> {
+    iface_info_with(name, Refused::none())
+}
+
+/// [`iface_info`]; with `channels` refused, as if the driver did not answer
+/// ETHTOOL_GCHANNELS.
+pub fn iface_info_with(name: &str, refused: Refused) -> anyhow::Result<IfaceInfo> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(['/', '\0', ' ']) {
         bail!("{name:?}: not a valid interface name");
     }
@@ -349,39 +413,65 @@ pub fn iface_info(name: &str) -> anyhow::Result<IfaceInfo> {
     };
     let mut req = ifreq(name);
     req.data[0] = (&mut ch as *mut EthtoolChannels) as u64;
-    // SAFETY: ifr_data points at an ethtool_channels that outlives the call.
-    let r = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, &mut req) };
-    let from_ethtool = if r == 0 {
-        Some(ch.rx_count + ch.combined_count).filter(|&n| n > 0)
+    let asked = !refused.has(Feature::Channels)
+        // SAFETY: ifr_data points at an ethtool_channels that outlives the call.
+        && unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, &mut req) } == 0;
+    let (channels, why_not) = if refused.has(Feature::Channels) {
+        (None, Refused::reason(Feature::Channels))
+    } else if asked {
+        let c = Channels {
+            rx: ch.rx_count,
+            tx: ch.tx_count,
+            combined: ch.combined_count,
+            max_rx: ch.max_rx,
+            max_tx: ch.max_tx,
+            max_combined: ch.max_combined,
+        };
+        if c.rx + c.combined > 0 {
+            (Some(c), String::new())
+        } else {
+            (
+                Some(c),
+                "ETHTOOL_GCHANNELS reports no RX channels".to_string(),
+            )
+        }
     } else {
-        None
+        (
+            None,
+            format!("ETHTOOL_GCHANNELS: {}", std::io::Error::last_os_error()),
+        )
     };
-    let rx_queues = match from_ethtool {
-        Some(n) => n,
-        None => std::fs::read_dir(format!("/sys/class/net/{name}/queues"))
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-                    .count() as u32
-            })
-            .unwrap_or(1)
-            .max(1),
+    let (rx_queues, channels_fallback) = match channels.filter(|c| c.rx + c.combined > 0) {
+        Some(c) => (c.rx + c.combined, None),
+        None => {
+            let n = sys_rx_queues(name);
+            (
+                n,
+                Some(Fallback::new(
+                    Feature::Channels,
+                    format!("{n} (counted in /sys/class/net/{name}/queues)"),
+                    why_not,
+                )),
+            )
+        }
     };
     Ok(IfaceInfo {
         name: name.into(),
         ifindex: ifindex as i32,
         up,
         rx_queues,
+        channels,
+        channels_fallback,
     })
 }
 
-const CAP_NET_ADMIN: u32 = 12;
-const CAP_NET_RAW: u32 = 13;
-const CAP_IPC_LOCK: u32 = 14;
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_BPF: u32 = 39;
+pub(crate) const CAP_NET_ADMIN: u32 = 12;
+pub(crate) const CAP_NET_RAW: u32 = 13;
+pub(crate) const CAP_IPC_LOCK: u32 = 14;
+pub(crate) const CAP_SYS_ADMIN: u32 = 21;
+pub(crate) const CAP_BPF: u32 = 39;
 
-fn effective_caps() -> Option<u64> {
+pub(crate) fn effective_caps() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = s.lines().find(|l| l.starts_with("CapEff:"))?;
     u64::from_str_radix(line["CapEff:".len()..].trim(), 16).ok()
@@ -432,7 +522,7 @@ pub fn check_privileges(umem_bytes: u64) -> anyhow::Result<()> {
     }
 }
 
-fn probe_af_xdp() -> anyhow::Result<()> {
+pub(crate) fn probe_af_xdp() -> anyhow::Result<()> {
     // SAFETY: plain socket(2) call.
     let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -660,11 +750,26 @@ pub struct ModeReport {
     pub xdp_action: XdpAction,
     pub sample_percent: f64,
     pub sample_by: SampleBy,
-    /// Frame timestamps from the XDP program (true) or from reading the RX batch.
-    pub xdp_timestamps: bool,
+    /// Where frame timestamps come from: "xdp" (the XDP program, per frame, through XDP
+    /// metadata) or "batch" (the time the reader read the frame's RX batch).
+    pub timestamps: &'static str,
+    /// How XDP timestamps reach the reader: "metadata" (XDP metadata), "headroom" (a
+    /// header the program pushes in front of the frame, where the kernel refuses XDP
+    /// metadata) or "none".
+    pub timestamp_carrier: TsCarrier,
     pub idle: Idle,
+    /// Bound with XDP_USE_NEED_WAKEUP (obtained, not asked for).
     pub need_wakeup: bool,
+    /// Busy polling in effect (0: off, also when the kernel refused it).
     pub busy_poll_us: u32,
+    /// UMEM frame size in bytes.
+    pub frame_size: u32,
+    /// RX queues read, and how many the interface has.
+    pub queues: u32,
+    pub interface_queues: u32,
+    /// Every optional feature that was asked for (or on by default) and not obtained:
+    /// what is used instead and why. Empty when everything was granted.
+    pub fallbacks: Vec<super::probe::Fallback>,
     pub threaded_napi: bool,
     pub pinned: bool,
     /// Scorer shards.
@@ -972,7 +1077,7 @@ impl LiveArgs {
 
     fn xsk_config(&self) -> XskConfig {
         XskConfig {
-            frame_size: self.frame_size,
+            frame_size: self.frame_size.unwrap_or(2048),
             fill_size: self.fill_size,
             rx_size: self.rx_size,
             batch: self.batch,
@@ -983,8 +1088,13 @@ impl LiveArgs {
             spin_rounds: self.spin_rounds,
             yield_rounds: self.yield_rounds,
             nap_us: self.nap_us,
-            xdp_timestamps: !self.no_xdp_timestamps,
+            ts_carrier: if self.no_xdp_timestamps {
+                TsCarrier::None
+            } else {
+                TsCarrier::Metadata
+            },
             ebusy_retry: Duration::from_secs(2),
+            refused: Refused::none(),
         }
     }
 }
@@ -1106,25 +1216,50 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
         bail!("--report-interval {}: must be >= 0", args.report_interval);
     }
     let cfg = Arc::new(live_config(args)?);
-    let info = iface_info(iface)?;
+    let refused = Refused::from_env().map_err(anyhow::Error::msg)?;
+    let info = iface_info_with(iface, refused)?;
     if !info.up {
         bail!("{iface}: interface is down (ip link set {iface} up)");
     }
-    let queues = args.queues.unwrap_or(info.rx_queues);
-    if queues == 0 {
+    let mut fallbacks: Vec<Fallback> = Vec::new();
+    if let Some(f) = &info.channels_fallback {
+        fallbacks.push(f.clone());
+    }
+    if args.queues == Some(0) {
         bail!("--queues 0: need at least one queue");
     }
+    let mut queues = args.queues.unwrap_or(info.rx_queues);
     if queues > info.rx_queues {
-        bail!(
-            "{iface}: --queues {queues} but the interface has only {} RX queue{}",
+        // RSS spreads traffic over the queues the NIC has: reading all of them is
+        // reading everything.
+        fallbacks.push(Fallback {
+            feature: "queues",
+            using: info.rx_queues.to_string(),
+            reason: format!(
+                "--queues {queues} but the interface has {} RX queue{} (ethtool -L {iface} combined {queues} to have more)",
+                info.rx_queues,
+                if info.rx_queues == 1 { "" } else { "s" }
+            ),
+        });
+        queues = info.rx_queues;
+    } else if queues < info.rx_queues {
+        log(format_args!(
+            "{iface}: reading {queues} of {} RX queues: frames on queues {queues}..{} are not captured (counted as xdp.redirect_failed)",
             info.rx_queues,
-            if info.rx_queues == 1 { "" } else { "s" }
-        );
+            info.rx_queues - 1
+        ));
     }
     if queues > MAX_QUEUES {
         bail!("--queues {queues}: at most {MAX_QUEUES} are supported");
     }
-    let xsk = args.xsk_config();
+    let mut xsk = args.xsk_config();
+    xsk.refused = refused;
+    // Frames up to MTU + Ethernet + two VLAN tags must fit a UMEM frame after the kernel's
+    // headroom (and the timestamp header, if the program pushes one).
+    let mtu = super::doctor::iface_mtu(iface).unwrap_or(1500);
+    if args.frame_size.is_none() {
+        xsk.frame_size = super::doctor::frame_size_for(mtu, TsCarrier::Headroom);
+    }
     for (name, v) in [
         ("--fill-size", xsk.fill_size),
         ("--rx-size", xsk.rx_size),
@@ -1134,8 +1269,11 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
             bail!("{name} {v}: must be a power of two");
         }
     }
-    if xsk.frame_size < 2048 {
-        bail!("--frame-size {}: must be at least 2048", xsk.frame_size);
+    if !(2048..=4096).contains(&xsk.frame_size) {
+        bail!(
+            "--frame-size {}: must be 2048 or 4096 (the kernel's aligned UMEM chunks)",
+            xsk.frame_size
+        );
     }
     let umem_bytes = queues as u64 * xsk.fill_size as u64 * xsk.frame_size as u64;
     check_privileges(umem_bytes).with_context(|| iface.to_string())?;
@@ -1221,7 +1359,31 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
     }
 
     let settings = args.xdp_settings();
-    let mut prog = SensorProgram::load(iface, info.ifindex, &settings)?;
+    let (mut prog, loaded) = SensorProgram::load(
+        iface,
+        info.ifindex,
+        &settings,
+        LoadOptions {
+            refuse_xdp_meta: refused.has(Feature::XdpMeta),
+            refuse_xdp_head: refused.has(Feature::XdpHead),
+        },
+    )?;
+    fallbacks.extend(loaded.fallbacks.iter().cloned());
+    xsk.ts_carrier = loaded.carrier;
+    let max_frame = super::doctor::max_frame_bytes(xsk.frame_size, loaded.carrier);
+    if mtu + super::doctor::L2_OVERHEAD > max_frame {
+        // Frames longer than a UMEM frame need multi-buffer AF_XDP, which the sensor does
+        // not use: the kernel drops them and counts them (rx_dropped).
+        fallbacks.push(Fallback {
+            feature: "jumbo",
+            using: format!("frames up to {max_frame} bytes; longer ones dropped by the kernel, counted in rx_dropped"),
+            reason: format!(
+                "MTU {mtu} exceeds what a {} B UMEM frame holds (ip link set {iface} mtu {} to capture every frame)",
+                xsk.frame_size,
+                super::doctor::max_frame_bytes(4096, loaded.carrier) - super::doctor::L2_OVERHEAD
+            ),
+        });
+    }
 
     // Signals are blocked before any thread exists, so every thread inherits the mask.
     let signals = Signals::block();
@@ -1232,14 +1394,17 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
     for q in 0..queues {
         let stats = Arc::new(QueueStats::default());
         let src = AfXdpSource::open(iface, q, &xsk, stop.clone(), stats.clone())?;
+        for f in &src.fallbacks {
+            if !fallbacks.contains(f) {
+                fallbacks.push(f.clone());
+            }
+        }
         prog.register_socket(q, src.fd())?;
         sources.push((src, stats));
     }
-    let report = prog.attach(args.xdp_mode, args.force)?;
+    let report = prog.attach(args.xdp_mode, args.force, refused.has(Feature::Native))?;
     if let Some(e) = &report.native_error {
-        log(format_args!(
-            "{iface}: native XDP unavailable ({e}); using SKB mode"
-        ));
+        fallbacks.push(Fallback::new(Feature::Native, "skb", e.clone()));
     }
     let replaced = report.replaced.as_ref().map(|ex| {
         log(format_args!(
@@ -1258,12 +1423,12 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
     };
 
     let bind = sources[0].0.bind_mode();
-    if args.zero_copy == ZeroCopy::Auto {
-        log(format_args!(
-            "{iface}: AF_XDP bound in {} mode",
-            bind.name()
-        ));
-    }
+    let need_wakeup = sources[0].0.need_wakeup();
+    let busy_poll_us = if sources[0].0.busy_poll() {
+        args.busy_poll
+    } else {
+        0
+    };
     let nq = sources.len();
     let nshards = args
         .shards
@@ -1277,10 +1442,19 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
         xdp_action: args.xdp_action,
         sample_percent: args.sample,
         sample_by: args.sample_by,
-        xdp_timestamps: !args.no_xdp_timestamps,
+        timestamps: if loaded.carrier == TsCarrier::None {
+            "batch"
+        } else {
+            "xdp"
+        },
+        timestamp_carrier: loaded.carrier,
         idle: args.idle,
-        need_wakeup: !args.no_need_wakeup,
-        busy_poll_us: args.busy_poll,
+        need_wakeup,
+        busy_poll_us,
+        frame_size: xsk.frame_size,
+        queues,
+        interface_queues: info.rx_queues,
+        fallbacks: fallbacks.clone(),
         threaded_napi: args.threaded_napi,
         pinned: cores.is_some(),
         shards: nshards,
@@ -1437,6 +1611,7 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
         });
     }
 
+    log(format_args!("{}", features_line(&mode)));
     let started = Instant::now();
     log(format_args!(
         "capturing on {iface}: {queues} queue{}, XDP {} mode, AF_XDP {} mode, sample {}%, {} shard{}, profiles [{}], state dir {}, pid {}",

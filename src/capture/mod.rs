@@ -2,8 +2,10 @@
 //! pipeline never knows whether a frame came from a file, the generator or a NIC queue.
 
 pub mod afxdp;
+pub mod doctor;
 pub mod live;
 pub mod pcap;
+pub mod probe;
 pub mod synth;
 pub mod xdp;
 

@@ -529,7 +529,7 @@ mod tests {
 
     fn shared(p: &str) -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/pcaps")
+            .join("tests/data/pcaps")
             .join(p)
     }
 

@@ -580,7 +580,7 @@ impl SynthSource {
                     (c2s(a, SYN, 0), Some(now + half))
                 } else if a.step == 2 {
                     (s2c(a, SYN | ACK, 0), Some(now + half))
-                } else if a.step % 4 == 0 {
+                } else if a.step.is_multiple_of(4) {
                     // server ACK every few segments
                     (s2c(a, ACK, 0), self.next_attack(a, now))
                 } else {

@@ -19,6 +19,8 @@ use libbpf_rs::libbpf_sys;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags};
 
+use super::probe::{Fallback, Feature, Refused};
+
 #[allow(
     clippy::all,
     dead_code,
@@ -34,6 +36,11 @@ use skel::{SensorSkel, SensorSkelBuilder};
 /// Name of the XDP program as the kernel reports it (`bpftool prog`, `ip link`). Also
 /// what marks a program on an interface as a leftover of an earlier run.
 pub const PROG_NAME: &str = "streamml_xdp";
+
+/// The environment variable that makes the sensor behave as if the kernel or the driver
+/// had refused optional features (a comma list of [`crate::capture::probe::Feature`]
+/// names): every fallback path can be exercised on any machine.
+pub const REFUSE_ENV: &str = "STREAMML_REFUSE";
 
 /// Mirrors of the constants in `bpf/shared.h` (checked against the header by a test).
 pub const MAX_QUEUES: u32 = 256;
@@ -60,6 +67,8 @@ mod flag {
 /// `SENSOR_META_MAGIC`: marks the XDP metadata (`struct sensor_meta`: u64 CLOCK_MONOTONIC
 /// nanoseconds, u32 magic, u32 pad) in front of a frame the program timestamped.
 pub const META_MAGIC: u32 = 0x4c4d_5453;
+/// `SENSOR_HEAD_CHECK`: `sensor_meta.pad` when the header was pushed in front of the frame.
+pub const HEAD_CHECK: u32 = 0xb3b2_abac;
 /// `sizeof(struct sensor_meta)`.
 pub const META_LEN: usize = 16;
 /// Size limit of each prefilter set (SENSOR_MAX_FILTER_ENTRIES).
@@ -244,6 +253,8 @@ pub struct SensorProgram {
     iface: String,
     ifindex: i32,
     attached: Option<Attached>,
+    /// How the loaded variant carries frame times (see [`LoadReport`]).
+    carrier: TsCarrier,
 }
 
 /// libbpf's own messages (warnings and the kernel's extended ack) are kept here instead of
@@ -253,26 +264,60 @@ static LIBBPF_LOG: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::ne
 
 fn libbpf_log(_level: libbpf_rs::PrintLevel, msg: String) {
     if let Ok(mut v) = LIBBPF_LOG.lock() {
-        if v.len() >= 64 {
-            v.remove(0);
+        for l in msg.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+            if v.len() >= 256 {
+                v.remove(0);
+            }
+            v.push(l.to_string());
         }
-        v.push(msg.trim_end().replace('\n', " "));
     }
 }
 
+fn clear_libbpf_log() {
+    if let Ok(mut v) = LIBBPF_LOG.lock() {
+        v.clear();
+    }
+}
+
+/// The verifier's reason for refusing the last load: the line naming a helper the
+/// program may not use, else the last line of the verifier's log.
+fn verifier_reason() -> Option<String> {
+    let v = LIBBPF_LOG.lock().ok()?;
+    if let Some(l) = v
+        .iter()
+        .find(|l| l.contains("cannot use helper") || l.contains("unknown func"))
+    {
+        return Some(format!("the kernel refused it: {}", l.trim()));
+    }
+    let end = v.iter().position(|l| l.contains("END PROG LOAD LOG"))?;
+    v[..end]
+        .iter()
+        .rev()
+        .find(|l| {
+            !l.starts_with("verification time")
+                && !l.starts_with("processed ")
+                && !l.starts_with("stack depth")
+        })
+        .map(|l| format!("the kernel refused it: {}", l.trim()))
+}
+
 fn libbpf_log_tail() -> String {
-    LIBBPF_LOG
+    let tail = LIBBPF_LOG
         .lock()
         .map(|v| {
             v.iter()
                 .rev()
-                .take(3)
+                .take(2)
                 .rev()
                 .cloned()
                 .collect::<Vec<_>>()
                 .join(" / ")
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    match verifier_reason() {
+        Some(r) => format!("{r} / {tail}"),
+        None => tail,
+    }
 }
 
 fn os_err(code: i32) -> std::io::Error {
@@ -310,6 +355,29 @@ pub fn query_attached(iface: &str, ifindex: i32) -> Result<Option<ExistingProgra
     }))
 }
 
+/// NETDEV_XDP_ACT_* bits of the driver's XDP features (linux/netdev.h).
+pub mod xdp_act {
+    pub const BASIC: u64 = 1 << 0;
+    pub const REDIRECT: u64 = 1 << 1;
+    pub const NDO_XMIT: u64 = 1 << 2;
+    pub const XSK_ZEROCOPY: u64 = 1 << 3;
+    pub const HW_OFFLOAD: u64 = 1 << 4;
+    pub const RX_SG: u64 = 1 << 5;
+    pub const NDO_XMIT_SG: u64 = 1 << 6;
+}
+
+/// The XDP features the driver of `ifindex` advertises (netlink `netdev` family, kernel
+/// 6.3+): None when the kernel cannot say.
+pub fn xdp_features(ifindex: i32) -> Option<u64> {
+    let mut opts = libbpf_sys::bpf_xdp_query_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_xdp_query_opts>() as libbpf_sys::size_t,
+        ..Default::default()
+    };
+    // SAFETY: opts is a valid, sized bpf_xdp_query_opts that outlives the call.
+    let ret = unsafe { libbpf_sys::bpf_xdp_query(ifindex, 0, &mut opts) };
+    (ret == 0 && opts.feature_flags != 0).then_some(opts.feature_flags)
+}
+
 /// The kernel's name of program `id`, None if it cannot be read.
 fn prog_name(id: u32) -> Option<String> {
     // SAFETY: plain syscall wrapper; a negative return is an error code.
@@ -336,29 +404,146 @@ fn prog_name(id: u32) -> Option<String> {
     Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// How each frame's arrival time reaches user space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TsCarrier {
+    /// In the XDP metadata in front of the frame (`bpf_xdp_adjust_meta`).
+    Metadata,
+    /// In a header pushed in front of the frame (`bpf_xdp_adjust_head`), which the
+    /// reader takes off.
+    Headroom,
+    /// Not at all: the reader uses the time it read the frame's RX batch.
+    None,
+}
+
+impl TsCarrier {
+    pub fn name(self) -> &'static str {
+        match self {
+            TsCarrier::Metadata => "metadata",
+            TsCarrier::Headroom => "headroom",
+            TsCarrier::None => "none",
+        }
+    }
+}
+
+/// What loading the program obtained.
+#[derive(Clone, Debug)]
+pub struct LoadReport {
+    pub carrier: TsCarrier,
+    /// Each timestamp carrier that was tried and refused, with the verifier's reason (or
+    /// that the refusal was forced): what it fell back to and why.
+    pub fallbacks: Vec<Fallback>,
+}
+
+/// How to load the program: carriers to behave as if the kernel had refused them (tests,
+/// `STREAMML_REFUSE`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    pub refuse_xdp_meta: bool,
+    pub refuse_xdp_head: bool,
+}
+
 impl SensorProgram {
     /// Loads the embedded program into the kernel (not attached yet) and applies
-    /// `settings`.
-    pub fn load(iface: &str, ifindex: i32, settings: &XdpSettings) -> Result<Self, XdpError> {
-        // The skeleton borrows its object storage for its whole life; one small leak per
-        // process start.
+    /// `settings`. With timestamps asked for, it first loads the variant that writes XDP
+    /// metadata, then the one that pushes a header in front of the frame, then the one
+    /// without per-frame times: a kernel that refuses a helper (some refuse
+    /// `bpf_xdp_adjust_meta` in XDP programs) gets a variant in which the verifier never
+    /// sees the call. The report says what was obtained and why the others were not.
+    pub fn load(
+        iface: &str,
+        ifindex: i32,
+        settings: &XdpSettings,
+        opts: LoadOptions,
+    ) -> Result<(Self, LoadReport), XdpError> {
         libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Warn, libbpf_log)));
-        let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
-            Box::leak(Box::new(MaybeUninit::uninit()));
-        let open = SensorSkelBuilder::default()
-            .open(storage)
-            .map_err(|e| XdpError::Load(e.to_string()))?;
-        let skel = open
-            .load()
-            .map_err(|e| XdpError::Load(format!("{e} ({})", libbpf_log_tail())))?;
+        let mut fallbacks = Vec::new();
+        let mut loaded = None;
+        if settings.timestamps {
+            let tries = [
+                (
+                    TsCarrier::Metadata,
+                    Feature::XdpMeta,
+                    opts.refuse_xdp_meta,
+                    "xdp_head",
+                ),
+                (
+                    TsCarrier::Headroom,
+                    Feature::XdpHead,
+                    opts.refuse_xdp_head,
+                    "batch",
+                ),
+            ];
+            for (carrier, feature, refused, next) in tries {
+                if refused {
+                    fallbacks.push(Fallback::new(feature, next, Refused::reason(feature)));
+                    continue;
+                }
+                match Self::load_variant(carrier) {
+                    Ok(s) => {
+                        loaded = Some((s, carrier));
+                        break;
+                    }
+                    Err(e) => {
+                        let why = verifier_reason().unwrap_or_else(|| e.to_string());
+                        fallbacks.push(Fallback::new(feature, next, why));
+                    }
+                }
+            }
+        }
+        let (skel, carrier) = match loaded {
+            Some(v) => v,
+            None => (Self::load_variant(TsCarrier::None)?, TsCarrier::None),
+        };
         let prog = SensorProgram {
             skel,
             iface: iface.into(),
             ifindex,
             attached: None,
+            carrier,
         };
         prog.apply(settings)?;
-        Ok(prog)
+        Ok((prog, LoadReport { carrier, fallbacks }))
+    }
+
+    /// Opens and loads the skeleton with the `.rodata` switches of `carrier`.
+    fn load_variant(carrier: TsCarrier) -> Result<SensorSkel<'static>, XdpError> {
+        clear_libbpf_log();
+        // The skeleton borrows its object storage for its whole life; one small leak per
+        // load (one to three per process start).
+        let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let mut open = SensorSkelBuilder::default()
+            .open(storage)
+            .map_err(|e| XdpError::Load(e.to_string()))?;
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .ok_or_else(|| XdpError::Load("the program's .rodata is not mapped".into()))?;
+        rodata.use_xdp_meta = u32::from(carrier == TsCarrier::Metadata);
+        rodata.use_xdp_head = u32::from(carrier == TsCarrier::Headroom);
+        open.load()
+            .map_err(|e| XdpError::Load(format!("{e} ({})", libbpf_log_tail())))
+    }
+
+    /// Whether the kernel loads the variant that carries frame times through `carrier`,
+    /// and if not, the verifier's reason. Loads and unloads the program; attaches nothing.
+    pub fn probe_carrier(carrier: TsCarrier) -> Result<(), String> {
+        libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Warn, libbpf_log)));
+        match Self::load_variant(carrier) {
+            Ok(skel) => {
+                drop(skel);
+                Ok(())
+            }
+            Err(e) => Err(verifier_reason().unwrap_or_else(|| e.to_string())),
+        }
+    }
+
+    /// How the loaded program carries frame times.
+    pub fn carrier(&self) -> TsCarrier {
+        self.carrier
     }
 
     fn map_err(&self, what: &'static str) -> impl Fn(libbpf_rs::Error) -> XdpError + '_ {
@@ -386,7 +571,7 @@ impl SensorProgram {
         if s.sample_by == SampleBy::Flow {
             flags |= flag::SAMPLE_BY_FLOW;
         }
-        if s.timestamps {
+        if s.timestamps && self.carrier != TsCarrier::None {
             flags |= flag::TIMESTAMP;
         }
         fn fill<K: Copy, M: MapCore>(
@@ -459,7 +644,14 @@ impl SensorProgram {
 
     /// Attaches the program to the interface. A leftover of an earlier run (a program
     /// named [`PROG_NAME`]) is replaced; another program only with `force`.
-    pub fn attach(&mut self, mode: AttachMode, force: bool) -> Result<AttachReport, XdpError> {
+    /// With `refuse_native`, a native attach fails as on a driver without XDP support
+    /// (tests of the fallback; `STREAMML_REFUSE=native`).
+    pub fn attach(
+        &mut self,
+        mode: AttachMode,
+        force: bool,
+        refuse_native: bool,
+    ) -> Result<AttachReport, XdpError> {
         let existing = query_attached(&self.iface, self.ifindex)?;
         if let Some(ex) = &existing {
             if !ex.is_ours() && !force {
@@ -489,18 +681,24 @@ impl SensorProgram {
         let mut native_error = None;
         let got = match mode {
             AttachMode::Native => {
-                self.try_attach(Attached::Native)?;
+                self.try_attach(Attached::Native, refuse_native)?;
                 Attached::Native
             }
             AttachMode::Skb => {
-                self.try_attach(Attached::Skb)?;
+                self.try_attach(Attached::Skb, false)?;
                 Attached::Skb
             }
-            AttachMode::Auto => match self.try_attach(Attached::Native) {
+            AttachMode::Auto => match self.try_attach(Attached::Native, refuse_native) {
                 Ok(()) => Attached::Native,
                 Err(e) => {
-                    native_error = Some(e.to_string());
-                    self.try_attach(Attached::Skb)?;
+                    native_error = Some(match e {
+                        XdpError::NoNativeXdp { .. } => {
+                            "the driver has no native XDP support (EOPNOTSUPP)".to_string()
+                        }
+                        XdpError::Attach { err, .. } => format!("native attach: {err}"),
+                        other => other.to_string(),
+                    });
+                    self.try_attach(Attached::Skb, false)?;
                     Attached::Skb
                 }
             },
@@ -513,7 +711,14 @@ impl SensorProgram {
         })
     }
 
-    fn try_attach(&self, m: Attached) -> Result<(), XdpError> {
+    fn try_attach(&self, m: Attached, refuse_native: bool) -> Result<(), XdpError> {
+        if refuse_native && m == Attached::Native {
+            return Err(XdpError::Attach {
+                iface: self.iface.clone(),
+                mode: m.name(),
+                err: Refused::reason(Feature::Native),
+            });
+        }
         let fd = self.skel.progs.streamml_xdp.as_fd().as_raw_fd();
         // UPDATE_IF_NOEXIST: whatever was there has been removed above; if something got
         // attached in between we fail rather than replace it.
@@ -720,6 +925,7 @@ mod tests {
         assert_eq!(val("SENSOR_F_TIMESTAMP"), flag::TIMESTAMP);
         assert_eq!(val("#define SENSOR_META_MAGIC"), META_MAGIC);
         assert_eq!(val("#define SENSOR_META_LEN") as usize, META_LEN);
+        assert_eq!(val("#define SENSOR_HEAD_CHECK"), HEAD_CHECK);
         // the skeleton's view of the shared struct
         assert_eq!(std::mem::size_of::<skel::types::sensor_config>(), 8);
         assert_eq!(

@@ -180,8 +180,7 @@ impl Detector {
     }
 
     fn update_typical(&mut self, x: &[f64]) {
-        for j in 0..x.len() {
-            let (v, sv) = (x[j], self.scaled[j]);
+        for (j, (&v, &sv)) in x.iter().zip(&self.scaled).enumerate() {
             if v.is_finite() {
                 let t = &mut self.typical_raw[j];
                 *t = if t.is_nan() {
@@ -204,6 +203,7 @@ impl Detector {
     fn explain(&mut self, score: f64, x: &[f64]) -> Vec<Contribution> {
         let d = x.len();
         let mut out: Vec<Contribution> = Vec::with_capacity(d);
+        #[allow(clippy::needless_range_loop)] // j indexes three arrays and the model
         for j in 0..d {
             self.probe.copy_from_slice(&self.scaled);
             if self.typical_scaled[j].is_finite() {

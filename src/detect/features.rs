@@ -114,32 +114,17 @@ pub fn flow_values(f: &crate::flow::FlowState, idx: &[usize], out: &mut [f64]) {
             8 => f.stddev_ps(),
             9 => f64::from(f.bi_ps.max),
             10 => f.s2d.ps.mean,
-            11 => {
-                if f.d2s.packets > 0 {
-                    f.d2s.ps.mean
-                } else {
-                    0.0
-                }
-            }
-            12 => {
-                if f.packets() > 1 {
-                    f.bi_piat_ms.mean
-                } else {
-                    0.0
-                }
-            }
+            11 if f.d2s.packets > 0 => f.d2s.ps.mean,
+            11 => 0.0,
+            12 if f.packets() > 1 => f.bi_piat_ms.mean,
+            12 => 0.0,
             13 => f.stddev_piat_ms(),
             14 => f.flags(flag::SYN) as f64,
             15 => f.flags(flag::RST) as f64,
             16 => f.flags(flag::FIN) as f64,
             17 => f.flags(flag::PSH) as f64,
-            18 => {
-                if bytes > 0.0 {
-                    f.s2d.bytes as f64 / bytes
-                } else {
-                    0.0
-                }
-            }
+            18 if bytes > 0.0 => f.s2d.bytes as f64 / bytes,
+            18 => 0.0,
             19 => bytes / (dur_ms / 1000.0).max(0.001),
             _ => 0.0,
         };

@@ -436,7 +436,7 @@ impl Map {
     /// An atomic u64 in the file header at byte offset `off` (8-aligned, < 4096).
     #[inline(always)]
     fn hdr_atomic(&self, off: usize) -> &AtomicU64 {
-        debug_assert!(off % 8 == 0 && (off as u64) < PAGE);
+        debug_assert!(off.is_multiple_of(8) && (off as u64) < PAGE);
         // SAFETY: the mapping is at least header_len >= 4096 bytes long, page-aligned, and
         // `off` is 8-aligned and inside the first page, so the pointer is valid and aligned
         // for AtomicU64 for the lifetime of `self`; all accesses to this word go through
@@ -465,7 +465,7 @@ impl Map {
     /// The seq (commit) word of the record slot at physical offset `phys`.
     #[inline(always)]
     fn seq_atomic(&self, phys: u64) -> &AtomicU64 {
-        debug_assert!(phys % 8 == 0 && phys + 8 <= self.layout.data_len);
+        debug_assert!(phys.is_multiple_of(8) && phys + 8 <= self.layout.data_len);
         // SAFETY: in bounds (phys + 8 <= data_len), 8-aligned (data area starts on a page,
         // phys is a multiple of 8). The writer stores it atomically; readers load it
         // atomically.
@@ -474,7 +474,7 @@ impl Map {
 
     #[inline(always)]
     fn read_u64(&self, phys: u64) -> u64 {
-        debug_assert!(phys % 8 == 0 && phys + 8 <= self.layout.data_len);
+        debug_assert!(phys.is_multiple_of(8) && phys + 8 <= self.layout.data_len);
         // SAFETY: in bounds and aligned (see seq_atomic). The value may be concurrently
         // overwritten (seqlock); it is a plain integer, used only after validation.
         unsafe { ptr::read_volatile(self.data_ptr(phys) as *const u64) }
@@ -482,14 +482,14 @@ impl Map {
 
     #[inline(always)]
     fn read_u32(&self, phys: u64) -> u32 {
-        debug_assert!(phys % 4 == 0 && phys + 4 <= self.layout.data_len);
+        debug_assert!(phys.is_multiple_of(4) && phys + 4 <= self.layout.data_len);
         // SAFETY: as read_u64, 4-aligned.
         unsafe { ptr::read_volatile(self.data_ptr(phys) as *const u32) }
     }
 
     #[inline(always)]
     fn read_u16(&self, phys: u64) -> u16 {
-        debug_assert!(phys % 2 == 0 && phys + 2 <= self.layout.data_len);
+        debug_assert!(phys.is_multiple_of(2) && phys + 2 <= self.layout.data_len);
         // SAFETY: as read_u64, 2-aligned.
         unsafe { ptr::read_volatile(self.data_ptr(phys) as *const u16) }
     }
@@ -499,7 +499,7 @@ impl Map {
     /// check does that).
     fn read_header(&self, phys: u64) -> Option<RecordMeta> {
         let lay = &self.layout;
-        if phys % 8 != 0 || phys + RECORD_HDR > lay.data_len {
+        if !phys.is_multiple_of(8) || phys + RECORD_HDR > lay.data_len {
             return None;
         }
         let seq = self.read_u64(phys + R_SEQ);
@@ -538,7 +538,7 @@ impl Map {
     /// padded to 8, so whole words stay inside it) to the end of `out`.
     fn copy_out(&self, phys: u64, len: usize, out: &mut Vec<u8>) {
         let words = len.div_ceil(8);
-        debug_assert!(phys % 8 == 0 && phys + 8 * words as u64 <= self.layout.data_len);
+        debug_assert!(phys.is_multiple_of(8) && phys + 8 * words as u64 <= self.layout.data_len);
         let start = out.len();
         out.reserve(words * 8);
         for w in 0..words {
@@ -590,9 +590,9 @@ fn map_existing(path: &Path, file: &File, writable: bool) -> Result<(MmapRaw, La
     let file_len = u64_at(HDR_FILE_LEN);
     let ok = file_len == flen
         && layout.header_len >= PAGE + layout.index_len * INDEX_ENTRY
-        && layout.header_len % PAGE == 0
+        && layout.header_len.is_multiple_of(PAGE)
         && layout.header_len.checked_add(layout.data_len) == Some(file_len)
-        && layout.data_len % 8 == 0
+        && layout.data_len.is_multiple_of(8)
         && layout.data_len >= MIN_DATA_LEN
         && layout.snaplen > 0
         && layout.snaplen <= MAX_SNAPLEN
@@ -1301,7 +1301,7 @@ impl RingReader {
             if ts_target.is_some_and(|t| max_before >= t) {
                 continue;
             }
-            if best.map_or(true, |(p, _)| pos > p) {
+            if best.is_none_or(|(p, _)| pos > p) {
                 best = Some((pos, s1));
             }
         }
@@ -1359,7 +1359,7 @@ impl RingReader {
             }
             let hdr = map.read_header(phys);
             let well_formed = hdr.is_some_and(|m| {
-                expect.map_or(true, |e| e == m.seq) && last_seq.map_or(true, |l| m.seq > l)
+                expect.is_none_or(|e| e == m.seq) && last_seq.is_none_or(|l| m.seq > l)
             });
             let meta = hdr.unwrap_or(RecordMeta {
                 seq: w,

@@ -920,7 +920,7 @@ mod tests {
             .collect();
         let mut src = PcapFileSource::open(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../shared/pcaps/basic/443-curl.pcap"),
+                .join("tests/data/pcaps/basic/443-curl.pcap"),
         )
         .unwrap();
         // (ts, ring seq, flow hash, bytes)

@@ -630,8 +630,10 @@ impl FlowTable {
             debug_assert!(self.slots.len() < self.slots.capacity());
             self.slots.push(FlowState::default());
             self.links.push(Link::default());
-            self.splt
-                .extend(std::iter::repeat(SpltEntry::default()).take(usize::from(self.cfg.splt)));
+            self.splt.extend(std::iter::repeat_n(
+                SpltEntry::default(),
+                usize::from(self.cfg.splt),
+            ));
             (self.slots.len() - 1) as u32
         };
         self.links[s as usize].tag = tag;
@@ -1245,12 +1247,12 @@ mod tests {
                     [198, 18, 0, (h % 7) as u8],
                     1000 + (h / 7) as u16,
                     [198, 19, 0, 1],
-                    if h % 3 == 0 { 53 } else { 443 },
-                    if h % 3 == 0 { 17 } else { 6 },
+                    if h.is_multiple_of(3) { 53 } else { 443 },
+                    if h.is_multiple_of(3) { 17 } else { 6 },
                     60 + ((r >> 20) % 1400) as u32,
                     (r >> 50) as u8,
                 );
-                m.vlan_id = if h % 11 == 0 { 10 } else { 0 };
+                m.vlan_id = if h.is_multiple_of(11) { 10 } else { 0 };
                 if (r >> 33) & 1 == 1 {
                     m = rev(&m);
                 }

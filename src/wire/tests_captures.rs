@@ -1,4 +1,4 @@
-//! Tests of [`decode`] on the real captures in `../shared/pcaps` (relative to the package
+//! Tests of [`decode`] on the real captures in `tests/data/pcaps` (relative to the package
 //! root; `STREAMML_PCAPS` overrides): no panic on any frame, reasons counted, agreement
 //! with nfstream's own packet decoder and with tshark, and a seeded mutation run.
 
@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 pub(crate) fn pcaps_dir() -> PathBuf {
     match std::env::var_os("STREAMML_PCAPS") {
         Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pcaps"),
     }
 }
 
@@ -153,7 +153,7 @@ fn every_capture_decodes_and_reasons_are_counted() {
         eprintln!("{file}: {counts:?}");
     }
     let get = |file: &str, key: &str| per_file[file].get(key).copied().unwrap_or(0);
-    // Known contents of particular captures (see ../shared/pcaps/README.md).
+    // Known contents of particular captures (see tests/data/pcaps/README.md).
     assert_eq!(
         get("malformed/ip-bogus-header-len.pcap", "decoder.ipv4.bad_len"),
         1

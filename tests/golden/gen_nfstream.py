@@ -6,7 +6,7 @@ scripts/deps.sh):
 
     /opt/streamml-venv/bin/python tests/golden/gen_nfstream.py [PCAP_DIR]
 
-PCAP_DIR defaults to $STREAMML_PCAPS or ../shared/pcaps. For every capture outside
+PCAP_DIR defaults to $STREAMML_PCAPS or tests/data/pcaps. For every capture outside
 malformed/ it writes:
 
   tests/golden/nfstream/<dir>/<name>.csv         nfstream's own to_csv() output with
@@ -176,7 +176,7 @@ def write_float_reprs(out: Path) -> None:
 
 
 def main() -> int:
-    default = os.environ.get("STREAMML_PCAPS", str(HERE.parents[1] / ".." / "shared" / "pcaps"))
+    default = os.environ.get("STREAMML_PCAPS", str(HERE.parents[1] / "data" / "pcaps"))
     root = Path(sys.argv[1] if len(sys.argv) > 1 else default).resolve()
     if not root.is_dir():
         print(f"gen_nfstream: {root}: not a directory", file=sys.stderr)

@@ -78,9 +78,14 @@ pub fn wait_timeout(child: &mut Child, t: Duration) -> Option<ExitStatus> {
     }
 }
 
-/// The environment check and the one-at-a-time lock. None: skip (never with CI=true).
+/// The environment check and the one-at-a-time lock. None: skip, only when the user
+/// opted out with STREAMML_SKIP_LIVE=1; a machine where the live tests cannot run (not
+/// root, no `ip`) fails them, with one line saying why.
 pub fn live() -> Option<MutexGuard<'static, ()>> {
-    let ci = std::env::var("CI").map(|v| v == "true").unwrap_or(false);
+    if std::env::var("STREAMML_SKIP_LIVE").is_ok_and(|v| v == "1") {
+        eprintln!("skipping live test: STREAMML_SKIP_LIVE=1");
+        return None;
+    }
     let why = if euid() != 0 {
         Some("not running as root".to_string())
     } else if Command::new("ip").arg("-V").output().is_err() {
@@ -89,11 +94,7 @@ pub fn live() -> Option<MutexGuard<'static, ()>> {
         None
     };
     if let Some(why) = why {
-        if ci {
-            panic!("live test cannot run with CI=true: {why}");
-        }
-        eprintln!("skipping live test: {why}");
-        return None;
+        panic!("live test cannot run: {why} (run as root, or set STREAMML_SKIP_LIVE=1 to skip the live tests)");
     }
     Some(LIVE_LOCK.lock().unwrap_or_else(|p| p.into_inner()))
 }
@@ -364,7 +365,7 @@ impl VethPair {
 
     /// Starts the sensor on the sensor end and waits until it reports that it captures.
     /// `--no-pin`, `--report-interval 0`, `--stats-json`, `--state-dir` (one per pair)
-    /// and `--ring-mib 4` are added unless given.
+    /// and `--ring-mib 16` are added unless given.
     pub fn start_sensor(&self, args: &[&str]) -> Sensor {
         match self.try_start_sensor(args) {
             Ok(s) => s,
@@ -375,6 +376,23 @@ impl VethPair {
     /// Like `start_sensor`, but a sensor that exits before it is ready is an Err with its
     /// exit status and stderr.
     pub fn try_start_sensor(&self, args: &[&str]) -> Result<Sensor, (Option<ExitStatus>, String)> {
+        self.try_start_sensor_env(&[], args)
+    }
+
+    /// `start_sensor` with extra environment variables (e.g. `STREAMML_REFUSE`).
+    pub fn start_sensor_env(&self, env: &[(&str, &str)], args: &[&str]) -> Sensor {
+        match self.try_start_sensor_env(env, args) {
+            Ok(s) => s,
+            Err((status, err)) => panic!("sensor did not start ({status:?}):\n{err}"),
+        }
+    }
+
+    /// `try_start_sensor` with extra environment variables.
+    pub fn try_start_sensor_env(
+        &self,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Result<Sensor, (Option<ExitStatus>, String)> {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let stats = self.path(&format!("stats{n}.json"));
         let stats_s = stats.to_string_lossy().into_owned();
@@ -400,11 +418,12 @@ impl VethPair {
             cmd.extend_from_slice(&["--state-dir", &state]);
         }
         if !args.contains(&"--ring-mib") {
-            cmd.extend_from_slice(&["--ring-mib", "4"]);
+            cmd.extend_from_slice(&["--ring-mib", "16"]);
         }
         cmd.extend(args.iter().filter(|a| **a != "--pin"));
         let mut child = Command::new("ip")
             .args(&cmd)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -597,4 +616,125 @@ pub fn num(v: &serde_json::Value, path: &[&str]) -> u64 {
     }
     cur.as_u64()
         .unwrap_or_else(|| panic!("no number at {path:?} in {v:#}"))
+}
+
+/// Flow rows without the columns that depend on when frames were captured (ids, times,
+/// durations, inter-arrival times), sorted: what must agree between live and replay.
+pub fn timeless_flows(csv: &str) -> Vec<String> {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().expect("CSV header").split(',').collect();
+    let keep: Vec<usize> = header
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            !(**c == "id" || c.contains("seen") || c.contains("duration") || c.contains("piat"))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let mut rows: Vec<String> = lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            assert_eq!(f.len(), header.len(), "{l}");
+            keep.iter().map(|&i| f[i]).collect::<Vec<_>>().join(",")
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// Equal row sets, reporting the first difference instead of both sets.
+pub fn assert_same_flows(what: &str, got: &[String], want: &[String]) {
+    assert_eq!(got.len(), want.len(), "{what}: number of flows");
+    if let Some((g, w)) = got.iter().zip(want).find(|(g, w)| g != w) {
+        panic!("{what}: first differing flow\n got: {g}\nwant: {w}");
+    }
+}
+
+pub fn replay_flows(pcap: &std::path::Path, out: &std::path::Path) -> String {
+    run(&[
+        SENSOR,
+        "flows",
+        &pcap.to_string_lossy(),
+        "-o",
+        &out.to_string_lossy(),
+    ]);
+    std::fs::read_to_string(out).expect("replay flows")
+}
+
+/// One evidence file through `zstd -dc FILE | tshark -r -`: per packet (epoch time,
+/// source address, TCP flags or empty). Panics if either command fails or warns.
+pub fn tshark_packets(path: &std::path::Path) -> Vec<(f64, String, String)> {
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(
+            "set -o pipefail; zstd -q -dc \"$1\" | tshark -r - -T fields \
+             -e frame.time_epoch -e ip.src -e tcp.flags",
+        )
+        .arg("bash")
+        .arg(path)
+        .output()
+        .expect("bash, zstd and tshark are installed (scripts/deps.sh)");
+    let stderr: String = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| !l.starts_with("Running as user \"root\""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        out.status.success() && stderr.is_empty(),
+        "zstd | tshark on {}: {stderr}",
+        path.display()
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (
+                f[0].parse().expect("epoch time"),
+                f.get(1).unwrap_or(&"").to_string(),
+                f.get(2).unwrap_or(&"").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// SIGHUP until the stats file shows `reader.frames == n` (every frame in the evidence
+/// rings); bounded.
+pub fn wait_frames(sensor: &Sensor, n: u64) {
+    let t = std::time::Instant::now();
+    loop {
+        sensor.sighup();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if let Some(v) = sensor.read_stats() {
+            if v["pipeline"]["reader.frames"].as_u64() == Some(n) {
+                return;
+            }
+        }
+        assert!(
+            t.elapsed().as_secs() < 10,
+            "reader.frames never reached {n}: {:?}",
+            sensor.read_stats()
+        );
+    }
+}
+
+/// `streamml-sensor evidence recover` on the pair's state directory: the packets of the
+/// output, counted by tshark.
+pub fn recover_count(pair: &VethPair, name: &str) -> u64 {
+    recover(pair, name).len() as u64
+}
+
+/// `evidence recover` of the pair's state directory into `name`: its packets as tshark
+/// reads them.
+pub fn recover(pair: &VethPair, name: &str) -> Vec<(f64, String, String)> {
+    let out = pair.path(name);
+    run(&[
+        SENSOR,
+        "evidence",
+        "recover",
+        "--state-dir",
+        &pair.state_dir().to_string_lossy(),
+        "-o",
+        &out.to_string_lossy(),
+    ]);
+    tshark_packets(&out)
 }

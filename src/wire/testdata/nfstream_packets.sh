@@ -1,11 +1,11 @@
 #!/bin/sh
 # Regenerates nfstream-6.6-packets.tsv.zst: for every frame of every capture in
-# ../shared/pcaps (without large/echo-connections.pcap, 82k frames of one TCP host pair,
+# tests/data/pcaps (without large/echo-connections.pcap, 82k frames of one TCP host pair,
 # to keep the fixture small), what nfstream's own C decoder makes of it (see
 # nfstream_packets.py). Needs the venv from scripts/deps.sh (nfstream 6.6.0).
 # Usage: src/wire/testdata/nfstream_packets.sh [PCAPS_DIR] [PYTHON]   (from the package root)
 set -eu
-pcaps=${1:-../shared/pcaps}
+pcaps=${1:-tests/data/pcaps}
 py=${2:-/opt/streamml-venv/bin/python}
 here=$(cd "$(dirname "$0")" && pwd)
 out=$here/nfstream-6.6-packets.tsv.zst

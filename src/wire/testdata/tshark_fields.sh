@@ -1,12 +1,12 @@
 #!/bin/sh
 # Regenerates tshark-4.0-fields.tsv.zst: what tshark shows of every frame of every capture
-# in ../shared/pcaps outside malformed/ (and without large/echo-connections.pcap, 82k
+# in tests/data/pcaps outside malformed/ (and without large/echo-connections.pcap, 82k
 # frames of one TCP host pair, to keep the fixture small). One `# <capture>` line per
 # file, then one line per frame with the fields below (all occurrences, comma-separated).
 # IP/IPv6 reassembly and TCP reassembly are off so that every frame shows its own headers.
 # Usage: src/wire/testdata/tshark_fields.sh [PCAPS_DIR]   (from the package root)
 set -eu
-pcaps=${1:-../shared/pcaps}
+pcaps=${1:-tests/data/pcaps}
 out=$(cd "$(dirname "$0")" && pwd)/tshark-4.0-fields.tsv.zst
 cd "$pcaps"
 find . -type f \( -name '*.pcap' -o -name '*.pcapng' -o -name '*.cap' \) | sed 's|^\./||' \
