@@ -7,13 +7,12 @@
 //! binds reset a queue on some drivers); the driver's XDP features come from the kernel's
 //! netlink `netdev` family (6.3+), the rest from ioctls, /sys and /proc.
 
-use std::os::fd::AsRawFd;
-
 use serde::Serialize;
 
-use super::live::{
-    control_socket, effective_caps, iface_info, ifreq, probe_af_xdp, CAP_BPF, CAP_IPC_LOCK,
-    CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, SIOCETHTOOL,
+use super::sys::{
+    driver_name, effective_caps, euid, frame_size_for, iface_info, iface_mtu, irqs, kernel_release,
+    max_frame_bytes, memlock_limit, numa_node, probe_af_xdp, rss_hash_fields, IrqReport, CAP_BPF,
+    CAP_IPC_LOCK, CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, L2_OVERHEAD,
 };
 use super::xdp::{self, xdp_act, SensorProgram, TsCarrier};
 
@@ -131,13 +130,6 @@ pub struct ChannelReport {
 }
 
 #[derive(Debug, Serialize)]
-pub struct IrqReport {
-    pub irq: u32,
-    /// /proc/irq/N/smp_affinity_list.
-    pub affinity: String,
-}
-
-#[derive(Debug, Serialize)]
 pub struct InterfaceReport {
     pub name: String,
     pub ifindex: i32,
@@ -208,161 +200,6 @@ pub struct DoctorReport {
 
 /// The sensor's default UMEM frames per queue (`--fill-size`).
 const DEFAULT_FILL: u64 = 32768;
-/// What AF_XDP keeps in front of every frame in its UMEM chunk (XDP_PACKET_HEADROOM).
-pub const XDP_HEADROOM: u32 = 256;
-/// Ethernet header plus two VLAN tags (mirror and trunk ports carry them).
-pub const L2_OVERHEAD: u32 = 14 + 8;
-
-/// The longest frame a UMEM chunk of `frame_size` holds with `carrier`.
-pub fn max_frame_bytes(frame_size: u32, carrier: TsCarrier) -> u32 {
-    let head = if carrier == TsCarrier::Headroom {
-        xdp::META_LEN as u32
-    } else {
-        0
-    };
-    frame_size.saturating_sub(XDP_HEADROOM + head)
-}
-
-/// The UMEM frame size for `mtu`: 2048 where it fits, else 4096 (the largest aligned
-/// chunk; larger frames need multi-buffer AF_XDP, which the sensor does not use).
-pub fn frame_size_for(mtu: u32, carrier: TsCarrier) -> u32 {
-    if mtu + L2_OVERHEAD <= max_frame_bytes(2048, carrier) {
-        2048
-    } else {
-        4096
-    }
-}
-
-/// The interface's MTU (/sys/class/net/IF/mtu).
-pub fn iface_mtu(iface: &str) -> Option<u32> {
-    std::fs::read_to_string(format!("/sys/class/net/{iface}/mtu"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-fn kernel_release() -> String {
-    // SAFETY: uname fills a zeroed utsname.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: u is a writable utsname.
-    if unsafe { libc::uname(&mut u) } != 0 {
-        return "unknown".into();
-    }
-    let b: Vec<u8> = u
-        .release
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
-        .collect();
-    String::from_utf8_lossy(&b).into_owned()
-}
-
-fn euid() -> u32 {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() }
-}
-
-fn memlock_limit() -> Option<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: lim is a writable rlimit.
-    unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
-    (lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
-}
-
-const ETHTOOL_GDRVINFO: u32 = 0x3;
-const ETHTOOL_GRXFH: u32 = 0x29;
-
-fn driver_name(iface: &str) -> Option<String> {
-    // struct ethtool_drvinfo: cmd, driver[32], version[32], fw_version[32], bus_info[32],
-    // erom_version[32], reserved2[12], five u32 counts: 196 bytes.
-    let mut info = [0u8; 196];
-    info[..4].copy_from_slice(&ETHTOOL_GDRVINFO.to_ne_bytes());
-    let sock = control_socket().ok()?;
-    let mut req = ifreq(iface);
-    req.data[0] = info.as_mut_ptr() as u64;
-    // SAFETY: ifr_data points at a buffer the size of struct ethtool_drvinfo that
-    // outlives the call.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, &mut req) } != 0 {
-        return None;
-    }
-    let name: Vec<u8> = info[4..36]
-        .iter()
-        .take_while(|&&c| c != 0)
-        .copied()
-        .collect();
-    (!name.is_empty()).then(|| String::from_utf8_lossy(&name).into_owned())
-}
-
-/// RSS hash fields for TCP/UDP over IPv4/IPv6 (ETHTOOL_GRXFH).
-fn rss_hash_fields(iface: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
-    let sock = control_socket().ok()?;
-    let mut out = serde_json::Map::new();
-    for (name, flow_type) in [("tcp4", 1u32), ("udp4", 2), ("tcp6", 5), ("udp6", 6)] {
-        // struct ethtool_rxnfc: cmd, flow_type, u64 data, then a rule spec the kernel
-        // does not read for GRXFH; the buffer is the struct's full size (192 bytes) and
-        // 8-aligned.
-        let mut buf = [0u64; 24];
-        buf[0] = u64::from(ETHTOOL_GRXFH) | (u64::from(flow_type) << 32);
-        let mut req = ifreq(iface);
-        req.data[0] = buf.as_mut_ptr() as u64;
-        // SAFETY: ifr_data points at an ethtool_rxnfc-sized, aligned buffer that outlives
-        // the call.
-        if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, &mut req) } != 0 {
-            return None;
-        }
-        let bits = buf[1];
-        let names: Vec<serde_json::Value> = [
-            (1 << 1, "l2_dst"),
-            (1 << 2, "vlan"),
-            (1 << 3, "l3_proto"),
-            (1 << 4, "ip_src"),
-            (1 << 5, "ip_dst"),
-            (1 << 6, "l4_src_port"),
-            (1 << 7, "l4_dst_port"),
-        ]
-        .iter()
-        .filter(|(b, _)| bits & b != 0)
-        .map(|(_, n)| serde_json::Value::from(*n))
-        .collect();
-        out.insert(name.into(), serde_json::Value::Array(names));
-    }
-    Some(out)
-}
-
-fn numa_node(iface: &str) -> Option<i32> {
-    let v: i32 = std::fs::read_to_string(format!("/sys/class/net/{iface}/device/numa_node"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    (v >= 0).then_some(v)
-}
-
-fn irqs(iface: &str) -> Vec<IrqReport> {
-    let mut v: Vec<IrqReport> =
-        std::fs::read_dir(format!("/sys/class/net/{iface}/device/msi_irqs"))
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
-                    .map(|irq| IrqReport {
-                        irq,
-                        affinity: std::fs::read_to_string(format!(
-                            "/proc/irq/{irq}/smp_affinity_list"
-                        ))
-                        .map(|s| s.trim().to_string())
-                        .unwrap_or_else(|_| "?".into()),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-    v.sort_by_key(|r| r.irq);
-    v
-}
-
 fn feature_names(bits: u64) -> Vec<&'static str> {
     [
         (xdp_act::BASIC, "basic"),
@@ -861,16 +698,6 @@ pub fn run(args: &DoctorArgs) -> anyhow::Result<std::process::ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn frame_sizes_for_mtus() {
-        assert_eq!(max_frame_bytes(2048, TsCarrier::Metadata), 1792);
-        assert_eq!(max_frame_bytes(2048, TsCarrier::Headroom), 1776);
-        assert_eq!(frame_size_for(1500, TsCarrier::Headroom), 2048);
-        assert_eq!(frame_size_for(1770, TsCarrier::Metadata), 2048);
-        assert_eq!(frame_size_for(1771, TsCarrier::Metadata), 4096);
-        assert_eq!(frame_size_for(9000, TsCarrier::None), 4096);
-    }
 
     #[test]
     fn xdp_feature_names() {

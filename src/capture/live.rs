@@ -43,6 +43,7 @@ use serde::Serialize;
 use super::afxdp::{now_ns, Next};
 use super::afxdp::{AfXdpSource, BindMode, Idle, KernelStats, QueueStats, XskConfig, ZeroCopy};
 use super::probe::{Fallback, Feature, Refused};
+use super::sys::{check_privileges, iface_exists, iface_info_with, probe_af_xdp};
 use super::xdp::{
     AttachMode, Attached, FilterSet, LoadOptions, SampleBy, SensorProgram, TsCarrier, XdpAction,
     XdpCounters, XdpSettings, MAX_QUEUES,
@@ -257,65 +258,6 @@ pub fn parse_core_list(s: &str) -> Result<CoreList, String> {
     Ok(CoreList(v))
 }
 
-// ---------------------------------------------------------------------------------------
-// Interface and privilege checks
-
-const IFF_UP: i16 = 0x1;
-pub(crate) const SIOCETHTOOL: libc::c_ulong = 0x8946;
-const ETHTOOL_GCHANNELS: u32 = 0x3c;
-
-#[repr(C)]
-#[derive(Default)]
-struct EthtoolChannels {
-    cmd: u32,
-    max_rx: u32,
-    max_tx: u32,
-    max_other: u32,
-    max_combined: u32,
-    rx_count: u32,
-    tx_count: u32,
-    other_count: u32,
-    combined_count: u32,
-}
-
-#[repr(C)]
-pub(crate) struct IfReq {
-    pub(crate) name: [u8; libc::IFNAMSIZ],
-    /// ifr_flags (short) or ifr_data (pointer), padded to the kernel's 24-byte union.
-    pub(crate) data: [u64; 3],
-}
-
-pub(crate) fn ifreq(iface: &str) -> IfReq {
-    let mut r = IfReq {
-        name: [0; libc::IFNAMSIZ],
-        data: [0; 3],
-    };
-    r.name[..iface.len()].copy_from_slice(iface.as_bytes());
-    r
-}
-
-pub(crate) fn control_socket() -> std::io::Result<OwnedFd> {
-    // SAFETY: plain socket(2) call; a non-negative return is a new fd we own.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is valid and owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// RX queues as /sys lists them (rx-0, rx-1, ...), at least 1.
-pub(crate) fn sys_rx_queues(name: &str) -> u32 {
-    std::fs::read_dir(format!("/sys/class/net/{name}/queues"))
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-                .count() as u32
-        })
-        .unwrap_or(1)
-        .max(1)
-}
-
 /// The start-up line naming what capture got for each optional feature, and each
 /// fallback with its reason.
 fn features_line(m: &ModeReport) -> String {
@@ -343,203 +285,6 @@ fn features_line(m: &ModeReport) -> String {
         s.push_str(&v.join("; "));
     }
     s
-}
-
-fn iface_exists(name: &str) -> bool {
-    std::ffi::CString::new(name)
-        // SAFETY: a valid C string.
-        .map(|c| unsafe { libc::if_nametoindex(c.as_ptr()) } != 0)
-        .unwrap_or(false)
-}
-
-/// Facts about the interface the sensor needs before it starts.
-#[derive(Debug, Clone)]
-pub struct IfaceInfo {
-    pub name: String,
-    pub ifindex: i32,
-    pub up: bool,
-    /// RX queues (ethtool RX + combined channels; /sys queues/rx-* if ethtool cannot say).
-    pub rx_queues: u32,
-    /// ethtool's channel counts, when the driver answers ETHTOOL_GCHANNELS.
-    pub channels: Option<Channels>,
-    /// Set when the queues were counted in /sys because ethtool could not say.
-    pub channels_fallback: Option<Fallback>,
-}
-
-/// ETHTOOL_GCHANNELS: current and maximum channel counts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Channels {
-    pub rx: u32,
-    pub tx: u32,
-    pub combined: u32,
-    pub max_rx: u32,
-    pub max_tx: u32,
-    pub max_combined: u32,
-}
-
-/// Looks the interface up: index, flags, RX queue count.
-pub fn iface_info(name: &str) -> anyhow::Result<IfaceInfo> {
-    iface_info_with(name, Refused::none())
-}
-
-/// [`iface_info`]; with `channels` refused, as if the driver did not answer
-/// ETHTOOL_GCHANNELS.
-pub fn iface_info_with(name: &str, refused: Refused) -> anyhow::Result<IfaceInfo> {
-    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(['/', '\0', ' ']) {
-        bail!("{name:?}: not a valid interface name");
-    }
-    let cname = std::ffi::CString::new(name).expect("checked for NUL");
-    // SAFETY: cname is a valid C string.
-    let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-    if ifindex == 0 {
-        bail!("{name}: no such interface");
-    }
-    let sock = control_socket().with_context(|| format!("{name}: control socket"))?;
-    let mut req = ifreq(name);
-    // SAFETY: req is an ifreq-sized buffer with the name set; SIOCGIFFLAGS writes a short.
-    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
-    if r != 0 {
-        bail!(
-            "{name}: reading interface flags: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    let flags = i16::from_ne_bytes([req.data[0] as u8, (req.data[0] >> 8) as u8]);
-    let up = flags & IFF_UP != 0;
-
-    let mut ch = EthtoolChannels {
-        cmd: ETHTOOL_GCHANNELS,
-        ..Default::default()
-    };
-    let mut req = ifreq(name);
-    req.data[0] = (&mut ch as *mut EthtoolChannels) as u64;
-    let asked = !refused.has(Feature::Channels)
-        // SAFETY: ifr_data points at an ethtool_channels that outlives the call.
-        && unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, &mut req) } == 0;
-    let (channels, why_not) = if refused.has(Feature::Channels) {
-        (None, Refused::reason(Feature::Channels))
-    } else if asked {
-        let c = Channels {
-            rx: ch.rx_count,
-            tx: ch.tx_count,
-            combined: ch.combined_count,
-            max_rx: ch.max_rx,
-            max_tx: ch.max_tx,
-            max_combined: ch.max_combined,
-        };
-        if c.rx + c.combined > 0 {
-            (Some(c), String::new())
-        } else {
-            (
-                Some(c),
-                "ETHTOOL_GCHANNELS reports no RX channels".to_string(),
-            )
-        }
-    } else {
-        (
-            None,
-            format!("ETHTOOL_GCHANNELS: {}", std::io::Error::last_os_error()),
-        )
-    };
-    let (rx_queues, channels_fallback) = match channels.filter(|c| c.rx + c.combined > 0) {
-        Some(c) => (c.rx + c.combined, None),
-        None => {
-            let n = sys_rx_queues(name);
-            (
-                n,
-                Some(Fallback::new(
-                    Feature::Channels,
-                    format!("{n} (counted in /sys/class/net/{name}/queues)"),
-                    why_not,
-                )),
-            )
-        }
-    };
-    Ok(IfaceInfo {
-        name: name.into(),
-        ifindex: ifindex as i32,
-        up,
-        rx_queues,
-        channels,
-        channels_fallback,
-    })
-}
-
-pub(crate) const CAP_NET_ADMIN: u32 = 12;
-pub(crate) const CAP_NET_RAW: u32 = 13;
-pub(crate) const CAP_IPC_LOCK: u32 = 14;
-pub(crate) const CAP_SYS_ADMIN: u32 = 21;
-pub(crate) const CAP_BPF: u32 = 39;
-
-pub(crate) fn effective_caps() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("CapEff:"))?;
-    u64::from_str_radix(line["CapEff:".len()..].trim(), 16).ok()
-}
-
-/// Names the capabilities the sensor lacks, or Ok. `umem_bytes` is the locked memory the
-/// UMEMs need (CAP_IPC_LOCK, or a RLIMIT_MEMLOCK that large).
-pub fn check_privileges(umem_bytes: u64) -> anyhow::Result<()> {
-    let Some(caps) = effective_caps() else {
-        return Ok(()); // cannot tell; the syscalls will say
-    };
-    let has = |c: u32| caps & (1u64 << c) != 0;
-    let mut missing = Vec::new();
-    if !has(CAP_NET_ADMIN) {
-        missing.push("CAP_NET_ADMIN");
-    }
-    if !has(CAP_NET_RAW) {
-        missing.push("CAP_NET_RAW");
-    }
-    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
-        missing.push("CAP_BPF");
-    }
-    if !has(CAP_IPC_LOCK) {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: lim is a writable rlimit.
-        unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
-        if lim.rlim_cur != libc::RLIM_INFINITY && lim.rlim_cur < umem_bytes {
-            let want = libc::rlimit {
-                rlim_cur: umem_bytes.max(lim.rlim_cur) + (1 << 20),
-                rlim_max: lim.rlim_max.max(umem_bytes + (1 << 20)),
-            };
-            // SAFETY: want is a valid rlimit; raising needs CAP_SYS_RESOURCE.
-            if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &want) } != 0 {
-                missing.push("CAP_IPC_LOCK");
-            }
-        }
-    }
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        bail!(
-            "missing privileges: need {} (run as root or grant them, e.g. with setcap)",
-            missing.join(", ")
-        )
-    }
-}
-
-pub(crate) fn probe_af_xdp() -> anyhow::Result<()> {
-    // SAFETY: plain socket(2) call.
-    let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        let e = std::io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EAFNOSUPPORT) => {
-                bail!("the kernel has no AF_XDP socket support (CONFIG_XDP_SOCKETS)")
-            }
-            Some(libc::EPERM) => bail!(
-                "missing privileges: need CAP_NET_RAW (creating an AF_XDP socket failed: {e})"
-            ),
-            _ => bail!("creating an AF_XDP socket failed: {e}"),
-        }
-    }
-    // SAFETY: fd is ours.
-    drop(unsafe { OwnedFd::from_raw_fd(fd) });
-    Ok(())
 }
 
 /// An exclusive flock per (network namespace, interface): a second sensor on the same
@@ -1256,9 +1001,9 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
     xsk.refused = refused;
     // Frames up to MTU + Ethernet + two VLAN tags must fit a UMEM frame after the kernel's
     // headroom (and the timestamp header, if the program pushes one).
-    let mtu = super::doctor::iface_mtu(iface).unwrap_or(1500);
+    let mtu = super::sys::iface_mtu(iface).unwrap_or(1500);
     if args.frame_size.is_none() {
-        xsk.frame_size = super::doctor::frame_size_for(mtu, TsCarrier::Headroom);
+        xsk.frame_size = super::sys::frame_size_for(mtu, TsCarrier::Headroom);
     }
     for (name, v) in [
         ("--fill-size", xsk.fill_size),
@@ -1370,8 +1115,8 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
     )?;
     fallbacks.extend(loaded.fallbacks.iter().cloned());
     xsk.ts_carrier = loaded.carrier;
-    let max_frame = super::doctor::max_frame_bytes(xsk.frame_size, loaded.carrier);
-    if mtu + super::doctor::L2_OVERHEAD > max_frame {
+    let max_frame = super::sys::max_frame_bytes(xsk.frame_size, loaded.carrier);
+    if mtu + super::sys::L2_OVERHEAD > max_frame {
         // Frames longer than a UMEM frame need multi-buffer AF_XDP, which the sensor does
         // not use: the kernel drops them and counts them (rx_dropped).
         fallbacks.push(Fallback {
@@ -1380,7 +1125,7 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
             reason: format!(
                 "MTU {mtu} exceeds what a {} B UMEM frame holds (ip link set {iface} mtu {} to capture every frame)",
                 xsk.frame_size,
-                super::doctor::max_frame_bytes(4096, loaded.carrier) - super::doctor::L2_OVERHEAD
+                super::sys::max_frame_bytes(4096, loaded.carrier) - super::sys::L2_OVERHEAD
             ),
         });
     }
@@ -1795,11 +1540,5 @@ mod tests {
         assert_eq!(parse_u16("0x0800"), Ok(0x0800));
         assert_eq!(parse_u16("2048"), Ok(2048));
         assert!(parse_u16("0x10000").is_err());
-    }
-
-    #[test]
-    fn missing_interface_is_one_line() {
-        let e = iface_info("nosuchif0").unwrap_err();
-        assert_eq!(format!("{e:#}"), "nosuchif0: no such interface");
     }
 }

@@ -7,6 +7,7 @@ pub mod live;
 pub mod pcap;
 pub mod probe;
 pub mod synth;
+pub mod sys;
 pub mod xdp;
 
 use std::path::PathBuf;
