@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::detect::detector::{DetectorConfig, DetectorKind, ScalingKind};
+pub use crate::detect::threshold::Threshold;
 use crate::shard::KeyMode;
 
 /// The default configuration shipped with the sensor.
@@ -54,17 +56,6 @@ impl Mode {
 pub enum Scope {
     Flow,
     Window,
-}
-
-/// Feature scaling in front of the trees.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ScalingKind {
-    /// River's MinMaxScaler, exactly (parity mode; drifts after one extreme value).
-    MinMax,
-    /// The sensor's default: log1p, then a robust, slowly adapting range with clamping.
-    #[default]
-    Robust,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -340,17 +331,6 @@ pub struct RawConfig {
     pub profiles: Vec<RawProfile>,
 }
 
-/// Validated threshold.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Threshold {
-    Fixed(f64),
-    Quantile {
-        q: f64,
-        window: usize,
-        min_score: f64,
-    },
-}
-
 /// A validated profile.
 #[derive(Clone, Debug)]
 pub struct Profile {
@@ -379,6 +359,30 @@ pub struct Profile {
     pub scope_flow: Scope,
     pub scope_window: Scope,
     pub max_evidence_packets: u64,
+}
+
+impl Profile {
+    /// What the detector of `kind` needs from this profile.
+    pub fn detector_config(&self, kind: DetectorKind) -> DetectorConfig {
+        let (features, log1p) = match kind {
+            DetectorKind::Flow => (&self.flow_features, &self.log1p_flow),
+            DetectorKind::Window => (&self.window_features, &self.log1p_window),
+        };
+        DetectorConfig {
+            name: self.name.clone(),
+            kind,
+            features: features.clone(),
+            log1p: log1p.clone(),
+            n_trees: self.n_trees,
+            height: self.height,
+            window_size: self.window_size,
+            seed: self.seed,
+            scaling: self.scaling,
+            warmup: self.warmup,
+            threshold: self.threshold,
+            require_out_of_range: self.require_out_of_range,
+        }
+    }
 }
 
 /// The validated configuration handed inward.

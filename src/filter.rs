@@ -8,8 +8,8 @@
 
 use pcap::{BpfProgram, Capture, Linktype};
 
-use crate::capture::LinkType;
 use crate::config::Config;
+use crate::wire::LinkType;
 
 /// Compiles `expr` for a link type; the error is libpcap's message.
 pub fn compile(expr: &str, link: LinkType) -> Result<BpfProgram, String> {

@@ -175,13 +175,13 @@ impl Scorer {
             let window = if p.mode.window() {
                 Some((
                     WindowAcc::new(p.window_ns, 1 << 16),
-                    Detector::new(p, DetectorKind::Window)?,
+                    Detector::new(&p.detector_config(DetectorKind::Window))?,
                 ))
             } else {
                 None
             };
             let flow = if p.mode.flow() {
-                Some(Detector::new(p, DetectorKind::Flow)?)
+                Some(Detector::new(&p.detector_config(DetectorKind::Flow))?)
             } else {
                 None
             };

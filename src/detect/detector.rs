@@ -7,10 +7,9 @@
 //! vector is re-scored without learning. The features whose replacement lowers the score
 //! most drove the alert. Costs d extra tree walks per alert, nothing per normal sample.
 
-use crate::config::{Profile, ScalingKind};
 use crate::detect::hst::{HalfSpaceTrees, HstParams, ScaledHst};
 use crate::detect::scale::{MinMaxScaler, RobustConfig, RobustScaler, Scaler};
-use crate::detect::threshold::Thresholder;
+use crate::detect::threshold::{Threshold, Thresholder};
 
 /// Weight of a new sample in the typical-value average.
 const TYPICAL_ALPHA: f64 = 0.02;
@@ -52,6 +51,40 @@ pub enum DetectorKind {
     Window,
 }
 
+/// Feature scaling in front of the trees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ScalingKind {
+    /// River's MinMaxScaler, exactly (parity mode; drifts after one extreme value).
+    MinMax,
+    /// The sensor's default: log1p, then a robust, slowly adapting range with clamping.
+    #[default]
+    Robust,
+}
+
+/// What a detector needs: its features, the trees, the scaling and the threshold (the
+/// configuration builds it from a profile).
+#[derive(Clone, Debug)]
+pub struct DetectorConfig {
+    /// The profile's name, for error messages.
+    pub name: String,
+    pub kind: DetectorKind,
+    /// Indices into the feature list of `kind` ([`FLOW_FEATURES`](crate::detect::features::FLOW_FEATURES) or
+    /// [`WINDOW_FEATURES`](crate::detect::features::WINDOW_FEATURES)).
+    pub features: Vec<usize>,
+    /// Per selected feature: apply log1p before scaling.
+    pub log1p: Vec<bool>,
+    pub n_trees: usize,
+    pub height: usize,
+    pub window_size: usize,
+    pub seed: u64,
+    pub scaling: ScalingKind,
+    /// Samples before the threshold sees scores (beyond the model's own warm-up).
+    pub warmup: u64,
+    pub threshold: Threshold,
+    pub require_out_of_range: bool,
+}
+
 pub struct Detector {
     model: ScaledHst,
     thr: Thresholder,
@@ -73,11 +106,8 @@ pub struct Detector {
 }
 
 impl Detector {
-    pub fn new(p: &Profile, kind: DetectorKind) -> Result<Detector, String> {
-        let (idx, log1p) = match kind {
-            DetectorKind::Flow => (&p.flow_features, &p.log1p_flow),
-            DetectorKind::Window => (&p.window_features, &p.log1p_window),
-        };
+    pub fn new(p: &DetectorConfig) -> Result<Detector, String> {
+        let (idx, log1p, kind) = (&p.features, &p.log1p, p.kind);
         let names: Vec<&str> = idx
             .iter()
             .map(|&i| match kind {
@@ -244,7 +274,7 @@ impl Detector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{RawConfig, Threshold};
+    use crate::config::{Profile, RawConfig};
 
     fn profile(extra: &str) -> Profile {
         let text = format!(
@@ -263,7 +293,7 @@ mod tests {
     fn flags_an_outlier_and_explains_it() {
         let p = profile("[profile.threshold]\nquantile = 0.99\nquantile_window = 100\n");
         assert!(matches!(p.threshold, Threshold::Quantile { .. }));
-        let mut d = Detector::new(&p, DetectorKind::Window).unwrap();
+        let mut d = Detector::new(&p.detector_config(DetectorKind::Window)).unwrap();
         let mut x = 7u64;
         let mut rnd = || {
             x = x

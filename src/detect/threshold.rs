@@ -3,7 +3,16 @@
 //! B = 65536 score bins of width 2^-16). The current score is compared with the quantile
 //! of the scores *before* it, then added.
 
-use crate::config::Threshold;
+/// A validated threshold: fixed, or a running quantile of recent scores.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Threshold {
+    Fixed(f64),
+    Quantile {
+        q: f64,
+        window: usize,
+        min_score: f64,
+    },
+}
 
 const BINS: usize = 1 << 16;
 

@@ -73,7 +73,7 @@ use std::sync::Arc;
 
 use memmap2::{MmapOptions, MmapRaw};
 
-use crate::capture::LinkType;
+use crate::wire::LinkType;
 
 /// File magic (first 8 bytes).
 pub const MAGIC: [u8; 8] = *b"SMLRING\0";

@@ -27,10 +27,10 @@ use super::sll::{Sll2Header, SllHeader, SLL2_LEN, SLL_LEN};
 use super::tcp::{self, TcpHeader};
 use super::udp::{self, UdpHeader};
 use super::vlan::{VlanTag, TAG_LEN};
+use super::LinkType;
 use super::{
     ethernet, meta_flags, tunnel, DecodeOptions, EtherType, IpProtocol, PacketMeta, WireError,
 };
-use crate::capture::LinkType;
 
 /// Most VLAN tags plus MPLS labels accepted in front of the IP header.
 pub const MAX_TAGS: usize = 16;

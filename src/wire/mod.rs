@@ -28,6 +28,7 @@ pub mod gtpu;
 pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
+pub mod link;
 pub mod loopback;
 pub mod mpls;
 pub mod pppoe;
@@ -36,10 +37,8 @@ pub mod tcp;
 pub mod udp;
 pub mod vlan;
 
-#[cfg(test)]
-mod tests_captures;
-
 pub use decode::decode;
+pub use link::LinkType;
 
 /// TCP flag bits as they appear in byte 13 of the TCP header.
 pub mod tcp_flags {

@@ -2,14 +2,14 @@
 //! root; `STREAMML_PCAPS` overrides): no panic on any frame, reasons counted, agreement
 //! with nfstream's own packet decoder and with tshark, and a seeded mutation run.
 
-use super::*;
-use crate::capture::pcap::PcapFileSource;
-use crate::capture::{LinkType, PacketSource};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use streamml_sensor::capture::pcap::PcapFileSource;
+use streamml_sensor::capture::PacketSource;
+use streamml_sensor::wire::*;
 
-pub(crate) fn pcaps_dir() -> PathBuf {
+fn pcaps_dir() -> PathBuf {
     match std::env::var_os("STREAMML_PCAPS") {
         Some(p) => PathBuf::from(p),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pcaps"),
@@ -17,7 +17,7 @@ pub(crate) fn pcaps_dir() -> PathBuf {
 }
 
 /// Every capture file under the pcaps folder, as paths relative to it, sorted.
-pub(crate) fn all_captures() -> Vec<String> {
+fn all_captures() -> Vec<String> {
     fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
         let entries = std::fs::read_dir(dir)
             .unwrap_or_else(|e| panic!("{}: {e} (set STREAMML_PCAPS)", dir.display()));
@@ -53,7 +53,7 @@ pub(crate) struct OwnedFrame {
 }
 
 /// All frames of a capture up to the first read error (returned as text).
-pub(crate) fn read_frames(rel: &str) -> (Vec<OwnedFrame>, Option<String>) {
+fn read_frames(rel: &str) -> (Vec<OwnedFrame>, Option<String>) {
     let path = pcaps_dir().join(rel);
     let mut src = match PcapFileSource::open(&path) {
         Ok(s) => s,
@@ -93,7 +93,7 @@ fn mac_text(m: &[u8; 6]) -> String {
 }
 
 /// Decompresses a committed `.zst` fixture.
-pub(crate) fn read_zst(name: &str) -> String {
+fn read_zst(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("src/wire/testdata")
         .join(name);
@@ -107,7 +107,7 @@ pub(crate) fn read_zst(name: &str) -> String {
 }
 
 /// Splits a fixture made of `# <capture>` sections into per-capture line lists.
-pub(crate) fn sections(text: &str) -> BTreeMap<String, Vec<&str>> {
+fn sections(text: &str) -> BTreeMap<String, Vec<&str>> {
     let mut out: BTreeMap<String, Vec<&str>> = BTreeMap::new();
     let mut cur = None;
     for line in text.lines() {
@@ -214,7 +214,7 @@ fn every_capture_decodes_and_reasons_are_counted() {
 }
 
 /// What must hold for every successfully decoded frame, whatever its bytes.
-pub(crate) fn check_invariants(m: &PacketMeta, frame: &[u8]) {
+fn check_invariants(m: &PacketMeta, frame: &[u8]) {
     if let Err(what) = m.check_consistency(frame) {
         panic!("{what}: {m:?}");
     }
@@ -848,14 +848,14 @@ fn nfstream_fixture_matches_nfstream() {
 pub(crate) struct XorShift(u64);
 
 impl XorShift {
-    pub(crate) fn new(seed: u64) -> Self {
+    fn new(seed: u64) -> Self {
         // splitmix64 of the seed, so that nearby seeds give unrelated streams.
         let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         XorShift((z ^ (z >> 31)) | 1)
     }
-    pub(crate) fn next(&mut self) -> u64 {
+    fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -863,7 +863,7 @@ impl XorShift {
         self.0 = x;
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
-    pub(crate) fn below(&mut self, n: usize) -> usize {
+    fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
     }
 }
