@@ -37,12 +37,12 @@ use std::time::{Duration, Instant};
 use streamml_sensor::capture::synth::{SynthConfig, SynthSource};
 use streamml_sensor::capture::{CaptureError, Frame, LinkType, PacketSource};
 use streamml_sensor::config::{Config, RawConfig};
+use streamml_sensor::engine::pipeline::{self, PipelineConfig};
+use streamml_sensor::engine::scorer::{Scorer, ScorerSetup};
 use streamml_sensor::evidence::ring::RingConfig;
 use streamml_sensor::evidence::writer::WriterConfig;
 use streamml_sensor::evidence::{EvidenceRing, EvidenceWriter, StateDir};
 use streamml_sensor::filter::ProfileFilters;
-use streamml_sensor::pipeline::{self, PipelineConfig};
-use streamml_sensor::scorer::{Scorer, ScorerSetup};
 use streamml_sensor::shard::{self, FullPolicy, KeyMode, PacketRecord, ShardWorker};
 use streamml_sensor::stats::Snapshot;
 use streamml_sensor::wire::{DecodeOptions, PacketMeta};
@@ -253,7 +253,7 @@ fn run(src: &mut MemSource, cfg: &Config, policy: FullPolicy) -> RunOut {
         policy,
         decode,
     };
-    let mut filters = ProfileFilters::new(&cfg);
+    let mut filters = ProfileFilters::new(cfg.profiles.iter().map(|p| p.filter.as_str()));
     let mut hook = |f: &Frame<'_>, m: Option<&PacketMeta>| -> u16 {
         let h = m.map_or(0, |m| shard::symmetric_hash(m, KeyMode::FiveTuple));
         ring.append(f.ts_ns, f.orig_len, f.link, h, f.data);

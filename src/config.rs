@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 pub use crate::detect::detector::{DetectorConfig, DetectorKind, ScalingKind};
 pub use crate::detect::threshold::Threshold;
+pub use crate::flow::table::Accounting;
 use crate::shard::KeyMode;
 
 /// The default configuration shipped with the sensor.
@@ -19,17 +20,6 @@ pub const DEFAULT_CONFIG: &str = include_str!("../config/sensor.toml");
 pub struct ConfigError {
     pub file: String,
     pub msg: String,
-}
-
-/// What a packet's size counts (nfstream's accounting_mode).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Accounting {
-    #[default]
-    Link,
-    Ip,
-    Transport,
-    Payload,
 }
 
 /// Detection mode of a profile.
@@ -657,6 +647,10 @@ impl RawConfig {
                         .into(),
                 ));
             }
+            if !p.filter.trim().is_empty() {
+                crate::filter::compile(&p.filter, crate::wire::LinkType::Ethernet)
+                    .map_err(|e| perr(format!("filter = \"{}\": {e}", p.filter)))?;
+            }
             profiles.push(Profile {
                 index: i,
                 name: p.name,
@@ -723,10 +717,91 @@ fn one_line(s: &str) -> String {
 
 /// Loads a config file, or the embedded default when `path` is None.
 pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-    match path {
-        Some(p) => RawConfig::load(p)?.validate(&p.display().to_string()),
-        None => RawConfig::default_config().validate("default sensor.toml"),
+    load_with(path, &Overrides::default())
+}
+
+/// Command-line settings that override the configuration: applied to the raw
+/// configuration before it is validated, so every value goes through the same checks
+/// whichever way it came.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// Every profile's tree seed: profile i gets `seed + i`.
+    pub seed: Option<u64>,
+    pub ring_mib: Option<u64>,
+    pub idle_timeout_s: Option<f64>,
+    pub active_timeout_s: Option<f64>,
+    pub accounting: Option<Accounting>,
+    pub key: Option<KeyMode>,
+    pub flow_capacity: Option<usize>,
+    pub ring_capacity: Option<usize>,
+    pub shards: Option<usize>,
+    pub state_dir: Option<PathBuf>,
+    pub splt: Option<u16>,
+    pub decode_tunnels: Option<bool>,
+}
+
+impl RawConfig {
+    /// Applies command-line overrides.
+    pub fn apply(&mut self, o: &Overrides) {
+        if let Some(s) = o.seed {
+            for (i, p) in self.profiles.iter_mut().enumerate() {
+                p.hst.seed = s.wrapping_add(i as u64);
+            }
+        }
+        let sensor = self.sensor.get_or_insert_with(|| RawSensor {
+            state_dir: None,
+            shards: 0,
+            ring_capacity: d_ring(),
+            key: KeyMode::FiveTuple,
+        });
+        if let Some(v) = o.shards {
+            sensor.shards = v;
+        }
+        if let Some(v) = o.ring_capacity {
+            sensor.ring_capacity = v;
+        }
+        if let Some(v) = o.key {
+            sensor.key = v;
+        }
+        if let Some(v) = &o.state_dir {
+            sensor.state_dir = Some(v.clone());
+        }
+        if let Some(v) = o.ring_mib {
+            self.evidence.ring_mib = v;
+        }
+        if let Some(v) = o.idle_timeout_s {
+            self.flow.idle_timeout_s = v;
+        }
+        if let Some(v) = o.active_timeout_s {
+            self.flow.active_timeout_s = v;
+        }
+        if let Some(v) = o.accounting {
+            self.flow.accounting = v;
+        }
+        if let Some(v) = o.flow_capacity {
+            self.flow.capacity = v;
+        }
+        if let Some(v) = o.splt {
+            self.flow.splt = v;
+        }
+        if let Some(v) = o.decode_tunnels {
+            self.flow.decode_tunnels = v;
+        }
     }
+}
+
+/// The one configuration path: the file (or the embedded default), the command line's
+/// overrides, then validation (errors name file and key).
+pub fn load_with(path: Option<&Path>, o: &Overrides) -> Result<Config, ConfigError> {
+    let (mut raw, name) = match path {
+        Some(p) => (RawConfig::load(p)?, p.display().to_string()),
+        None => (
+            RawConfig::default_config(),
+            "default sensor.toml".to_string(),
+        ),
+    };
+    raw.apply(o);
+    raw.validate(&name)
 }
 
 #[cfg(test)]
@@ -745,7 +820,6 @@ mod tests {
         let c = load(None).unwrap();
         assert_eq!(c.profiles.len(), 2);
         assert_eq!(c.idle_timeout_ns, 120_000_000_000);
-        crate::filter::validate(&c).unwrap();
     }
 
     #[test]
@@ -793,8 +867,9 @@ mod tests {
 
     #[test]
     fn bad_filter_is_named() {
-        let c = with_profile("filter = \"tcp and and port\"").unwrap();
-        let e = crate::filter::validate(&c).unwrap_err();
+        let e = with_profile("filter = \"tcp and and port\"")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("profile \"p\"") && e.contains("filter = \"tcp and and port\""),
             "{e}"
@@ -807,7 +882,8 @@ mod tests {
         let text = "[[profile]]\nname = \"a\"\nmode = \"window\"\nfilter = \"udp\"\n[profile.threshold]\nfixed = 0.9\n\
                     [[profile]]\nname = \"b\"\nmode = \"window\"\n[profile.threshold]\nfixed = 0.9\n";
         let c = RawConfig::parse(text, "t").unwrap().validate("t").unwrap();
-        let mut f = crate::filter::ProfileFilters::new(&c);
+        let mut f =
+            crate::filter::ProfileFilters::new(c.profiles.iter().map(|p| p.filter.as_str()));
         let mut src = crate::capture::pcap::PcapFileSource::open(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("tests/data/pcaps/basic/dns-edns-ecs.pcap"),

@@ -8,7 +8,6 @@
 
 use pcap::{BpfProgram, Capture, Linktype};
 
-use crate::config::Config;
 use crate::wire::LinkType;
 
 /// Compiles `expr` for a link type; the error is libpcap's message.
@@ -18,22 +17,6 @@ pub fn compile(expr: &str, link: LinkType) -> Result<BpfProgram, String> {
         let s = e.to_string();
         s.trim_start_matches("libpcap error: ").to_string()
     })
-}
-
-/// Checks that every profile's filter compiles; the error names profile and expression.
-pub fn validate(cfg: &Config) -> Result<(), String> {
-    for p in &cfg.profiles {
-        if p.filter.trim().is_empty() {
-            continue;
-        }
-        compile(&p.filter, LinkType::Ethernet).map_err(|e| {
-            format!(
-                "{}: profile \"{}\": filter = \"{}\": {e}",
-                cfg.source, p.name, p.filter
-            )
-        })?;
-    }
-    Ok(())
 }
 
 /// The compiled filters of all profiles, per link type (compiled on first use). Not
@@ -47,12 +30,9 @@ pub struct ProfileFilters {
 }
 
 impl ProfileFilters {
-    pub fn new(cfg: &Config) -> Self {
-        let exprs: Vec<String> = cfg
-            .profiles
-            .iter()
-            .map(|p| p.filter.trim().to_string())
-            .collect();
+    /// The filter expression of each profile, in profile order ("" matches everything).
+    pub fn new<'a>(exprs: impl IntoIterator<Item = &'a str>) -> Self {
+        let exprs: Vec<String> = exprs.into_iter().map(|e| e.trim().to_string()).collect();
         let mut always = 0u16;
         for (i, e) in exprs.iter().enumerate() {
             if e.is_empty() {

@@ -14,19 +14,15 @@
 //!   deterministic.
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod bench;
 pub mod capture;
-pub mod cli;
+pub mod cmd;
 pub mod config;
 pub mod detect;
-pub mod eval;
+pub mod engine;
 pub mod evidence;
 pub mod filter;
 pub mod flow;
 pub mod output;
-pub mod pipeline;
-pub mod replay;
-pub mod scorer;
 pub mod shard;
 pub mod stats;
 pub mod wire;

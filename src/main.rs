@@ -1,5 +1,5 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    streamml_sensor::cli::main()
+    streamml_sensor::cmd::main()
 }

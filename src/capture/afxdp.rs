@@ -34,7 +34,7 @@ use super::xdp::TsCarrier;
 use super::{xdp, CaptureError, Frame, LinkType, PacketSource};
 
 /// Zero-copy request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ZeroCopy {
     /// Try zero-copy; where the driver refuses it, copy mode (the reason is reported).
@@ -46,7 +46,7 @@ pub enum ZeroCopy {
 }
 
 /// What a reader does when its RX ring is empty.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Idle {
     /// Check the ring again at once (burns a core: for readers with a core of their own).

@@ -3,7 +3,6 @@
 
 pub mod afxdp;
 pub mod doctor;
-pub mod live;
 pub mod pcap;
 pub mod probe;
 pub mod synth;

@@ -75,7 +75,7 @@ pub const META_LEN: usize = 16;
 pub const MAX_FILTER_ENTRIES: usize = 1024;
 
 /// Where the XDP program runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AttachMode {
     /// Native (driver) mode, falling back to SKB mode when the driver has none.
@@ -87,7 +87,7 @@ pub enum AttachMode {
 }
 
 /// What happens to frames the sensor does not take (filtered, sampled out, no socket).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpAction {
     /// Dropped (a sensor on a tap or mirror port: nothing else wants them).
@@ -98,7 +98,7 @@ pub enum XdpAction {
 }
 
 /// How frames are sampled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SampleBy {
     /// Each frame independently at random.

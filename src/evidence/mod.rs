@@ -21,7 +21,6 @@ pub mod writer;
 pub use alertlog::{
     Alert, AlertLog, AlertMode, EvidenceInfo, FeatureContribution, FlowKey, Sink, WindowSpan,
 };
-pub use recover::{EvidenceArgs, RecoverArgs};
 pub use ring::{EvidenceRing, RingConfig, RingReader};
 pub use statedir::StateDir;
 pub use writer::{AlertSender, EvidenceRequest, EvidenceWriter, Scope, WriterConfig};

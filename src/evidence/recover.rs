@@ -9,55 +9,12 @@
 
 use std::collections::BinaryHeap;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use clap::{Args, Subcommand};
 
 use super::file::{FileConfig, PcapZstWriter, TsRes};
 use super::ring::{RecordMeta, RecordPos, RingReader};
-use super::statedir::{self, StateDir};
-use super::time;
-
-/// `streamml-sensor evidence ...`
-#[derive(Args, Debug)]
-pub struct EvidenceArgs {
-    #[command(subcommand)]
-    pub cmd: EvidenceCmd,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum EvidenceCmd {
-    /// Dump the packets the shard rings still hold (no running sensor needed) to a
-    /// .pcap.zst, in time order across shards; torn records are skipped and counted.
-    Recover(RecoverArgs),
-}
-
-#[derive(Args, Debug)]
-pub struct RecoverArgs {
-    /// State directory (default: as the sensor resolves it).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// Only packets at or after this time: RFC 3339 (2024-01-02T03:04:05Z) or epoch seconds.
-    #[arg(long, value_name = "T", value_parser = time_arg)]
-    pub since: Option<u64>,
-    /// Only packets at or before this time: RFC 3339 or epoch seconds.
-    #[arg(long, value_name = "T", value_parser = time_arg)]
-    pub until: Option<u64>,
-    /// Only packets matching this tcpdump (libpcap) filter expression.
-    #[arg(long, value_name = "EXPR")]
-    pub filter: Option<String>,
-    /// Write microsecond instead of nanosecond PCAP.
-    #[arg(long)]
-    pub micro: bool,
-    /// Output file (.pcap.zst); written to a temporary name and renamed when complete.
-    #[arg(short = 'o', long = "output", value_name = "FILE")]
-    pub output: PathBuf,
-}
-
-fn time_arg(s: &str) -> Result<u64, String> {
-    time::parse_time(s)
-}
+use super::statedir::StateDir;
 
 /// What a recovery found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -248,26 +205,6 @@ pub fn recover(opts: &RecoverOptions) -> anyhow::Result<RecoverReport> {
         .with_context(|| format!("writing {}", opts.output.display()))?;
     rep.output = fin.path;
     Ok(rep)
-}
-
-/// The CLI entry (`streamml-sensor evidence recover ...`).
-pub fn run(args: EvidenceArgs) -> anyhow::Result<ExitCode> {
-    match args.cmd {
-        EvidenceCmd::Recover(a) => {
-            let dir = statedir::resolve(a.state_dir.as_deref())?;
-            let opts = RecoverOptions {
-                state_dir: dir,
-                since_ns: a.since,
-                until_ns: a.until,
-                filter: a.filter,
-                ts_res: if a.micro { TsRes::Micro } else { TsRes::Nano },
-                output: a.output,
-            };
-            let rep = recover(&opts)?;
-            eprintln!("{}", summary(&rep));
-            Ok(ExitCode::SUCCESS)
-        }
-    }
 }
 
 /// The one-paragraph summary printed at the end.

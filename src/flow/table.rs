@@ -37,7 +37,8 @@ use crate::stats::Counter;
 use crate::wire::PacketMeta;
 
 /// What a packet's size counts (nfstream's `accounting_mode`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Accounting {
     /// The frame length on the wire (mode 0, the default).
     #[default]

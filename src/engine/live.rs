@@ -19,7 +19,7 @@
 //! run's packets), decodes it in place ([`crate::wire::decode`]), marks it with the
 //! profiles whose packet filter it matches, and routes the `PacketMeta` over a bounded
 //! SPSC ring to the scorer shard of its symmetric flow hash (a full ring drops and counts,
-//! `shard.ring_full`). Each shard ([`crate::scorer::Scorer`]) meters flows, closes
+//! `shard.ring_full`). Each shard ([`crate::engine::scorer::Scorer`]) meters flows, closes
 //! windows and scores both with each profile's Half-Space Trees; alerts go to the evidence
 //! writer without ever waiting (a full queue drops the evidence and counts it). The writer
 //! serves each alert from every reader's ring, merged by time, once the shard's clock has
@@ -40,223 +40,28 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use serde::Serialize;
 
-use super::afxdp::{now_ns, Next};
-use super::afxdp::{AfXdpSource, BindMode, Idle, KernelStats, QueueStats, XskConfig, ZeroCopy};
-use super::probe::{Fallback, Feature, Refused};
-use super::sys::{check_privileges, iface_exists, iface_info_with, probe_af_xdp};
-use super::xdp::{
-    AttachMode, Attached, FilterSet, LoadOptions, SampleBy, SensorProgram, TsCarrier, XdpAction,
-    XdpCounters, XdpSettings, MAX_QUEUES,
+use crate::capture::afxdp::{now_ns, Next};
+use crate::capture::afxdp::{
+    AfXdpSource, BindMode, Idle, KernelStats, QueueStats, XskConfig, ZeroCopy,
 };
-use crate::cli::{positive_seconds, AccountingArg, KeyArg, OutFormat};
+use crate::capture::probe::{Fallback, Feature, Refused};
+use crate::capture::sys::{check_privileges, iface_exists, iface_info_with, probe_af_xdp};
+use crate::capture::xdp::{
+    AttachMode, Attached, LoadOptions, SampleBy, SensorProgram, TsCarrier, XdpAction, XdpCounters,
+    XdpSettings, MAX_QUEUES,
+};
 use crate::config::Config;
+use crate::engine::pipeline::{ReaderCounters, TICK_NS};
+use crate::engine::scorer::{FlowOutputSetup, Scorer, ScorerCounters, ScorerSetup};
 use crate::evidence::ring::{EvidenceRing, Opened, RingConfig};
 use crate::evidence::statedir::{self, StateDir};
 use crate::evidence::writer::{EvidenceWriter, EvidenceWriterHandle};
 use crate::filter::ProfileFilters;
 use crate::flow::export::FlowRecord;
 use crate::flow::table::FlowCounters;
-use crate::pipeline::{ReaderCounters, TICK_NS};
-use crate::scorer::{FlowOutputSetup, Scorer, ScorerCounters, ScorerSetup};
 use crate::shard::{self, FullPolicy, KeyMode, Router, RouterCounters};
 use crate::stats::{self, Snapshot};
 use crate::wire::{self, DecodeOptions, WireError};
-
-/// Options of the live mode. Flattened into the top-level command line by `cli.rs`.
-#[derive(clap::Args, Debug, Clone)]
-#[command(next_help_heading = "Live capture (no subcommand)")]
-pub struct LiveArgs {
-    /// Interface to capture on (live mode).
-    #[arg(long, value_name = "IF")]
-    pub iface: Option<String>,
-    /// RX queues to read, 0..N-1 [default: the interface's RX/combined channel count].
-    #[arg(long, value_name = "N")]
-    pub queues: Option<u32>,
-    /// Where the XDP program runs.
-    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
-    pub xdp_mode: AttachMode,
-    /// AF_XDP zero-copy: auto tries it and falls back to copy mode.
-    #[arg(long, value_enum, default_value_t = ZeroCopy::Auto)]
-    pub zero_copy: ZeroCopy,
-    /// Percentage of frames (or flows, with --sample-by flow) to keep, 0-100.
-    #[arg(long, value_name = "PCT", default_value_t = 100.0)]
-    pub sample: f64,
-    /// Sample frames independently or whole flows (symmetric hash of addresses and ports).
-    #[arg(long, value_enum, default_value_t = SampleBy::Packet)]
-    pub sample_by: SampleBy,
-    /// Frames the sensor does not take: dropped (tap port) or passed to the host's stack.
-    #[arg(long, value_enum, default_value_t = XdpAction::Consume)]
-    pub xdp_action: XdpAction,
-    /// Timestamp frames when their RX batch is read instead of in the XDP program (per
-    /// frame, through XDP metadata; the default).
-    #[arg(long)]
-    pub no_xdp_timestamps: bool,
-    /// Keep only these EtherTypes (after VLAN tags), e.g. 0x0800,0x86dd.
-    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_u16, conflicts_with = "drop_ethertype")]
-    pub keep_ethertype: Vec<u16>,
-    /// Filter out these EtherTypes.
-    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_u16)]
-    pub drop_ethertype: Vec<u16>,
-    /// Keep only these IP protocols, e.g. 6,17.
-    #[arg(
-        long,
-        value_name = "LIST",
-        value_delimiter = ',',
-        conflicts_with = "drop_proto"
-    )]
-    pub keep_proto: Vec<u8>,
-    /// Filter out these IP protocols.
-    #[arg(long, value_name = "LIST", value_delimiter = ',')]
-    pub drop_proto: Vec<u8>,
-    /// Keep only TCP/UDP/SCTP frames with a source or destination port in this list.
-    #[arg(
-        long,
-        value_name = "LIST",
-        value_delimiter = ',',
-        conflicts_with = "drop_port"
-    )]
-    pub keep_port: Vec<u16>,
-    /// Filter out TCP/UDP/SCTP frames with a source or destination port in this list.
-    #[arg(long, value_name = "LIST", value_delimiter = ',')]
-    pub drop_port: Vec<u16>,
-    /// Replace an XDP program that is not ours.
-    #[arg(long)]
-    pub force: bool,
-    /// Cores for the reader threads, e.g. 0-3 or 2,3 (queue i on the i-th, cycling).
-    #[arg(long, value_name = "LIST", value_parser = parse_core_list)]
-    pub reader_cores: Option<CoreList>,
-    /// Do not pin reader threads (where cores are shared).
-    #[arg(long)]
-    pub no_pin: bool,
-    /// UMEM frame size (power of two, 2048 or 4096) [default: 2048, or 4096 when the
-    /// interface's MTU needs it].
-    #[arg(long)]
-    pub frame_size: Option<u32>,
-    /// Fill ring entries = UMEM frames per queue (power of two). 32768 frames of 2 KiB:
-    /// 64 MiB per queue, ~20 ms at 1.5 Mpps per queue for a reader that is not scheduled.
-    #[arg(long, default_value_t = 32768)]
-    pub fill_size: u32,
-    /// RX ring entries per queue (power of two).
-    #[arg(long, default_value_t = 32768)]
-    pub rx_size: u32,
-    /// Frames taken from the RX ring at a time.
-    #[arg(long, default_value_t = 64)]
-    pub batch: u32,
-    /// What a reader does when its ring is empty.
-    #[arg(long, value_enum, default_value_t = Idle::Nap)]
-    pub idle: Idle,
-    /// Adaptive idle: empty-ring checks (~10-20 ns each) before yielding the core.
-    #[arg(long, value_name = "N", default_value_t = 500)]
-    pub spin_rounds: u32,
-    /// Adaptive idle: sched_yield() calls before sleeping in poll(); nap idle: naps in a
-    /// row before sleeping in poll().
-    #[arg(long, value_name = "N", default_value_t = 50)]
-    pub yield_rounds: u32,
-    /// Nap idle: the longest nap, microseconds (naps adapt to the rate below this).
-    #[arg(long, value_name = "USECS", default_value_t = 2000)]
-    pub nap_us: u32,
-    /// Bind without XDP_USE_NEED_WAKEUP.
-    #[arg(long)]
-    pub no_need_wakeup: bool,
-    /// Busy polling: SO_BUSY_POLL microseconds (0 = off).
-    #[arg(long, value_name = "USECS", default_value_t = 0)]
-    pub busy_poll: u32,
-    /// Run the interface's NAPI in kernel threads (/sys/class/net/IF/threaded) while
-    /// capturing; restored at exit.
-    #[arg(long)]
-    pub threaded_napi: bool,
-    /// Seconds between stats lines (0: none).
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    pub report_interval: f64,
-    /// Write the final counters as JSON to this file (also on SIGHUP).
-    #[arg(long, value_name = "FILE")]
-    pub stats_json: Option<PathBuf>,
-    /// Stop after this many seconds.
-    #[arg(long, value_name = "SECS")]
-    pub duration: Option<f64>,
-    /// Configuration file: detection profiles, flow, shard and evidence settings
-    /// [default: the embedded sensor.toml]. The flags below override it.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// State directory: alerts.jsonl, evidence/, ring/ (one evidence ring per queue)
-    /// [default: sensor.state_dir from the config, else as `replay` resolves it].
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// Override every profile's tree seed (profile i gets SEED + i).
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Size of each queue's evidence ring in MiB [default: evidence.ring_mib].
-    #[arg(long, value_name = "MIB")]
-    pub ring_mib: Option<u64>,
-    /// Write the flows to this file at exit, sorted and numbered like `flows`.
-    #[arg(long, value_name = "FILE")]
-    pub flows_out: Option<PathBuf>,
-    /// Format of --flows-out.
-    #[arg(long, value_enum, default_value = "csv")]
-    pub flows_format: OutFormat,
-    /// Flow idle timeout in seconds [default: flow.idle_timeout_s, 120].
-    #[arg(long, value_name = "S", value_parser = positive_seconds)]
-    pub idle_timeout: Option<f64>,
-    /// Flow active timeout in seconds [default: flow.active_timeout_s, 1800].
-    #[arg(long, value_name = "S", value_parser = positive_seconds)]
-    pub active_timeout: Option<f64>,
-    /// What a packet's size counts in flows: link, ip, transport or payload
-    /// [default: flow.accounting, link].
-    #[arg(long, value_enum)]
-    pub accounting: Option<AccountingArg>,
-    /// Shard key: 5-tuple (balance) or ip-pair [default: sensor.key, 5-tuple].
-    #[arg(long, value_enum)]
-    pub key: Option<KeyArg>,
-    /// Scorer shards [default: sensor.shards, else cores minus readers, at least 1].
-    #[arg(long, value_name = "S")]
-    pub shards: Option<usize>,
-    /// Flow-table capacity per shard (least recently seen flow evicted beyond it)
-    /// [default: flow.capacity, 1048576].
-    #[arg(long, value_name = "N")]
-    pub flow_capacity: Option<usize>,
-    /// Entries of each reader-to-shard ring [default: sensor.ring_capacity, 65536].
-    #[arg(long, value_name = "N")]
-    pub ring_capacity: Option<usize>,
-}
-
-/// A list of CPU core ids.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CoreList(pub Vec<usize>);
-
-fn parse_u16(s: &str) -> Result<u16, String> {
-    let s = s.trim();
-    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(h) => u16::from_str_radix(h, 16),
-        None => s.parse(),
-    };
-    r.map_err(|_| format!("{s:?} is not a 16-bit number"))
-}
-
-/// "0-3,6" -> [0,1,2,3,6]
-pub fn parse_core_list(s: &str) -> Result<CoreList, String> {
-    let mut v = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let num = |x: &str| {
-            x.trim()
-                .parse::<usize>()
-                .map_err(|_| format!("{x:?} in core list {s:?} is not a core number"))
-        };
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b) = (num(a)?, num(b)?);
-                if a > b || b - a > 4096 {
-                    return Err(format!("bad core range {part:?}"));
-                }
-                v.extend(a..=b);
-            }
-            None => v.push(num(part)?),
-        }
-    }
-    if v.is_empty() {
-        return Err(format!("empty core list {s:?}"));
-    }
-    Ok(CoreList(v))
-}
 
 /// The start-up line naming what capture got for each optional feature, and each
 /// fallback with its reason.
@@ -401,7 +206,7 @@ fn reader_loop(mut src: AfXdpSource, p: ReaderPipe) -> anyhow::Result<()> {
         mut ring,
         cfg,
     } = p;
-    let mut filters = ProfileFilters::new(&cfg);
+    let mut filters = ProfileFilters::new(cfg.profiles.iter().map(|p| p.filter.as_str()));
     let mut next_tick = 0u64;
     let mut idle_deadline = Instant::now() + IDLE_TICK;
     loop {
@@ -514,7 +319,7 @@ pub struct ModeReport {
     pub interface_queues: u32,
     /// Every optional feature that was asked for (or on by default) and not obtained:
     /// what is used instead and why. Empty when everything was granted.
-    pub fallbacks: Vec<super::probe::Fallback>,
+    pub fallbacks: Vec<Fallback>,
     pub threaded_napi: bool,
     pub pinned: bool,
     /// Scorer shards.
@@ -594,7 +399,7 @@ fn collect(
     let mut queues = Vec::with_capacity(readers.len());
     let (mut pkts, mut bytes, mut decoded) = (0, 0, 0);
     for (r, x) in readers.iter().zip(xdp_q) {
-        let k = super::afxdp::kernel_stats(r.stats_fd.as_raw_fd()).unwrap_or_default();
+        let k = crate::capture::afxdp::kernel_stats(r.stats_fd.as_raw_fd()).unwrap_or_default();
         kernel.add(&k);
         let q = QueueReport {
             queue: r.queue,
@@ -792,58 +597,6 @@ fn log(msg: impl std::fmt::Display) {
     eprintln!("streamml-sensor: {msg}");
 }
 
-impl LiveArgs {
-    fn xdp_settings(&self) -> XdpSettings {
-        fn set<T: Clone>(keep: &[T], drop: &[T]) -> Option<FilterSet<T>> {
-            if !keep.is_empty() {
-                Some(FilterSet {
-                    values: keep.to_vec(),
-                    deny: false,
-                })
-            } else if !drop.is_empty() {
-                Some(FilterSet {
-                    values: drop.to_vec(),
-                    deny: true,
-                })
-            } else {
-                None
-            }
-        }
-        XdpSettings {
-            sample_percent: self.sample,
-            sample_by: self.sample_by,
-            action: self.xdp_action,
-            ethertype: set(&self.keep_ethertype, &self.drop_ethertype),
-            proto: set(&self.keep_proto, &self.drop_proto),
-            port: set(&self.keep_port, &self.drop_port),
-            timestamps: !self.no_xdp_timestamps,
-        }
-    }
-
-    fn xsk_config(&self) -> XskConfig {
-        XskConfig {
-            frame_size: self.frame_size.unwrap_or(2048),
-            fill_size: self.fill_size,
-            rx_size: self.rx_size,
-            batch: self.batch,
-            zero_copy: self.zero_copy,
-            need_wakeup: !self.no_need_wakeup,
-            busy_poll_us: self.busy_poll,
-            idle: self.idle,
-            spin_rounds: self.spin_rounds,
-            yield_rounds: self.yield_rounds,
-            nap_us: self.nap_us,
-            ts_carrier: if self.no_xdp_timestamps {
-                TsCarrier::None
-            } else {
-                TsCarrier::Metadata
-            },
-            ebusy_retry: Duration::from_secs(2),
-            refused: Refused::none(),
-        }
-    }
-}
-
 /// Brings an evidence ring's pages into the page cache at start-up, so that the readers'
 /// first lap through the ring does not pay for them (measured: a fresh 256 MiB ring cost
 /// the readers 10-20 % of their frames while its pages were first touched, most of it the
@@ -871,49 +624,6 @@ fn warm_ring(ring: &EvidenceRing, created: bool) -> std::io::Result<()> {
         unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
     }
     Ok(())
-}
-
-/// Loads the configuration (errors name file and key) and applies the flags that
-/// override it.
-fn live_config(args: &LiveArgs) -> anyhow::Result<Config> {
-    let mut cfg = crate::replay::load_config(args.config.as_deref(), args.seed, args.ring_mib)?;
-    let secs = |v: f64| (v * 1e9).round() as u64;
-    if let Some(v) = args.idle_timeout {
-        cfg.idle_timeout_ns = secs(v);
-    }
-    if let Some(v) = args.active_timeout {
-        cfg.active_timeout_ns = secs(v);
-    }
-    if let Some(a) = args.accounting {
-        cfg.accounting = match a {
-            AccountingArg::Link => crate::config::Accounting::Link,
-            AccountingArg::Ip => crate::config::Accounting::Ip,
-            AccountingArg::Transport => crate::config::Accounting::Transport,
-            AccountingArg::Payload => crate::config::Accounting::Payload,
-        };
-    }
-    if let Some(k) = args.key {
-        cfg.key = match k {
-            KeyArg::FiveTuple => KeyMode::FiveTuple,
-            KeyArg::IpPair => KeyMode::IpPair,
-        };
-    }
-    if let Some(n) = args.flow_capacity {
-        if n == 0 {
-            bail!("--flow-capacity 0: must be at least 1");
-        }
-        cfg.capacity = n;
-    }
-    if let Some(n) = args.ring_capacity {
-        if n == 0 {
-            bail!("--ring-capacity 0: must be at least 1");
-        }
-        cfg.ring_capacity = n;
-    }
-    if args.shards == Some(0) {
-        bail!("--shards 0: need at least one shard");
-    }
-    Ok(cfg)
 }
 
 /// Writes the scorers' flow buffers to `file`, merged and numbered like `flows`.
@@ -947,20 +657,40 @@ fn write_flows(
     Ok(n)
 }
 
+/// What live capture runs with: built by the command layer from the command line and the
+/// configuration (already loaded with its overrides).
+#[derive(Clone, Debug)]
+pub struct LiveOptions {
+    pub iface: String,
+    /// RX queues to read [None: all the interface has].
+    pub queues: Option<u32>,
+    pub xdp_mode: AttachMode,
+    /// Replace an XDP program that is not ours.
+    pub force: bool,
+    pub xdp: XdpSettings,
+    pub xsk: XskConfig,
+    /// Choose the UMEM frame size by the interface's MTU (`xsk.frame_size` otherwise).
+    pub frame_size_auto: bool,
+    /// Cores for the readers (queue i on the i-th, cycling) [None: every core].
+    pub reader_cores: Option<Vec<usize>>,
+    /// Pin reader and scorer threads.
+    pub pin: bool,
+    pub threaded_napi: bool,
+    /// Seconds between stats lines (0: none).
+    pub report_interval: f64,
+    pub stats_json: Option<PathBuf>,
+    /// Stop after this many seconds.
+    pub duration: Option<f64>,
+    pub cfg: Config,
+    pub flows_out: Option<PathBuf>,
+    pub flows_jsonl: bool,
+}
+
 /// Runs live capture until a stop signal (or `--duration`). Errors are meant to be printed
 /// as one line (`{:#}`).
-pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
-    let iface = args
-        .iface
-        .as_deref()
-        .ok_or_else(|| anyhow!("--iface is required for live capture"))?;
-    if !(0.0..=100.0).contains(&args.sample) {
-        bail!("--sample {}: must be a percentage in 0..=100", args.sample);
-    }
-    if !args.report_interval.is_finite() || args.report_interval < 0.0 {
-        bail!("--report-interval {}: must be >= 0", args.report_interval);
-    }
-    let cfg = Arc::new(live_config(args)?);
+pub fn run(o: LiveOptions) -> anyhow::Result<()> {
+    let iface = o.iface.as_str();
+    let cfg = Arc::new(o.cfg.clone());
     let refused = Refused::from_env().map_err(anyhow::Error::msg)?;
     let info = iface_info_with(iface, refused)?;
     if !info.up {
@@ -970,10 +700,7 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
     if let Some(f) = &info.channels_fallback {
         fallbacks.push(f.clone());
     }
-    if args.queues == Some(0) {
-        bail!("--queues 0: need at least one queue");
-    }
-    let mut queues = args.queues.unwrap_or(info.rx_queues);
+    let mut queues = o.queues.unwrap_or(info.rx_queues);
     if queues > info.rx_queues {
         // RSS spreads traffic over the queues the NIC has: reading all of them is
         // reading everything.
@@ -997,13 +724,13 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
     if queues > MAX_QUEUES {
         bail!("--queues {queues}: at most {MAX_QUEUES} are supported");
     }
-    let mut xsk = args.xsk_config();
+    let mut xsk = o.xsk.clone();
     xsk.refused = refused;
     // Frames up to MTU + Ethernet + two VLAN tags must fit a UMEM frame after the kernel's
     // headroom (and the timestamp header, if the program pushes one).
-    let mtu = super::sys::iface_mtu(iface).unwrap_or(1500);
-    if args.frame_size.is_none() {
-        xsk.frame_size = super::sys::frame_size_for(mtu, TsCarrier::Headroom);
+    let mtu = crate::capture::sys::iface_mtu(iface).unwrap_or(1500);
+    if o.frame_size_auto {
+        xsk.frame_size = crate::capture::sys::frame_size_for(mtu, TsCarrier::Headroom);
     }
     for (name, v) in [
         ("--fill-size", xsk.fill_size),
@@ -1024,7 +751,7 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
     check_privileges(umem_bytes).with_context(|| iface.to_string())?;
     probe_af_xdp()?;
     let _lock = IfaceLock::take(iface)?;
-    if let Some(p) = &args.stats_json {
+    if let Some(p) = &o.stats_json {
         // Fail now, not after the capture, if the stats cannot be written.
         let tmp = p.with_extension("json.tmp");
         File::create(&tmp)
@@ -1032,14 +759,14 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
             .with_context(|| format!("--stats-json {}", p.display()))?;
     }
     // Opened now so that an unwritable path fails before anything is set up.
-    let mut flows_file = match &args.flows_out {
+    let mut flows_file = match &o.flows_out {
         Some(p) => Some(File::create(p).with_context(|| format!("--flows-out {}", p.display()))?),
         None => None,
     };
 
     // State directory and one evidence ring per queue, continued if a crashed run left
     // them (their records stay readable by `evidence recover`).
-    let state_root = statedir::resolve(args.state_dir.as_deref().or(cfg.state_dir.as_deref()))?;
+    let state_root = statedir::resolve(cfg.state_dir.as_deref())?;
     let (state, _state_lock) = StateDir::create_locked(&state_root)?;
     let mut rings = Vec::with_capacity(queues as usize);
     let mut ring_reports = Vec::with_capacity(queues as usize);
@@ -1078,11 +805,11 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
         rings.push(ring);
     }
 
-    let cores: Option<Vec<usize>> = if args.no_pin {
+    let cores: Option<Vec<usize>> = if !o.pin {
         None
     } else {
-        Some(match &args.reader_cores {
-            Some(c) => c.0.clone(),
+        Some(match &o.reader_cores {
+            Some(c) => c.clone(),
             None => core_affinity::get_core_ids()
                 .unwrap_or_default()
                 .into_iter()
@@ -1093,9 +820,9 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
     };
 
     // Refuse a foreign program before touching anything.
-    if let Some(ex) = super::xdp::query_attached(iface, info.ifindex)? {
-        if !ex.is_ours() && !args.force {
-            return Err(super::xdp::XdpError::Foreign {
+    if let Some(ex) = crate::capture::xdp::query_attached(iface, info.ifindex)? {
+        if !ex.is_ours() && !o.force {
+            return Err(crate::capture::xdp::XdpError::Foreign {
                 iface: iface.into(),
                 existing: ex,
             }
@@ -1103,7 +830,7 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
         }
     }
 
-    let settings = args.xdp_settings();
+    let settings = o.xdp.clone();
     let (mut prog, loaded) = SensorProgram::load(
         iface,
         info.ifindex,
@@ -1115,8 +842,8 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
     )?;
     fallbacks.extend(loaded.fallbacks.iter().cloned());
     xsk.ts_carrier = loaded.carrier;
-    let max_frame = super::sys::max_frame_bytes(xsk.frame_size, loaded.carrier);
-    if mtu + super::sys::L2_OVERHEAD > max_frame {
+    let max_frame = crate::capture::sys::max_frame_bytes(xsk.frame_size, loaded.carrier);
+    if mtu + crate::capture::sys::L2_OVERHEAD > max_frame {
         // Frames longer than a UMEM frame need multi-buffer AF_XDP, which the sensor does
         // not use: the kernel drops them and counts them (rx_dropped).
         fallbacks.push(Fallback {
@@ -1125,7 +852,7 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
             reason: format!(
                 "MTU {mtu} exceeds what a {} B UMEM frame holds (ip link set {iface} mtu {} to capture every frame)",
                 xsk.frame_size,
-                super::sys::max_frame_bytes(4096, loaded.carrier) - super::sys::L2_OVERHEAD
+                crate::capture::sys::max_frame_bytes(4096, loaded.carrier) - crate::capture::sys::L2_OVERHEAD
             ),
         });
     }
@@ -1147,7 +874,7 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
         prog.register_socket(q, src.fd())?;
         sources.push((src, stats));
     }
-    let report = prog.attach(args.xdp_mode, args.force, refused.has(Feature::Native))?;
+    let report = prog.attach(o.xdp_mode, o.force, refused.has(Feature::Native))?;
     if let Some(e) = &report.native_error {
         fallbacks.push(Fallback::new(Feature::Native, "skb", e.clone()));
     }
@@ -1161,7 +888,7 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
         ));
         serde_json::json!({"id": ex.id, "name": ex.name, "mode": ex.mode.name(), "ours": ex.is_ours()})
     });
-    let napi = if args.threaded_napi {
+    let napi = if o.threaded_napi {
         Some(ThreadedNapi::enable(iface)?)
     } else {
         None
@@ -1170,37 +897,37 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
     let bind = sources[0].0.bind_mode();
     let need_wakeup = sources[0].0.need_wakeup();
     let busy_poll_us = if sources[0].0.busy_poll() {
-        args.busy_poll
+        o.xsk.busy_poll_us
     } else {
         0
     };
     let nq = sources.len();
-    let nshards = args
-        .shards
-        .or((cfg.shards > 0).then_some(cfg.shards))
-        .unwrap_or_else(|| crate::pipeline::default_shards(nq))
-        .max(1);
+    let nshards = if cfg.shards > 0 {
+        cfg.shards
+    } else {
+        crate::engine::pipeline::default_shards(nq)
+    };
     let mode = ModeReport {
         attach: report.mode,
         bind,
-        zero_copy_requested: args.zero_copy,
-        xdp_action: args.xdp_action,
-        sample_percent: args.sample,
-        sample_by: args.sample_by,
+        zero_copy_requested: o.xsk.zero_copy,
+        xdp_action: o.xdp.action,
+        sample_percent: o.xdp.sample_percent,
+        sample_by: o.xdp.sample_by,
         timestamps: if loaded.carrier == TsCarrier::None {
             "batch"
         } else {
             "xdp"
         },
         timestamp_carrier: loaded.carrier,
-        idle: args.idle,
+        idle: o.xsk.idle,
         need_wakeup,
         busy_poll_us,
         frame_size: xsk.frame_size,
         queues,
         interface_queues: info.rx_queues,
         fallbacks: fallbacks.clone(),
-        threaded_napi: args.threaded_napi,
+        threaded_napi: o.threaded_napi,
         pinned: cores.is_some(),
         shards: nshards,
     };
@@ -1211,13 +938,13 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
     let decode = DecodeOptions {
         decode_tunnels: cfg.decode_tunnels,
     };
-    let mut wcfg = crate::replay::writer_config(&cfg, &state);
+    let mut wcfg = crate::engine::replay::writer_config(&cfg, &state);
     wcfg.settle_ns = EVIDENCE_SETTLE.as_nanos() as u64;
     let (sender, writer) =
         EvidenceWriter::spawn_shared(wcfg, rings.iter().map(|r| r.reader()).collect(), nshards)
             .context("starting the evidence writer")?;
-    let jsonl = args.flows_format == OutFormat::Jsonl;
-    let spill_dir = args
+    let jsonl = o.flows_jsonl;
+    let spill_dir = o
         .flows_out
         .as_ref()
         .and_then(|p| p.parent().map(Path::to_path_buf))
@@ -1230,8 +957,8 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
         sender: Some(sender),
         // Live: a full alert queue drops the evidence (counted), never stalls a scorer.
         blocking: false,
-        window_filters: crate::replay::window_filters(&cfg, nshards, decode),
-        flow_output: args
+        window_filters: crate::engine::replay::window_filters(&cfg, nshards, decode),
+        flow_output: o
             .flows_out
             .as_ref()
             .map(|_| FlowOutputSetup { jsonl, spill_dir }),
@@ -1261,7 +988,7 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
         .min()
         .unwrap_or(0);
     let shard_ring_capacity =
-        crate::replay::replay_ring_capacity(cfg.ring_capacity, ring_records, nshards);
+        crate::engine::replay::replay_ring_capacity(cfg.ring_capacity, ring_records, nshards);
     for sidx in 0..nshards {
         let mut consumers = Vec::with_capacity(nq);
         for p in producers.iter_mut() {
@@ -1363,7 +1090,7 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
         if queues == 1 { "" } else { "s" },
         report.mode.name(),
         bind.name(),
-        args.sample,
+        o.xdp.sample_percent,
         nshards,
         if nshards == 1 { "" } else { "s" },
         pipe.setup.profiles.join(", "),
@@ -1372,9 +1099,8 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
     ));
 
     // Main loop: signals, reports, reader health, --duration.
-    let interval =
-        (args.report_interval > 0.0).then(|| Duration::from_secs_f64(args.report_interval));
-    let deadline = args
+    let interval = (o.report_interval > 0.0).then(|| Duration::from_secs_f64(o.report_interval));
+    let deadline = o
         .duration
         .map(|d| started + Duration::from_secs_f64(d.max(0.0)));
     let mut next_report = interval.map(|i| Instant::now() + i);
@@ -1397,7 +1123,7 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
             Some(libc::SIGHUP) => {
                 let r = collect(iface, &prog, &readers, &pipe, &mode, started, &replaced)?;
                 log(line(&r, None));
-                if let Some(p) = &args.stats_json {
+                if let Some(p) = &o.stats_json {
                     write_json(p, &r)?;
                 }
             }
@@ -1493,7 +1219,7 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
     if let Some(w) = pipe.writer.take() {
         pipe.writer_final = Some(w.join());
     }
-    if let (Some(f), Some(p)) = (flows_file.take(), &args.flows_out) {
+    if let (Some(f), Some(p)) = (flows_file.take(), &o.flows_out) {
         if pipe.flows_write_errors == 0 {
             match write_flows(f, jsonl, cfg.splt, sorters) {
                 Ok(n) => pipe.flows_written = n,
@@ -1511,7 +1237,7 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
         r.packets_received as f64 / r.duration_s.max(1e-9) / 1e3,
         r.duration_s
     ));
-    if let Some(p) = &args.stats_json {
+    if let Some(p) = &o.stats_json {
         write_json(p, &r)?;
     }
     drop(signals);
@@ -1519,26 +1245,5 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn core_lists() {
-        assert_eq!(parse_core_list("0-3,6").unwrap().0, vec![0, 1, 2, 3, 6]);
-        assert_eq!(parse_core_list("2").unwrap().0, vec![2]);
-        assert!(parse_core_list("3-1").is_err());
-        assert!(parse_core_list("x").is_err());
-        assert!(parse_core_list("").is_err());
-    }
-
-    #[test]
-    fn u16_values() {
-        assert_eq!(parse_u16("0x0800"), Ok(0x0800));
-        assert_eq!(parse_u16("2048"), Ok(2048));
-        assert!(parse_u16("0x10000").is_err());
     }
 }

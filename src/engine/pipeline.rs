@@ -2,8 +2,7 @@
 //! them over the shard rings to S scorer threads, each driving its own [`ShardWorker`].
 //! Used by `flows` and `replay` (file sources) and by the bench mode (synthetic source).
 
-use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -12,7 +11,7 @@ use std::io::Write;
 
 use crate::capture::{CaptureError, PacketSource};
 use crate::flow::export::FlowRecord;
-use crate::flow::table::{Accounting, FlowConfig, FlowTable};
+use crate::flow::table::{FlowConfig, FlowTable};
 use crate::output::RunSorter;
 use crate::shard::{self, FullPolicy, KeyMode, Router, ShardWorker};
 use crate::stats::{self, Counter, Snapshot};
@@ -180,41 +179,6 @@ where
     }
 }
 
-/// Writes `path` atomically: `FILE.tmp`, then rename (not fsynced).
-pub struct AtomicFile {
-    tmp: PathBuf,
-    dst: PathBuf,
-    pub w: std::io::BufWriter<std::fs::File>,
-}
-
-impl AtomicFile {
-    pub fn create(dst: &Path) -> anyhow::Result<Self> {
-        let tmp = crate::cli::tmp_path(dst);
-        let f =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        Ok(AtomicFile {
-            tmp,
-            dst: dst.to_path_buf(),
-            w: std::io::BufWriter::with_capacity(1 << 20, f),
-        })
-    }
-
-    pub fn commit(self) -> anyhow::Result<()> {
-        let AtomicFile { tmp, dst, w } = self;
-        let f = w
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        // No fsync: the rename already guarantees that no reader ever sees a partial
-        // file under the final name; durability across a power cut is not worth ~60 ms
-        // per 60 MB for an output that can be regenerated from its capture.
-        drop(f);
-        std::fs::rename(&tmp, &dst)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), dst.display()))?;
-        Ok(())
-    }
-}
-
 /// A shard that only meters flows: exported flows are formatted (with id 0, replaced at
 /// the merge) and buffered in a [`RunSorter`].
 struct FlowWorker {
@@ -367,75 +331,63 @@ fn write_with_id(w: &mut dyn Write, jsonl: bool, id: u64, line: &[u8]) -> std::i
     }
 }
 
-/// `streamml-sensor flows`.
-pub fn flows_command(a: crate::cli::FlowsArgs) -> anyhow::Result<ExitCode> {
-    use crate::cli::{AccountingArg, KeyArg, OutFormat};
-    let fcfg = FlowConfig {
-        capacity: a.capacity,
-        splt: a.splt,
-        accounting: match a.accounting {
-            AccountingArg::Link => Accounting::Link,
-            AccountingArg::Ip => Accounting::Ip,
-            AccountingArg::Transport => Accounting::Transport,
-            AccountingArg::Payload => Accounting::Payload,
-        },
-        ..FlowConfig::default()
-    }
-    .with_timeouts_secs(a.idle_timeout, a.active_timeout);
-    fcfg.validate().map_err(anyhow::Error::msg)?;
-    let mut source = crate::capture::pcap::PcapFileSource::open(&a.capture)?;
-    let shards = a.shards.unwrap_or_else(|| default_shards(1));
+/// What `flows` runs: the flow table's settings, the shards, the output format.
+#[derive(Clone, Debug)]
+pub struct FlowsJob {
+    pub flow: FlowConfig,
+    pub shards: usize,
+    pub key_mode: KeyMode,
+    pub decode: DecodeOptions,
+    pub jsonl: bool,
+    /// Memory for sorting the output, bytes (larger outputs are sorted in runs on disk).
+    pub sort_buffer_bytes: usize,
+    /// Where sorted runs spill.
+    pub spill_dir: PathBuf,
+}
+
+/// What a `flows` run gave.
+pub struct FlowsOutcome {
+    /// Every named counter (reader, decoder, shards, flow tables, source), plus
+    /// `flows.written`.
+    pub stats: Snapshot,
+    /// The source error that ended the run early, if any (the flows of every packet
+    /// before it were written).
+    pub source_error: Option<CaptureError>,
+}
+
+/// Meters the flows of `source` on `job.shards` scorer threads and writes them to `out`,
+/// sorted and numbered (CSV with its header, or JSON lines).
+pub fn run_flows(
+    source: &mut dyn PacketSource,
+    job: &FlowsJob,
+    out: &mut dyn Write,
+) -> anyhow::Result<FlowsOutcome> {
+    let shards = job.shards;
     let pcfg = PipelineConfig {
         shards,
         ring_capacity: 16384,
-        key_mode: match a.key {
-            KeyArg::FiveTuple => KeyMode::FiveTuple,
-            KeyArg::IpPair => KeyMode::IpPair,
-        },
+        key_mode: job.key_mode,
         policy: FullPolicy::Wait,
-        decode: DecodeOptions {
-            decode_tunnels: a.decode_tunnels,
-        },
+        decode: job.decode,
     };
-    // Output is opened before the run so that an unwritable path fails fast.
-    let spill_dir = match &a.output {
-        Some(p) => p
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(".")),
-        None => std::env::temp_dir(),
-    };
-    let mut out_file = match &a.output {
-        Some(p) => Some(AtomicFile::create(p)?),
-        None => None,
-    };
-    let jsonl = a.format == OutFormat::Jsonl;
-    // Per-shard capacity: the table allocates its slots up front, so a tiny input
-    // does not need a 1M-flow table per shard; it is still bounded by --capacity.
-    let per_shard_cap = fcfg.capacity;
+    let jsonl = job.jsonl;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = build_workers(shards, |_s| {
         Ok::<_, anyhow::Error>(FlowWorker {
-            table: FlowTable::new(FlowConfig {
-                capacity: per_shard_cap,
-                ..fcfg
-            })
-            .map_err(|e| anyhow::anyhow!("flow table: {e}"))?,
-            sorter: RunSorter::new((a.sort_buffer_mib << 20) / shards, spill_dir.clone()),
+            table: FlowTable::new(job.flow).map_err(|e| anyhow::anyhow!("flow table: {e}"))?,
+            sorter: RunSorter::new(job.sort_buffer_bytes / shards, job.spill_dir.clone()),
             jsonl,
             line: Vec::with_capacity(2048),
             err: None,
             // a spare core at the end of input: shards (and the reader) fewer than cores
             finish_helper: (shards < cores)
-                .then(|| RunSorter::new((a.sort_buffer_mib << 20) / shards / 2, spill_dir.clone())),
+                .then(|| RunSorter::new(job.sort_buffer_bytes / shards / 2, job.spill_dir.clone())),
         })
     })?;
-    let res = run(&mut source, &pcfg, workers);
+    let res = run(source, &pcfg, workers);
     let mut snap = Snapshot::new();
     res.reader.snapshot_into(&mut snap);
     stats::merge_into(&mut snap, res.router.named());
-    stats::merge_into(&mut snap, source.counters.named());
     let mut sorters = Vec::new();
     for w in res.workers {
         stats::merge_into(&mut snap, w.table.counters().named());
@@ -445,41 +397,19 @@ pub fn flows_command(a: crate::cli::FlowsArgs) -> anyhow::Result<ExitCode> {
         sorters.push(w.sorter);
         sorters.extend(w.finish_helper);
     }
-    let header = FlowRecord::csv_header(a.splt);
-    let n = {
-        let stdout = std::io::stdout();
-        let mut lock;
-        let w: &mut dyn Write = match out_file.as_mut() {
-            Some(f) => &mut f.w,
-            None => {
-                lock = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-                &mut lock as &mut dyn Write
-            }
-        };
-        if !jsonl {
-            w.write_all(header.as_bytes())?;
-            if !header.ends_with('\n') {
-                w.write_all(b"\n")?;
-            }
+    if !jsonl {
+        let header = FlowRecord::csv_header(job.flow.splt);
+        out.write_all(header.as_bytes())?;
+        if !header.ends_with('\n') {
+            out.write_all(b"\n")?;
         }
-        let n = crate::output::merge(sorters, |id, line| write_with_id(w, jsonl, id, line))
-            .context("writing flows")?;
-        w.flush().context("writing flows")?;
-        n
-    };
-    if let Some(f) = out_file {
-        f.commit()?;
     }
+    let n = crate::output::merge(sorters, |id, line| write_with_id(out, jsonl, id, line))
+        .context("writing flows")?;
+    out.flush().context("writing flows")?;
     snap.insert("flows.written".into(), n);
-    if a.stats {
-        for (k, v) in &snap {
-            eprintln!("{k} {v}");
-        }
-    }
-    if let Some(e) = res.source_error {
-        // The flows of every packet before the fault were written.
-        eprintln!("streamml-sensor: {e}");
-        return Ok(ExitCode::from(1));
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(FlowsOutcome {
+        stats: snap,
+        source_error: res.source_error,
+    })
 }

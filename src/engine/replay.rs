@@ -3,78 +3,22 @@
 //! deterministic for a given capture, configuration and seed.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Args;
 
-use crate::capture::pcap::PcapFileSource;
 use crate::capture::{Frame, LinkType, PacketSource};
-use crate::config::{self, Config, RawConfig};
+use crate::config::Config;
+use crate::engine::pipeline::{self, PipelineConfig};
+use crate::engine::scorer::{FlowOutputSetup, Scorer, ScorerSetup, WindowFilterFactory};
 use crate::evidence::retention::RetentionLimits;
 use crate::evidence::ring::{EvidenceRing, RingConfig};
-use crate::evidence::statedir::{self, StateDir};
+use crate::evidence::statedir::StateDir;
 use crate::evidence::writer::{EvidenceWriter, RecordFilter, WriterConfig};
 use crate::filter::{ProfileFilters, SharedFilter};
-use crate::pipeline::{self, PipelineConfig};
-use crate::scorer::{FlowOutputSetup, Scorer, ScorerSetup, WindowFilterFactory};
 use crate::shard::{self, FullPolicy, KeyMode};
 use crate::stats::{self, Snapshot};
 use crate::wire::{self, DecodeOptions, PacketMeta};
-
-#[derive(Args, Debug)]
-pub struct ReplayArgs {
-    /// pcap or pcapng file to replay.
-    pub capture: PathBuf,
-    /// Configuration file (default: the embedded config/sensor.toml).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// State directory: alerts.jsonl, evidence/, ring/, models/.
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// Scorer shards (default: from the config, else cores minus one, at least 1).
-    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..=256))]
-    pub shards: Option<u64>,
-    /// Override every profile's tree seed.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Also write the flows (nfstream columns, CSV) to this file.
-    #[arg(long, value_name = "FILE")]
-    pub flows: Option<PathBuf>,
-    /// Write the final counters as JSON to this file.
-    #[arg(long, value_name = "FILE")]
-    pub stats_json: Option<PathBuf>,
-    /// Evidence ring size in MiB (overrides the config).
-    #[arg(long, value_name = "MIB")]
-    pub ring_mib: Option<u64>,
-}
-
-/// Loads, overrides and validates the configuration (errors name file and key).
-pub fn load_config(
-    path: Option<&std::path::Path>,
-    seed: Option<u64>,
-    ring_mib: Option<u64>,
-) -> anyhow::Result<Config> {
-    let (mut raw, name) = match path {
-        Some(p) => (RawConfig::load(p)?, p.display().to_string()),
-        None => (
-            RawConfig::default_config(),
-            "default sensor.toml".to_string(),
-        ),
-    };
-    if let Some(s) = seed {
-        for (i, p) in raw.profiles.iter_mut().enumerate() {
-            p.hst.seed = s.wrapping_add(i as u64);
-        }
-    }
-    if let Some(m) = ring_mib {
-        raw.evidence.ring_mib = m;
-    }
-    let cfg = raw.validate(&name)?;
-    crate::filter::validate(&cfg).map_err(anyhow::Error::msg)?;
-    Ok(cfg)
-}
 
 /// The evidence filter of a window alert: packets of `shard` (under the configured key)
 /// that match the profile's packet filter. Shared with live capture.
@@ -221,7 +165,7 @@ pub fn run_replay(
         policy: FullPolicy::Wait,
         decode,
     };
-    let mut filters = ProfileFilters::new(&cfg);
+    let mut filters = ProfileFilters::new(cfg.profiles.iter().map(|p| p.filter.as_str()));
     let mut hook = |f: &Frame<'_>, m: Option<&PacketMeta>| -> u16 {
         let h = m.map_or(0, |m| shard::symmetric_hash(m, KeyMode::FiveTuple));
         ring.append(f.ts_ns, f.orig_len, f.link, h, f.data);
@@ -257,7 +201,7 @@ pub fn run_replay(
     let _ = summaries;
     let mut flows_written = 0;
     if let Some(path) = &flows_out {
-        let mut f = pipeline::AtomicFile::create(path)?;
+        let mut f = crate::output::AtomicFile::create(path)?;
         use std::io::Write;
         let header = crate::flow::FlowRecord::csv_header(cfg.splt);
         f.w.write_all(header.as_bytes())?;
@@ -277,69 +221,4 @@ pub fn run_replay(
         },
         kept,
     ))
-}
-
-/// `streamml-sensor replay`.
-pub fn replay_command(a: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let cfg = load_config(a.config.as_deref(), a.seed, a.ring_mib)?;
-    let mut source = PcapFileSource::open(&a.capture)?;
-    let root = statedir::resolve(a.state_dir.as_deref())?;
-    let (state, _state_lock) = StateDir::create_locked(&root)?;
-    let shards = a
-        .shards
-        .map(|s| s as usize)
-        .or((cfg.shards > 0).then_some(cfg.shards))
-        .unwrap_or_else(|| pipeline::default_shards(1));
-    let t0 = std::time::Instant::now();
-    let (out, _) = run_replay(&mut source, cfg, state, shards, a.flows.clone())?;
-    let secs = t0.elapsed().as_secs_f64();
-    let mut snap = out.stats;
-    stats::merge_into(&mut snap, source.counters.named());
-    let g = |k: &str| snap.get(k).copied().unwrap_or(0);
-    let drops: Vec<(String, u64)> = snap
-        .iter()
-        .filter(|(k, v)| {
-            **v > 0
-                && (k.starts_with("decoder.")
-                    || k.ends_with("ring_full")
-                    || k.contains("dropped")
-                    || k.contains("lost")
-                    || k.contains("errors")
-                    || k.contains("evicted"))
-        })
-        .map(|(k, v)| (k.clone(), *v))
-        .collect();
-    eprintln!(
-        "replay: {} packets ({} decoded) in {:.2} s ({:.0} packets/s), {} flows, {} windows scored, {} flows scored",
-        g("reader.frames"),
-        g("reader.decoded"),
-        secs,
-        g("reader.frames") as f64 / secs.max(1e-9),
-        g("flow.created"),
-        g("detect.windows_scored"),
-        g("detect.flows_scored"),
-    );
-    eprintln!(
-        "replay: {} alerts, {} evidence files ({} packets), state dir {}",
-        g("detect.alerts"),
-        g("evidence.files_written"),
-        g("evidence.packets_written"),
-        out.state.root().display()
-    );
-    if drops.is_empty() {
-        eprintln!("replay: drops: none");
-    } else {
-        let s: Vec<String> = drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        eprintln!("replay: drops and errors: {}", s.join(" "));
-    }
-    if let Some(p) = &a.stats_json {
-        let j = serde_json::to_vec_pretty(&snap)?;
-        std::fs::write(p, j).with_context(|| format!("writing {}", p.display()))?;
-    }
-    if let Some(e) = out.source_error {
-        eprintln!("streamml-sensor: {e}");
-        return Ok(ExitCode::from(1));
-    }
-    let _ = config::MAX_PROFILES;
-    Ok(ExitCode::SUCCESS)
 }

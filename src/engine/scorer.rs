@@ -163,12 +163,7 @@ impl Scorer {
             active_timeout_ms: (cfg.active_timeout_ns / 1_000_000).max(1),
             capacity: cfg.capacity,
             splt: cfg.splt,
-            accounting: match cfg.accounting {
-                crate::config::Accounting::Link => Accounting::Link,
-                crate::config::Accounting::Ip => Accounting::Ip,
-                crate::config::Accounting::Transport => Accounting::Transport,
-                crate::config::Accounting::Payload => Accounting::Payload,
-            },
+            accounting: cfg.accounting,
         })?;
         let mut profiles = Vec::new();
         for p in &cfg.profiles {
@@ -513,10 +508,10 @@ impl ShardWorker for Scorer {
             .table
             .update_tagged(rec.ts_ns, &rec.meta, mask, &mut |r| ctx.on_flow_export(r));
         let size = match ctx.setup.cfg.accounting {
-            crate::config::Accounting::Link => rec.meta.wire_len,
-            crate::config::Accounting::Ip => rec.meta.ip_size,
-            crate::config::Accounting::Transport => rec.meta.transport_size,
-            crate::config::Accounting::Payload => rec.meta.payload_size,
+            Accounting::Link => rec.meta.wire_len,
+            Accounting::Ip => rec.meta.ip_size,
+            Accounting::Transport => rec.meta.transport_size,
+            Accounting::Payload => rec.meta.payload_size,
         };
         let mut m = mask;
         while m != 0 {

@@ -1,1 +1,0 @@
-//! Benchmark mode and the synthetic traffic generator.

@@ -1,0 +1,123 @@
+//! `streamml-sensor flows CAPTURE`: one row per bidirectional flow, nfstream's columns.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::{positive_seconds, positive_usize, AccountingArg, KeyArg, OutFormat};
+use crate::capture::pcap::PcapFileSource;
+use crate::engine::pipeline::{default_shards, run_flows, FlowsJob};
+use crate::flow::table::FlowConfig;
+use crate::output::AtomicFile;
+use crate::stats;
+use crate::wire::DecodeOptions;
+
+#[derive(Args, Debug)]
+pub struct FlowsArgs {
+    /// pcap or pcapng file to replay.
+    pub capture: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "csv")]
+    pub format: OutFormat,
+    /// Idle timeout in seconds (nfstream's idle_timeout).
+    #[arg(long, value_name = "S", default_value = "120", value_parser = positive_seconds, allow_negative_numbers = true)]
+    pub idle_timeout: f64,
+    /// Active timeout in seconds (nfstream's active_timeout).
+    #[arg(long, value_name = "S", default_value = "1800", value_parser = positive_seconds, allow_negative_numbers = true)]
+    pub active_timeout: f64,
+    /// Record direction, size and inter-arrival time of the first N packets (0: off).
+    #[arg(long, value_name = "N", default_value = "0")]
+    pub splt: u16,
+    /// Scorer shards (default: cores minus one reader, at least 1).
+    #[arg(long, value_name = "S", value_parser = positive_usize)]
+    pub shards: Option<usize>,
+    /// What a packet's size counts: link (frame), ip, transport or payload.
+    #[arg(long, value_enum, default_value = "link")]
+    pub accounting: AccountingArg,
+    /// Shard key: 5-tuple (balance) or ip-pair (a host pair's flows stay together).
+    #[arg(long, value_enum, default_value = "5-tuple")]
+    pub key: KeyArg,
+    /// Flow-table capacity per shard; the least recently used flow is evicted beyond it.
+    #[arg(long, value_name = "N", default_value = "1048576", value_parser = positive_usize)]
+    pub capacity: usize,
+    /// Decode GTP-U tunnels (the inner packet is the flow).
+    #[arg(long, default_value = "true", action = clap::ArgAction::Set)]
+    pub decode_tunnels: bool,
+    /// Output file (default: standard output). Written to FILE.tmp, renamed when complete.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Print the counters (packets, drops by reason, flows) to stderr at the end.
+    #[arg(long)]
+    pub stats: bool,
+    /// Memory for sorting the output (MiB); larger outputs are sorted in runs on disk.
+    #[arg(long, value_name = "MIB", default_value = "256", value_parser = positive_usize)]
+    pub sort_buffer_mib: usize,
+}
+
+/// `streamml-sensor flows`.
+pub fn run(a: FlowsArgs) -> anyhow::Result<ExitCode> {
+    let flow = FlowConfig {
+        capacity: a.capacity,
+        splt: a.splt,
+        accounting: a.accounting.into(),
+        ..FlowConfig::default()
+    }
+    .with_timeouts_secs(a.idle_timeout, a.active_timeout);
+    flow.validate().map_err(anyhow::Error::msg)?;
+    let mut source = PcapFileSource::open(&a.capture)?;
+    let shards = a.shards.unwrap_or_else(|| default_shards(1));
+    // Output is opened before the run so that an unwritable path fails fast.
+    let spill_dir = match &a.output {
+        Some(p) => p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+        None => std::env::temp_dir(),
+    };
+    let mut out_file = match &a.output {
+        Some(p) => Some(AtomicFile::create(p)?),
+        None => None,
+    };
+    let job = FlowsJob {
+        flow,
+        shards,
+        key_mode: a.key.into(),
+        decode: DecodeOptions {
+            decode_tunnels: a.decode_tunnels,
+        },
+        jsonl: a.format == OutFormat::Jsonl,
+        sort_buffer_bytes: a.sort_buffer_mib << 20,
+        spill_dir,
+    };
+    let outcome = {
+        let stdout = std::io::stdout();
+        let mut lock;
+        let w: &mut dyn Write = match out_file.as_mut() {
+            Some(f) => &mut f.w,
+            None => {
+                lock = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+                &mut lock as &mut dyn Write
+            }
+        };
+        run_flows(&mut source, &job, w)?
+    };
+    if let Some(f) = out_file {
+        f.commit()?;
+    }
+    let mut snap = outcome.stats;
+    stats::merge_into(&mut snap, source.counters.named());
+    if a.stats {
+        for (k, v) in &snap {
+            eprintln!("{k} {v}");
+        }
+    }
+    if let Some(e) = outcome.source_error {
+        // The flows of every packet before the fault were written.
+        eprintln!("streamml-sensor: {e}");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}

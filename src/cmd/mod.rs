@@ -1,0 +1,186 @@
+//! Command line: clap derive at the edge; a validated configuration goes inward. Every
+//! error leaves as one line on stderr (`streamml-sensor: <cause chain>`) with exit code 2
+//! for bad usage/input and 1 for a run that failed part-way.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub mod doctor;
+pub mod eval;
+pub mod evidence;
+pub mod flows;
+pub mod live;
+pub mod replay;
+pub mod synth;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "streamml-sensor",
+    version,
+    about = "Network anomaly-detection sensor: AF_XDP capture, nfstream-compatible flows, Half-Space Trees, PCAP evidence",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Option<Cmd>,
+    /// Live capture (no subcommand): `streamml-sensor --iface IF [--queues N] ...`.
+    #[command(flatten)]
+    pub live: live::LiveArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Replay a capture and write one row per bidirectional flow (nfstream's columns).
+    Flows(flows::FlowsArgs),
+    /// Run the whole pipeline over a capture (packet time): flows, windows, Half-Space
+    /// Trees, alerts.jsonl and zstd PCAP evidence; prints a summary.
+    Replay(replay::ReplayArgs),
+    /// Detection quality on labelled synthetic captures: window-mode ROC-AUC per seed.
+    EvalWindows(eval::EvalArgs),
+    /// Generate a deterministic synthetic capture (benign traffic, optional attacks).
+    Synth(synth::SynthArgs),
+    /// Evidence tools: `recover` dumps the shard rings to a .pcap.zst.
+    Evidence(evidence::EvidenceArgs),
+    /// What this kernel and NIC offer and what the sensor would use, without capturing;
+    /// each problem with its fix. Exit 1 when a problem would stop capture.
+    Doctor(doctor::DoctorArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutFormat {
+    Csv,
+    Jsonl,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AccountingArg {
+    Link,
+    Ip,
+    Transport,
+    Payload,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KeyArg {
+    #[value(name = "5-tuple")]
+    FiveTuple,
+    #[value(name = "ip-pair")]
+    IpPair,
+}
+
+impl From<AccountingArg> for crate::flow::table::Accounting {
+    fn from(a: AccountingArg) -> Self {
+        use crate::flow::table::Accounting;
+        match a {
+            AccountingArg::Link => Accounting::Link,
+            AccountingArg::Ip => Accounting::Ip,
+            AccountingArg::Transport => Accounting::Transport,
+            AccountingArg::Payload => Accounting::Payload,
+        }
+    }
+}
+
+impl From<KeyArg> for crate::shard::KeyMode {
+    fn from(k: KeyArg) -> Self {
+        match k {
+            KeyArg::FiveTuple => crate::shard::KeyMode::FiveTuple,
+            KeyArg::IpPair => crate::shard::KeyMode::IpPair,
+        }
+    }
+}
+
+/// A duration in seconds that must be finite and > 0.
+pub fn positive_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !v.is_finite() || v <= 0.0 {
+        return Err(format!("'{s}' must be a number of seconds > 0"));
+    }
+    if v > 1e9 {
+        return Err(format!("'{s}' is too large (at most 1e9 s)"));
+    }
+    Ok(v)
+}
+
+pub fn positive_usize(s: &str) -> Result<usize, String> {
+    let v: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a positive integer"))?;
+    if v == 0 {
+        return Err(format!("'{s}' must be at least 1"));
+    }
+    Ok(v)
+}
+
+/// Entry point used by `main`.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            match e.kind() {
+                ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = e.print();
+                    return ExitCode::SUCCESS;
+                }
+                _ => {
+                    eprintln!("streamml-sensor: {}", one_line_clap(&e));
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("streamml-sensor: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// clap's rendered error on one line: without the "error: " prefix, the usage and the
+/// help hint; continuation lines (e.g. the missing argument names) joined with spaces.
+fn one_line_clap(e: &clap::Error) -> String {
+    let s = e.render().to_string();
+    let mut parts = Vec::new();
+    for l in s.lines() {
+        let l = l.trim();
+        if l.starts_with("Usage:") || l.starts_with("For more information") {
+            break;
+        }
+        if !l.is_empty() {
+            parts.push(l.trim_start_matches("error:").trim());
+        }
+    }
+    if parts.is_empty() {
+        "invalid arguments".to_string()
+    } else {
+        parts.join(" ")
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.cmd {
+        Some(Cmd::Flows(a)) => flows::run(a),
+        Some(Cmd::Synth(a)) => synth::run(a),
+        Some(Cmd::Replay(a)) => replay::run(a),
+        Some(Cmd::EvalWindows(a)) => eval::run(a),
+        Some(Cmd::Evidence(a)) => evidence::run(a),
+        Some(Cmd::Doctor(a)) => doctor::run(&a),
+        None if cli.live.iface.is_some() => {
+            live::run(&cli.live)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            bail!("no command given (or --iface for live capture); try 'streamml-sensor --help'")
+        }
+    }
+}
