@@ -43,9 +43,9 @@ use streamml_sensor::evidence::ring::RingConfig;
 use streamml_sensor::evidence::writer::WriterConfig;
 use streamml_sensor::evidence::{EvidenceRing, EvidenceWriter, StateDir};
 use streamml_sensor::filter::ProfileFilters;
-use streamml_sensor::shard::{self, FullPolicy, KeyMode, PacketRecord, ShardWorker};
+use streamml_sensor::shard::{FullPolicy, PacketRecord, ShardWorker};
 use streamml_sensor::stats::Snapshot;
-use streamml_sensor::wire::{DecodeOptions, PacketMeta};
+use streamml_sensor::wire::DecodeOptions;
 
 const DEFAULT_CONFIG: &str = include_str!("../config/sensor.toml");
 const FLOW_THRESHOLD: &str = "quantile = 0.999\nquantile_window = 20000\nmin_score = 0.85\nrequire_out_of_range = true\ncooldown_s = 300";
@@ -220,7 +220,7 @@ struct RunOut {
 fn run(src: &mut MemSource, cfg: &Config, policy: FullPolicy) -> RunOut {
     let dir = tempfile::tempdir().unwrap();
     let state = StateDir::create(dir.path()).unwrap();
-    let mut ring = EvidenceRing::create(
+    let ring = EvidenceRing::create(
         &state.ring_path(0),
         &RingConfig {
             size_bytes: cfg.ring_bytes,
@@ -248,17 +248,17 @@ fn run(src: &mut MemSource, cfg: &Config, policy: FullPolicy) -> RunOut {
     };
     let pcfg = PipelineConfig {
         shards: 1,
-        ring_capacity: cfg.ring_capacity,
+        // the capacity replay uses (bounded by the evidence ring: see replay_ring_capacity)
+        ring_capacity: streamml_sensor::engine::replay::replay_ring_capacity(
+            cfg.ring_capacity,
+            ring.capacity_records(),
+            1,
+        ),
         key_mode: cfg.key,
         policy,
         decode,
     };
-    let mut filters = ProfileFilters::new(cfg.profiles.iter().map(|p| p.filter.as_str()));
-    let mut hook = |f: &Frame<'_>, m: Option<&PacketMeta>| -> u16 {
-        let h = m.map_or(0, |m| shard::symmetric_hash(m, KeyMode::FiveTuple));
-        ring.append(f.ts_ns, f.orig_len, f.link, h, f.data);
-        filters.mask(f.data, f.link)
-    };
+    let filters = ProfileFilters::new(cfg.profiles.iter().map(|p| p.filter.as_str()));
     let cpu = Arc::new(Mutex::new(None));
     let worker = Timed {
         inner: Scorer::new(0, setup).unwrap(),
@@ -266,7 +266,7 @@ fn run(src: &mut MemSource, cfg: &Config, policy: FullPolicy) -> RunOut {
         out: cpu.clone(),
     };
     let t0 = Instant::now();
-    let res = pipeline::run_with_hook(src, &pcfg, &mut hook, vec![worker]);
+    let res = pipeline::run_with(src, &pcfg, Some(ring), Some(filters), vec![worker]);
     let wall = t0.elapsed();
     let mut stats = Snapshot::new();
     res.reader.snapshot_into(&mut stats);
@@ -274,10 +274,12 @@ fn run(src: &mut MemSource, cfg: &Config, policy: FullPolicy) -> RunOut {
     for w in &res.workers {
         w.inner.counters().snapshot_into(&mut stats);
     }
-    drop(res); // the scorers' alert senders: lets the writer finish
+    let ring_kept = res.ring;
+    drop(res.workers); // the scorers' alert senders: lets the writer finish
     for (k, v) in writer.join() {
         *stats.entry(k).or_insert(0) += v;
     }
+    drop(ring_kept);
     let scorer_cpu = cpu.lock().unwrap().expect("scorer finished");
     RunOut {
         packets: stats["reader.frames"],

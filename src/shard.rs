@@ -6,7 +6,6 @@
 //! ([`FullPolicy::Wait`]): a file can always be read later, so dropping would lose packets
 //! for nothing and make replays non-deterministic.
 
-use std::cell::RefCell;
 use std::sync::Arc;
 
 use crossbeam_utils::Backoff;
@@ -108,40 +107,34 @@ pub fn shard_of(hash: u64, shards: usize) -> usize {
     ((u128::from(hash) * shards as u128) >> 64) as usize
 }
 
-/// Reader end of one reader→shard ring (single producer; not `Sync`).
+/// Reader end of one reader→shard ring (single producer, owned by the reader).
 pub struct Producer {
-    p: RefCell<rtrb::Producer<Msg>>,
+    p: rtrb::Producer<Msg>,
 }
 
-/// Scorer end of one reader→shard ring (single consumer; not `Sync`).
+/// Scorer end of one reader→shard ring (single consumer, owned by the scorer).
 pub struct Consumer {
-    c: RefCell<rtrb::Consumer<Msg>>,
+    c: rtrb::Consumer<Msg>,
 }
 
 /// A bounded single-producer single-consumer ring of `capacity` messages (rtrb: cached
 /// head/tail indices, one release store per push, chunked reads on the consumer side).
 pub fn ring(capacity: usize) -> (Producer, Consumer) {
     let (p, c) = rtrb::RingBuffer::new(capacity.max(1));
-    (
-        Producer { p: RefCell::new(p) },
-        Consumer { c: RefCell::new(c) },
-    )
+    (Producer { p }, Consumer { c })
 }
 
 impl Producer {
     /// Pushes without waiting; gives the message back when the ring is full.
     #[inline]
-    pub fn try_push(&self, m: Msg) -> Result<(), Msg> {
-        self.p
-            .borrow_mut()
-            .push(m)
-            .map_err(|rtrb::PushError::Full(m)| m)
+    pub fn try_push(&mut self, m: Msg) -> Result<(), Msg> {
+        self.p.push(m).map_err(|rtrb::PushError::Full(m)| m)
     }
 
     /// Pushes, waiting (spin, then yield) for room. Only for file replay.
-    pub fn push_wait(&self, mut m: Msg) {
+    pub fn push_wait(&mut self, mut m: Msg) {
         let backoff = Backoff::new();
-        let mut p = self.p.borrow_mut();
+        let p = &mut self.p;
         loop {
             match p.push(m) {
                 Ok(()) => return,
@@ -162,8 +155,7 @@ impl Producer {
 
     /// Messages waiting in the ring.
     pub fn len(&self) -> usize {
-        let p = self.p.borrow();
-        p.buffer().capacity() - p.slots()
+        self.p.buffer().capacity() - self.p.slots()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -200,7 +192,7 @@ impl RouterCounters {
 pub struct Router {
     producers: Vec<Producer>,
     /// Newest timestamp routed (ns).
-    clock_ns: std::cell::Cell<u64>,
+    clock_ns: u64,
     policy: FullPolicy,
     mode: KeyMode,
     pub counters: Arc<RouterCounters>,
@@ -213,7 +205,7 @@ impl Router {
             producers,
             policy,
             mode,
-            clock_ns: std::cell::Cell::new(0),
+            clock_ns: 0,
             counters: Arc::new(RouterCounters::default()),
         }
     }
@@ -225,12 +217,35 @@ impl Router {
     /// Hashes and routes one packet, marked with the profiles it matched. Returns false
     /// if it was dropped (ring full).
     #[inline]
-    pub fn route(&self, ts_ns: u64, meta: &PacketMeta, profiles: u16) -> bool {
+    pub fn route(&mut self, ts_ns: u64, meta: &PacketMeta, profiles: u16) -> bool {
         let hash = symmetric_hash(meta, self.mode);
+        self.route_hashed(ts_ns, meta, profiles, hash)
+    }
+
+    /// [`Router::route`] with the 5-tuple hash already computed (the reader needs it for
+    /// the evidence ring): under the 5-tuple key it is the shard hash too, so the packet is
+    /// hashed once.
+    #[inline]
+    pub fn route_five_tuple_hashed(
+        &mut self,
+        ts_ns: u64,
+        meta: &PacketMeta,
+        profiles: u16,
+        five_tuple_hash: u64,
+    ) -> bool {
+        let hash = match self.mode {
+            KeyMode::FiveTuple => five_tuple_hash,
+            mode => symmetric_hash(meta, mode),
+        };
+        self.route_hashed(ts_ns, meta, profiles, hash)
+    }
+
+    #[inline]
+    fn route_hashed(&mut self, ts_ns: u64, meta: &PacketMeta, profiles: u16, hash: u64) -> bool {
         let s = shard_of(hash, self.producers.len());
-        let clock = self.clock_ns.get();
+        let clock = self.clock_ns;
         let lag_ms = if ts_ns >= clock {
-            self.clock_ns.set(ts_ns);
+            self.clock_ns = ts_ns;
             0
         } else {
             // Rounded up so that ts + lag reaches the clock's millisecond.
@@ -258,8 +273,8 @@ impl Router {
 
     /// Sends a clock tick to every shard (dropped silently if a ring is full: the next
     /// tick or packet carries the clock forward anyway).
-    pub fn tick(&self, now_ns: u64) {
-        for p in &self.producers {
+    pub fn tick(&mut self, now_ns: u64) {
+        for p in &mut self.producers {
             match self.policy {
                 FullPolicy::Wait => p.push_wait(Msg::Tick(now_ns)),
                 FullPolicy::Drop => {
@@ -298,13 +313,13 @@ const IDLE_SHORT_SLEEPS: u32 = 100;
 /// Drains `consumers` (one per reader) into `worker` until every producer is dropped and
 /// every ring is empty, then calls `finish`. Idle waiting spins briefly, then yields, then
 /// sleeps 50 µs, and after ~10 ms without traffic 1 ms, so an idle shard costs little CPU.
-pub fn run_shard<W: ShardWorker + ?Sized>(consumers: &[Consumer], worker: &mut W) {
+pub fn run_shard<W: ShardWorker + ?Sized>(consumers: &mut [Consumer], worker: &mut W) {
     let backoff = Backoff::new();
     let mut idle_rounds = 0u32;
     loop {
         let mut got = false;
-        for c in consumers {
-            let mut c = c.c.borrow_mut();
+        for c in consumers.iter_mut() {
+            let c = &mut c.c;
             let n = c.slots().min(DRAIN_CHUNK);
             if n == 0 {
                 continue;
@@ -325,10 +340,10 @@ pub fn run_shard<W: ShardWorker + ?Sized>(consumers: &[Consumer], worker: &mut W
             continue;
         }
         // Empty: finished if every producer is gone and nothing arrived since.
-        if consumers.iter().all(|c| {
-            let c = c.c.borrow();
-            c.is_abandoned() && c.is_empty()
-        }) {
+        if consumers
+            .iter()
+            .all(|c| c.c.is_abandoned() && c.c.is_empty())
+        {
             break;
         }
         if !backoff.is_completed() {
@@ -411,7 +426,7 @@ mod tests {
     #[test]
     fn full_ring_drops_and_counts_never_blocks() {
         let (p, c) = ring(8);
-        let router = Router::new(vec![p], FullPolicy::Drop, KeyMode::FiveTuple);
+        let mut router = Router::new(vec![p], FullPolicy::Drop, KeyMode::FiveTuple);
         let m = meta([198, 18, 0, 1], 1, [198, 18, 0, 2], 2, 17);
         let mut ok = 0;
         for t in 0..20 {
@@ -422,7 +437,7 @@ mod tests {
         assert_eq!(router.counters.ring_full.get(), 12);
         drop(router);
         let mut w = Collect(vec![], 0, false);
-        run_shard(&[c], &mut w);
+        run_shard(&mut [c], &mut w);
         assert_eq!(w.0, (0..8).collect::<Vec<_>>());
         assert!(w.2);
     }
@@ -432,7 +447,7 @@ mod tests {
         let (p, c) = ring(16);
         let n = 200_000u64;
         let t = std::thread::spawn(move || {
-            let router = Router::new(vec![p], FullPolicy::Wait, KeyMode::FiveTuple);
+            let mut router = Router::new(vec![p], FullPolicy::Wait, KeyMode::FiveTuple);
             let m = meta([198, 18, 0, 1], 1, [198, 18, 0, 2], 2, 17);
             for i in 0..n {
                 assert!(router.route(i, &m, 1));
@@ -442,7 +457,7 @@ mod tests {
             }
         });
         let mut w = Collect(Vec::with_capacity(n as usize), 0, false);
-        run_shard(&[c], &mut w);
+        run_shard(&mut [c], &mut w);
         t.join().unwrap();
         assert_eq!(w.0.len() as u64, n);
         assert!(w.0.windows(2).all(|x| x[0] + 1 == x[1]));

@@ -31,7 +31,7 @@ use xsk_rs::{CompQueue, FillQueue, RxQueue, Socket, TxQueue, Umem};
 
 use super::probe::{Fallback, Feature, Refused};
 use super::xdp::TsCarrier;
-use super::{xdp, CaptureError, Frame, LinkType, PacketSource};
+use super::{xdp, CaptureError, Frame, LinkType, Next, PacketSource};
 
 /// Zero-copy request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -933,15 +933,6 @@ enum Wait {
     Stopped,
 }
 
-/// What [`AfXdpSource::next_or_idle`] found.
-pub enum Next<'a> {
-    Frame(Frame<'a>),
-    /// Nothing arrived before the deadline.
-    Idle,
-    /// Stopped and drained.
-    End,
-}
-
 impl PacketSource for AfXdpSource {
     /// The next frame; blocks (per the idle strategy) while the ring is empty; `Ok(None)`
     /// once the stop flag is set and the ring is drained.
@@ -952,6 +943,11 @@ impl PacketSource for AfXdpSource {
             Next::Idle => unreachable!("no deadline, no idle"),
             Next::End => Ok(None),
         }
+    }
+
+    #[inline]
+    fn next_or_idle(&mut self, deadline: Option<Instant>) -> Result<Next<'_>, CaptureError> {
+        AfXdpSource::next_or_idle(self, deadline)
     }
 }
 

@@ -55,10 +55,33 @@ pub enum CaptureError {
     Other(String),
 }
 
+/// What a source has next: a frame, nothing yet (live sources, past a deadline), or the
+/// end of its input.
+pub enum Next<'a> {
+    Frame(Frame<'a>),
+    /// Nothing arrived before the deadline.
+    Idle,
+    /// The end: the file is read, or the live source was stopped and is drained.
+    End,
+}
+
 /// A source of frames: a capture file (replay), the synthetic generator (bench) or an
 /// AF_XDP socket (live).
 pub trait PacketSource {
     /// The next frame, `Ok(None)` at the end of the input. After an `Err` the source is
     /// finished: frames returned before it stay valid results.
     fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError>;
+
+    /// The next frame, or [`Next::Idle`] when none came before `deadline` (sources that
+    /// wait, i.e. live ones; a file never idles), or [`Next::End`].
+    #[inline]
+    fn next_or_idle(
+        &mut self,
+        _deadline: Option<std::time::Instant>,
+    ) -> Result<Next<'_>, CaptureError> {
+        Ok(match self.next_frame()? {
+            Some(f) => Next::Frame(f),
+            None => Next::End,
+        })
+    }
 }

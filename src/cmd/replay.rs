@@ -62,7 +62,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         pipeline::default_shards(1)
     };
     let t0 = std::time::Instant::now();
-    let (out, _) = run_replay(&mut source, cfg, state, shards, a.flows.clone())?;
+    let out = run_replay(&mut source, cfg, state, shards, a.flows.clone())?;
     let secs = t0.elapsed().as_secs_f64();
     let mut snap = out.stats;
     stats::merge_into(&mut snap, source.counters.named());

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use serde::Serialize;
 
-use crate::capture::afxdp::{now_ns, Next};
+use crate::capture::afxdp::now_ns;
 use crate::capture::afxdp::{
     AfXdpSource, BindMode, Idle, KernelStats, QueueStats, XskConfig, ZeroCopy,
 };
@@ -51,7 +51,8 @@ use crate::capture::xdp::{
     XdpSettings, MAX_QUEUES,
 };
 use crate::config::Config;
-use crate::engine::pipeline::{ReaderCounters, TICK_NS};
+use crate::engine::pipeline::ReaderCounters;
+use crate::engine::reader::{run_reader, ReaderStage};
 use crate::engine::scorer::{FlowOutputSetup, Scorer, ScorerCounters, ScorerSetup};
 use crate::evidence::ring::{EvidenceRing, Opened, RingConfig};
 use crate::evidence::statedir::{self, StateDir};
@@ -59,9 +60,9 @@ use crate::evidence::writer::{EvidenceWriter, EvidenceWriterHandle};
 use crate::filter::ProfileFilters;
 use crate::flow::export::FlowRecord;
 use crate::flow::table::FlowCounters;
-use crate::shard::{self, FullPolicy, KeyMode, Router, RouterCounters};
+use crate::shard::{self, FullPolicy, Router, RouterCounters};
 use crate::stats::{self, Snapshot};
-use crate::wire::{self, DecodeOptions, WireError};
+use crate::wire::{DecodeOptions, WireError};
 
 /// The start-up line naming what capture got for each optional feature, and each
 /// fallback with its reason.
@@ -182,73 +183,6 @@ const IDLE_TICK: Duration = Duration::from_millis(250);
 /// waits before it copies: readers stamp a whole RX batch at once and append it to their
 /// ring while another reader's frames already move a shard's clock on.
 const EVIDENCE_SETTLE: Duration = Duration::from_millis(250);
-
-/// What a reader thread owns besides its socket.
-struct ReaderPipe {
-    router: Router,
-    rc: Arc<ReaderCounters>,
-    opts: DecodeOptions,
-    /// This reader's evidence ring: every frame, before it is routed.
-    ring: EvidenceRing,
-    /// To build the profile filters on the reader's own thread (they are not `Send`).
-    cfg: Arc<Config>,
-}
-
-/// The reader loop: decode in place, append the frame to the evidence ring, mark it with
-/// the profiles whose filter it matches, route it to its shard, recycle (by asking for
-/// the next frame). Ticks carry the clock forward to every shard, from frames or while
-/// idle, so flows expire, windows close and evidence falls due when traffic stops.
-fn reader_loop(mut src: AfXdpSource, p: ReaderPipe) -> anyhow::Result<()> {
-    let ReaderPipe {
-        router,
-        rc,
-        opts,
-        mut ring,
-        cfg,
-    } = p;
-    let mut filters = ProfileFilters::new(cfg.profiles.iter().map(|p| p.filter.as_str()));
-    let mut next_tick = 0u64;
-    let mut idle_deadline = Instant::now() + IDLE_TICK;
-    loop {
-        match src
-            .next_or_idle(Some(idle_deadline))
-            .map_err(|e| anyhow!(e))?
-        {
-            Next::Frame(f) => {
-                match wire::decode(f.data, f.orig_len, f.link, &opts) {
-                    Ok(m) => {
-                        rc.decoded.inc();
-                        let h = shard::symmetric_hash(&m, KeyMode::FiveTuple);
-                        ring.append(f.ts_ns, f.orig_len, f.link, h, f.data);
-                        let mask = filters.mask(f.data, f.link);
-                        router.route(f.ts_ns, &m, mask);
-                    }
-                    Err(e) => {
-                        rc.count_err(e);
-                        ring.append(f.ts_ns, f.orig_len, f.link, 0, f.data);
-                    }
-                }
-                // Counted once it is in the ring (and routed): `reader.frames` tells how
-                // many frames `evidence recover` finds after a crash.
-                rc.frames.inc();
-                rc.bytes.add(u64::from(f.orig_len));
-                if f.ts_ns >= next_tick {
-                    router.tick(f.ts_ns);
-                    next_tick = f.ts_ns.saturating_add(TICK_NS);
-                    idle_deadline = Instant::now() + IDLE_TICK;
-                }
-            }
-            Next::Idle => {
-                let now = now_ns();
-                router.tick(now);
-                next_tick = now.saturating_add(TICK_NS);
-                idle_deadline = Instant::now() + IDLE_TICK;
-            }
-            Next::End => break,
-        }
-    }
-    Ok(()) // dropping the router closes this reader's rings
-}
 
 /// A scorer shard's thread and the counters the main thread reads while it runs.
 struct Shard {
@@ -1006,7 +940,7 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
                 if let Some(c) = core {
                     core_affinity::set_for_current(core_affinity::CoreId { id: c });
                 }
-                shard::run_shard(&consumers, &mut scorer);
+                shard::run_shard(&mut consumers, &mut scorer);
                 scorer
             })
             .context("spawning a scorer thread")?;
@@ -1050,13 +984,8 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
         let router = Router::new(prods, FullPolicy::Drop, cfg.key);
         let router_ctr = router.counters.clone();
         let rc = Arc::new(ReaderCounters::default());
-        let rp = ReaderPipe {
-            router,
-            rc: rc.clone(),
-            opts: decode,
-            ring,
-            cfg: cfg.clone(),
-        };
+        let stage_rc = rc.clone();
+        let exprs: Vec<String> = cfg.profiles.iter().map(|p| p.filter.clone()).collect();
         let bind = src.bind_mode();
         let ebusy_retries = src.ebusy_retries;
         let handle = std::thread::Builder::new()
@@ -1067,7 +996,14 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
                         log(format_args!("queue {queue}: could not pin to core {c}"));
                     }
                 }
-                reader_loop(src, rp)
+                // The profile filters are not `Send`: built here, on the reader's thread.
+                let filters = ProfileFilters::new(exprs.iter().map(String::as_str));
+                let mut stage =
+                    ReaderStage::new(router, decode, Some(ring), Some(filters), stage_rc);
+                let mut src = src;
+                let res = run_reader(&mut src, &mut stage, Some((IDLE_TICK, now_ns)));
+                drop(stage.finish()); // closes this reader's rings
+                res.map_err(|e| anyhow!(e))
             })
             .context("spawning a reader thread")?;
         readers.push(Reader {

@@ -6,5 +6,6 @@
 pub mod eval;
 pub mod live;
 pub mod pipeline;
+pub mod reader;
 pub mod replay;
 pub mod scorer;

@@ -9,49 +9,18 @@ use anyhow::Context;
 
 use std::io::Write;
 
+use super::reader::{run_reader, ReaderStage};
 use crate::capture::{CaptureError, PacketSource};
+use crate::evidence::ring::EvidenceRing;
+use crate::filter::ProfileFilters;
 use crate::flow::export::FlowRecord;
 use crate::flow::table::{FlowConfig, FlowTable};
 use crate::output::RunSorter;
 use crate::shard::{self, FullPolicy, KeyMode, Router, ShardWorker};
-use crate::stats::{self, Counter, Snapshot};
-use crate::wire::{self, DecodeOptions, WireError};
+use crate::stats::{self, Snapshot};
+use crate::wire::DecodeOptions;
 
-/// How often the reader sends a clock tick to every shard, in packet time.
-pub const TICK_NS: u64 = 1_000_000_000;
-
-/// Decoder counters of one reader: frames seen, decoded, and dropped per reason.
-#[derive(Debug, Default)]
-pub struct ReaderCounters {
-    pub frames: Counter,
-    pub bytes: Counter,
-    pub decoded: Counter,
-    pub by_reason: [Counter; WireError::ALL.len()],
-}
-
-impl ReaderCounters {
-    #[inline]
-    pub fn count_err(&self, e: WireError) {
-        self.by_reason[e.index()].inc();
-    }
-
-    pub fn snapshot_into(&self, s: &mut Snapshot) {
-        stats::merge_into(
-            s,
-            [
-                ("reader.frames", self.frames.get()),
-                ("reader.bytes", self.bytes.get()),
-                ("reader.decoded", self.decoded.get()),
-            ],
-        );
-        stats::merge_into(
-            s,
-            WireError::ALL
-                .iter()
-                .map(|e| (e.name(), self.by_reason[e.index()].get())),
-        );
-    }
-}
+pub use super::reader::{ReaderCounters, TICK_NS};
 
 /// Pipeline settings shared by the file-driven commands.
 #[derive(Clone, Debug)]
@@ -79,34 +48,33 @@ pub struct RunResult<W> {
     /// Packet-clock span of the input.
     pub first_ts_ns: Option<u64>,
     pub last_ts_ns: Option<u64>,
+    /// The reader's evidence ring, handed back (its records stay readable).
+    pub ring: Option<EvidenceRing>,
 }
-
-/// Reads `source` to its end in this thread and runs one worker per shard on scorer
-/// threads (`workers.len()` shards; built by the caller, so that a worker that cannot be
-/// built is an error before anything runs).
-pub fn run<W>(source: &mut dyn PacketSource, cfg: &PipelineConfig, workers: Vec<W>) -> RunResult<W>
-where
-    W: ShardWorker + Send + 'static,
-{
-    run_with_hook(source, cfg, &mut |_, _| u16::MAX, workers)
-}
-
-/// The reader's per-frame hook: sees every frame (and its decode, if it decoded) before
-/// the packet is routed, and returns the profile bitmask for it. The replay pipeline
-/// appends the frame to the evidence ring and runs the profile filters here.
-pub type FrameHook<'a> =
-    dyn FnMut(&crate::capture::Frame<'_>, Option<&wire::PacketMeta>) -> u16 + 'a;
 
 /// Builds one worker per shard, stopping at the first error.
 pub fn build_workers<W, E>(shards: usize, mk: impl Fn(usize) -> Result<W, E>) -> Result<Vec<W>, E> {
     (0..shards).map(mk).collect()
 }
 
-/// [`run`] with a per-frame hook in the reader.
-pub fn run_with_hook<W>(
+/// Reads `source` to its end in this thread and runs one worker per shard on scorer
+/// threads (`workers.len()` shards; built by the caller, so that a worker that cannot be
+/// built is an error before anything runs). No evidence ring, every packet in every
+/// profile.
+pub fn run<W>(source: &mut dyn PacketSource, cfg: &PipelineConfig, workers: Vec<W>) -> RunResult<W>
+where
+    W: ShardWorker + Send + 'static,
+{
+    run_with(source, cfg, None, None, workers)
+}
+
+/// [`run`] with the reader appending every frame to `ring` and marking packets with the
+/// profiles of `filters`.
+pub fn run_with<W>(
     source: &mut dyn PacketSource,
     cfg: &PipelineConfig,
-    hook: &mut FrameHook<'_>,
+    ring: Option<EvidenceRing>,
+    filters: Option<ProfileFilters>,
     workers: Vec<W>,
 ) -> RunResult<W>
 where
@@ -116,66 +84,37 @@ where
     let mut producers = Vec::with_capacity(cfg.shards);
     let mut handles = Vec::with_capacity(cfg.shards);
     for (s, mut w) in workers.into_iter().enumerate() {
-        let (p, c) = shard::ring(cfg.ring_capacity);
+        let (p, mut c) = shard::ring(cfg.ring_capacity);
         producers.push(p);
         handles.push(
             std::thread::Builder::new()
                 .name(format!("scorer-{s}"))
                 .spawn(move || {
-                    shard::run_shard(std::slice::from_ref(&c), &mut w);
+                    shard::run_shard(std::slice::from_mut(&mut c), &mut w);
                     w
                 })
                 .expect("spawning a scorer thread"),
         );
     }
     let router = Router::new(producers, cfg.policy, cfg.key_mode);
-    let rc = Arc::new(ReaderCounters::default());
-    let mut next_tick = 0u64;
-    let mut source_error = None;
-    let (mut first, mut last) = (None, None);
-    loop {
-        match source.next_frame() {
-            Ok(Some(f)) => {
-                rc.frames.inc();
-                rc.bytes.add(u64::from(f.orig_len));
-                first.get_or_insert(f.ts_ns);
-                last = Some(last.map_or(f.ts_ns, |l: u64| l.max(f.ts_ns)));
-                match wire::decode(f.data, f.orig_len, f.link, &cfg.decode) {
-                    Ok(m) => {
-                        rc.decoded.inc();
-                        let mask = hook(&f, Some(&m));
-                        router.route(f.ts_ns, &m, mask);
-                    }
-                    Err(e) => {
-                        rc.count_err(e);
-                        hook(&f, None);
-                    }
-                }
-                if f.ts_ns >= next_tick {
-                    router.tick(f.ts_ns);
-                    next_tick = f.ts_ns.saturating_add(TICK_NS);
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                source_error = Some(e);
-                break;
-            }
-        }
-    }
-    let router_counters = router.counters.clone();
-    drop(router); // closes the rings: scorers drain and finish
+    let mut stage = ReaderStage::new(router, cfg.decode, ring, filters, Arc::default());
+    let reader = stage.counters().clone();
+    let router = stage.router_counters();
+    let source_error = run_reader(source, &mut stage, None).err();
+    let (first_ts_ns, last_ts_ns) = (stage.first_ts_ns, stage.last_ts_ns);
+    let ring = stage.finish(); // closes the rings: scorers drain and finish
     let workers = handles
         .into_iter()
         .map(|h| h.join().expect("a scorer thread panicked"))
         .collect();
     RunResult {
         workers,
-        reader: rc,
-        router: router_counters,
+        reader,
+        router,
         source_error,
-        first_ts_ns: first,
-        last_ts_ns: last,
+        first_ts_ns,
+        last_ts_ns,
+        ring,
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::capture::{Frame, LinkType, PacketSource};
+use crate::capture::{LinkType, PacketSource};
 use crate::config::Config;
 use crate::engine::pipeline::{self, PipelineConfig};
 use crate::engine::scorer::{FlowOutputSetup, Scorer, ScorerSetup, WindowFilterFactory};
@@ -18,7 +18,7 @@ use crate::evidence::writer::{EvidenceWriter, RecordFilter, WriterConfig};
 use crate::filter::{ProfileFilters, SharedFilter};
 use crate::shard::{self, FullPolicy, KeyMode};
 use crate::stats::{self, Snapshot};
-use crate::wire::{self, DecodeOptions, PacketMeta};
+use crate::wire::{self, DecodeOptions};
 
 /// The evidence filter of a window alert: packets of `shard` (under the configured key)
 /// that match the profile's packet filter. Shared with live capture.
@@ -115,12 +115,12 @@ pub fn run_replay(
     state: StateDir,
     shards: usize,
     flows_out: Option<PathBuf>,
-) -> anyhow::Result<(ReplayOutcome, Vec<Scorer>)> {
+) -> anyhow::Result<ReplayOutcome> {
     let cfg = Arc::new(cfg);
     let decode = DecodeOptions {
         decode_tunnels: cfg.decode_tunnels,
     };
-    let mut ring = EvidenceRing::create(
+    let ring = EvidenceRing::create(
         &state.ring_path(0),
         &RingConfig {
             size_bytes: cfg.ring_bytes,
@@ -165,15 +165,11 @@ pub fn run_replay(
         policy: FullPolicy::Wait,
         decode,
     };
-    let mut filters = ProfileFilters::new(cfg.profiles.iter().map(|p| p.filter.as_str()));
-    let mut hook = |f: &Frame<'_>, m: Option<&PacketMeta>| -> u16 {
-        let h = m.map_or(0, |m| shard::symmetric_hash(m, KeyMode::FiveTuple));
-        ring.append(f.ts_ns, f.orig_len, f.link, h, f.data);
-        filters.mask(f.data, f.link)
-    };
+    let filters = ProfileFilters::new(cfg.profiles.iter().map(|p| p.filter.as_str()));
     let workers = pipeline::build_workers(shards, |s| Scorer::new(s, setup.clone()))
         .map_err(anyhow::Error::msg)?;
-    let res = pipeline::run_with_hook(source, &pcfg, &mut hook, workers);
+    let ring_reader = ring.reader();
+    let res = pipeline::run_with(source, &pcfg, Some(ring), Some(filters), workers);
     drop(setup); // the last sender outside the scorers
     let mut snap = Snapshot::new();
     res.reader.snapshot_into(&mut snap);
@@ -191,14 +187,14 @@ pub fn run_replay(
         }
     }
     // The scorers hold the last alert senders: drop them so the writer can finish.
-    let summaries: Vec<_> = scorers.iter().map(|w| w.detector_summary()).collect();
-    let kept: Vec<Scorer> = Vec::new();
     drop(scorers);
     let wsnap = writer.join();
     for (k, v) in wsnap {
         *snap.entry(k).or_insert(0) += v;
     }
-    let _ = summaries;
+    // The ring outlived the writer's reads.
+    drop(res.ring);
+    drop(ring_reader);
     let mut flows_written = 0;
     if let Some(path) = &flows_out {
         let mut f = crate::output::AtomicFile::create(path)?;
@@ -212,13 +208,10 @@ pub fn run_replay(
         f.commit()?;
     }
     snap.insert("replay.flows_written".into(), flows_written);
-    Ok((
-        ReplayOutcome {
-            stats: snap,
-            source_error: res.source_error,
-            state,
-            flows_written,
-        },
-        kept,
-    ))
+    Ok(ReplayOutcome {
+        stats: snap,
+        source_error: res.source_error,
+        state,
+        flows_written,
+    })
 }
