@@ -299,3 +299,59 @@ fn state_dir_in_use_is_refused() {
     // the lock file now names the replay (gone by now), not the old holder
     assert_ne!(std::fs::read_to_string(&lock).unwrap().trim(), "4242");
 }
+
+/// A scorer shard that breaks (a bug, injected with STREAMML_FAULT) ends the run with exit
+/// code 1 after the other stages drained: one line for the panic, one for the failed run,
+/// the alert log still whole lines, no half-written flow output; never a crash of the
+/// binary.
+#[test]
+fn broken_scorer_ends_the_run_with_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap = dir.path().join("l.pcap");
+    let o = run(&[
+        "synth",
+        "--preset",
+        "labelled",
+        "--minutes",
+        "12",
+        "--seed",
+        "3",
+        "-o",
+        cap.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let state = dir.path().join("state");
+    let flows = dir.path().join("flows.csv");
+    let o = bin()
+        .env("STREAMML_FAULT", "scorer-panic")
+        .args([
+            "replay",
+            cap.to_str().unwrap(),
+            "--shards",
+            "2",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--flows",
+            flows.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    let lines: Vec<&str> = e.trim_end().lines().collect();
+    assert_eq!(lines.len(), 2, "{e}");
+    assert!(
+        lines[0].starts_with("streamml-sensor: internal error: thread 'scorer-0' panicked at ")
+            && lines[0].ends_with(": injected fault (STREAMML_FAULT=scorer-panic)"),
+        "{e}"
+    );
+    assert_eq!(
+        lines[1],
+        "streamml-sensor: scorer shard 0 failed: injected fault (STREAMML_FAULT=scorer-panic)"
+    );
+    assert!(!flows.exists() && !dir.path().join("flows.csv.tmp").exists());
+    let log = std::fs::read_to_string(state.join("alerts.jsonl")).unwrap_or_default();
+    for l in log.lines() {
+        serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+    }
+}

@@ -119,6 +119,20 @@ pub fn positive_usize(s: &str) -> Result<usize, String> {
 
 /// Entry point used by `main`.
 pub fn main() -> ExitCode {
+    // A panic (a bug) is one line too, naming the thread and the place; the run then ends
+    // with its error (a scorer shard's panic: after the other stages drained, exit 1).
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let msg = crate::engine::builder::panic_message(info.payload());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "streamml-sensor: internal error: thread '{}' panicked{at}: {msg}",
+            thread.name().unwrap_or("?")
+        );
+    }));
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -141,7 +155,15 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("streamml-sensor: {e:#}");
-            ExitCode::from(2)
+            // A stage that broke part-way is a failed run (1); everything else was refused
+            // before anything ran (2).
+            if e.downcast_ref::<crate::engine::pipeline::RunFailed>()
+                .is_some()
+            {
+                ExitCode::from(1)
+            } else {
+                ExitCode::from(2)
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ use anyhow::bail;
 use crate::capture::synth::{EpisodeKind, SynthConfig, SynthSource};
 use crate::config::Config;
 use crate::engine::pipeline::{self, PipelineConfig};
-use crate::engine::scorer::{ScoredWindow, Scorer, ScorerSetup};
+use crate::engine::scorer::{ScoredWindow, ScorerSetup};
 use crate::shard::FullPolicy;
 use crate::wire::DecodeOptions;
 
@@ -85,9 +85,11 @@ pub fn score_labelled(
             decode_tunnels: cfg.decode_tunnels,
         },
     };
-    let workers = pipeline::build_workers(1, |s| Scorer::new(s, setup.clone()))
-        .map_err(anyhow::Error::msg)?;
+    let workers = crate::engine::builder::scorers(&setup).map_err(anyhow::Error::msg)?;
     let res = pipeline::run(&mut src, &pcfg, workers);
+    if let Some(f) = res.failed.first() {
+        return Err(pipeline::RunFailed(f.to_string()).into());
+    }
     if let Some(e) = res.source_error {
         bail!("generator: {e}");
     }

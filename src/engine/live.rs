@@ -51,7 +51,9 @@ use crate::capture::xdp::{
     XdpSettings, MAX_QUEUES,
 };
 use crate::config::Config;
+use crate::engine::builder;
 use crate::engine::pipeline::ReaderCounters;
+use crate::engine::pipeline::RunFailed;
 use crate::engine::reader::{run_reader, ReaderStage};
 use crate::engine::scorer::{FlowOutputSetup, Scorer, ScorerCounters, ScorerSetup};
 use crate::evidence::ring::{EvidenceRing, Opened, RingConfig};
@@ -60,7 +62,7 @@ use crate::evidence::writer::{EvidenceWriter, EvidenceWriterHandle};
 use crate::filter::ProfileFilters;
 use crate::flow::export::FlowRecord;
 use crate::flow::table::FlowCounters;
-use crate::shard::{self, FullPolicy, Router, RouterCounters};
+use crate::shard::{FullPolicy, Router, RouterCounters};
 use crate::stats::{self, Snapshot};
 use crate::wire::{DecodeOptions, WireError};
 
@@ -188,7 +190,6 @@ const EVIDENCE_SETTLE: Duration = Duration::from_millis(250);
 struct Shard {
     flow: Arc<FlowCounters>,
     detect: Arc<ScorerCounters>,
-    handle: Option<JoinHandle<Scorer>>,
 }
 
 /// One reader's evidence ring as opened at start-up.
@@ -298,6 +299,7 @@ pub struct StatsReport {
 /// The parts of the pipeline after the readers, for the stats.
 struct Pipeline {
     shards: Vec<Shard>,
+    threads: Option<builder::Shards<Scorer>>,
     writer: Option<EvidenceWriterHandle>,
     /// The writer's final counters once it has finished.
     writer_final: Option<Snapshot>,
@@ -911,8 +913,6 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
                 .collect()
         })
         .unwrap_or_default();
-    let mut producers: Vec<Vec<shard::Producer>> = (0..nq).map(|_| Vec::new()).collect();
-    let mut shards = Vec::with_capacity(nshards);
     // The same bound as replay: packets queued for the scorers are already in the reader's
     // evidence ring, so the queue must stay a small part of the ring (see
     // `replay::replay_ring_capacity`); a full queue drops and counts, as always live.
@@ -923,36 +923,21 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
         .unwrap_or(0);
     let shard_ring_capacity =
         crate::engine::replay::replay_ring_capacity(cfg.ring_capacity, ring_records, nshards);
-    for sidx in 0..nshards {
-        let mut consumers = Vec::with_capacity(nq);
-        for p in producers.iter_mut() {
-            let (tx, rx) = shard::ring(shard_ring_capacity);
-            p.push(tx);
-            consumers.push(rx);
-        }
-        let mut scorer = Scorer::new(sidx, setup.clone()).map_err(anyhow::Error::msg)?;
-        let flow = scorer.table().counters().clone();
-        let detect = scorer.counters().clone();
-        let core = (!scorer_cores.is_empty()).then(|| scorer_cores[sidx % scorer_cores.len()]);
-        let handle = std::thread::Builder::new()
-            .name(format!("scorer-{sidx}"))
-            .spawn(move || {
-                if let Some(c) = core {
-                    core_affinity::set_for_current(core_affinity::CoreId { id: c });
-                }
-                shard::run_shard(&mut consumers, &mut scorer);
-                scorer
-            })
+    let scorers = builder::scorers(&setup).map_err(anyhow::Error::msg)?;
+    let shards: Vec<Shard> = scorers
+        .iter()
+        .map(|s| Shard {
+            flow: s.table().counters().clone(),
+            detect: s.counters().clone(),
+        })
+        .collect();
+    let (producers, shard_threads) =
+        builder::spawn_shards(scorers, nq, shard_ring_capacity, &scorer_cores)
             .context("spawning a scorer thread")?;
-        shards.push(Shard {
-            flow,
-            detect,
-            handle: Some(handle),
-        });
-    }
     drop(setup); // the scorers hold the only alert senders now
     let mut pipe = Pipeline {
         shards,
+        threads: Some(shard_threads),
         writer: Some(writer),
         writer_final: None,
         flows_written: 0,
@@ -1114,25 +1099,18 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
     // flows (scoring them) and drop their incomplete windows, and report the end of time
     // to the evidence writer.
     let mut sorters = Vec::new();
-    let mut scorers = Vec::new();
-    for sh in &mut pipe.shards {
-        if let Some(h) = sh.handle.take() {
-            match h.join() {
-                Ok(mut s) => {
-                    if let Some(e) = s.io_error() {
-                        pipe.flows_write_errors += 1;
-                        log(format_args!("--flows-out: buffering flows: {e}"));
-                    }
-                    if let Some(so) = s.take_flow_sorter() {
-                        sorters.push(so);
-                    }
-                    scorers.push(s);
-                }
-                Err(_) => {
-                    failure.get_or_insert(anyhow!("a scorer shard panicked"));
-                }
-            }
+    let (mut scorers, failed) = pipe.threads.take().map(|t| t.join()).unwrap_or_default();
+    for s in &mut scorers {
+        if let Some(e) = s.io_error() {
+            pipe.flows_write_errors += 1;
+            log(format_args!("--flows-out: buffering flows: {e}"));
         }
+        if let Some(so) = s.take_flow_sorter() {
+            sorters.push(so);
+        }
+    }
+    if let Some(f) = failed.first() {
+        failure.get_or_insert(RunFailed(f.to_string()).into());
     }
     // Per profile: what its detectors scored (over all shards) and the highest score.
     for (pi, p) in cfg.profiles.iter().enumerate() {

@@ -9,6 +9,7 @@ use anyhow::Context;
 
 use std::io::Write;
 
+use super::builder::{spawn_shards, ShardPanicked};
 use super::reader::{run_reader, ReaderStage};
 use crate::capture::{CaptureError, PacketSource};
 use crate::evidence::ring::EvidenceRing;
@@ -38,9 +39,17 @@ pub fn default_shards(readers: usize) -> usize {
     cores.saturating_sub(readers).max(1)
 }
 
+/// A run that failed part-way (a stage broke, not the input): the command exits 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RunFailed(pub String);
+
 /// Result of a pipeline run.
 pub struct RunResult<W> {
+    /// The workers of the shards that finished, in shard order.
     pub workers: Vec<W>,
+    /// Shards whose thread panicked (their workers are lost).
+    pub failed: Vec<ShardPanicked>,
     pub reader: Arc<ReaderCounters>,
     pub router: Arc<shard::RouterCounters>,
     /// The source error that ended the run early, if any (frames before it were processed).
@@ -81,21 +90,9 @@ where
     W: ShardWorker + Send + 'static,
 {
     assert_eq!(workers.len(), cfg.shards, "one worker per shard");
-    let mut producers = Vec::with_capacity(cfg.shards);
-    let mut handles = Vec::with_capacity(cfg.shards);
-    for (s, mut w) in workers.into_iter().enumerate() {
-        let (p, mut c) = shard::ring(cfg.ring_capacity);
-        producers.push(p);
-        handles.push(
-            std::thread::Builder::new()
-                .name(format!("scorer-{s}"))
-                .spawn(move || {
-                    shard::run_shard(std::slice::from_mut(&mut c), &mut w);
-                    w
-                })
-                .expect("spawning a scorer thread"),
-        );
-    }
+    let (mut producers, shards) =
+        spawn_shards(workers, 1, cfg.ring_capacity, &[]).expect("spawning a scorer thread");
+    let producers = producers.pop().expect("one reader");
     let router = Router::new(producers, cfg.policy, cfg.key_mode);
     let mut stage = ReaderStage::new(router, cfg.decode, ring, filters, Arc::default());
     let reader = stage.counters().clone();
@@ -103,12 +100,10 @@ where
     let source_error = run_reader(source, &mut stage, None).err();
     let (first_ts_ns, last_ts_ns) = (stage.first_ts_ns, stage.last_ts_ns);
     let ring = stage.finish(); // closes the rings: scorers drain and finish
-    let workers = handles
-        .into_iter()
-        .map(|h| h.join().expect("a scorer thread panicked"))
-        .collect();
+    let (workers, failed) = shards.join();
     RunResult {
         workers,
+        failed,
         reader,
         router,
         source_error,
@@ -324,6 +319,9 @@ pub fn run_flows(
         })
     })?;
     let res = run(source, &pcfg, workers);
+    if let Some(f) = res.failed.first() {
+        return Err(RunFailed(f.to_string()).into());
+    }
     let mut snap = Snapshot::new();
     res.reader.snapshot_into(&mut snap);
     stats::merge_into(&mut snap, res.router.named());

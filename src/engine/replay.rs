@@ -9,8 +9,9 @@ use anyhow::Context;
 
 use crate::capture::{LinkType, PacketSource};
 use crate::config::Config;
-use crate::engine::pipeline::{self, PipelineConfig};
-use crate::engine::scorer::{FlowOutputSetup, Scorer, ScorerSetup, WindowFilterFactory};
+use crate::engine::builder;
+use crate::engine::pipeline::{self, PipelineConfig, RunFailed};
+use crate::engine::scorer::{FlowOutputSetup, ScorerSetup, WindowFilterFactory};
 use crate::evidence::retention::RetentionLimits;
 use crate::evidence::ring::{EvidenceRing, RingConfig};
 use crate::evidence::statedir::StateDir;
@@ -166,8 +167,7 @@ pub fn run_replay(
         decode,
     };
     let filters = ProfileFilters::new(cfg.profiles.iter().map(|p| p.filter.as_str()));
-    let workers = pipeline::build_workers(shards, |s| Scorer::new(s, setup.clone()))
-        .map_err(anyhow::Error::msg)?;
+    let workers = builder::scorers(&setup).map_err(anyhow::Error::msg)?;
     let ring_reader = ring.reader();
     let res = pipeline::run_with(source, &pcfg, Some(ring), Some(filters), workers);
     drop(setup); // the last sender outside the scorers
@@ -195,6 +195,10 @@ pub fn run_replay(
     // The ring outlived the writer's reads.
     drop(res.ring);
     drop(ring_reader);
+    if let Some(f) = res.failed.first() {
+        // Every other stage has drained and written what it had.
+        return Err(RunFailed(f.to_string()).into());
+    }
     let mut flows_written = 0;
     if let Some(path) = &flows_out {
         let mut f = crate::output::AtomicFile::create(path)?;

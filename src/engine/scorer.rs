@@ -119,6 +119,16 @@ pub struct Scorer {
     table: FlowTable,
     ctx: Ctx,
     last_clock_ns: u64,
+    /// Clock ticks handled (the fault injection counts them).
+    ticks: u64,
+}
+
+/// Test aid: `STREAMML_FAULT=scorer-panic` makes shard 0 panic at its third clock tick,
+/// to show that a broken stage ends the run with an error after the others drained.
+pub const FAULT_ENV: &str = "STREAMML_FAULT";
+
+fn fault_injected(name: &str) -> bool {
+    std::env::var(FAULT_ENV).is_ok_and(|v| v.split(',').any(|f| f.trim() == name))
 }
 
 fn ip_of(b: &[u8; 16], v: u8) -> IpAddr {
@@ -194,6 +204,7 @@ impl Scorer {
         Ok(Scorer {
             table,
             last_clock_ns: 0,
+            ticks: 0,
             ctx: Ctx {
                 shard,
                 setup,
@@ -537,6 +548,10 @@ impl ShardWorker for Scorer {
     }
 
     fn on_tick(&mut self, now_ns: u64) {
+        self.ticks += 1;
+        if self.ticks == 3 && self.ctx.shard == 0 && fault_injected("scorer-panic") {
+            panic!("injected fault ({FAULT_ENV}=scorer-panic)");
+        }
         let ctx = &mut self.ctx;
         if now_ns > ctx.now_ns {
             ctx.now_ns = now_ns;
