@@ -961,3 +961,39 @@ fn replay_into_live_state_dir_is_refused() {
     );
     assert_eq!(recover_count(&pair, "all.pcap.zst"), a.sent + b.sent);
 }
+
+/// A stats file that cannot be written mid-capture is a side failure: logged and counted
+/// (`stats.write_errors`), capture goes on, and once the path is writable again the final
+/// stats are there with every frame.
+#[test]
+fn unwritable_stats_do_not_stop_capture() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(2);
+    let sensor = pair.start_sensor(&[]);
+    // A directory where the stats file's temporary goes: writing it fails even for root.
+    let tmp = std::path::PathBuf::from(format!("{}.tmp", sensor.stats.display()));
+    std::fs::create_dir(&tmp).unwrap();
+    let a = pair.send(&["--queues", "0,1", "--count", "500", "--pps", "20000"]);
+    sensor.sighup();
+    let t = std::time::Instant::now();
+    while !sensor.stderr().contains("--stats-json") && t.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        sensor.stderr().contains("(capture goes on)"),
+        "{}",
+        sensor.stderr()
+    );
+    let b = pair.send(&["--queues", "0,1", "--count", "700", "--pps", "20000"]);
+    std::fs::remove_dir(&tmp).unwrap();
+    let stopped = sensor.stop();
+    assert_eq!(
+        stopped.status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        stopped.stderr
+    );
+    let st = stopped.stats.expect("final stats");
+    assert_eq!(num(&st, &["packets_received"]), a.sent + b.sent);
+    assert_eq!(num(&st, &["pipeline", "stats.write_errors"]), 1, "{st:#}");
+}

@@ -305,6 +305,8 @@ struct Pipeline {
     writer_final: Option<Snapshot>,
     flows_written: u64,
     flows_write_errors: u64,
+    /// Stats reports that could not be made or written (capture went on).
+    stats_write_errors: u64,
     setup: DetectionSetup,
 }
 
@@ -378,6 +380,7 @@ fn collect(
         [
             ("flows.written", pipe.flows_written),
             ("flows.write_errors", pipe.flows_write_errors),
+            ("stats.write_errors", pipe.stats_write_errors),
         ],
     );
     let group = |prefixes: &[&str]| -> Snapshot {
@@ -942,6 +945,7 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
         writer_final: None,
         flows_written: 0,
         flows_write_errors: 0,
+        stats_write_errors: 0,
         setup: DetectionSetup {
             config: cfg.source.clone(),
             profiles: cfg.profiles.iter().map(|p| p.name.clone()).collect(),
@@ -1042,10 +1046,22 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
         match signals.wait(wake.saturating_duration_since(now)) {
             Some(libc::SIGINT) | Some(libc::SIGTERM) => break,
             Some(libc::SIGHUP) => {
-                let r = collect(iface, &prog, &readers, &pipe, &mode, started, &replaced)?;
-                log(line(&r, None));
-                if let Some(p) = &o.stats_json {
-                    write_json(p, &r)?;
+                // A report that cannot be made or written is logged and counted; capture
+                // goes on.
+                match collect(iface, &prog, &readers, &pipe, &mode, started, &replaced) {
+                    Ok(r) => {
+                        log(line(&r, None));
+                        if let Some(p) = &o.stats_json {
+                            if let Err(e) = write_json(p, &r) {
+                                pipe.stats_write_errors += 1;
+                                log(format_args!("--stats-json: {e:#} (capture goes on)"));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        pipe.stats_write_errors += 1;
+                        log(format_args!("stats: {e:#} (capture goes on)"));
+                    }
                 }
             }
             _ => {}
@@ -1068,10 +1084,17 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
         }
         if let (Some(t), Some(i)) = (next_report, interval) {
             if Instant::now() >= t {
-                let r = collect(iface, &prog, &readers, &pipe, &mode, started, &replaced)?;
-                let pr = prev.as_ref().map(|(p, at)| (p, at.elapsed().as_secs_f64()));
-                log(line(&r, pr));
-                prev = Some((r, Instant::now()));
+                match collect(iface, &prog, &readers, &pipe, &mode, started, &replaced) {
+                    Ok(r) => {
+                        let pr = prev.as_ref().map(|(p, at)| (p, at.elapsed().as_secs_f64()));
+                        log(line(&r, pr));
+                        prev = Some((r, Instant::now()));
+                    }
+                    Err(e) => {
+                        pipe.stats_write_errors += 1;
+                        log(format_args!("stats: {e:#} (capture goes on)"));
+                    }
+                }
                 next_report = Some(t + i);
             }
         }
@@ -1144,15 +1167,23 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
             }
         }
     }
-    let r = collect(iface, &prog, &readers, &pipe, &mode, started, &replaced)?;
-    log(format_args!(
-        "summary: {} | {:.1} kpps average over {:.1} s",
-        line(&r, None),
-        r.packets_received as f64 / r.duration_s.max(1e-9) / 1e3,
-        r.duration_s
-    ));
-    if let Some(p) = &o.stats_json {
-        write_json(p, &r)?;
+    match collect(iface, &prog, &readers, &pipe, &mode, started, &replaced) {
+        Ok(r) => {
+            log(format_args!(
+                "summary: {} | {:.1} kpps average over {:.1} s",
+                line(&r, None),
+                r.packets_received as f64 / r.duration_s.max(1e-9) / 1e3,
+                r.duration_s
+            ));
+            if let Some(p) = &o.stats_json {
+                if let Err(e) = write_json(p, &r) {
+                    failure.get_or_insert(e.context("--stats-json"));
+                }
+            }
+        }
+        Err(e) => {
+            failure.get_or_insert(e);
+        }
     }
     drop(signals);
     detach?;
