@@ -46,6 +46,153 @@ pub fn merge_into<'a>(snap: &mut Snapshot, items: impl IntoIterator<Item = (&'a 
     }
 }
 
+/// Counter names, as constants: a typo is a compile error, not a counter that reads 0.
+pub mod name {
+    pub const READER_FRAMES: &str = "reader.frames";
+    pub const READER_BYTES: &str = "reader.bytes";
+    pub const READER_DECODED: &str = "reader.decoded";
+    pub const SHARD_ROUTED: &str = "shard.routed";
+    pub const SHARD_RING_FULL: &str = "shard.ring_full";
+    pub const FLOW_PACKETS: &str = "flow.packets";
+    pub const FLOW_CREATED: &str = "flow.created";
+    pub const FLOW_EXPIRED_IDLE: &str = "flow.expired_idle";
+    pub const FLOW_EXPIRED_ACTIVE: &str = "flow.expired_active";
+    pub const FLOW_EVICTED: &str = "flow.evicted";
+    pub const FLOW_FLUSHED: &str = "flow.flushed";
+    pub const FLOW_ACTIVE: &str = "flow.active";
+    pub const FLOWS_WRITTEN: &str = "flows.written";
+    pub const FLOWS_WRITE_ERRORS: &str = "flows.write_errors";
+    pub const DETECT_ALERTS: &str = "detect.alerts";
+    pub const DETECT_ALERTS_LOST: &str = "detect.alerts_lost";
+    pub const DETECT_EVIDENCE_QUEUE_FULL: &str = "detect.evidence_queue_full";
+    pub const ALERTS_RECEIVED: &str = "alerts.received";
+    pub const ALERTS_WRITTEN: &str = "alerts.written";
+    pub const ALERTS_WRITE_ERRORS: &str = "alerts.write_errors";
+    pub const ALERTS_LOST_QUEUE_FULL: &str = "alerts.lost_queue_full";
+    pub const EVIDENCE_FILES_WRITTEN: &str = "evidence.files_written";
+    pub const EVIDENCE_EMPTY: &str = "evidence.empty";
+    pub const EVIDENCE_WRITE_ERRORS: &str = "evidence.write_errors";
+    pub const EVIDENCE_NO_RING: &str = "evidence.no_ring";
+    pub const EVIDENCE_DROPPED_PENDING_FULL: &str = "evidence.dropped_pending_full";
+    pub const EVIDENCE_DROPPED_QUEUE_FULL: &str = "evidence.dropped_queue_full";
+    pub const EVIDENCE_RECORDS_LOST_OVERWRITTEN: &str = "evidence.records_lost_overwritten";
+    pub const STATS_WRITE_ERRORS: &str = "stats.write_errors";
+    pub const ALERTS_SINK_ERRORS: &str = "alerts.sink_errors";
+    pub const RETENTION_DELETE_ERRORS: &str = "retention.delete_errors";
+}
+
+/// Every counter after the source that counts something the sensor did not fully handle:
+/// a packet not decoded or not routed, a flow cut short, an alert or its evidence lost or
+/// not written, an output that failed. (Decoder reasons are `decoder.*`, see
+/// [`crate::wire::WireError::name`]; live capture adds the XDP program's and the kernel's.)
+pub const DROPS: [&str; 14] = [
+    name::SHARD_RING_FULL,
+    name::FLOW_EVICTED,
+    name::DETECT_ALERTS_LOST,
+    name::ALERTS_WRITE_ERRORS,
+    name::EVIDENCE_WRITE_ERRORS,
+    name::EVIDENCE_NO_RING,
+    name::EVIDENCE_DROPPED_PENDING_FULL,
+    name::EVIDENCE_DROPPED_QUEUE_FULL,
+    name::EVIDENCE_RECORDS_LOST_OVERWRITTEN,
+    name::FLOWS_WRITE_ERRORS,
+    name::STATS_WRITE_ERRORS,
+    name::ALERTS_LOST_QUEUE_FULL,
+    name::ALERTS_SINK_ERRORS,
+    name::RETENTION_DELETE_ERRORS,
+];
+
+/// Checks that the counters of a run add up, so that nothing goes uncounted:
+/// - every frame read was decoded or dropped for a named reason:
+///   `reader.frames = reader.decoded + Σ decoder.*`;
+/// - every decoded packet was routed or dropped at a full ring:
+///   `reader.decoded = shard.routed + shard.ring_full`;
+/// - every routed packet reached a flow table: `shard.routed = flow.packets`;
+/// - every flow created ended one way or is still open:
+///   `flow.created = flow.expired_idle + flow.expired_active + flow.flushed + flow.evicted
+///   + flow.active`, and a written flow output holds every ended flow;
+/// - every alert raised reached the writer or was lost:
+///   `detect.alerts = alerts.received + detect.alerts_lost`;
+/// - every alert the writer received has its evidence written or a named reason why not:
+///   `alerts.received = evidence.files_written + evidence.empty + evidence.write_errors +
+///   evidence.no_ring + evidence.dropped_pending_full + evidence.dropped_queue_full`.
+///
+/// Groups whose counters are absent (a run without alerts, without flows output) are not
+/// checked. Returns one line per equation that does not hold.
+pub fn conservation(s: &Snapshot) -> Vec<String> {
+    use name::*;
+    let has = |k: &str| s.contains_key(k);
+    let g = |k: &str| s.get(k).copied().unwrap_or(0);
+    let mut bad = Vec::new();
+    let mut eq = |what: &str, left: u64, right: u64, terms: &str| {
+        if left != right {
+            bad.push(format!("{what}: {left} != {right} ({terms})"));
+        }
+    };
+    if has(READER_FRAMES) {
+        let decoder: u64 = s
+            .iter()
+            .filter(|(k, _)| k.starts_with("decoder."))
+            .map(|(_, v)| v)
+            .sum();
+        eq(
+            READER_FRAMES,
+            g(READER_FRAMES),
+            g(READER_DECODED) + decoder,
+            "reader.decoded + decoder.*",
+        );
+    }
+    if has(SHARD_ROUTED) {
+        eq(
+            READER_DECODED,
+            g(READER_DECODED),
+            g(SHARD_ROUTED) + g(SHARD_RING_FULL),
+            "shard.routed + shard.ring_full",
+        );
+    }
+    if has(FLOW_PACKETS) {
+        eq(
+            SHARD_ROUTED,
+            g(SHARD_ROUTED),
+            g(FLOW_PACKETS),
+            "flow.packets",
+        );
+    }
+    if has(FLOW_CREATED) {
+        let ended =
+            g(FLOW_EXPIRED_IDLE) + g(FLOW_EXPIRED_ACTIVE) + g(FLOW_FLUSHED) + g(FLOW_EVICTED);
+        eq(
+            FLOW_CREATED,
+            g(FLOW_CREATED),
+            ended + g(FLOW_ACTIVE),
+            "flow.expired_idle + flow.expired_active + flow.flushed + flow.evicted + flow.active",
+        );
+        if has(FLOWS_WRITTEN) && g(FLOWS_WRITE_ERRORS) == 0 && g(FLOWS_WRITTEN) > 0 {
+            eq(FLOWS_WRITTEN, g(FLOWS_WRITTEN), ended, "flows ended");
+        }
+    }
+    if has(ALERTS_RECEIVED) {
+        eq(
+            DETECT_ALERTS,
+            g(DETECT_ALERTS),
+            g(ALERTS_RECEIVED) + g(DETECT_ALERTS_LOST),
+            "alerts.received + detect.alerts_lost",
+        );
+        eq(
+            ALERTS_RECEIVED,
+            g(ALERTS_RECEIVED),
+            g(EVIDENCE_FILES_WRITTEN)
+                + g(EVIDENCE_EMPTY)
+                + g(EVIDENCE_WRITE_ERRORS)
+                + g(EVIDENCE_NO_RING)
+                + g(EVIDENCE_DROPPED_PENDING_FULL)
+                + g(EVIDENCE_DROPPED_QUEUE_FULL),
+            "evidence.files_written + evidence.empty + evidence.write_errors + evidence.no_ring + evidence.dropped_pending_full + evidence.dropped_queue_full",
+        );
+    }
+    bad
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +208,32 @@ mod tests {
         merge_into(&mut s, [("a", 3)]);
         assert_eq!(s["a"], 4);
         assert_eq!(s["b"], 2);
+    }
+
+    #[test]
+    fn conservation_finds_what_does_not_add_up() {
+        let mut s = Snapshot::new();
+        merge_into(
+            &mut s,
+            [
+                ("reader.frames", 10),
+                ("reader.decoded", 8),
+                ("decoder.not_ip", 2),
+                ("shard.routed", 7),
+                ("shard.ring_full", 1),
+                ("flow.packets", 7),
+                ("flow.created", 3),
+                ("flow.expired_idle", 1),
+                ("flow.flushed", 2),
+                ("flows.written", 3),
+            ],
+        );
+        assert!(conservation(&s).is_empty(), "{:?}", conservation(&s));
+        *s.get_mut("decoder.not_ip").unwrap() = 1;
+        *s.get_mut("flows.written").unwrap() = 2;
+        let bad = conservation(&s);
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(bad[0].starts_with("reader.frames: 10 != 9"), "{bad:?}");
+        assert!(bad[1].starts_with("flows.written: 2 != 3"), "{bad:?}");
     }
 }

@@ -112,6 +112,7 @@ fn capture_complete(refuse: &str, args: &[&str]) -> Run {
     );
     let st = stopped.stats.expect("stats JSON");
     assert_eq!(num(&st, &["packets_received"]), sent, "{st:#}");
+    harness::assert_conserved(&st);
     assert_eq!(num(&st, &["decoded"]), sent, "{st:#}");
     for (k, v) in st["drops"].as_object().expect("drops") {
         assert_eq!(v.as_u64(), Some(0), "drop counter {k}: {st:#}");

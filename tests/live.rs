@@ -35,6 +35,7 @@ fn received_equals_sent_at_modest_rate() {
     assert_eq!(pair.peer_stat("tx_dropped"), 0, "the peer dropped frames");
     assert_eq!(num(&st, &["packets_received"]), g.sent, "{st:#}");
     assert_eq!(num(&st, &["bytes_received"]), g.sent * 64);
+    harness::assert_conserved(&st);
     assert_eq!(num(&st, &["xdp", "seen"]), g.sent);
     assert_eq!(num(&st, &["xdp", "redirected"]), g.sent);
     for k in [
@@ -496,6 +497,7 @@ fn live_flows_equal_replay_flows_one_and_two_queues() {
     );
     let st = stopped.stats.unwrap();
     assert_eq!(num(&st, &["packets_received"]), 7000);
+    harness::assert_conserved(&st);
     assert_eq!(num(&st, &["pipeline", "shard.ring_full"]), 0);
     let live2 = std::fs::read_to_string(&live2).expect("live flows");
     // Numbered in sorted order like `flows`: ids 0, 1, 2, ...
@@ -839,6 +841,7 @@ fn syn_flood_raises_alert_with_evidence() {
     );
     let st = stopped.stats.expect("stats");
     assert_eq!(num(&st, &["packets_received"]), bg.sent + flood.sent);
+    harness::assert_conserved(&st);
 
     assert_eq!(alert["event_type"], "anomaly", "{alert:#}");
     assert_eq!(alert["anomaly"]["mode"], "window", "{alert:#}");

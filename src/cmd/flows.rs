@@ -109,6 +109,7 @@ pub fn run(a: FlowsArgs) -> anyhow::Result<ExitCode> {
     }
     let mut snap = outcome.stats;
     stats::merge_into(&mut snap, source.counters.named());
+    super::warn_if_not_conserved(&snap);
     if a.stats {
         for (k, v) in &snap {
             eprintln!("{k} {v}");

@@ -206,3 +206,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
 }
+
+/// Says so when a run's counters do not add up (`stats::conservation`): something went
+/// uncounted, which is a bug to report; the outputs are still what was computed.
+pub fn warn_if_not_conserved(snap: &crate::stats::Snapshot) {
+    let bad = crate::stats::conservation(snap);
+    if !bad.is_empty() {
+        eprintln!(
+            "streamml-sensor: warning: counters do not add up (please report): {}",
+            bad.join("; ")
+        );
+    }
+}

@@ -70,13 +70,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     let drops: Vec<(String, u64)> = snap
         .iter()
         .filter(|(k, v)| {
-            **v > 0
-                && (k.starts_with("decoder.")
-                    || k.ends_with("ring_full")
-                    || k.contains("dropped")
-                    || k.contains("lost")
-                    || k.contains("errors")
-                    || k.contains("evicted"))
+            **v > 0 && (k.starts_with("decoder.") || stats::DROPS.contains(&k.as_str()))
         })
         .map(|(k, v)| (k.clone(), *v))
         .collect();
@@ -103,6 +97,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         let s: Vec<String> = drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
         eprintln!("replay: drops and errors: {}", s.join(" "));
     }
+    super::warn_if_not_conserved(&snap);
     if let Some(p) = &a.stats_json {
         let j = serde_json::to_vec_pretty(&snap)?;
         std::fs::write(p, j).with_context(|| format!("writing {}", p.display()))?;

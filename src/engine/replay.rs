@@ -212,6 +212,9 @@ pub fn run_replay(
         f.commit()?;
     }
     snap.insert("replay.flows_written".into(), flows_written);
+    if flows_out.is_some() {
+        snap.insert(stats::name::FLOWS_WRITTEN.into(), flows_written);
+    }
     Ok(ReplayOutcome {
         stats: snap,
         source_error: res.source_error,

@@ -738,3 +738,17 @@ pub fn recover(pair: &VethPair, name: &str) -> Vec<(f64, String, String)> {
     ]);
     tshark_packets(&out)
 }
+
+/// The live run's counters add up (`stats::conservation` on the stats JSON's `pipeline`),
+/// and every frame the sockets delivered went through a reader.
+pub fn assert_conserved(st: &serde_json::Value) {
+    let snap: streamml_sensor::stats::Snapshot =
+        serde_json::from_value(st["pipeline"].clone()).expect("pipeline counters");
+    let bad = streamml_sensor::stats::conservation(&snap);
+    assert!(bad.is_empty(), "counters do not add up: {bad:?}\n{st:#}");
+    assert_eq!(
+        st["packets_received"].as_u64(),
+        snap.get("reader.frames").copied(),
+        "frames received vs read"
+    );
+}
