@@ -6,7 +6,9 @@
 #   softflowd                          (NetFlow v9 export to a loopback port)
 #   tcpdump -r FILE -w /dev/null       (the bare read+write floor)
 # Prints packets/s per tool and the sensor's speed-up over each.
-# Usage: benches/flows_compare.sh [OUTDIR]   (env: SEED=1 RUNS=3 SKIP_NFSTREAM=0)
+# Usage: benches/flows_compare.sh [OUTDIR]   (env: SEED=1 RUNS=3 SKIP_NFSTREAM=0
+#        BASE_BIN=path: another build of the sensor (e.g. an earlier commit), timed beside
+#        this one, its runs interleaved with this build's; its output must be identical)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-bench-out}
@@ -34,7 +36,20 @@ timeit() {
 }
 
 declare -A T M
-read -r T[sensor] M[sensor] < <(timeit "$BIN" flows "$CAP" --shards 1 -o "$OUT/sensor.csv")
+if [ -n "${BASE_BIN:-}" ]; then
+  # interleaved: this build, the base build, this build, ... (best of RUNS each)
+  bt="" bm="" st="" sm=""
+  for _ in $(seq "$RUNS"); do
+    read -r t m < <(RUNS=1 timeit "$BIN" flows "$CAP" --shards 1 -o "$OUT/sensor.csv")
+    if [ -z "$st" ] || awk "BEGIN{exit !($t < $st)}"; then st=$t; sm=$m; fi
+    read -r t m < <(RUNS=1 timeit "$BASE_BIN" flows "$CAP" --shards 1 -o "$OUT/sensor_base.csv")
+    if [ -z "$bt" ] || awk "BEGIN{exit !($t < $bt)}"; then bt=$t; bm=$m; fi
+  done
+  T[sensor]=$st M[sensor]=$sm T[sensor_base]=$bt M[sensor_base]=$bm
+  cmp -s "$OUT/sensor.csv" "$OUT/sensor_base.csv" || echo "WARNING: the base build's output differs" >&2
+else
+  read -r T[sensor] M[sensor] < <(timeit "$BIN" flows "$CAP" --shards 1 -o "$OUT/sensor.csv")
+fi
 read -r T[softflowd] M[softflowd] < <(timeit softflowd -d -r "$CAP" -n 127.0.0.1:9995 -v 9 -m 262144 -p "$OUT/sf.pid" -c none)
 read -r T[tcpdump] M[tcpdump] < <(timeit tcpdump -r "$CAP" -w /dev/null)
 if [ "${SKIP_NFSTREAM:-0}" != 1 ]; then
@@ -49,7 +64,7 @@ fi
 
 printf "capture: %s (%s packets, %s flows by the sensor)\n" "$CAP" "$NPKT" "$(($(wc -l < "$OUT/sensor.csv") - 1))"
 printf "%-12s %10s %14s %10s %12s\n" tool seconds packets/s maxRSS_MiB sensor_x
-for k in sensor nfstream softflowd tcpdump; do
+for k in sensor sensor_base nfstream softflowd tcpdump; do
   [ -n "${T[$k]:-}" ] || continue
   awk -v k="$k" -v t="${T[$k]}" -v m="${M[$k]}" -v n="$NPKT" -v s="${T[sensor]}" \
     'BEGIN{ if (t<=0) t=0.001; printf "%-12s %10.3f %14.0f %10.1f %12.2f\n", k, t, n/t, m/1024, t/s }'

@@ -291,9 +291,9 @@ pub struct RawProfile {
     /// Window length in seconds (window mode).
     #[serde(default = "d_window")]
     pub window_s: f64,
-    /// Window-mode features (names from `detect::window::FEATURES`).
+    /// Window-mode features (names from `detect::features::WINDOW_FEATURES`).
     pub window_features: Option<Vec<String>>,
-    /// Flow-mode features (nfstream column names, see `detect::flowvec::FEATURES`).
+    /// Flow-mode features (nfstream column names, see `detect::features::FLOW_FEATURES`).
     pub flow_features: Option<Vec<String>>,
     #[serde(default)]
     pub hst: RawHst,

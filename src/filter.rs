@@ -5,6 +5,7 @@
 //! libpcap is the right tool here: its compiler is the reference for the syntax people
 //! already know, and `pcap_offline_filter` runs the compiled BPF in user space with no
 //! syscall. An empty filter matches everything without running any BPF.
+#![allow(unsafe_code)] // libpcap's filter program; every block has a SAFETY comment
 
 use pcap::{BpfProgram, Capture, Linktype};
 

@@ -12,6 +12,7 @@
 //!   back-pressure (file replay, where dropping would only lose data for nothing).
 //! - `flow` and `detect` use packet timestamps as their only clock, so a replay is
 //!   deterministic.
+#![deny(unsafe_code)] // allowed only in the modules that need it (docs/architecture.md)
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod capture;

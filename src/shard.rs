@@ -225,7 +225,7 @@ impl Router {
     /// [`Router::route`] with the 5-tuple hash already computed (the reader needs it for
     /// the evidence ring): under the 5-tuple key it is the shard hash too, so the packet is
     /// hashed once.
-    #[inline]
+    #[inline(always)]
     pub fn route_five_tuple_hashed(
         &mut self,
         ts_ns: u64,
@@ -240,7 +240,7 @@ impl Router {
         self.route_hashed(ts_ns, meta, profiles, hash)
     }
 
-    #[inline]
+    #[inline(always)]
     fn route_hashed(&mut self, ts_ns: u64, meta: &PacketMeta, profiles: u16, hash: u64) -> bool {
         let s = shard_of(hash, self.producers.len());
         let clock = self.clock_ns;

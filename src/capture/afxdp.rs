@@ -15,6 +15,7 @@
 //! the stop flag is set, `next_frame` keeps returning frames until the RX ring is empty and
 //! then returns `Ok(None)`: stop after the XDP program no longer redirects, and the rings
 //! are drained.
+#![allow(unsafe_code)] // UMEM frames lent by the kernel (xsk-rs); every block has a SAFETY comment
 
 use std::io;
 use std::num::NonZeroU32;

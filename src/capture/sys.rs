@@ -2,6 +2,7 @@
 //! channels, driver, RSS, NUMA and IRQs (ioctls, /sys, /proc), the capabilities and the
 //! locked-memory limit, and what a UMEM frame holds. Used by live capture at start and by
 //! `doctor`; nothing here captures or changes the interface.
+#![allow(unsafe_code)] // ioctls and libc calls on the interface; every block has a SAFETY comment
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 

@@ -11,6 +11,7 @@
 //! named [`PROG_NAME`]; at start an attached program of that name is taken for a
 //! leftover of an earlier run and replaced, anything else is refused unless forced.
 //! Detach only removes the program if it is still ours (`XDP_FLAGS_REPLACE` with our fd).
+#![allow(unsafe_code)] // libbpf calls; every block has a SAFETY comment
 
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, RawFd};

@@ -38,6 +38,8 @@
 //! by summing that child's leaves. Deep trees use [`Counting::PathCounters`]: `l` on every
 //! node, per-node terms summed along the walk, and a pivot that visits only the nodes that
 //! carry mass instead of 2^(h+1) counters per tree. Both modes give identical results.
+#![allow(unsafe_code)]
+// the tree kernel's unchecked node walks; every block has a SAFETY comment
 
 // `!(x < t)` is the routing rule on purpose: River sends NaN right, and `NaN >= t` is false.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]

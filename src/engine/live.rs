@@ -27,6 +27,7 @@
 //! ticks, so flows expire, windows close and evidence is written when traffic stops. At
 //! shutdown readers drain, shards flush and score their flows, the writer writes what is
 //! pending, and `--flows-out` is written sorted like `flows`.
+#![allow(unsafe_code)] // signal masks and dup of the socket fd; every block has a SAFETY comment
 
 use std::fs::File;
 use std::io::Write;

@@ -97,7 +97,7 @@ impl ReaderStage {
     }
 
     /// One frame through the stage. Returns true when it also sent a clock tick.
-    #[inline]
+    #[inline(always)]
     pub fn frame(&mut self, f: &Frame<'_>) -> bool {
         let rc = &*self.counters;
         match wire::decode(f.data, f.orig_len, f.link, &self.decode) {
@@ -157,21 +157,24 @@ pub fn run_reader<S: PacketSource + ?Sized>(
     stage: &mut ReaderStage,
     idle_tick: Option<(Duration, fn() -> u64)>,
 ) -> Result<(), CaptureError> {
-    let mut deadline = idle_tick.map(|(d, _)| Instant::now() + d);
+    let Some((tick_every, now)) = idle_tick else {
+        // A source that never idles (a file, the generator): the plain loop.
+        while let Some(f) = source.next_frame()? {
+            stage.frame(&f);
+        }
+        return Ok(());
+    };
+    let mut deadline = Some(Instant::now() + tick_every);
     loop {
         match source.next_or_idle(deadline)? {
             Next::Frame(f) => {
                 if stage.frame(&f) {
-                    if let Some((d, _)) = idle_tick {
-                        deadline = Some(Instant::now() + d);
-                    }
+                    deadline = Some(Instant::now() + tick_every);
                 }
             }
             Next::Idle => {
-                if let Some((d, now)) = idle_tick {
-                    stage.idle(now());
-                    deadline = Some(Instant::now() + d);
-                }
+                stage.idle(now());
+                deadline = Some(Instant::now() + tick_every);
             }
             Next::End => return Ok(()),
         }

@@ -2,7 +2,7 @@
 //! retention, the state directory, and `evidence recover`.
 //!
 //! Architecture invariants:
-//! - A scorer only ever calls [`ring::EvidenceRing::append`] and the non-blocking
+//! - A reader only ever calls [`ring::EvidenceRing::append`] and a scorer the non-blocking
 //!   [`writer::AlertSender`] methods: no lock, no syscall, no allocation per packet.
 //! - Disk trouble (ENOSPC, EACCES, EROFS) is a counter and a rate-limited log line in the
 //!   evidence writer thread, never a stopped pipeline; a file appears under its final name

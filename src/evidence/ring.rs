@@ -20,7 +20,7 @@
 //! ```text
 //! 0  seq        u64  commit word, stored LAST with Release (0 = never written)
 //! 8  ts_ns      u64  capture time
-//! 16 flow_hash  u64  the scorer's symmetric flow hash (evidence for one flow)
+//! 16 flow_hash  u64  the 5-tuple symmetric flow hash (the reader computes it) (evidence for one flow)
 //! 24 orig_len   u32  length on the wire
 //! 28 cap_len    u32  stored bytes, <= snaplen
 //! 32 link       u16  LINKTYPE_ value
@@ -31,7 +31,7 @@
 //!
 //! # Concurrency: one writer, any number of readers, nobody waits
 //!
-//! The writer (the scorer thread) owns [`EvidenceRing`]; it never reads anything a reader
+//! The writer (the capture reader thread) owns [`EvidenceRing`]; it never reads anything a ring reader
 //! writes and never waits. Before it overwrites old bytes it advances `tail` past every
 //! record it is about to destroy (`tail.store(Relaxed)` then `fence(Release)`), then
 //! writes the new record, its seq word (Release), and `head` (Release). This is a seqlock
@@ -61,6 +61,7 @@
 //! The file is preallocated with `posix_fallocate`, so a full disk fails at creation with
 //! a clear error instead of a SIGBUS on the hot path. The writer holds an exclusive
 //! `flock` so that two sensors never write one ring.
+#![allow(unsafe_code)] // the memory-mapped packet ring; every block has a SAFETY comment
 #![allow(unsafe_code)]
 
 use std::fs::{File, OpenOptions};
@@ -618,7 +619,7 @@ fn map_existing(path: &Path, file: &File, writable: bool) -> Result<(MmapRaw, La
     Ok((raw, layout))
 }
 
-/// The writer end of a shard's evidence ring. Owned by one scorer thread; not `Clone`.
+/// The writer end of a shard's evidence ring. Owned by one reader thread; not `Clone`.
 pub struct EvidenceRing {
     map: Arc<Map>,
     path: PathBuf,

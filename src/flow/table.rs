@@ -27,6 +27,7 @@
 //! insertion (so its idle scan stops at the oldest-*created* flow), which changes when an
 //! idle flow is exported, never what is exported; ours is a true LRU. nfstream has no
 //! capacity; ours evicts the least recently seen flow (expiration id 2, counted).
+#![allow(unsafe_code)] // prefetch hints; every block has a SAFETY comment
 
 use std::sync::Arc;
 
