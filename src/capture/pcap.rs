@@ -7,7 +7,6 @@
 //! [`CaptureError::Corrupt`] naming the byte offset where the file stops making sense.
 //! Frames returned before such an error are valid.
 #![allow(unsafe_code)] // the capture file is memory-mapped; every block has a SAFETY comment
-#![allow(unsafe_code)]
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -62,7 +62,6 @@
 //! a clear error instead of a SIGBUS on the hot path. The writer holds an exclusive
 //! `flock` so that two sensors never write one ring.
 #![allow(unsafe_code)] // the memory-mapped packet ring; every block has a SAFETY comment
-#![allow(unsafe_code)]
 
 use std::fs::{File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
