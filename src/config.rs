@@ -351,6 +351,20 @@ pub struct Profile {
     pub max_evidence_packets: u64,
 }
 
+impl Config {
+    /// The flow table's settings (timeouts rounded to the nearest millisecond).
+    pub fn flow_config(&self) -> crate::flow::table::FlowConfig {
+        let ms = |ns: u64| (ns.saturating_add(500_000) / 1_000_000).max(1);
+        crate::flow::table::FlowConfig {
+            idle_timeout_ms: ms(self.idle_timeout_ns),
+            active_timeout_ms: ms(self.active_timeout_ns),
+            capacity: self.capacity,
+            splt: self.splt,
+            accounting: self.accounting,
+        }
+    }
+}
+
 impl Profile {
     /// What the detector of `kind` needs from this profile.
     pub fn detector_config(&self, kind: DetectorKind) -> DetectorConfig {

@@ -355,3 +355,39 @@ fn broken_scorer_ends_the_run_with_exit_1() {
         serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{l}: {e}"));
     }
 }
+
+/// `flows` reads the configuration like every command (`--config`), and its options
+/// override the file: a file setting idle_timeout_s = 5 gives what `--idle-timeout 5`
+/// gives, and an option beats the file.
+#[test]
+fn flows_honours_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap = pcaps().join("basic/dns-edns-ecs.pcap");
+    let cap = cap.to_str().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[flow]\nidle_timeout_s = 5\n").unwrap();
+    let out = |name: &str, args: &[&str]| -> String {
+        let p = dir.path().join(name);
+        let mut a = vec!["flows", cap, "-o", p.to_str().unwrap()];
+        a.extend_from_slice(args);
+        let o = run(&a);
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read_to_string(p).unwrap()
+    };
+    let default = out("d.csv", &[]);
+    let by_file = out("f.csv", &["--config", cfg.to_str().unwrap()]);
+    let by_flag = out("o.csv", &["--idle-timeout", "5"]);
+    assert_eq!(by_file, by_flag);
+    assert_ne!(by_file, default, "the capture has gaps longer than 5 s");
+    let flag_wins = out(
+        "w.csv",
+        &["--config", cfg.to_str().unwrap(), "--idle-timeout", "120"],
+    );
+    assert_eq!(flag_wins, default);
+    // and a bad file is one line naming file and key
+    std::fs::write(&cfg, "[flow]\ncapacity = 0\n").unwrap();
+    assert_one_line_error(
+        &run(&["flows", cap, "--config", cfg.to_str().unwrap()]),
+        &["c.toml", "flow.capacity = 0"],
+    );
+}

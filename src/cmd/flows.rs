@@ -8,8 +8,8 @@ use clap::Args;
 
 use super::{positive_seconds, positive_usize, AccountingArg, KeyArg, OutFormat};
 use crate::capture::pcap::PcapFileSource;
+use crate::config::{self, Overrides};
 use crate::engine::pipeline::{default_shards, run_flows, FlowsJob};
-use crate::flow::table::FlowConfig;
 use crate::output::AtomicFile;
 use crate::stats;
 use crate::wire::DecodeOptions;
@@ -21,30 +21,41 @@ pub struct FlowsArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "csv")]
     pub format: OutFormat,
-    /// Idle timeout in seconds (nfstream's idle_timeout).
-    #[arg(long, value_name = "S", default_value = "120", value_parser = positive_seconds, allow_negative_numbers = true)]
-    pub idle_timeout: f64,
-    /// Active timeout in seconds (nfstream's active_timeout).
-    #[arg(long, value_name = "S", default_value = "1800", value_parser = positive_seconds, allow_negative_numbers = true)]
-    pub active_timeout: f64,
-    /// Record direction, size and inter-arrival time of the first N packets (0: off).
-    #[arg(long, value_name = "N", default_value = "0")]
-    pub splt: u16,
-    /// Scorer shards (default: cores minus one reader, at least 1).
+    /// Configuration file: its [sensor] and [flow] settings apply (shards, ring capacity,
+    /// key, timeouts, capacity, accounting, splt, decode_tunnels); the options below
+    /// override it [default: the embedded sensor.toml].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Idle timeout in seconds (nfstream's idle_timeout) [default: flow.idle_timeout_s, 120].
+    #[arg(long, value_name = "S", value_parser = positive_seconds, allow_negative_numbers = true)]
+    pub idle_timeout: Option<f64>,
+    /// Active timeout in seconds (nfstream's active_timeout) [default: flow.active_timeout_s,
+    /// 1800].
+    #[arg(long, value_name = "S", value_parser = positive_seconds, allow_negative_numbers = true)]
+    pub active_timeout: Option<f64>,
+    /// Record direction, size and inter-arrival time of the first N packets (0: off)
+    /// [default: flow.splt, 0].
+    #[arg(long, value_name = "N")]
+    pub splt: Option<u16>,
+    /// Scorer shards [default: sensor.shards, else cores minus one reader, at least 1].
     #[arg(long, value_name = "S", value_parser = positive_usize)]
     pub shards: Option<usize>,
-    /// What a packet's size counts: link (frame), ip, transport or payload.
-    #[arg(long, value_enum, default_value = "link")]
-    pub accounting: AccountingArg,
-    /// Shard key: 5-tuple (balance) or ip-pair (a host pair's flows stay together).
-    #[arg(long, value_enum, default_value = "5-tuple")]
-    pub key: KeyArg,
-    /// Flow-table capacity per shard; the least recently used flow is evicted beyond it.
-    #[arg(long, value_name = "N", default_value = "1048576", value_parser = positive_usize)]
-    pub capacity: usize,
-    /// Decode GTP-U tunnels (the inner packet is the flow).
-    #[arg(long, default_value = "true", action = clap::ArgAction::Set)]
-    pub decode_tunnels: bool,
+    /// What a packet's size counts: link (frame), ip, transport or payload
+    /// [default: flow.accounting, link].
+    #[arg(long, value_enum)]
+    pub accounting: Option<AccountingArg>,
+    /// Shard key: 5-tuple (balance) or ip-pair (a host pair's flows stay together)
+    /// [default: sensor.key, 5-tuple].
+    #[arg(long, value_enum)]
+    pub key: Option<KeyArg>,
+    /// Flow-table capacity per shard; the least recently used flow is evicted beyond it
+    /// [default: flow.capacity, 1048576].
+    #[arg(long, value_name = "N", value_parser = positive_usize)]
+    pub capacity: Option<usize>,
+    /// Decode GTP-U tunnels (the inner packet is the flow) [default: flow.decode_tunnels,
+    /// true].
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub decode_tunnels: Option<bool>,
     /// Output file (default: standard output). Written to FILE.tmp, renamed when complete.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -58,16 +69,28 @@ pub struct FlowsArgs {
 
 /// `streamml-sensor flows`.
 pub fn run(a: FlowsArgs) -> anyhow::Result<ExitCode> {
-    let flow = FlowConfig {
-        capacity: a.capacity,
-        splt: a.splt,
-        accounting: a.accounting.into(),
-        ..FlowConfig::default()
-    }
-    .with_timeouts_secs(a.idle_timeout, a.active_timeout);
+    let cfg = config::load_with(
+        a.config.as_deref(),
+        &Overrides {
+            idle_timeout_s: a.idle_timeout,
+            active_timeout_s: a.active_timeout,
+            splt: a.splt,
+            shards: a.shards,
+            accounting: a.accounting.map(Into::into),
+            key: a.key.map(Into::into),
+            flow_capacity: a.capacity,
+            decode_tunnels: a.decode_tunnels,
+            ..Overrides::default()
+        },
+    )?;
+    let flow = cfg.flow_config();
     flow.validate().map_err(anyhow::Error::msg)?;
     let mut source = PcapFileSource::open(&a.capture)?;
-    let shards = a.shards.unwrap_or_else(|| default_shards(1));
+    let shards = if cfg.shards > 0 {
+        cfg.shards
+    } else {
+        default_shards(1)
+    };
     // Output is opened before the run so that an unwritable path fails fast.
     let spill_dir = match &a.output {
         Some(p) => p
@@ -84,9 +107,12 @@ pub fn run(a: FlowsArgs) -> anyhow::Result<ExitCode> {
     let job = FlowsJob {
         flow,
         shards,
-        key_mode: a.key.into(),
+        key_mode: cfg.key,
+        // A file reader waits for room instead of dropping: a longer queue would only
+        // hold more memory (16384 measured as fast as 65536).
+        ring_capacity: cfg.ring_capacity.min(16384),
         decode: DecodeOptions {
-            decode_tunnels: a.decode_tunnels,
+            decode_tunnels: cfg.decode_tunnels,
         },
         jsonl: a.format == OutFormat::Jsonl,
         sort_buffer_bytes: a.sort_buffer_mib << 20,

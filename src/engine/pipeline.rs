@@ -270,6 +270,8 @@ fn write_with_id(w: &mut dyn Write, jsonl: bool, id: u64, line: &[u8]) -> std::i
 pub struct FlowsJob {
     pub flow: FlowConfig,
     pub shards: usize,
+    /// Entries of each reader->shard ring.
+    pub ring_capacity: usize,
     pub key_mode: KeyMode,
     pub decode: DecodeOptions,
     pub jsonl: bool,
@@ -299,7 +301,7 @@ pub fn run_flows(
     let shards = job.shards;
     let pcfg = PipelineConfig {
         shards,
-        ring_capacity: 16384,
+        ring_capacity: job.ring_capacity,
         key_mode: job.key_mode,
         policy: FullPolicy::Wait,
         decode: job.decode,

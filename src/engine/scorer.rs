@@ -15,7 +15,7 @@ use crate::evidence::alertlog::{
 };
 use crate::evidence::writer::{AlertSender, EvidenceRequest, RecordFilter, Scope};
 use crate::flow::export::FlowRecord;
-use crate::flow::table::{Accounting, FlowConfig, FlowTable};
+use crate::flow::table::{Accounting, FlowTable};
 use crate::flow::FlowState;
 use crate::output::RunSorter;
 use crate::shard::{self, KeyMode, PacketRecord, ShardWorker};
@@ -168,13 +168,7 @@ pub fn flow_ring_hash(f: &FlowState) -> u64 {
 impl Scorer {
     pub fn new(shard: usize, setup: ScorerSetup) -> Result<Scorer, String> {
         let cfg = setup.cfg.clone();
-        let table = FlowTable::new(FlowConfig {
-            idle_timeout_ms: (cfg.idle_timeout_ns / 1_000_000).max(1),
-            active_timeout_ms: (cfg.active_timeout_ns / 1_000_000).max(1),
-            capacity: cfg.capacity,
-            splt: cfg.splt,
-            accounting: cfg.accounting,
-        })?;
+        let table = FlowTable::new(cfg.flow_config())?;
         let mut profiles = Vec::new();
         for p in &cfg.profiles {
             let window = if p.mode.window() {
