@@ -10,9 +10,11 @@
 //! it (`STREAMML_LOCK_WRITE=1 cargo test --release --test behaviour_lock`) in the commit
 //! that makes the change, which says why.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_streamml-sensor");
@@ -52,37 +54,11 @@ fn run(args: &[&str]) {
     );
 }
 
-fn captures() -> Vec<PathBuf> {
-    fn walk(d: &Path, out: &mut Vec<PathBuf>) {
-        let mut es: Vec<_> = std::fs::read_dir(d)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        es.sort();
-        for p in es {
-            if p.is_dir() {
-                if p.file_name().unwrap() != "malformed" {
-                    walk(&p, out);
-                }
-            } else if matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("pcap" | "pcapng" | "cap")
-            ) {
-                out.push(p);
-            }
-        }
-    }
-    let mut v = Vec::new();
-    walk(&repo().join("tests/data/pcaps"), &mut v);
-    assert!(v.len() >= 60, "captures: {}", v.len());
-    v
-}
-
 fn current() -> BTreeMap<String, String> {
     let dir = tempfile::tempdir().unwrap();
     let mut m = BTreeMap::new();
     let base = repo().join("tests/data/pcaps");
-    for cap in captures() {
+    for cap in common::captures(false) {
         let rel = cap
             .strip_prefix(&base)
             .unwrap()

@@ -3,39 +3,14 @@
 //! a named reason), for `flows` and `replay` with 1 and 3 shards, and for a labelled replay
 //! with alerts and evidence. Nothing goes uncounted.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 
 use streamml_sensor::stats::{conservation, Snapshot};
 
 const BIN: &str = env!("CARGO_BIN_EXE_streamml-sensor");
-
-fn captures() -> Vec<PathBuf> {
-    fn walk(d: &Path, out: &mut Vec<PathBuf>) {
-        let mut es: Vec<_> = std::fs::read_dir(d)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        es.sort();
-        for p in es {
-            if p.is_dir() {
-                walk(&p, out);
-            } else if matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("pcap" | "pcapng" | "cap")
-            ) {
-                out.push(p);
-            }
-        }
-    }
-    let mut v = Vec::new();
-    walk(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pcaps"),
-        &mut v,
-    );
-    assert!(v.len() >= 70);
-    v
-}
 
 /// `flows --stats`: the counters it prints ("name value" lines on stderr); None when the
 /// capture is refused.
@@ -95,7 +70,7 @@ fn replay_counters(cap: &Path, shards: &str, dir: &Path) -> Option<Snapshot> {
 fn counters_add_up_on_every_capture() {
     let dir = tempfile::tempdir().unwrap();
     let mut checked = 0;
-    for cap in captures() {
+    for cap in common::captures(true) {
         for shards in ["1", "3"] {
             for (what, snap) in [
                 (

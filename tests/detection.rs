@@ -9,12 +9,15 @@
 //! attack packets are identified from its labels file, independently of the detector.
 //! `docs/detection.md` has the numbers and the commands.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{read_pcap_zst, Mount, Pkt};
 use streamml_sensor::capture::synth::{Episode, EpisodeKind};
 use streamml_sensor::capture::LinkType;
 use streamml_sensor::evidence::{Alert, AlertMode, RingReader, StateDir};
@@ -98,70 +101,7 @@ fn replay(capture: &Path, state: &Path, extra: &[&str]) -> (String, BTreeMap<Str
 }
 
 fn alerts(state: &Path) -> Vec<Alert> {
-    let text = std::fs::read_to_string(state.join("alerts.jsonl")).unwrap();
-    assert!(
-        text.is_empty() || text.ends_with('\n'),
-        "partial last line in alerts.jsonl"
-    );
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad alert line {l}: {e}")))
-        .collect()
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Pkt {
-    ts_ns: u64,
-    orig_len: u32,
-    data: Vec<u8>,
-}
-
-/// Frames of a PCAP byte stream (the pcap-file crate: independent of the sensor's reader).
-fn read_pcap(bytes: &[u8]) -> (u32, Vec<Pkt>) {
-    let mut r = pcap_file::pcap::PcapReader::new(bytes).expect("pcap header");
-    let link = u32::from(r.header().datalink);
-    let mut v = Vec::new();
-    while let Some(p) = r.next_packet() {
-        let p = p.expect("pcap packet");
-        v.push(Pkt {
-            ts_ns: p.timestamp.as_nanos() as u64,
-            orig_len: p.orig_len,
-            data: p.data.into_owned(),
-        });
-    }
-    (link, v)
-}
-
-/// An evidence file decompressed with the zstd crate.
-fn read_pcap_zst(path: &Path) -> (u32, Vec<Pkt>) {
-    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut d = zstd::stream::read::Decoder::new(f).unwrap();
-    let mut b = Vec::new();
-    d.read_to_end(&mut b)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    read_pcap(&b)
-}
-
-/// `zstd -dc FILE | tshark -r -`: the number of packets tshark read. Fails on any warning
-/// or error of either command (tshark's "running as root" notice aside).
-fn tshark_count(path: &Path) -> u64 {
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg("set -o pipefail; zstd -q -dc \"$1\" | tshark -r - -T fields -e frame.number")
-        .arg("bash")
-        .arg(path)
-        .output()
-        .expect("bash, zstd and tshark are installed (scripts/deps.sh)");
-    let stderr: Vec<String> = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter(|l| !l.starts_with("Running as user \"root\""))
-        .map(str::to_string)
-        .collect();
-    assert!(
-        out.status.success() && stderr.is_empty(),
-        "zstd | tshark on {}: {stderr:?}",
-        path.display()
-    );
-    String::from_utf8_lossy(&out.stdout).lines().count() as u64
+    common::alerts(&state.join("alerts.jsonl"))
 }
 
 /// IPv4 endpoints, protocol and TCP flags of an Ethernet frame (the sensor's wire decoder).
@@ -231,7 +171,11 @@ fn check_evidence(state: &Path, alerts: &[Alert], tshark: bool) -> Vec<Vec<Pkt>>
             "{rel}: packets in the file vs the alert line"
         );
         if tshark {
-            assert_eq!(tshark_count(&path), a.evidence.packets, "{rel}: tshark");
+            assert_eq!(
+                common::tshark_count_clean(&path),
+                a.evidence.packets,
+                "{rel}: tshark"
+            );
         }
         assert!(!pk.is_empty(), "{rel}: empty evidence file");
         match a.anomaly.mode {
@@ -647,7 +591,7 @@ mod kill9 {
         assert!(stderr.contains(" 0 torn/invalid"), "{stderr}");
         let (link, rec) = read_pcap_zst(&out);
         assert_eq!(link, 1);
-        assert_eq!(tshark_count(&out), rec.len() as u64);
+        assert_eq!(common::tshark_count_clean(&out), rec.len() as u64);
         assert!(rec.len() > 10_000, "only {} packets recovered", rec.len());
         // Find the recovered run in the capture (seq = index + 1: replay appends every
         // frame in order).
@@ -808,50 +752,6 @@ mod bad_input {
         }
     }
 
-    /// A tmpfs mounted by the test, unmounted on drop (also when the test fails).
-    struct Mount(PathBuf);
-    impl Mount {
-        fn tmpfs(at: &Path, size: &str) -> Mount {
-            std::fs::create_dir_all(at).unwrap();
-            let st = Command::new("mount")
-                .args([
-                    "-t",
-                    "tmpfs",
-                    "-o",
-                    &format!("size={size},mode=0755"),
-                    "tmpfs",
-                ])
-                .arg(at)
-                .status()
-                .unwrap();
-            assert!(st.success(), "mount -t tmpfs (the tests run as root)");
-            Mount(at.to_path_buf())
-        }
-        /// `at` read-only, bind-mounted onto itself.
-        fn readonly_bind(at: &Path) -> Mount {
-            let st = Command::new("mount")
-                .arg("--bind")
-                .arg(at)
-                .arg(at)
-                .status()
-                .unwrap();
-            assert!(st.success(), "mount --bind");
-            let m = Mount(at.to_path_buf());
-            let st = Command::new("mount")
-                .args(["-o", "remount,bind,ro"])
-                .arg(at)
-                .status()
-                .unwrap();
-            assert!(st.success(), "remount read-only");
-            m
-        }
-    }
-    impl Drop for Mount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-
     /// A config that alerts on many flows (low fixed threshold, short idle timeout):
     /// thousands of small evidence files.
     fn noisy_config(dir: &Path) -> PathBuf {
@@ -890,7 +790,7 @@ mod bad_input {
                 assert_eq!(a.evidence.packets, pk.len() as u64, "{name}");
             }
             if n < 3 {
-                assert_eq!(tshark_count(&p), pk.len() as u64);
+                assert_eq!(common::tshark_count_clean(&p), pk.len() as u64);
             }
         }
         for a in &al {

@@ -3,13 +3,15 @@
 //! `streamml-sensor evidence recover`. Frames come from the real captures in
 //! tests/data/pcaps.
 
-use std::io::Read;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{frames, read_pcap_zst, tshark_count, Mount, Pkt};
 use streamml_sensor::capture::LinkType;
 use streamml_sensor::evidence::ring::{End, RecordBuf, RingConfig, Start};
 use streamml_sensor::evidence::writer::{EvidenceRequest, Scope, SendOutcome, WriterConfig};
@@ -17,69 +19,7 @@ use streamml_sensor::evidence::{
     Alert, AlertMode, EvidenceRing, EvidenceWriter, RingReader, Sink, StateDir,
 };
 
-const PCAPS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/pcaps");
 const BIN: &str = env!("CARGO_BIN_EXE_streamml-sensor");
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Pkt {
-    ts_ns: u64,
-    orig_len: u32,
-    data: Vec<u8>,
-}
-
-/// Frames of a pcap file (pcap-file reader: independent of the sensor's own reader).
-fn read_pcap_bytes(bytes: &[u8]) -> (u32, Vec<Pkt>) {
-    let mut r = pcap_file::pcap::PcapReader::new(bytes).expect("pcap header");
-    let link = u32::from(r.header().datalink);
-    let mut v = Vec::new();
-    while let Some(p) = r.next_packet() {
-        let p = p.expect("pcap packet");
-        v.push(Pkt {
-            ts_ns: p.timestamp.as_nanos() as u64,
-            orig_len: p.orig_len,
-            data: p.data.into_owned(),
-        });
-    }
-    (link, v)
-}
-
-fn frames(rel: &str) -> Vec<Pkt> {
-    let p = Path::new(PCAPS).join(rel);
-    let b = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    read_pcap_bytes(&b).1
-}
-
-fn read_pcap_zst(path: &Path) -> (u32, Vec<Pkt>) {
-    let f = std::fs::File::open(path).unwrap();
-    let mut d = zstd::stream::read::Decoder::new(f).unwrap();
-    let mut b = Vec::new();
-    d.read_to_end(&mut b).unwrap();
-    read_pcap_bytes(&b)
-}
-
-/// `zstd -dc FILE | tshark -r -`: (packets tshark printed, tshark/zstd stderr without
-/// tshark's root notice). Panics if either command fails.
-fn tshark_count(path: &Path) -> (u64, String) {
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg("set -o pipefail; zstd -q -dc \"$1\" | tshark -r - -T fields -e frame.number")
-        .arg("bash")
-        .arg(path)
-        .output()
-        .expect("bash, zstd and tshark are installed (scripts/deps.sh)");
-    let stderr: String = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter(|l| !l.starts_with("Running as user \"root\""))
-        .collect::<Vec<_>>()
-        .join("\n");
-    assert!(
-        out.status.success(),
-        "zstd|tshark failed on {}: {stderr}",
-        path.display()
-    );
-    let n = String::from_utf8_lossy(&out.stdout).lines().count() as u64;
-    (n, stderr)
-}
 
 fn small_ring(path: &Path, size: u64, snaplen: u32, shard: u32) -> EvidenceRing {
     EvidenceRing::create(
@@ -115,14 +55,7 @@ fn capture_log() -> (
 }
 
 fn alert_lines(state: &StateDir) -> Vec<Alert> {
-    let s = std::fs::read_to_string(state.alerts_path()).unwrap();
-    assert!(
-        s.is_empty() || s.ends_with('\n'),
-        "partial last line in alerts.jsonl"
-    );
-    s.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l}: {e}")))
-        .collect()
+    common::alerts(&state.alerts_path())
 }
 
 mod seqlock {
@@ -679,40 +612,6 @@ mod writer {
 mod disk_errors {
     use super::*;
 
-    /// A tmpfs mounted for this test, unmounted on drop (also on failure).
-    struct Tmpfs(PathBuf);
-    impl Tmpfs {
-        fn mount(at: &Path, size: &str) -> Tmpfs {
-            std::fs::create_dir_all(at).unwrap();
-            let st = Command::new("mount")
-                .args([
-                    "-t",
-                    "tmpfs",
-                    "-o",
-                    &format!("size={size},mode=0755"),
-                    "tmpfs",
-                ])
-                .arg(at)
-                .status()
-                .unwrap();
-            assert!(st.success(), "mount tmpfs failed (the tests run as root)");
-            Tmpfs(at.to_path_buf())
-        }
-        fn remount(&self, opt: &str) {
-            let st = Command::new("mount")
-                .args(["-o", &format!("remount,{opt}")])
-                .arg(&self.0)
-                .status()
-                .unwrap();
-            assert!(st.success());
-        }
-    }
-    impl Drop for Tmpfs {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-
     fn wait_done(h: &streamml_sensor::evidence::writer::EvidenceWriterHandle, n: u64) {
         let t0 = Instant::now();
         loop {
@@ -799,7 +698,7 @@ mod disk_errors {
         }
         let dir = tempfile::tempdir().unwrap();
         let (curl, r0) = setup(dir.path());
-        let mnt = Tmpfs::mount(&dir.path().join("mnt"), "400k");
+        let mnt = Mount::tmpfs(&dir.path().join("mnt"), "400k");
         let state = StateDir::create(&mnt.0.join("state")).unwrap();
         let (log_lines, log) = capture_log();
         let mut cfg = WriterConfig::new(state.clone());
@@ -913,7 +812,7 @@ mod disk_errors {
         }
         let dir = tempfile::tempdir().unwrap();
         let (curl, r0) = setup(dir.path());
-        let mnt = Tmpfs::mount(&dir.path().join("mnt"), "4m");
+        let mnt = Mount::tmpfs(&dir.path().join("mnt"), "4m");
         let state = StateDir::create(&mnt.0.join("state")).unwrap();
         mnt.remount("ro");
         let (log_lines, log) = capture_log();
@@ -1005,7 +904,7 @@ mod recover_cli {
     fn tcpdump_count(rel: &str, filter: &str) -> usize {
         let o = Command::new("tcpdump")
             .args(["-nr"])
-            .arg(Path::new(PCAPS).join(rel))
+            .arg(common::pcaps_dir().join(rel))
             .arg(filter)
             .output()
             .unwrap();
