@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::detect::scale::{MinMaxScaler, RobustConfig, RobustScaler, Scaler};
 
