@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn frame(seq: u64, len: usize) -> Vec<u8> {
