@@ -23,9 +23,11 @@ pub struct PacketRecord {
     pub hash: u32,
     /// Bitmask of the profiles whose packet filter this packet matched.
     pub profiles: u16,
-    /// How far (ms, saturated) this packet's timestamp lies behind the reader's clock (the
-    /// newest timestamp it has routed). Non-zero only for out-of-order packets: the shard
-    /// first moves its flow clock to `ts + lag`, so every shard count sees the same clock.
+    /// How far (whole ms of the flow clock) this packet's timestamp lies behind the reader's
+    /// clock (the newest timestamp it has routed). Non-zero only for out-of-order packets:
+    /// the shard first moves its flow clock to `ts + lag`, so every shard count sees the
+    /// same clock. Beyond `u16::MAX` ms the router sends the shard a tick with the clock
+    /// before the packet, and the lag is 0.
     pub lag_ms: u16,
     pub meta: PacketMeta,
 }
@@ -248,8 +250,28 @@ impl Router {
             self.clock_ns = ts_ns;
             0
         } else {
-            // Rounded up so that ts + lag reaches the clock's millisecond.
-            (clock - ts_ns).div_ceil(1_000_000).min(u64::from(u16::MAX)) as u16
+            // In whole milliseconds of the flow clock (which counts ms): ts + lag lands in
+            // the clock's millisecond exactly, never past it (rounding the ns difference
+            // up could move a shard's clock 1 ms beyond the reader's, and with it the
+            // times of the flows the shard meters: `--shards` then changed the output).
+            let lag = clock / 1_000_000 - ts_ns / 1_000_000;
+            if lag > u64::from(u16::MAX) {
+                // Further back than the field holds (a capture whose clock jumped by
+                // more than a minute): the shard gets the clock itself first.
+                let tick = Msg::Tick(clock);
+                match self.policy {
+                    FullPolicy::Wait => self.producers[s].push_wait(tick),
+                    FullPolicy::Drop => {
+                        if self.producers[s].try_push(tick).is_err() {
+                            self.counters.ring_full.inc();
+                            return false;
+                        }
+                    }
+                }
+                0
+            } else {
+                lag as u16
+            }
         };
         let m = Msg::Packet(PacketRecord {
             ts_ns,
