@@ -865,3 +865,48 @@ fn timestamps_out_of_order_any_shard_count() {
         eprintln!("{capture}: {moved} packets moved, {backwards} steps back in time: equal");
     }
 }
+
+/// `replay --flows` writes the file `flows` writes, on every capture (replay's scorers meter
+/// the flows while they score; 3 shards against flows' 1).
+#[test]
+fn replay_flows_equal_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_streamml-sensor");
+    let mut compared = 0;
+    for (capture, _) in manifest().captures.iter() {
+        let path = pcaps_dir().join(capture);
+        let (a, b) = (dir.path().join("a.csv"), dir.path().join("b.csv"));
+        let o = std::process::Command::new(bin)
+            .arg("flows")
+            .arg(&path)
+            .args(["--shards", "1", "-o"])
+            .arg(&a)
+            .output()
+            .unwrap();
+        if !o.status.success() {
+            continue; // refused captures: flows_match_nfstream checks the message
+        }
+        let state = dir.path().join(format!("state{compared}"));
+        let o = std::process::Command::new(bin)
+            .arg("replay")
+            .arg(&path)
+            .args(["--shards", "3", "--ring-mib", "8", "--state-dir"])
+            .arg(&state)
+            .arg("--flows")
+            .arg(&b)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{capture}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+            "{capture}: replay --flows differs from flows"
+        );
+        std::fs::remove_dir_all(&state).unwrap();
+        compared += 1;
+    }
+    assert!(compared >= 60, "{compared} captures compared");
+}
