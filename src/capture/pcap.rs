@@ -524,6 +524,45 @@ pub fn endianness_name(e: Endianness) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+
+    /// The exported columns are milliseconds: taking them from the ns timestamp (floor)
+    /// gives what libpcap and nfstream give, which scale the fraction to µs first (integer
+    /// division, `sf-pcapng.c`) and then take ms (integer division), for decimal and
+    /// binary `if_tsresol` alike and with an `if_tsoffset`.
+    #[test]
+    fn ms_from_ns_equal_libpcap_us_then_ms() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for units in [
+            1_000_000u64,
+            1_000_000_000,
+            1 << 20,
+            1 << 30,
+            1 << 10,
+            10,
+            1_000,
+        ] {
+            for offset_s in [0i64, 3600] {
+                let iface = Iface {
+                    link: Some(LinkType::Ethernet),
+                    raw_linktype: 1,
+                    units_per_sec: units,
+                    offset_s,
+                };
+                for _ in 0..20_000 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let t = x % (units * 2_000_000_000);
+                    let ns = ng_ts_ns(t, &iface).unwrap();
+                    let (sec, frac) = (t / units + offset_s as u64, t % units);
+                    let us = u128::from(frac) * 1_000_000 / u128::from(units);
+                    let libpcap_ms = sec * 1000 + (us / 1000) as u64;
+                    assert_eq!(ns / 1_000_000, libpcap_ms, "units {units} t {t}");
+                }
+            }
+        }
+    }
+
     use super::*;
     use std::io::Write;
 
