@@ -694,18 +694,29 @@ fn unwritable_outputs_fail_at_startup() {
     let Some(_g) = harness::live() else { return };
     let pair = VethPair::new(2);
     for flag in ["--flows-out", "--stats-json"] {
-        let (code, err) = pair.sensor_fails(
-            &[],
-            &["--iface", harness::SENSOR_IF, flag, "/nonexistent-dir/x"],
-        );
-        assert_eq!(code, 2, "{err}");
-        assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(
-            err.starts_with(&format!("streamml-sensor: {flag} /nonexistent-dir/x")),
-            "{err}"
-        );
-        assert!(!pair.has_xdp());
+        for (path, why) in [
+            (
+                "/nonexistent-dir/x",
+                "directory /nonexistent-dir does not exist",
+            ),
+            (
+                "/dev/null",
+                "is a character device; outputs must be regular files",
+            ),
+        ] {
+            let (code, err) = pair.sensor_fails(&[], &["--iface", harness::SENSOR_IF, flag, path]);
+            assert_eq!(code, 2, "{err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert_eq!(
+                err.trim(),
+                format!("streamml-sensor: {flag}: {path}: {why}")
+            );
+            assert!(!pair.has_xdp());
+        }
     }
+    assert!(std::fs::metadata("/dev/null")
+        .map(|m| std::os::unix::fs::FileTypeExt::is_char_device(&m.file_type()))
+        .unwrap());
 }
 
 /// The detection configuration of the anomaly tests: one window profile with short
@@ -973,8 +984,10 @@ fn unwritable_stats_do_not_stop_capture() {
     let Some(_g) = harness::live() else { return };
     let pair = VethPair::new(2);
     let sensor = pair.start_sensor(&[]);
-    // A directory where the stats file's temporary goes: writing it fails even for root.
-    let tmp = std::path::PathBuf::from(format!("{}.tmp", sensor.stats.display()));
+    // A directory where the stats file goes: an output must be a regular file, so the
+    // write is refused (even for root).
+    let tmp = sensor.stats.clone();
+    let _ = std::fs::remove_file(&tmp);
     std::fs::create_dir(&tmp).unwrap();
     let a = pair.send(&["--queues", "0,1", "--count", "500", "--pps", "20000"]);
     sensor.sighup();

@@ -11,6 +11,7 @@ use clap::Args;
 use crate::capture::synth::SynthConfig;
 use crate::detect::features::WINDOW_FEATURES;
 use crate::engine::eval::{evaluate, score_labelled};
+use crate::output::{check_output, OutputFile};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -40,10 +41,11 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
     let Some(profile) = cfg.profiles.iter().position(|p| p.mode.window()) else {
         bail!("{}: no profile with mode window or both", cfg.source);
     };
+    if let Some(p) = &a.out {
+        check_output(p, &[])?;
+    }
     let mut csv = match &a.features_csv {
-        Some(p) => Some(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
-        )),
+        Some(p) => Some(OutputFile::create(p, &[])?),
         None => None,
     };
     if let Some(w) = &mut csv {
@@ -84,8 +86,8 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
     }
     let mean = results.iter().map(|r| r.auc).sum::<f64>() / results.len().max(1) as f64;
     eprintln!("mean ROC-AUC over {} seeds: {mean:.4}", results.len());
-    if let Some(w) = &mut csv {
-        w.flush()?;
+    if let Some(w) = csv {
+        w.commit()?;
     }
     if let Some(p) = &a.out {
         let j = serde_json::json!({
@@ -96,8 +98,10 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
             "mean_auc": mean,
             "seeds": results,
         });
-        std::fs::write(p, serde_json::to_vec_pretty(&j)?)
+        let mut f = OutputFile::create(p, &[])?;
+        f.w.write_all(&serde_json::to_vec_pretty(&j)?)
             .with_context(|| format!("writing {}", p.display()))?;
+        f.commit()?;
     }
     Ok(ExitCode::SUCCESS)
 }

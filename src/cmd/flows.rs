@@ -10,7 +10,7 @@ use super::{positive_seconds, positive_usize, AccountingArg, KeyArg, OutFormat};
 use crate::capture::pcap::PcapFileSource;
 use crate::config::{self, Overrides};
 use crate::engine::pipeline::{default_shards, run_flows, FlowsJob};
-use crate::output::AtomicFile;
+use crate::output::OutputFile;
 use crate::stats;
 use crate::wire::DecodeOptions;
 
@@ -101,7 +101,7 @@ pub fn run(a: FlowsArgs) -> anyhow::Result<ExitCode> {
         None => std::env::temp_dir(),
     };
     let mut out_file = match &a.output {
-        Some(p) => Some(AtomicFile::create(p)?),
+        Some(p) => Some(OutputFile::create(p, &[a.capture.as_path()])?),
         None => None,
     };
     let job = FlowsJob {

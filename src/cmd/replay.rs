@@ -1,6 +1,7 @@
 //! `streamml-sensor replay CAPTURE`: the whole pipeline over a capture file, packet time
 //! as the clock; prints a summary.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -12,6 +13,7 @@ use crate::config::{self, Overrides};
 use crate::engine::pipeline;
 use crate::engine::replay::run_replay;
 use crate::evidence::statedir::{self, StateDir};
+use crate::output::{check_output, OutputFile};
 use crate::stats;
 
 #[derive(Args, Debug)]
@@ -54,6 +56,13 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     let mut source = PcapFileSource::open(&a.capture)?;
+    // Outputs checked before the first packet (not after a whole capture).
+    if let Some(p) = &a.flows {
+        check_output(p, &[a.capture.as_path()]).context("--flows")?;
+    }
+    if let Some(p) = &a.stats_json {
+        check_output(p, &[a.capture.as_path()]).context("--stats-json")?;
+    }
     let root = statedir::resolve(cfg.state_dir.as_deref())?;
     let (state, _state_lock) = StateDir::create_locked(&root)?;
     let shards = if cfg.shards > 0 {
@@ -99,8 +108,10 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     super::warn_if_not_conserved(&snap);
     if let Some(p) = &a.stats_json {
-        let j = serde_json::to_vec_pretty(&snap)?;
-        std::fs::write(p, j).with_context(|| format!("writing {}", p.display()))?;
+        let mut f = OutputFile::create(p, &[a.capture.as_path()])?;
+        f.w.write_all(&serde_json::to_vec_pretty(&snap)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+        f.commit()?;
     }
     if let Some(e) = out.source_error {
         eprintln!("streamml-sensor: {e}");

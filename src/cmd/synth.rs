@@ -10,6 +10,7 @@ use clap::{Args, ValueEnum};
 
 use super::positive_seconds;
 use crate::capture::synth::{SynthConfig, SynthSource};
+use crate::output::{check_output, OutputFile};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SynthPreset {
@@ -57,6 +58,11 @@ pub fn run(a: SynthArgs) -> anyhow::Result<ExitCode> {
     if a.max_packets.is_some() {
         cfg.max_packets = a.max_packets;
     }
+    // Both outputs checked before anything is generated.
+    check_output(&a.output, &[])?;
+    if let Some(lp) = &a.labels {
+        check_output(lp, &[])?;
+    }
     if let Some(lp) = &a.labels {
         let j = serde_json::json!({
             "seed": cfg.seed,
@@ -64,20 +70,16 @@ pub fn run(a: SynthArgs) -> anyhow::Result<ExitCode> {
             "duration_s": cfg.duration_s,
             "episodes": cfg.episodes,
         });
-        std::fs::write(lp, serde_json::to_vec_pretty(&j)?)
+        let mut f = OutputFile::create(lp, &[])?;
+        f.w.write_all(&serde_json::to_vec_pretty(&j)?)
             .with_context(|| format!("writing {}", lp.display()))?;
+        f.commit()?;
     }
-    let tmp = crate::output::tmp_path(&a.output);
-    let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+    let mut out = OutputFile::create(&a.output, &[])?;
     let mut src = SynthSource::new(cfg);
-    let n = crate::capture::synth::write_pcap(&mut src, &mut w, a.nanos, |_| {})?;
-    w.flush()
-        .and_then(|_| w.get_ref().sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    drop(w);
-    std::fs::rename(&tmp, &a.output)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), a.output.display()))?;
+    let n = crate::capture::synth::write_pcap(&mut src, &mut out.w, a.nanos, |_| {})
+        .with_context(|| format!("writing {}", a.output.display()))?;
+    out.commit()?;
     eprintln!("wrote {n} packets to {}", a.output.display());
     Ok(ExitCode::SUCCESS)
 }

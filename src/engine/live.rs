@@ -61,8 +61,8 @@ use crate::evidence::ring::{EvidenceRing, Opened, RingConfig};
 use crate::evidence::statedir::{self, StateDir};
 use crate::evidence::writer::{EvidenceWriter, EvidenceWriterHandle};
 use crate::filter::ProfileFilters;
-use crate::flow::export::FlowRecord;
 use crate::flow::table::FlowCounters;
+use crate::output::{check_output, OutputFile};
 use crate::shard::{FullPolicy, Router, RouterCounters};
 use crate::stats::{self, Snapshot};
 use crate::wire::{DecodeOptions, WireError};
@@ -436,11 +436,12 @@ fn collect(
 }
 
 fn write_json(path: &Path, r: &StatsReport) -> anyhow::Result<()> {
-    let tmp = path.with_extension("json.tmp");
     let mut s = serde_json::to_string_pretty(r)?;
     s.push('\n');
-    std::fs::write(&tmp, s).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    let mut f = OutputFile::create(path, &[])?;
+    f.w.write_all(s.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.commit()?;
     Ok(())
 }
 
@@ -566,37 +567,6 @@ fn warm_ring(ring: &EvidenceRing, created: bool) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Writes the scorers' flow buffers to `file`, merged and numbered like `flows`.
-fn write_flows(
-    file: File,
-    jsonl: bool,
-    splt: u16,
-    sorters: Vec<crate::output::RunSorter>,
-) -> std::io::Result<u64> {
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-    if !jsonl {
-        let header = FlowRecord::csv_header(splt);
-        w.write_all(header.as_bytes())?;
-        if !header.ends_with('\n') {
-            w.write_all(b"\n")?;
-        }
-    }
-    const JSON_PREFIX: &[u8] = b"{\"id\":0";
-    let n = crate::output::merge(sorters, |id, line| {
-        // Lines were formatted with id 0 (ids are given in sorted order, like `flows`).
-        if jsonl {
-            write!(w, "{{\"id\":{id}")?;
-            w.write_all(&line[JSON_PREFIX.len().min(line.len())..])
-        } else {
-            write!(w, "{id}")?;
-            w.write_all(&line[1.min(line.len())..])
-        }
-    })?;
-    w.flush()?;
-    w.get_ref().sync_all()?;
-    Ok(n)
-}
-
 /// What live capture runs with: built by the command layer from the command line and the
 /// configuration (already loaded with its overrides).
 #[derive(Clone, Debug)]
@@ -691,18 +661,14 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
     check_privileges(umem_bytes).with_context(|| iface.to_string())?;
     probe_af_xdp()?;
     let _lock = IfaceLock::take(iface)?;
+    // Fail now, not after the capture, if an output cannot be written (a device, a
+    // directory, a missing directory, a link); nothing is created or truncated yet.
     if let Some(p) = &o.stats_json {
-        // Fail now, not after the capture, if the stats cannot be written.
-        let tmp = p.with_extension("json.tmp");
-        File::create(&tmp)
-            .and_then(|_| std::fs::remove_file(&tmp))
-            .with_context(|| format!("--stats-json {}", p.display()))?;
+        check_output(p, &[]).context("--stats-json")?;
     }
-    // Opened now so that an unwritable path fails before anything is set up.
-    let mut flows_file = match &o.flows_out {
-        Some(p) => Some(File::create(p).with_context(|| format!("--flows-out {}", p.display()))?),
-        None => None,
-    };
+    if let Some(p) = &o.flows_out {
+        check_output(p, &[]).context("--flows-out")?;
+    }
 
     // State directory and one evidence ring per queue, continued if a crashed run left
     // them (their records stay readable by `evidence recover`).
@@ -1157,9 +1123,18 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
     if let Some(w) = pipe.writer.take() {
         pipe.writer_final = Some(w.join());
     }
-    if let (Some(f), Some(p)) = (flows_file.take(), &o.flows_out) {
+    if let Some(p) = &o.flows_out {
         if pipe.flows_write_errors == 0 {
-            match write_flows(f, jsonl, cfg.splt, sorters) {
+            let res = OutputFile::create(p, &[])
+                .map_err(std::io::Error::other)
+                .and_then(|mut f| {
+                    let n = crate::engine::pipeline::write_sorted_flows(
+                        &mut f.w, jsonl, cfg.splt, sorters,
+                    )?;
+                    f.commit().map_err(std::io::Error::other)?;
+                    Ok(n)
+                });
+            match res {
                 Ok(n) => pipe.flows_written = n,
                 Err(e) => {
                     pipe.flows_write_errors += 1;

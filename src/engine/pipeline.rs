@@ -251,6 +251,27 @@ impl ShardWorker for FlowWorker {
     }
 }
 
+/// Writes the shards' sorted flow buffers to `out`, merged and numbered in sorted order:
+/// the CSV header (or nothing, for JSON lines), then one row per flow. The one flow
+/// writer of `flows`, `replay --flows` and live `--flows-out`.
+pub fn write_sorted_flows(
+    out: &mut dyn Write,
+    jsonl: bool,
+    splt: u16,
+    sorters: Vec<RunSorter>,
+) -> std::io::Result<u64> {
+    if !jsonl {
+        let header = FlowRecord::csv_header(splt);
+        out.write_all(header.as_bytes())?;
+        if !header.ends_with('\n') {
+            out.write_all(b"\n")?;
+        }
+    }
+    let n = crate::output::merge(sorters, |id, line| write_with_id(out, jsonl, id, line))?;
+    out.flush()?;
+    Ok(n)
+}
+
 /// Replaces the placeholder id 0 at the start of a formatted flow line with `id`.
 fn write_with_id(w: &mut dyn Write, jsonl: bool, id: u64, line: &[u8]) -> std::io::Result<()> {
     const JSON_PREFIX: &[u8] = b"{\"id\":0";
@@ -336,16 +357,7 @@ pub fn run_flows(
         sorters.push(w.sorter);
         sorters.extend(w.finish_helper);
     }
-    if !jsonl {
-        let header = FlowRecord::csv_header(job.flow.splt);
-        out.write_all(header.as_bytes())?;
-        if !header.ends_with('\n') {
-            out.write_all(b"\n")?;
-        }
-    }
-    let n = crate::output::merge(sorters, |id, line| write_with_id(out, jsonl, id, line))
-        .context("writing flows")?;
-    out.flush().context("writing flows")?;
+    let n = write_sorted_flows(out, jsonl, job.flow.splt, sorters).context("writing flows")?;
     snap.insert("flows.written".into(), n);
     Ok(FlowsOutcome {
         stats: snap,

@@ -201,14 +201,10 @@ pub fn run_replay(
     }
     let mut flows_written = 0;
     if let Some(path) = &flows_out {
-        let mut f = crate::output::AtomicFile::create(path)?;
-        use std::io::Write;
-        let header = crate::flow::FlowRecord::csv_header(cfg.splt);
-        f.w.write_all(header.as_bytes())?;
-        flows_written = crate::output::merge(sorters, |id, line| {
-            write!(f.w, "{id}")?;
-            f.w.write_all(&line[1..])
-        })?;
+        let mut f = crate::output::OutputFile::create(path, &[])?;
+        flows_written =
+            crate::engine::pipeline::write_sorted_flows(&mut f.w, false, cfg.splt, sorters)
+                .with_context(|| format!("writing {}", path.display()))?;
         f.commit()?;
     }
     snap.insert("replay.flows_written".into(), flows_written);

@@ -8,51 +8,11 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::Context;
+pub mod file;
 
-/// `FILE.tmp` beside `FILE`.
-pub fn tmp_path(p: &Path) -> PathBuf {
-    let mut s = p.as_os_str().to_owned();
-    s.push(".tmp");
-    PathBuf::from(s)
-}
-
-/// Writes `path` atomically: `FILE.tmp`, then rename (not fsynced).
-pub struct AtomicFile {
-    tmp: PathBuf,
-    dst: PathBuf,
-    pub w: std::io::BufWriter<std::fs::File>,
-}
-
-impl AtomicFile {
-    pub fn create(dst: &Path) -> anyhow::Result<Self> {
-        let tmp = tmp_path(dst);
-        let f =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        Ok(AtomicFile {
-            tmp,
-            dst: dst.to_path_buf(),
-            w: std::io::BufWriter::with_capacity(1 << 20, f),
-        })
-    }
-
-    pub fn commit(self) -> anyhow::Result<()> {
-        let AtomicFile { tmp, dst, w } = self;
-        let f = w
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        // No fsync: the rename already guarantees that no reader ever sees a partial
-        // file under the final name; durability across a power cut is not worth ~60 ms
-        // per 60 MB for an output that can be regenerated from its capture.
-        drop(f);
-        std::fs::rename(&tmp, &dst)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), dst.display()))?;
-        Ok(())
-    }
-}
+pub use file::{check_output, OutputError, OutputFile};
 
 /// Buffers `(key, line)` records; spills sorted runs to disk past `limit_bytes`.
 pub struct RunSorter {
