@@ -3,6 +3,7 @@
 
 pub mod afxdp;
 pub mod doctor;
+pub mod interrupt;
 pub mod pcap;
 pub mod probe;
 pub mod synth;
@@ -50,6 +51,22 @@ pub enum CaptureError {
         path: PathBuf,
         offset: u64,
         reason: String,
+    },
+    /// A regular file that got shorter while it was read (another process truncated or
+    /// replaced it): the frames before `offset` were read.
+    #[error("{path}: the file shrank while being read: it now ends at byte {now}, it had {was} bytes when opened; the packets before byte offset {offset} were read")]
+    Shrank {
+        path: PathBuf,
+        offset: u64,
+        now: u64,
+        was: u64,
+    },
+    /// SIGINT or SIGTERM asked the reader to stop (`capture::interrupt`).
+    #[error("{path}: interrupted by {} at byte offset {offset}; the packets before it were read", interrupt::signal_name(*signal))]
+    Interrupted {
+        path: PathBuf,
+        signal: i32,
+        offset: u64,
     },
     #[error("{0}")]
     Other(String),

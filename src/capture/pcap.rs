@@ -1,17 +1,19 @@
 //! Replay source: classic pcap (µs and ns, both byte orders) and pcapng (any number of
 //! sections and interfaces, per-interface `if_tsresol`/`if_tsoffset`), read through
-//! pcap-file's slice parsers over a read-only memory map of the file.
+//! pcap-file's slice parsers over a buffer the file is read into in steps (so a file
+//! truncated under the reader is an error with its offset, and FIFOs and standard input
+//! are read as streams).
 //!
 //! The reader is lenient where tshark is (a record longer than the snaplen, a
 //! microsecond field ≥ 10^6) and counts each leniency; it stops with
 //! [`CaptureError::Corrupt`] naming the byte offset where the file stops making sense.
 //! Frames returned before such an error are valid.
-#![allow(unsafe_code)] // the capture file is memory-mapped; every block has a SAFETY comment
 
 use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
 use pcap_file::pcap::{PcapParser, RawPcapPacket};
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
 use pcap_file::pcapng::blocks::interface_description::{
@@ -20,7 +22,7 @@ use pcap_file::pcapng::blocks::interface_description::{
 use pcap_file::pcapng::{Block, PcapNgParser};
 use pcap_file::{Endianness, PcapError, TsResolution};
 
-use super::{CaptureError, Frame, LinkType, PacketSource};
+use super::{interrupt, CaptureError, Frame, LinkType, PacketSource};
 
 const PCAP_MAGIC_US: u32 = 0xa1b2_c3d4;
 const PCAP_MAGIC_NS: u32 = 0xa1b2_3c4d;
@@ -75,23 +77,131 @@ enum Kind {
     },
 }
 
-/// A pcap or pcapng file, memory-mapped.
+/// A pcap or pcapng file, a FIFO, or standard input (`-`), read as a stream.
 pub struct PcapFileSource {
-    path: PathBuf,
-    map: Option<Mmap>,
-    pos: usize,
+    input: Input,
     kind: Kind,
     index: u64,
-    done: bool,
-    /// File offset below which the mapping's pages have been handed back to the kernel.
-    released: usize,
     /// What the reader tolerated so far.
     pub counters: ReaderCounters,
 }
 
-/// Pages behind the reader are released in steps of this size, so that the resident set
-/// does not grow with the capture's length (mapped file pages count as resident).
-const RELEASE_STEP: usize = 16 << 20;
+/// Bytes of a capture, read in steps into one buffer: a record is parsed in place from
+/// the buffer (no copy per packet); the buffer is refilled when the next record is not
+/// whole in it. Reading (instead of mapping the file) makes a file truncated under the
+/// reader an error with its offset instead of a SIGBUS, lets FIFOs and pipes be read,
+/// keeps the memory bounded by the buffer, and lets a signal stop the reader between two
+/// reads.
+struct Input {
+    file: File,
+    path: PathBuf,
+    /// A regular file's size when it was opened (None: a FIFO, pipe or device).
+    size_at_open: Option<u64>,
+    buf: Vec<u8>,
+    /// Unread bytes are `buf[lo..hi]`.
+    lo: usize,
+    hi: usize,
+    /// File offset of `buf[0]`.
+    base: u64,
+    eof: bool,
+    /// The source is finished (end of input or an error): no more frames.
+    done: bool,
+}
+
+/// Bytes read per step (the buffer grows for a record larger than it).
+const READ_STEP: usize = 1 << 20;
+/// The largest record (pcap record or pcapng block) the reader accepts: tshark's limit
+/// for a packet is 256 KiB; pcapng blocks with many options are larger but nowhere near.
+pub const MAX_RECORD: usize = 64 << 20;
+/// How long a stream read waits before looking at the stop flag again.
+const POLL_MS: u16 = 200;
+
+impl Input {
+    #[inline]
+    fn avail(&self) -> usize {
+        self.hi - self.lo
+    }
+
+    /// File offset of the next unread byte.
+    #[inline]
+    fn offset(&self) -> u64 {
+        self.base + self.lo as u64
+    }
+
+    /// Makes at least `n` unread bytes available if the input has them. `Ok(false)`: the
+    /// input ended with fewer. `n` must be at most [`MAX_RECORD`].
+    fn ensure(&mut self, n: usize) -> Result<bool, CaptureError> {
+        if self.avail() >= n {
+            return Ok(true);
+        }
+        debug_assert!(n <= MAX_RECORD);
+        if self.lo > 0 {
+            self.buf.copy_within(self.lo..self.hi, 0);
+            self.base += self.lo as u64;
+            self.hi -= self.lo;
+            self.lo = 0;
+        }
+        if self.buf.len() < n {
+            self.buf.resize(n.next_power_of_two().max(READ_STEP), 0);
+        }
+        while self.hi < n && !self.eof {
+            if let Some(signal) = interrupt::requested() {
+                return Err(CaptureError::Interrupted {
+                    path: self.path.clone(),
+                    signal,
+                    offset: self.offset(),
+                });
+            }
+            if self.size_at_open.is_none() && !self.wait_readable()? {
+                continue;
+            }
+            match self.file.read(&mut self.buf[self.hi..]) {
+                Ok(0) => self.eof = true,
+                Ok(k) => self.hi += k,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+                    ) => {}
+                Err(source) => {
+                    return Err(CaptureError::Io {
+                        path: self.path.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        if self.eof {
+            if let Some(was) = self.size_at_open {
+                let now = self.base + self.hi as u64;
+                if now < was {
+                    return Err(CaptureError::Shrank {
+                        path: self.path.clone(),
+                        offset: self.offset(),
+                        now,
+                        was,
+                    });
+                }
+            }
+        }
+        Ok(self.avail() >= n)
+    }
+
+    /// Waits until a stream has bytes (or its writer left) for up to [`POLL_MS`].
+    fn wait_readable(&self) -> Result<bool, CaptureError> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(self.file.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(POLL_MS)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => Ok(false),
+            Ok(_) => Ok(true),
+            Err(e) => Err(CaptureError::Io {
+                path: self.path.clone(),
+                source: e.into(),
+            }),
+        }
+    }
+}
 
 fn err_corrupt(path: &Path, offset: usize, reason: impl Into<String>) -> CaptureError {
     CaptureError::Corrupt {
@@ -120,52 +230,86 @@ pub fn linktype_name(v: u32) -> &'static str {
     }
 }
 
+/// Opens `path` for reading: `-` is standard input; a FIFO is opened without waiting for
+/// its writer (the first read waits, and can be interrupted).
+fn open_input(path: &Path) -> Result<(File, Option<u64>), CaptureError> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let io = |source: std::io::Error| CaptureError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if path.as_os_str() == "-" {
+        let fd = std::io::stdin().as_fd().try_clone_to_owned().map_err(io)?;
+        let file = File::from(fd);
+        let meta = file.metadata().map_err(io)?;
+        let size = meta.file_type().is_file().then_some(meta.len());
+        return Ok((file, size));
+    }
+    let meta = std::fs::metadata(path).map_err(io)?;
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        return Err(CaptureError::Other(format!(
+            "{}: is a directory, expected a pcap or pcapng file",
+            path.display()
+        )));
+    }
+    let mut oo = std::fs::OpenOptions::new();
+    oo.read(true);
+    if ft.is_fifo() {
+        oo.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = oo.open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    let size = meta.file_type().is_file().then_some(meta.len());
+    Ok((file, size))
+}
+
 impl PcapFileSource {
-    /// Opens `path`. Fails with a one-line error for a missing file, a directory, a file
-    /// that is neither pcap nor pcapng, or an unsupported link type.
+    /// Opens `path` (`-`: standard input). Fails with a one-line error for a missing
+    /// file, a directory, a file that is neither pcap nor pcapng, or an unsupported link
+    /// type.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, CaptureError> {
         let path = path.as_ref().to_path_buf();
-        let io = |source: std::io::Error| CaptureError::Io {
-            path: path.clone(),
-            source,
-        };
-        let meta = std::fs::metadata(&path).map_err(io)?;
-        if meta.is_dir() {
-            return Err(CaptureError::Other(format!(
-                "{}: is a directory, expected a pcap or pcapng file",
-                path.display()
-            )));
-        }
-        let file = File::open(&path).map_err(io)?;
-        let map = if meta.len() == 0 {
-            None
-        } else {
-            // SAFETY: the map is read-only and private to this source. A capture file that
-            // another process truncates while we read it would fault (SIGBUS); replay
-            // inputs are finished captures, and the README says not to replay a file
-            // that is still being written.
-            Some(unsafe { Mmap::map(&file) }.map_err(io)?)
-        };
-        if let Some(m) = &map {
+        let (file, size_at_open) = open_input(&path)?;
+        if let Some(size) = size_at_open {
             // Readahead hint only; failure changes nothing.
-            let _ = m.advise(memmap2::Advice::Sequential);
+            let _ = nix::fcntl::posix_fadvise(
+                file.as_raw_fd(),
+                0,
+                size as i64,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL,
+            );
         }
-        let bytes: &[u8] = map.as_deref().unwrap_or(&[]);
-        if bytes.len() < 4 {
+        let mut input = Input {
+            file,
+            path: path.clone(),
+            size_at_open,
+            buf: Vec::new(),
+            lo: 0,
+            hi: 0,
+            base: 0,
+            eof: false,
+            done: false,
+        };
+        if !input.ensure(4)? {
             return Err(CaptureError::Other(format!(
                 "{}: too short to be a capture file ({} bytes)",
                 path.display(),
-                bytes.len()
+                input.avail()
             )));
         }
-        let magic_le = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-        let magic_be = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-        let (kind, pos) = if [PCAP_MAGIC_US, PCAP_MAGIC_NS].contains(&magic_le)
+        let head = &input.buf[..4];
+        let magic_le = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        let magic_be = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+        let kind = if [PCAP_MAGIC_US, PCAP_MAGIC_NS].contains(&magic_le)
             || [PCAP_MAGIC_US, PCAP_MAGIC_NS].contains(&magic_be)
         {
+            input.ensure(24)?;
+            let bytes = &input.buf[input.lo..input.hi];
             let (rem, parser) = PcapParser::new(bytes).map_err(|e| {
                 err_corrupt(&path, 0, format!("bad pcap file header: {}", pcap_err(&e)))
             })?;
+            let used = bytes.len() - rem.len();
             let hdr = parser.header();
             let raw_lt = u32::from(hdr.datalink);
             let lt16 = raw_lt & 0xffff;
@@ -176,16 +320,17 @@ impl PcapFileSource {
             })?;
             let nanos = hdr.ts_resolution == TsResolution::NanoSecond;
             let snaplen = hdr.snaplen;
-            (
-                Kind::Pcap {
-                    parser,
-                    link,
-                    nanos,
-                    snaplen,
-                },
-                bytes.len() - rem.len(),
-            )
+            input.lo += used;
+            Kind::Pcap {
+                parser,
+                link,
+                nanos,
+                snaplen,
+            }
         } else if magic_le == PCAPNG_SHB {
+            let len = ng_block_len(&mut input, None)?;
+            let bytes = &input.buf[input.lo..input.hi];
+            let bytes = &bytes[..len.unwrap_or(bytes.len()).min(bytes.len())];
             let (rem, parser) = PcapNgParser::new(bytes).map_err(|e| {
                 err_corrupt(
                     &path,
@@ -193,13 +338,11 @@ impl PcapFileSource {
                     format!("bad pcapng section header: {}", pcap_err(&e)),
                 )
             })?;
-            (
-                Kind::PcapNg {
-                    parser: Box::new(parser),
-                    ifaces: Vec::new(),
-                },
-                bytes.len() - rem.len(),
-            )
+            input.lo += bytes.len() - rem.len();
+            Kind::PcapNg {
+                parser: Box::new(parser),
+                ifaces: Vec::new(),
+            }
         } else {
             return Err(CaptureError::NotACapture {
                 path,
@@ -207,25 +350,21 @@ impl PcapFileSource {
             });
         };
         Ok(PcapFileSource {
-            path,
-            map,
-            pos,
+            input,
             kind,
             index: 0,
-            done: false,
-            released: 0,
             counters: ReaderCounters::default(),
         })
     }
 
     /// The file being read.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.input.path
     }
 
     /// Byte offset of the next record.
     pub fn offset(&self) -> u64 {
-        self.pos as u64
+        self.input.offset()
     }
 
     /// Link type of a classic pcap file, or of the first interface of a pcapng file once
@@ -237,14 +376,59 @@ impl PcapFileSource {
         }
     }
 
-    /// The file's total size in bytes.
-    pub fn len(&self) -> u64 {
-        self.map.as_ref().map_or(0, |m| m.len() as u64)
+    /// A regular file's size when it was opened (None for a stream).
+    pub fn size_at_open(&self) -> Option<u64> {
+        self.input.size_at_open
     }
+}
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+/// The total length of the pcapng block at the reader's position, with the block made
+/// whole in the buffer. `Ok(None)`: the input ends before a block header or inside the
+/// block (the parser then reports what is missing on what is there). `endian`: the
+/// section's byte order (None: the block must be a section header, which says it).
+fn ng_block_len(
+    input: &mut Input,
+    endian: Option<Endianness>,
+) -> Result<Option<usize>, CaptureError> {
+    if !input.ensure(12)? {
+        return Ok(None);
     }
+    let b = &input.buf[input.lo..input.lo + 12];
+    let word = |x: &[u8], e: Endianness| {
+        let a = [x[0], x[1], x[2], x[3]];
+        match e {
+            Endianness::Little => u32::from_le_bytes(a),
+            Endianness::Big => u32::from_be_bytes(a),
+        }
+    };
+    let is_shb = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) == PCAPNG_SHB;
+    let e = if is_shb || endian.is_none() {
+        // The byte-order magic 0x1A2B3C4D.
+        if u32::from_le_bytes([b[8], b[9], b[10], b[11]]) == 0x1A2B_3C4D {
+            Endianness::Little
+        } else {
+            Endianness::Big
+        }
+    } else {
+        endian.unwrap_or(Endianness::Little)
+    };
+    let len = word(&b[4..8], e) as usize;
+    if !(12..=MAX_RECORD).contains(&len) {
+        // The parser gives the error for a short length; a huge one is refused here
+        // (before a buffer of that size is made).
+        if len > MAX_RECORD {
+            return Err(err_corrupt(
+                &input.path,
+                input.offset() as usize,
+                format!(
+                    "bad pcapng block: it claims {len} bytes, more than the {} MiB a block may have",
+                    MAX_RECORD >> 20
+                ),
+            ));
+        }
+        return Ok(Some(12));
+    }
+    Ok(input.ensure(len)?.then_some(len))
 }
 
 fn pcap_err(e: &PcapError) -> String {
@@ -298,193 +482,253 @@ fn ng_ts_ns(ts_units: u64, iface: &Iface) -> Option<u64> {
         .checked_add(frac_ns)
 }
 
-impl PcapFileSource {
-    /// Drops the pages before the current record from the mapping (the previous frame,
-    /// which the caller no longer holds, is among them).
-    #[inline]
-    fn release_behind(&mut self) {
-        if self.pos < self.released + 2 * RELEASE_STEP {
-            return;
+impl PacketSource for PcapFileSource {
+    fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
+        if self.input.done {
+            return Ok(None);
         }
-        let upto = (self.pos - RELEASE_STEP) & !4095;
-        if let Some(m) = &self.map {
-            if upto > self.released {
-                // SAFETY: MADV_DONTNEED on a private read-only file mapping only drops
-                // our copies of the pages; touching them again would re-read the file.
-                // No frame borrowed from this range is alive: `next_frame` takes `&mut
-                // self`, so the previous frame's borrow has ended, and everything below
-                // `pos - RELEASE_STEP` is older than it.
-                let _ = unsafe {
-                    m.unchecked_advise_range(
-                        memmap2::UncheckedAdvice::DontNeed,
-                        self.released,
-                        upto - self.released,
-                    )
-                };
-                self.released = upto;
-            }
-        }
+        // Finished unless a frame comes back (an error or the end finishes the source).
+        self.input.done = true;
+        self.next_inner()
     }
 }
 
-impl PacketSource for PcapFileSource {
-    fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
-        if self.done {
+impl PcapFileSource {
+    fn next_inner(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
+        match &self.kind {
+            Kind::Pcap { .. } => self.next_pcap(),
+            Kind::PcapNg { .. } => self.next_pcapng(),
+        }
+    }
+
+    fn next_pcap(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
+        let Kind::Pcap {
+            parser,
+            link,
+            nanos,
+            snaplen,
+        } = &mut self.kind
+        else {
+            unreachable!("next_pcap on a pcapng source")
+        };
+        let input = &mut self.input;
+        // The record header, then the whole record, in the buffer.
+        if !input.ensure(16)? && input.avail() == 0 {
             return Ok(None);
         }
-        self.release_behind();
-        let bytes: &[u8] = self.map.as_deref().unwrap_or(&[]);
-        loop {
-            let rest = &bytes[self.pos..];
-            if rest.is_empty() {
-                self.done = true;
-                return Ok(None);
+        let mut need = 16;
+        if input.avail() >= 16 {
+            let h = &input.buf[input.lo + 8..input.lo + 12];
+            let a = [h[0], h[1], h[2], h[3]];
+            let incl = match parser.header().endianness {
+                Endianness::Little => u32::from_le_bytes(a),
+                Endianness::Big => u32::from_be_bytes(a),
+            } as usize;
+            let beyond_file = input
+                .size_at_open
+                .is_some_and(|sz| input.offset() + 16 + incl as u64 > sz);
+            if 16 + incl > MAX_RECORD && !beyond_file {
+                return Err(err_corrupt(
+                    &input.path,
+                    input.offset() as usize,
+                    format!(
+                        "record claims {incl} captured bytes, more than the {} MiB a record may have",
+                        MAX_RECORD >> 20
+                    ),
+                ));
             }
-            match &mut self.kind {
-                Kind::Pcap {
-                    parser,
-                    link,
-                    nanos,
-                    snaplen,
-                } => {
-                    let (rem, raw): (&[u8], RawPcapPacket<'_>) = match parser.next_raw_packet(rest)
-                    {
-                        Ok(x) => x,
-                        Err(e) => {
-                            self.done = true;
-                            return Err(err_corrupt(&self.path, self.pos, record_err(rest, &e)));
-                        }
-                    };
-                    let data: &[u8] = match raw.data {
-                        std::borrow::Cow::Borrowed(d) => d,
-                        std::borrow::Cow::Owned(_) => unreachable_owned(),
-                    };
-                    if raw.incl_len > *snaplen {
-                        self.counters.caplen_gt_snaplen += 1;
-                    }
-                    let mut orig_len = raw.orig_len;
-                    if raw.incl_len > orig_len {
-                        self.counters.caplen_gt_origlen += 1;
-                        orig_len = raw.incl_len;
-                    }
-                    let frac_per_sec: u64 = if *nanos { 1_000_000_000 } else { 1_000_000 };
-                    let frac = u64::from(raw.ts_frac);
-                    if frac >= frac_per_sec {
-                        self.counters.ts_frac_invalid += 1;
-                    }
-                    let frac_ns = if *nanos { frac } else { frac * 1000 };
-                    let ts_ns = u64::from(raw.ts_sec) * 1_000_000_000 + frac_ns;
-                    self.pos = bytes.len() - rem.len();
-                    let index = self.index;
-                    self.index += 1;
-                    return Ok(Some(Frame {
-                        ts_ns,
-                        orig_len,
-                        data,
-                        link: *link,
-                        index,
-                    }));
-                }
-                Kind::PcapNg { parser, ifaces } => {
-                    let (rem, block) = match parser.next_block(rest) {
-                        Ok(x) => x,
-                        Err(e) => {
-                            self.done = true;
-                            return Err(err_corrupt(
-                                &self.path,
-                                self.pos,
-                                format!("bad pcapng block: {}", pcap_err(&e)),
-                            ));
-                        }
-                    };
-                    let block_off = self.pos;
-                    self.pos = bytes.len() - rem.len();
-                    let (iface_id, ts_units, orig_len, data) = match block {
-                        Block::SectionHeader(_) => {
-                            ifaces.clear();
-                            continue;
-                        }
-                        Block::InterfaceDescription(idb) => {
-                            ifaces.push(iface_from_idb(&idb));
-                            continue;
-                        }
-                        Block::EnhancedPacket(EnhancedPacketBlock {
-                            interface_id,
-                            timestamp,
-                            original_len,
-                            data,
-                            ..
-                        }) => {
-                            // pcap-file stores the raw 64-bit timestamp as nanoseconds;
-                            // it is in the interface's units.
-                            let units = timestamp.as_nanos() as u64;
-                            let d: &[u8] = match data {
-                                std::borrow::Cow::Borrowed(d) => d,
-                                std::borrow::Cow::Owned(_) => unreachable_owned(),
-                            };
-                            (interface_id, units, original_len, d)
-                        }
-                        Block::SimplePacket(sp) => {
-                            let d: &[u8] = match sp.data {
-                                std::borrow::Cow::Borrowed(d) => d,
-                                std::borrow::Cow::Owned(_) => unreachable_owned(),
-                            };
-                            (0, 0, sp.original_len, d)
-                        }
-                        Block::Packet(pb) => {
-                            let d: &[u8] = match pb.data {
-                                std::borrow::Cow::Borrowed(d) => d,
-                                std::borrow::Cow::Owned(_) => unreachable_owned(),
-                            };
-                            (u32::from(pb.interface_id), pb.timestamp, pb.original_len, d)
-                        }
-                        _ => {
-                            self.counters.pcapng_other_blocks += 1;
-                            continue;
-                        }
-                    };
-                    let Some(iface) = ifaces.get(iface_id as usize).copied() else {
-                        self.done = true;
-                        return Err(err_corrupt(
-                            &self.path,
-                            block_off,
-                            format!(
-                                "packet refers to interface {iface_id}, which was never described"
-                            ),
-                        ));
-                    };
-                    let Some(link) = iface.link else {
-                        self.done = true;
-                        return Err(CaptureError::LinkType {
-                            path: self.path.clone(),
-                            linktype: iface.raw_linktype,
-                            name: linktype_name(iface.raw_linktype),
-                        });
-                    };
-                    let ts_ns = match ng_ts_ns(ts_units, &iface) {
-                        Some(t) => t,
-                        None => {
-                            self.counters.ts_out_of_range += 1;
-                            u64::MAX
-                        }
-                    };
-                    let mut orig_len = orig_len;
-                    if data.len() as u64 > u64::from(orig_len) {
-                        self.counters.caplen_gt_origlen += 1;
-                        orig_len = data.len() as u32;
-                    }
-                    let index = self.index;
-                    self.index += 1;
-                    return Ok(Some(Frame {
-                        ts_ns,
-                        orig_len,
-                        data,
-                        link,
-                        index,
-                    }));
-                }
+            if 16 + incl <= MAX_RECORD {
+                input.ensure(16 + incl)?;
+                need = 16 + incl;
             }
         }
+        let off = input.offset();
+        let rest = &input.buf[input.lo..input.hi];
+        let rest = if rest.len() > need && need > 16 {
+            &rest[..need]
+        } else {
+            rest
+        };
+        let (rem, raw): (&[u8], RawPcapPacket<'_>) = match parser.next_raw_packet(rest) {
+            Ok(x) => x,
+            Err(e) => {
+                // Where a record is cut by the end of the file, say how far it goes.
+                let rest_len = input.size_at_open.map_or(rest.len(), |sz| {
+                    (sz.saturating_sub(off) as usize).max(rest.len())
+                });
+                return Err(err_corrupt(
+                    &input.path,
+                    off as usize,
+                    record_err(rest, rest_len, &e),
+                ));
+            }
+        };
+        let used = rest.len() - rem.len();
+        let data: &[u8] = match raw.data {
+            std::borrow::Cow::Borrowed(d) => d,
+            std::borrow::Cow::Owned(_) => unreachable_owned(),
+        };
+        if raw.incl_len > *snaplen {
+            self.counters.caplen_gt_snaplen += 1;
+        }
+        let mut orig_len = raw.orig_len;
+        if raw.incl_len > orig_len {
+            self.counters.caplen_gt_origlen += 1;
+            orig_len = raw.incl_len;
+        }
+        let frac_per_sec: u64 = if *nanos { 1_000_000_000 } else { 1_000_000 };
+        let frac = u64::from(raw.ts_frac);
+        if frac >= frac_per_sec {
+            self.counters.ts_frac_invalid += 1;
+        }
+        let frac_ns = if *nanos { frac } else { frac * 1000 };
+        let ts_ns = u64::from(raw.ts_sec) * 1_000_000_000 + frac_ns;
+        input.lo += used;
+        input.done = false;
+        let index = self.index;
+        self.index += 1;
+        Ok(Some(Frame {
+            ts_ns,
+            orig_len,
+            data,
+            link: *link,
+            index,
+        }))
+    }
+
+    fn next_pcapng(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
+        // Blocks that carry no packet are handled in this loop, which never hands out a
+        // borrow of the buffer; the packet block is parsed after it.
+        let block_off = loop {
+            let Kind::PcapNg { parser, ifaces } = &mut self.kind else {
+                unreachable!("next_pcapng on a pcap source")
+            };
+            let input = &mut self.input;
+            if !input.ensure(1)? {
+                return Ok(None);
+            }
+            let len = ng_block_len(input, Some(parser.section().endianness))?;
+            let off = input.offset();
+            let bytes = &input.buf[input.lo..input.hi];
+            let bytes = &bytes[..len.unwrap_or(bytes.len()).min(bytes.len())];
+            let btype = bytes
+                .get(..4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            let packet_block = len.is_some()
+                && btype.is_some_and(|t| {
+                    let t = if parser.section().endianness == Endianness::Big {
+                        t.swap_bytes()
+                    } else {
+                        t
+                    };
+                    matches!(t, 2 | 3 | 6)
+                });
+            if packet_block {
+                break off;
+            }
+            let (rem, block) = parser.next_block(bytes).map_err(|e| {
+                err_corrupt(
+                    &input.path,
+                    off as usize,
+                    format!("bad pcapng block: {}", pcap_err(&e)),
+                )
+            })?;
+            let used = bytes.len() - rem.len();
+            match block {
+                Block::SectionHeader(_) => ifaces.clear(),
+                Block::InterfaceDescription(idb) => ifaces.push(iface_from_idb(&idb)),
+                _ => self.counters.pcapng_other_blocks += 1,
+            }
+            input.lo += used;
+        };
+        let Kind::PcapNg { parser, ifaces } = &mut self.kind else {
+            unreachable!("next_pcapng on a pcap source")
+        };
+        let input = &mut self.input;
+        let bytes = &input.buf[input.lo..input.hi];
+        let (rem, block) = parser.next_block(bytes).map_err(|e| {
+            err_corrupt(
+                &input.path,
+                block_off as usize,
+                format!("bad pcapng block: {}", pcap_err(&e)),
+            )
+        })?;
+        input.lo += bytes.len() - rem.len();
+        let (iface_id, ts_units, orig_len, data) = match block {
+            Block::EnhancedPacket(EnhancedPacketBlock {
+                interface_id,
+                timestamp,
+                original_len,
+                data,
+                ..
+            }) => {
+                // pcap-file stores the raw 64-bit timestamp as nanoseconds; it is in the
+                // interface's units.
+                let units = timestamp.as_nanos() as u64;
+                let d: &[u8] = match data {
+                    std::borrow::Cow::Borrowed(d) => d,
+                    std::borrow::Cow::Owned(_) => unreachable_owned(),
+                };
+                (interface_id, units, original_len, d)
+            }
+            Block::SimplePacket(sp) => {
+                let d: &[u8] = match sp.data {
+                    std::borrow::Cow::Borrowed(d) => d,
+                    std::borrow::Cow::Owned(_) => unreachable_owned(),
+                };
+                (0, 0, sp.original_len, d)
+            }
+            Block::Packet(pb) => {
+                let d: &[u8] = match pb.data {
+                    std::borrow::Cow::Borrowed(d) => d,
+                    std::borrow::Cow::Owned(_) => unreachable_owned(),
+                };
+                (u32::from(pb.interface_id), pb.timestamp, pb.original_len, d)
+            }
+            _ => {
+                return Err(err_corrupt(
+                    &input.path,
+                    block_off as usize,
+                    "bad pcapng block: a packet block parsed as another kind",
+                ))
+            }
+        };
+        let Some(iface) = ifaces.get(iface_id as usize).copied() else {
+            return Err(err_corrupt(
+                &input.path,
+                block_off as usize,
+                format!("packet refers to interface {iface_id}, which was never described"),
+            ));
+        };
+        let Some(link) = iface.link else {
+            return Err(CaptureError::LinkType {
+                path: input.path.clone(),
+                linktype: iface.raw_linktype,
+                name: linktype_name(iface.raw_linktype),
+            });
+        };
+        let ts_ns = match ng_ts_ns(ts_units, &iface) {
+            Some(t) => t,
+            None => {
+                self.counters.ts_out_of_range += 1;
+                u64::MAX
+            }
+        };
+        let mut orig_len = orig_len;
+        if data.len() as u64 > u64::from(orig_len) {
+            self.counters.caplen_gt_origlen += 1;
+            orig_len = data.len() as u32;
+        }
+        input.done = false;
+        let index = self.index;
+        self.index += 1;
+        Ok(Some(Frame {
+            ts_ns,
+            orig_len,
+            data,
+            link,
+            index,
+        }))
     }
 }
 
@@ -495,7 +739,7 @@ fn unreachable_owned() -> ! {
     panic!("pcap-file returned an owned buffer from a slice parser")
 }
 
-fn record_err(rest: &[u8], e: &PcapError) -> String {
+fn record_err(rest: &[u8], rest_len: usize, e: &PcapError) -> String {
     match e {
         PcapError::IncompleteBuffer if rest.len() >= 16 => {
             let incl = u32::from_le_bytes([rest[8], rest[9], rest[10], rest[11]]);
@@ -503,7 +747,7 @@ fn record_err(rest: &[u8], e: &PcapError) -> String {
             format!(
                 "record claims {} captured bytes but the file ends {} bytes later (cut short in the middle of a packet)",
                 incl.min(incl_be),
-                rest.len() - 16
+                rest_len - 16
             )
         }
         PcapError::IncompleteBuffer => format!(

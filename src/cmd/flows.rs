@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Args;
 
 use super::{positive_seconds, positive_usize, AccountingArg, KeyArg, OutFormat};
@@ -85,6 +86,8 @@ pub fn run(a: FlowsArgs) -> anyhow::Result<ExitCode> {
     )?;
     let flow = cfg.flow_config();
     flow.validate().map_err(anyhow::Error::msg)?;
+    // SIGINT/SIGTERM end the read as if the capture ended there (see capture::interrupt).
+    crate::capture::interrupt::install().context("installing signal handlers")?;
     let mut source = PcapFileSource::open(&a.capture)?;
     let shards = if cfg.shards > 0 {
         cfg.shards
@@ -135,6 +138,7 @@ pub fn run(a: FlowsArgs) -> anyhow::Result<ExitCode> {
     }
     let mut snap = outcome.stats;
     stats::merge_into(&mut snap, source.counters.named());
+    super::mark_interrupted(&mut snap, outcome.source_error.as_ref());
     super::warn_if_not_conserved(&snap);
     if a.stats {
         for (k, v) in &snap {
@@ -142,9 +146,8 @@ pub fn run(a: FlowsArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(e) = outcome.source_error {
-        // The flows of every packet before the fault were written.
-        eprintln!("streamml-sensor: {e}");
-        return Ok(ExitCode::from(1));
+        // The flows of every packet before the fault (or the signal) were written.
+        return Ok(super::source_error_exit(&e));
     }
     Ok(ExitCode::SUCCESS)
 }

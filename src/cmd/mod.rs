@@ -154,6 +154,12 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
+            if let Some(ce) = e.downcast_ref::<crate::capture::CaptureError>() {
+                if matches!(ce, crate::capture::CaptureError::Interrupted { .. }) {
+                    // Stopped before the first packet (e.g. a FIFO nobody wrote to).
+                    return source_error_exit(ce);
+                }
+            }
             eprintln!("streamml-sensor: {e:#}");
             // A stage that broke part-way is a failed run (1); everything else was refused
             // before anything ran (2).
@@ -204,6 +210,30 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         None => {
             bail!("no command given (or --iface for live capture); try 'streamml-sensor --help'")
         }
+    }
+}
+
+/// Ends a file command whose source stopped early: one line, and the exit code — 128 +
+/// the signal for SIGINT/SIGTERM (the outputs are complete for the packets read before
+/// it), 1 for a capture that stopped making sense part-way (likewise complete up to it).
+pub fn source_error_exit(e: &crate::capture::CaptureError) -> ExitCode {
+    eprintln!("streamml-sensor: {e}");
+    match e {
+        crate::capture::CaptureError::Interrupted { signal, .. } => {
+            ExitCode::from((128 + signal).clamp(0, 255) as u8)
+        }
+        _ => ExitCode::from(1),
+    }
+}
+
+/// Puts `run.interrupted_by_signal` (the signal number) into the counters of a run that a
+/// signal stopped, so `--stats`/`--stats-json` say the outputs are partial.
+pub fn mark_interrupted(
+    snap: &mut crate::stats::Snapshot,
+    e: Option<&crate::capture::CaptureError>,
+) {
+    if let Some(crate::capture::CaptureError::Interrupted { signal, .. }) = e {
+        snap.insert("run.interrupted_by_signal".into(), *signal as u64);
     }
 }
 

@@ -55,6 +55,8 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
             ..Overrides::default()
         },
     )?;
+    // SIGINT/SIGTERM end the read as if the capture ended there (see capture::interrupt).
+    crate::capture::interrupt::install().context("installing signal handlers")?;
     let mut source = PcapFileSource::open(&a.capture)?;
     // Outputs checked before the first packet (not after a whole capture).
     if let Some(p) = &a.flows {
@@ -75,6 +77,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     let secs = t0.elapsed().as_secs_f64();
     let mut snap = out.stats;
     stats::merge_into(&mut snap, source.counters.named());
+    super::mark_interrupted(&mut snap, out.source_error.as_ref());
     let g = |k: &str| snap.get(k).copied().unwrap_or(0);
     let drops: Vec<(String, u64)> = snap
         .iter()
@@ -114,8 +117,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         f.commit()?;
     }
     if let Some(e) = out.source_error {
-        eprintln!("streamml-sensor: {e}");
-        return Ok(ExitCode::from(1));
+        return Ok(super::source_error_exit(&e));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,372 @@
+//! Captures that are not quiet files on disk: standard input, FIFOs, a file truncated
+//! while it is read, a run stopped by SIGINT or SIGTERM. The binary is run as a user runs
+//! it, and what it wrote is compared with a run over the same bytes as a plain file.
+
+mod common;
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_streamml-sensor");
+
+fn cap(rel: &str) -> PathBuf {
+    common::pcaps_dir().join(rel)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `flows CAPTURE -o OUT` as a plain run; panics unless it succeeds.
+fn flows_of(capture: &Path, out: &Path) -> Vec<u8> {
+    let o = Command::new(BIN)
+        .args(["flows", s(capture), "-o", s(out)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::read(out).unwrap()
+}
+
+/// Byte offsets where the records of a little-endian classic pcap end (the first entry is
+/// the end of the file header).
+fn record_ends(b: &[u8]) -> Vec<usize> {
+    assert_eq!(&b[..4], &[0xd4, 0xc3, 0xb2, 0xa1], "little-endian µs pcap");
+    let mut v = vec![24];
+    let mut p = 24;
+    while p + 16 <= b.len() {
+        let incl = u32::from_le_bytes(b[p + 8..p + 12].try_into().unwrap()) as usize;
+        p += 16 + incl;
+        assert!(p <= b.len());
+        v.push(p);
+    }
+    v
+}
+
+/// A FIFO in `dir`.
+fn fifo(dir: &Path) -> PathBuf {
+    let p = dir.join("capture.fifo");
+    assert!(Command::new("mkfifo").arg(&p).status().unwrap().success());
+    p
+}
+
+/// Waits (bounded) until nothing is left in the pipe behind `w`: the reader has taken
+/// every byte written so far.
+fn wait_pipe_drained(w: &std::fs::File) {
+    let t0 = Instant::now();
+    loop {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int.
+        let r = unsafe { libc::ioctl(w.as_raw_fd(), libc::FIONREAD, &mut n) };
+        assert_eq!(r, 0, "FIONREAD: {}", std::io::Error::last_os_error());
+        if n == 0 {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the sensor stopped reading"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: a signal to our own child, by its PID.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+}
+
+/// Waits for `child` (bounded: a hang fails the test and kills the child).
+fn finish(mut child: Child, secs: u64) -> Output {
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > Duration::from_secs(secs) {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!("no exit within {secs} s: {}", stderr(&o));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// `-` (standard input, from a file and from a pipe) and a FIFO give the same flows as
+/// the file, for pcap and pcapng.
+#[test]
+fn stdin_and_fifo_are_read_as_streams() {
+    let d = tempfile::tempdir().unwrap();
+    for rel in ["large/echo-connections.pcap", "large/tor.pcap"] {
+        let input = cap(rel);
+        let want = flows_of(&input, &d.path().join("want.csv"));
+        assert!(want.len() > 1000);
+        // stdin redirected from the file
+        let out = d.path().join("stdin-file.csv");
+        let o = Command::new(BIN)
+            .args(["flows", "-", "-o", s(&out)])
+            .stdin(std::fs::File::open(&input).unwrap())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(std::fs::read(&out).unwrap() == want, "{rel}: stdin (file)");
+        // stdin a pipe, written in small pieces
+        let out = d.path().join("stdin-pipe.csv");
+        let mut child = Command::new(BIN)
+            .args(["flows", "-", "-o", s(&out)])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut w = child.stdin.take().unwrap();
+        let bytes = std::fs::read(&input).unwrap();
+        let t = std::thread::spawn(move || {
+            for c in bytes.chunks(7_777) {
+                w.write_all(c).unwrap();
+            }
+        });
+        t.join().unwrap();
+        let o = finish(child, 60);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(std::fs::read(&out).unwrap() == want, "{rel}: stdin (pipe)");
+        // a FIFO
+        let f = fifo(d.path());
+        let out = d.path().join("fifo.csv");
+        let child = Command::new(BIN)
+            .args(["flows", s(&f), "-o", s(&out)])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let bytes = std::fs::read(&input).unwrap();
+        let f2 = f.clone();
+        let t = std::thread::spawn(move || {
+            let mut w = std::fs::OpenOptions::new().write(true).open(f2).unwrap();
+            w.write_all(&bytes).unwrap();
+        });
+        t.join().unwrap();
+        let o = finish(child, 60);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(std::fs::read(&out).unwrap() == want, "{rel}: FIFO");
+        std::fs::remove_file(&f).unwrap();
+    }
+}
+
+/// SIGINT to `flows` and SIGTERM to `replay` reading a FIFO whose writer is still there:
+/// every packet written before the signal is in the outputs — the same flows as a run
+/// over those bytes as a file — the run says it was interrupted, the counters carry the
+/// signal, and the exit code is 128 + the signal.
+#[test]
+fn a_signal_ends_the_run_with_whole_outputs_for_what_was_read() {
+    let d = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(cap("large/echo-connections.pcap")).unwrap();
+    let ends = record_ends(&bytes);
+    let cut = ends[ends.len() / 2];
+    let prefix = d.path().join("prefix.pcap");
+    std::fs::write(&prefix, &bytes[..cut]).unwrap();
+    let want = flows_of(&prefix, &d.path().join("want.csv"));
+    for (sig, cmd) in [(libc::SIGINT, "flows"), (libc::SIGTERM, "replay")] {
+        let f = fifo(d.path());
+        let out = d.path().join(format!("{cmd}.csv"));
+        let stats = d.path().join(format!("{cmd}.json"));
+        let state = d.path().join("state");
+        let mut args: Vec<String> = vec![cmd.into(), s(&f).into()];
+        if cmd == "flows" {
+            args.extend(["-o".into(), s(&out).into(), "--stats".into()]);
+        } else {
+            args.extend([
+                "--flows".into(),
+                s(&out).into(),
+                "--stats-json".into(),
+                s(&stats).into(),
+                "--state-dir".into(),
+                s(&state).into(),
+            ]);
+        }
+        let child = Command::new(BIN)
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The writer stays open: without the signal the run would wait for more.
+        let mut w = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+        w.write_all(&bytes[..cut]).unwrap();
+        wait_pipe_drained(&w);
+        signal(&child, sig);
+        let o = finish(child, 60);
+        drop(w);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(128 + sig), "{cmd}: {e}");
+        let name = if sig == libc::SIGINT {
+            "SIGINT"
+        } else {
+            "SIGTERM"
+        };
+        assert!(
+            e.contains(&format!("interrupted by {name} at byte offset {cut}")),
+            "{e}"
+        );
+        assert!(
+            std::fs::read(&out).unwrap() == want,
+            "{cmd}: flows differ from the prefix's"
+        );
+        if cmd == "flows" {
+            assert!(
+                e.contains(&format!("run.interrupted_by_signal {sig}")),
+                "{e}"
+            );
+        } else {
+            assert!(e.contains("replay: drops"), "summary printed: {e}");
+            let j: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+            assert_eq!(j["run.interrupted_by_signal"], sig, "{j}");
+            assert_eq!(j["reader.frames"], (ends.len() / 2) as u64, "{j}");
+        }
+        // Nothing but the outputs was left beside them.
+        let mut names: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert!(
+            names.iter().all(|n| !n.contains("tmp")),
+            "temporaries left: {names:?}"
+        );
+        std::fs::remove_file(&f).unwrap();
+    }
+}
+
+/// A FIFO nobody writes to does not hang the sensor: it waits, and SIGINT ends it.
+#[test]
+fn a_fifo_without_a_writer_waits_until_a_signal() {
+    let d = tempfile::tempdir().unwrap();
+    let f = fifo(d.path());
+    let out = d.path().join("out.csv");
+    let child = Command::new(BIN)
+        .args(["flows", s(&f), "-o", s(&out)])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The sensor must be waiting in its own read loop (not in open): give it time to get
+    // there, then ask it to stop.
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&child, libc::SIGINT);
+    let o = finish(child, 20);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(130), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    assert!(e.contains("interrupted by SIGINT at byte offset 0"), "{e}");
+    assert!(!out.exists());
+}
+
+/// The read position of `pid`'s descriptor open on `file`, if there is one.
+fn read_pos(pid: u32, file: &Path) -> Option<u64> {
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd")).ok()? {
+        let e = e.ok()?;
+        if std::fs::read_link(e.path()).ok().as_deref() == Some(file) {
+            let info = std::fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                e.file_name().to_string_lossy()
+            ))
+            .ok()?;
+            return info
+                .lines()
+                .find_map(|l| l.strip_prefix("pos:"))
+                .and_then(|v| v.trim().parse().ok());
+        }
+    }
+    None
+}
+
+/// A capture truncated by another process while the sensor reads it: one line naming the
+/// file and the offset up to which it was read, exit 1, and the flows of what was read
+/// written whole (no SIGBUS, no temporary left).
+#[test]
+fn a_capture_truncated_under_the_reader_is_an_error_with_the_offset() {
+    let d = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(cap("large/echo-connections.pcap")).unwrap();
+    let ends = record_ends(&bytes);
+    // ~270 MB: 40 copies of the records, each copy a day later.
+    let big = d.path().join("big.pcap");
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
+        w.write_all(&bytes[..24]).unwrap();
+        for k in 0..40u32 {
+            for r in ends.windows(2) {
+                let mut rec = bytes[r[0]..r[1]].to_vec();
+                let sec = u32::from_le_bytes(rec[..4].try_into().unwrap()) + k * 86_400;
+                rec[..4].copy_from_slice(&sec.to_le_bytes());
+                w.write_all(&rec).unwrap();
+            }
+        }
+        w.flush().unwrap();
+    }
+    let size = std::fs::metadata(&big).unwrap().len();
+    let out = d.path().join("out.csv");
+    let child = Command::new(BIN)
+        .args(["flows", s(&big), "-o", s(&out), "--shards", "1"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let pos = loop {
+        if let Some(p) = read_pos(child.id(), &big).filter(|&p| p > 0) {
+            break p;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the sensor never read"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    signal(&child, libc::SIGSTOP);
+    let now_pos = read_pos(child.id(), &big).unwrap_or(pos);
+    assert!(
+        now_pos < size,
+        "the sensor read the whole file before it could be stopped"
+    );
+    let cut = now_pos + (4 << 20);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&big)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    signal(&child, libc::SIGCONT);
+    let o = finish(child, 120);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    assert!(
+        e.contains(s(&big))
+            && e.contains("shrank while being read")
+            && e.contains(&format!("it now ends at byte {cut}, it had {size} bytes")),
+        "{e}"
+    );
+    let off: u64 = e
+        .split("before byte offset ")
+        .nth(1)
+        .and_then(|x| x.split_whitespace().next())
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("no offset in {e}"));
+    assert!(
+        off <= cut && off + 65_536 + 16 > cut,
+        "offset {off}, cut {cut}"
+    );
+    // The flows written are those of the records before the offset.
+    let prefix = d.path().join("prefix.pcap");
+    let _ = std::fs::remove_file(&prefix);
+    std::fs::copy(&big, &prefix).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&prefix)
+        .unwrap()
+        .set_len(off)
+        .unwrap();
+    drop(std::fs::remove_file(&big));
+    let want = flows_of(&prefix, &d.path().join("want.csv"));
+    assert!(std::fs::read(&out).unwrap() == want);
+}
