@@ -370,3 +370,91 @@ fn a_capture_truncated_under_the_reader_is_an_error_with_the_offset() {
     let want = flows_of(&prefix, &d.path().join("want.csv"));
     assert!(std::fs::read(&out).unwrap() == want);
 }
+
+/// One packet dated 50 years ahead in a real capture (82 k packets): the flows of every
+/// other packet keep their times (at most the outlier's own flow differs, and nothing is
+/// dated in the future), the same windows are scored, and the run says so in a warning
+/// line and in the counters (`capture.time_jump`).
+#[test]
+fn one_packet_fifty_years_ahead_does_not_redate_the_rest() {
+    let d = tempfile::tempdir().unwrap();
+    let src = cap("large/echo-connections.pcap");
+    let mut bytes = std::fs::read(&src).unwrap();
+    let ends = record_ends(&bytes);
+    let k = ends.len() / 3; // the packet whose record starts at ends[k]
+    let at = ends[k];
+    let sec = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+    let fifty_years = 1_577_880_000u32;
+    bytes[at..at + 4].copy_from_slice(&(sec + fifty_years).to_le_bytes());
+    let jumped = d.path().join("jumped.pcap");
+    std::fs::write(&jumped, &bytes).unwrap();
+
+    let want = String::from_utf8(flows_of(&src, &d.path().join("want.csv"))).unwrap();
+    let out = d.path().join("got.csv");
+    let o = Command::new(BIN)
+        .args(["flows", s(&jumped), "-o", s(&out), "--stats"])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(e.contains("capture.time_jump 1\n"), "{e}");
+    let warn: Vec<&str> = e.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warn.len(), 1, "{e}");
+    assert!(
+        warn[0].contains("1 packet(s) dated more than 1 h after the packets around them")
+            && warn[0].contains(&format!("the first is packet {}", k + 1)),
+        "{e}"
+    );
+    let got = String::from_utf8(std::fs::read(&out).unwrap()).unwrap();
+    // Rows without the id column, as sets.
+    let rows = |t: &str| -> std::collections::BTreeSet<String> {
+        t.lines()
+            .skip(1)
+            .map(|l| l.split_once(',').unwrap().1.to_string())
+            .collect()
+    };
+    let (w, g) = (rows(&want), rows(&got));
+    assert_eq!(w.len(), g.len(), "same number of flows");
+    assert!(
+        w.difference(&g).count() <= 1,
+        "only the outlier's own flow may differ"
+    );
+    // No flow dated in the future: every first/last-seen ms below 2040.
+    let header: Vec<&str> = got.lines().next().unwrap().split(',').collect();
+    let cols: Vec<usize> = header
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.ends_with("_seen_ms"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(cols.len(), 6, "{header:?}");
+    for l in got.lines().skip(1) {
+        let f: Vec<&str> = l.split(',').collect();
+        for &c in &cols {
+            let ms: u64 = f[c].parse().unwrap();
+            assert!(ms < 2_208_988_800_000, "flow dated {ms} ms: {l}");
+        }
+    }
+    // Replay scores the same windows (on the capture's real clock).
+    let windows = |cap: &Path, name: &str| -> serde_json::Value {
+        let j = d.path().join(format!("{name}.json"));
+        let o = Command::new(BIN)
+            .args([
+                "replay",
+                s(cap),
+                "--stats-json",
+                s(&j),
+                "--state-dir",
+                s(&d.path().join(name)),
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice(&std::fs::read(&j).unwrap()).unwrap()
+    };
+    let (a, b) = (windows(&src, "orig"), windows(&jumped, "jumped"));
+    assert!(a["detect.windows_scored"].as_u64().unwrap() >= 5, "{a}");
+    assert_eq!(a["detect.windows_scored"], b["detect.windows_scored"]);
+    assert_eq!(b["capture.time_jump"], 1);
+    assert_eq!(a["capture.time_jump"], 0);
+}

@@ -140,6 +140,7 @@ pub fn run(a: FlowsArgs) -> anyhow::Result<ExitCode> {
     stats::merge_into(&mut snap, source.counters.named());
     super::mark_interrupted(&mut snap, outcome.source_error.as_ref());
     super::warn_if_not_conserved(&snap);
+    super::warn_time_jumps(&snap);
     if a.stats {
         for (k, v) in &snap {
             eprintln!("{k} {v}");

@@ -237,6 +237,29 @@ pub fn mark_interrupted(
     }
 }
 
+/// Warning lines at the end of a file run whose timestamps jumped (`engine::reader::
+/// TIME_JUMP_NS`): the flows and windows are on the capture's real clock, and the user
+/// learns which packets were not metered at their own time.
+pub fn warn_time_jumps(snap: &crate::stats::Snapshot) {
+    let g = |k: &str| snap.get(k).copied().unwrap_or(0);
+    let hours = crate::engine::pipeline::TIME_JUMP_NS / 3_600_000_000_000;
+    let (jump, first, behind) = (
+        g("capture.time_jump"),
+        g("capture.time_jump_first_packet"),
+        g("capture.time_behind"),
+    );
+    if jump > 0 {
+        eprintln!(
+            "streamml-sensor: warning: {jump} packet(s) dated more than {hours} h after the packets around them (the first is packet {first}) were metered at their neighbours' time (capture.time_jump)"
+        );
+    }
+    if behind > 0 {
+        eprintln!(
+            "streamml-sensor: warning: {behind} packet(s) dated more than {hours} h before the newest packet were metered at its time, as every late packet is (capture.time_behind)"
+        );
+    }
+}
+
 /// Says so when a run's counters do not add up (`stats::conservation`): something went
 /// uncounted, which is a bug to report; the outputs are still what was computed.
 pub fn warn_if_not_conserved(snap: &crate::stats::Snapshot) {

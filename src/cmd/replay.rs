@@ -110,6 +110,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         eprintln!("replay: drops and errors: {}", s.join(" "));
     }
     super::warn_if_not_conserved(&snap);
+    super::warn_time_jumps(&snap);
     if let Some(p) = &a.stats_json {
         let mut f = OutputFile::create(p, &[a.capture.as_path()])?;
         f.w.write_all(&serde_json::to_vec_pretty(&snap)?)

@@ -21,7 +21,7 @@ use crate::shard::{self, FullPolicy, KeyMode, Router, ShardWorker};
 use crate::stats::{self, Snapshot};
 use crate::wire::DecodeOptions;
 
-pub use super::reader::{ReaderCounters, TICK_NS};
+pub use super::reader::{ReaderCounters, TICK_NS, TIME_JUMP_NS};
 
 /// Pipeline settings shared by the file-driven commands.
 #[derive(Clone, Debug)]
