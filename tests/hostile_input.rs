@@ -458,3 +458,110 @@ fn one_packet_fifty_years_ahead_does_not_redate_the_rest() {
     assert_eq!(b["capture.time_jump"], 1);
     assert_eq!(a["capture.time_jump"], 0);
 }
+
+/// pcapng blocks (section, interface, packets, name resolution) whose strings are not
+/// UTF-8: read as tshark reads them (every packet), counted
+/// (`capture.file.pcapng_non_utf8`), and the flows are those of the same file with ASCII
+/// strings.
+#[test]
+fn pcapng_strings_that_are_not_utf8_are_read() {
+    fn opt(b: &mut Vec<u8>, code: u16, v: &[u8]) {
+        b.extend_from_slice(&code.to_le_bytes());
+        b.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        b.extend_from_slice(v);
+        b.resize(b.len().div_ceil(4) * 4, 0);
+    }
+    fn block(out: &mut Vec<u8>, btype: u32, body: &[u8]) {
+        let len = (12 + body.len()) as u32;
+        out.extend_from_slice(&btype.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(body);
+        out.extend_from_slice(&len.to_le_bytes());
+    }
+    let pkts = common::frames("basic/http-get.pcap");
+    let make = |s: &dyn Fn(&str) -> Vec<u8>| -> Vec<u8> {
+        let mut f = Vec::new();
+        let mut shb = Vec::new();
+        shb.extend_from_slice(&0x1A2B_3C4Du32.to_le_bytes());
+        shb.extend_from_slice(&1u16.to_le_bytes());
+        shb.extend_from_slice(&0u16.to_le_bytes());
+        shb.extend_from_slice(&u64::MAX.to_le_bytes());
+        opt(&mut shb, 1, &s("captured at the caf\u{e9}"));
+        opt(&mut shb, 3, &s("Linux \u{fc}ber"));
+        opt(&mut shb, 0, &[]);
+        block(&mut f, 0x0A0D_0D0A, &shb);
+        let mut idb = Vec::new();
+        idb.extend_from_slice(&1u16.to_le_bytes());
+        idb.extend_from_slice(&0u16.to_le_bytes());
+        idb.extend_from_slice(&65535u32.to_le_bytes());
+        opt(&mut idb, 2, &s("\u{e9}th0"));
+        opt(&mut idb, 9, &[6]); // if_tsresol: µs
+        opt(&mut idb, 0, &[]);
+        block(&mut f, 1, &idb);
+        let mut nrb = Vec::new();
+        let mut rec = vec![198, 18, 0, 1];
+        rec.extend_from_slice(&s("h\u{f6}st.example"));
+        rec.push(0);
+        opt(&mut nrb, 1, &rec);
+        opt(&mut nrb, 0, &[]);
+        opt(&mut nrb, 1, &s("r\u{e9}solved"));
+        opt(&mut nrb, 0, &[]);
+        block(&mut f, 4, &nrb);
+        for p in &pkts {
+            let us = p.ts_ns / 1000;
+            let mut epb = Vec::new();
+            epb.extend_from_slice(&0u32.to_le_bytes());
+            epb.extend_from_slice(&((us >> 32) as u32).to_le_bytes());
+            epb.extend_from_slice(&(us as u32).to_le_bytes());
+            epb.extend_from_slice(&(p.data.len() as u32).to_le_bytes());
+            epb.extend_from_slice(&p.orig_len.to_le_bytes());
+            epb.extend_from_slice(&p.data);
+            epb.resize(epb.len().div_ceil(4) * 4, 0);
+            opt(&mut epb, 1, &s("d\u{e9}j\u{e0} vu"));
+            opt(&mut epb, 0, &[]);
+            block(&mut f, 6, &epb);
+        }
+        f
+    };
+    // Latin-1 bytes (not UTF-8), and the same strings with '?' for them.
+    let latin1 = |t: &str| t.chars().map(|c| c as u32 as u8).collect::<Vec<u8>>();
+    let ascii = |t: &str| {
+        t.chars()
+            .map(|c| if c.is_ascii() { c as u8 } else { b'?' })
+            .collect::<Vec<u8>>()
+    };
+    let d = tempfile::tempdir().unwrap();
+    let (bad, good) = (d.path().join("bad.pcapng"), d.path().join("good.pcapng"));
+    std::fs::write(&bad, make(&latin1)).unwrap();
+    std::fs::write(&good, make(&ascii)).unwrap();
+    assert!(std::str::from_utf8(&std::fs::read(&bad).unwrap()[28..60]).is_err());
+    // tshark reads every packet of it.
+    let t = Command::new("tshark")
+        .args(["-r", s(&bad), "-T", "fields", "-e", "frame.number"])
+        .output()
+        .unwrap();
+    assert!(t.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&t.stdout).lines().count(),
+        pkts.len()
+    );
+    let want = flows_of(&good, &d.path().join("good.csv"));
+    let out = d.path().join("bad.csv");
+    let o = Command::new(BIN)
+        .args(["flows", s(&bad), "-o", s(&out), "--stats"])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    // section, interface, name resolution, and every packet block
+    let n = 3 + pkts.len();
+    assert!(
+        e.contains(&format!("capture.file.pcapng_non_utf8 {n}\n")),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!("reader.frames {}\n", pkts.len())),
+        "{e}"
+    );
+    assert!(std::fs::read(&out).unwrap() == want);
+}

@@ -41,11 +41,15 @@ pub struct ReaderCounters {
     pub pcapng_other_blocks: u64,
     /// Timestamps after 2554-07-21 (u64 nanoseconds overflow): clamped to the maximum.
     pub ts_out_of_range: u64,
+    /// pcapng blocks with strings (comments, names) that are not UTF-8: read with those
+    /// bytes shown as `?`, as tshark reads them.
+    pub pcapng_non_utf8: u64,
 }
 
 impl ReaderCounters {
-    pub fn named(&self) -> [(&'static str, u64); 5] {
+    pub fn named(&self) -> [(&'static str, u64); 6] {
         [
+            ("capture.file.pcapng_non_utf8", self.pcapng_non_utf8),
             ("capture.file.ts_out_of_range", self.ts_out_of_range),
             ("capture.file.caplen_gt_snaplen", self.caplen_gt_snaplen),
             ("capture.file.caplen_gt_origlen", self.caplen_gt_origlen),
@@ -82,6 +86,9 @@ pub struct PcapFileSource {
     input: Input,
     kind: Kind,
     index: u64,
+    /// A block whose strings were not UTF-8, copied with them made ASCII (see
+    /// [`ascii_strings`]).
+    scratch: Vec<u8>,
     /// What the reader tolerated so far.
     pub counters: ReaderCounters,
 }
@@ -298,6 +305,7 @@ impl PcapFileSource {
                 input.avail()
             )));
         }
+        let mut counters = ReaderCounters::default();
         let head = &input.buf[..4];
         let magic_le = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
         let magic_be = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
@@ -331,14 +339,28 @@ impl PcapFileSource {
             let len = ng_block_len(&mut input, None)?;
             let bytes = &input.buf[input.lo..input.hi];
             let bytes = &bytes[..len.unwrap_or(bytes.len()).min(bytes.len())];
-            let (rem, parser) = PcapNgParser::new(bytes).map_err(|e| {
+            let bad = |e: PcapError| {
                 err_corrupt(
                     &path,
                     0,
                     format!("bad pcapng section header: {}", pcap_err(&e)),
                 )
-            })?;
-            input.lo += bytes.len() - rem.len();
+            };
+            let parser = match PcapNgParser::new(bytes) {
+                Ok((rem, parser)) => {
+                    input.lo += bytes.len() - rem.len();
+                    parser
+                }
+                Err(e) if is_utf8(&e) => {
+                    let mut copy = bytes.to_vec();
+                    ascii_strings(&mut copy, None);
+                    let (rem, parser) = PcapNgParser::new(&copy).map_err(bad)?;
+                    counters.pcapng_non_utf8 += 1;
+                    input.lo += copy.len() - rem.len();
+                    parser
+                }
+                Err(e) => return Err(bad(e)),
+            };
             Kind::PcapNg {
                 parser: Box::new(parser),
                 ifaces: Vec::new(),
@@ -353,7 +375,8 @@ impl PcapFileSource {
             input,
             kind,
             index: 0,
-            counters: ReaderCounters::default(),
+            scratch: Vec::new(),
+            counters,
         })
     }
 
@@ -599,7 +622,7 @@ impl PcapFileSource {
     fn next_pcapng(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
         // Blocks that carry no packet are handled in this loop, which never hands out a
         // borrow of the buffer; the packet block is parsed after it.
-        let block_off = loop {
+        let (block_off, block_len) = loop {
             let Kind::PcapNg { parser, ifaces } = &mut self.kind else {
                 unreachable!("next_pcapng on a pcap source")
             };
@@ -623,17 +646,29 @@ impl PcapFileSource {
                     };
                     matches!(t, 2 | 3 | 6)
                 });
-            if packet_block {
-                break off;
+            if let (true, Some(len)) = (packet_block, len) {
+                break (off, len);
             }
-            let (rem, block) = parser.next_block(bytes).map_err(|e| {
+            let bad = |e: PcapError| {
                 err_corrupt(
                     &input.path,
                     off as usize,
                     format!("bad pcapng block: {}", pcap_err(&e)),
                 )
-            })?;
-            let used = bytes.len() - rem.len();
+            };
+            let endian = parser.section().endianness;
+            let (used, block) = match parser.next_block(bytes) {
+                Ok((rem, block)) => (bytes.len() - rem.len(), block),
+                Err(e) if is_utf8(&e) => {
+                    self.scratch.clear();
+                    self.scratch.extend_from_slice(bytes);
+                    ascii_strings(&mut self.scratch, Some(endian));
+                    let (rem, block) = parser.next_block(&self.scratch).map_err(bad)?;
+                    self.counters.pcapng_non_utf8 += 1;
+                    (self.scratch.len() - rem.len(), block)
+                }
+                Err(e) => return Err(bad(e)),
+            };
             match block {
                 Block::SectionHeader(_) => ifaces.clear(),
                 Block::InterfaceDescription(idb) => ifaces.push(iface_from_idb(&idb)),
@@ -646,14 +681,37 @@ impl PcapFileSource {
         };
         let input = &mut self.input;
         let bytes = &input.buf[input.lo..input.hi];
-        let (rem, block) = parser.next_block(bytes).map_err(|e| {
+        let bad = |e: PcapError| {
             err_corrupt(
                 &input.path,
                 block_off as usize,
                 format!("bad pcapng block: {}", pcap_err(&e)),
             )
-        })?;
-        input.lo += bytes.len() - rem.len();
+        };
+        let block = match parser.next_block(bytes) {
+            Ok((rem, block)) => {
+                input.lo += bytes.len() - rem.len();
+                block
+            }
+            Err(e) if is_utf8(&e) => {
+                // The block is whole in the buffer (made so in the loop above).
+                let bytes = &bytes[..block_len];
+                self.scratch.clear();
+                self.scratch.extend_from_slice(bytes);
+                ascii_strings(&mut self.scratch, Some(parser.section().endianness));
+                let (rem, block) = parser.next_block(&self.scratch).map_err(|e| {
+                    err_corrupt(
+                        &input.path,
+                        block_off as usize,
+                        format!("bad pcapng block: {}", pcap_err(&e)),
+                    )
+                })?;
+                self.counters.pcapng_non_utf8 += 1;
+                input.lo += self.scratch.len() - rem.len();
+                block
+            }
+            Err(e) => return Err(bad(e)),
+        };
         let (iface_id, ts_units, orig_len, data) = match block {
             Block::EnhancedPacket(EnhancedPacketBlock {
                 interface_id,
@@ -729,6 +787,85 @@ impl PcapFileSource {
             link,
             index,
         }))
+    }
+}
+
+fn is_utf8(e: &PcapError) -> bool {
+    matches!(e, PcapError::Utf8Error(_) | PcapError::FromUtf8Error(_))
+}
+
+/// Makes the strings of a pcapng block ASCII in place (every byte >= 0x80 of a string
+/// option or a name becomes `?`), so that a block whose comment, interface name or DNS
+/// names are not UTF-8 is read — as tshark reads it — instead of ending the capture.
+/// Only string fields change; `endian`: the section's byte order (None: the block is a
+/// section header, which says it).
+fn ascii_strings(b: &mut [u8], endian: Option<Endianness>) {
+    let big = |b: &[u8]| match endian {
+        Some(e) => e == Endianness::Big,
+        None => b.get(8..12) != Some(&[0x4d, 0x3c, 0x2b, 0x1a][..]),
+    };
+    let is_big = big(b);
+    let rd16 = |x: &[u8]| {
+        if is_big {
+            u16::from_be_bytes([x[0], x[1]])
+        } else {
+            u16::from_le_bytes([x[0], x[1]])
+        }
+    };
+    let rd32 = |x: &[u8]| {
+        if is_big {
+            u32::from_be_bytes([x[0], x[1], x[2], x[3]])
+        } else {
+            u32::from_le_bytes([x[0], x[1], x[2], x[3]])
+        }
+    };
+    if b.len() < 12 {
+        return;
+    }
+    let btype = rd32(&b[0..4]);
+    let end = b.len() - 4; // the trailing length
+    let ascii = |x: &mut [u8]| x.iter_mut().filter(|c| **c >= 0x80).for_each(|c| *c = b'?');
+    let pad = |n: usize| (n + 3) & !3;
+    // Where the options start, and which option codes are strings.
+    let (mut p, strings): (usize, &[u16]) = match btype {
+        PCAPNG_SHB => (24, &[1, 2, 3, 4]),
+        1 => (16, &[1, 2, 3, 12, 15]),
+        2 | 6 if b.len() >= 28 => (28 + pad(rd32(&b[20..24]) as usize), &[1]),
+        5 => (20, &[1]),
+        4 => {
+            // Name records first: {type, len, value}, names after the address.
+            let mut p = 8;
+            while p + 4 <= end {
+                let (t, l) = (rd16(&b[p..]), rd16(&b[p + 2..]) as usize);
+                let v = p + 4;
+                if t == 0 || v + l > end {
+                    p = v;
+                    break;
+                }
+                let addr = match t {
+                    1 => 4,
+                    2 => 16,
+                    _ => l,
+                };
+                ascii(&mut b[v + addr.min(l)..v + l]);
+                p = v + pad(l);
+            }
+            (p, &[1, 2])
+        }
+        _ => return,
+    };
+    while p + 4 <= end {
+        let (code, l) = (rd16(&b[p..]), rd16(&b[p + 2..]) as usize);
+        let v = p + 4;
+        if code == 0 || v + l > end {
+            break;
+        }
+        if strings.contains(&code) || code == 2988 || code == 19372 {
+            // Custom UTF-8 options carry a 4-byte enterprise number first.
+            let from = if code == 2988 || code == 19372 { 4 } else { 0 };
+            ascii(&mut b[v + from.min(l)..v + l]);
+        }
+        p = v + pad(l);
     }
 }
 
