@@ -149,7 +149,11 @@ impl Input {
             self.lo = 0;
         }
         if self.buf.len() < n {
-            self.buf.resize(n.next_power_of_two().max(READ_STEP), 0);
+            // A small file gets a buffer of its size, not a whole step.
+            let step = self.size_at_open.map_or(READ_STEP, |sz| {
+                (sz as usize).saturating_add(1).min(READ_STEP)
+            });
+            self.buf.resize(n.next_power_of_two().max(step), 0);
         }
         while self.hi < n && !self.eof {
             if let Some(signal) = interrupt::requested() {
@@ -669,6 +673,14 @@ impl PcapFileSource {
                 }
                 Err(e) => return Err(bad(e)),
             };
+            if used == 0 {
+                // Never the case for a parsed block; a guard against looping forever.
+                return Err(err_corrupt(
+                    &input.path,
+                    off as usize,
+                    "bad pcapng block: empty block",
+                ));
+            }
             match block {
                 Block::SectionHeader(_) => ifaces.clear(),
                 Block::InterfaceDescription(idb) => ifaces.push(iface_from_idb(&idb)),
