@@ -654,3 +654,50 @@ fn mutated_capture_files_never_panic_or_hang() {
         assert!(r.is_ok(), "case {case}: panic");
     }
 }
+
+/// A full disk under an output: one line with the OS's words (not pcap-file's "Error
+/// reading bytes"), exit 2 for `synth` and 1-or-2 for `flows` (never 0), and no file
+/// or temporary left on the full file system; an older file of the same name is kept.
+#[test]
+fn a_full_disk_is_one_line_and_leaves_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let mnt = d.path().join("tiny");
+    let m = common::Mount::tmpfs(&mnt, "256k");
+    let old = mnt.join("f.csv");
+    std::fs::write(&old, "the previous run's output\n").unwrap();
+    let out = mnt.join("s.pcap");
+    let o = Command::new(BIN)
+        .args(["synth", "--minutes", "1", "-o", s(&out)])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    assert!(
+        e.contains("No space left on device") && !e.contains("Error reading"),
+        "{e}"
+    );
+    let o = Command::new(BIN)
+        .args([
+            "flows",
+            s(&cap("large/echo-connections.pcap")),
+            "-o",
+            s(&old),
+        ])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert!(!o.status.success(), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    assert!(e.contains("No space left on device"), "{e}");
+    let names: Vec<String> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["f.csv"]);
+    assert_eq!(
+        std::fs::read_to_string(&old).unwrap(),
+        "the previous run's output\n"
+    );
+    drop(m);
+}

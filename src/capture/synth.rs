@@ -777,7 +777,12 @@ pub fn write_pcap<W: std::io::Write>(
         },
         ..PcapHeader::default()
     };
-    let mut pw = PcapWriter::with_header(w, hdr).map_err(|e| CaptureError::Other(e.to_string()))?;
+    // pcap-file calls every I/O error "Error reading bytes": give the OS's words.
+    let werr = |e: pcap_file::PcapError| match e {
+        pcap_file::PcapError::IoError(io) => CaptureError::Other(io.to_string()),
+        other => CaptureError::Other(other.to_string()),
+    };
+    let mut pw = PcapWriter::with_header(w, hdr).map_err(werr)?;
     let mut n = 0;
     while let Some(f) = src.next_frame()? {
         on_frame(&f);
@@ -787,7 +792,7 @@ pub fn write_pcap<W: std::io::Write>(
             f.ts_ns / 1000 * 1000
         });
         pw.write_packet(&PcapPacket::new(ts, f.orig_len, f.data))
-            .map_err(|e| CaptureError::Other(e.to_string()))?;
+            .map_err(werr)?;
         n += 1;
     }
     Ok(n)
