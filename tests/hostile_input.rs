@@ -689,7 +689,13 @@ fn a_full_disk_is_one_line_and_leaves_nothing() {
     let e = stderr(&o);
     assert!(!o.status.success(), "{e}");
     assert_eq!(e.trim_end().lines().count(), 1, "{e}");
-    assert!(e.contains("No space left on device"), "{e}");
+    assert!(
+        e.contains(&format!(
+            "{}: writing flows: No space left on device",
+            s(&old)
+        )),
+        "{e}"
+    );
     let names: Vec<String> = std::fs::read_dir(&mnt)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -131,7 +131,18 @@ pub fn run(a: FlowsArgs) -> anyhow::Result<ExitCode> {
                 &mut lock as &mut dyn Write
             }
         };
-        run_flows(&mut source, &job, w)?
+        let out_name = a.output.as_ref().map_or_else(
+            || "standard output".to_string(),
+            |p| p.display().to_string(),
+        );
+        // A write error names the output (a stage that failed says which itself).
+        run_flows(&mut source, &job, w).map_err(|e| {
+            if e.downcast_ref::<std::io::Error>().is_some() {
+                e.context(out_name)
+            } else {
+                e
+            }
+        })?
     };
     if let Some(f) = out_file {
         f.commit()?;
