@@ -60,10 +60,29 @@ fn bad_command_lines_are_one_line_errors() {
         &run(&["flows", not_cap.to_str().unwrap()]),
         &["not a pcap or pcapng file"],
     );
-    let nflog = pcaps().join("linktypes/nflog-http.pcap");
+    // A link type the sensor does not decode (LINKTYPE_USER0, 147): a pcap header and
+    // one record.
+    let user0 = dir.path().join("user0.pcap");
+    let mut b = Vec::new();
+    for v in [
+        0xa1b2_c3d4u32,
+        0x0004_0002,
+        0,
+        0,
+        65535,
+        147,
+        1_700_000_000,
+        0,
+        4,
+        4,
+    ] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(&[0x45, 0, 0, 20]);
+    std::fs::write(&user0, b).unwrap();
     assert_one_line_error(
-        &run(&["flows", nflog.to_str().unwrap()]),
-        &["nflog-http.pcap", "link type 239"],
+        &run(&["flows", user0.to_str().unwrap()]),
+        &["user0.pcap", "unsupported link type 147"],
     );
     // An unwritable output path.
     let o = run(&["flows", good, "-o", "/nonexistent-dir/flows.csv"]);

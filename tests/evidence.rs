@@ -299,6 +299,86 @@ mod writer {
         pk
     }
 
+    /// Evidence of captures of every non-Ethernet link type the reader accepts beyond the
+    /// first ones (PPP, PPP in HDLC framing, Cisco HDLC, 802.11, radiotap, NFLOG): frames
+    /// go through the sensor's own reader into a ring each, a window alert per ring asks
+    /// for all of them, and each evidence file is a PCAP of the capture's link type
+    /// holding exactly its frames, which tshark reads without a warning.
+    #[test]
+    fn evidence_files_keep_the_capture_link_type() {
+        use streamml_sensor::capture::pcap::PcapFileSource;
+        use streamml_sensor::capture::PacketSource;
+        let cases: [(&str, Option<LinkType>, u32); 6] = [
+            ("linktypes/ppp-quic-udp.pcap", None, 9),
+            // The FF 03 frames of a LINKTYPE_PPP capture, labelled LINKTYPE_PPP_HDLC.
+            (
+                "linktypes/ppp-ff03-mpls-tcp-udp.pcap",
+                Some(LinkType::PppHdlc),
+                50,
+            ),
+            ("linktypes/chdlc-icmp-slarp-cdp.pcap", None, 104),
+            ("linktypes/80211-mgmt-noip.pcap", None, 105),
+            ("linktypes/radiotap-data-http.pcap", None, 127),
+            ("linktypes/nflog-3.pcap", None, 239),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::create(&dir.path().join("state")).unwrap();
+        let mut rings = Vec::new();
+        let mut want = Vec::new();
+        for (shard, (rel, relabel, linktype)) in cases.iter().enumerate() {
+            let mut ring = small_ring(&state.ring_path(shard), 1 << 20, 65_535, shard as u32);
+            let mut src = PcapFileSource::open(common::pcaps_dir().join(rel)).unwrap();
+            while let Some(f) = src.next_frame().unwrap() {
+                let link = relabel.unwrap_or(f.link);
+                assert_eq!(link.to_linktype(), *linktype, "{rel}");
+                ring.append(f.ts_ns, f.orig_len, link, 0, f.data);
+            }
+            want.push(frames(rel));
+            rings.push(ring);
+        }
+        let (log_lines, log) = capture_log();
+        let readers = rings.iter().map(|r| r.reader()).collect();
+        let (tx, h) = EvidenceWriter::spawn(writer_cfg(&state, log), readers).unwrap();
+        for (shard, w) in want.iter().enumerate() {
+            let (first, last) = (w[0].ts_ns, w.last().unwrap().ts_ns);
+            let a = Alert::new(
+                shard as u64 + 1,
+                last,
+                "link",
+                AlertMode::Window,
+                0.99,
+                0.9,
+                shard as u32,
+            );
+            let req = EvidenceRequest {
+                shard,
+                from_ts_ns: first,
+                to_ts_ns: last,
+                scope: Scope::Window { filter: None },
+            };
+            assert_eq!(tx.send_blocking(a, Some(req)), SendOutcome::Queued);
+            tx.clock_blocking(shard, last, rings[shard].last_seq());
+        }
+        drop(tx);
+        let snap = h.join();
+        assert!(
+            log_lines.lock().unwrap().is_empty(),
+            "{:?}",
+            log_lines.lock().unwrap()
+        );
+        assert_eq!(snap["evidence.files_written"], cases.len() as u64);
+        let alerts = alert_lines(&state);
+        assert_eq!(alerts.len(), cases.len());
+        for a in &alerts {
+            let shard = a.anomaly.shard as usize;
+            let (rel, _, linktype) = cases[shard];
+            let got = check_file(&state, a);
+            assert_eq!(got, want[shard], "{rel}");
+            let p = state.root().join(a.evidence.path.as_ref().unwrap());
+            assert_eq!(read_pcap_zst(&p).0, linktype, "{rel}");
+        }
+    }
+
     /// Two shards with real traffic; alerts with flow scope, window scope (with and
     /// without a filter), none, and one bounded by its clock's seq. Each evidence file
     /// holds exactly the expected packets (bytes and ns timestamps), reads in tshark

@@ -197,11 +197,48 @@ fn every_capture_decodes_and_reasons_are_counted() {
     assert_eq!(get("tunnels/gtp-u.pcap", "ok"), 102);
     assert_eq!(get("linktypes/linux_dlt_sll2.pcap", "ok"), 4);
     assert_eq!(get("linktypes/socks.pcap", "ok"), 18);
+    // The link types of LINKTYPE_PPP, C_HDLC, IEEE802_11, IEEE802_11_RADIOTAP and NFLOG:
+    // every frame tshark shows as IP is a packet, every other one is counted by reason
+    // (what tshark shows of those: `agrees_with_tshark`).
+    let linktypes: [(&str, &[(&str, u64)]); 12] = [
+        ("nflog-http.pcap", &[("ok", 13)]),
+        ("nflog-2.pcap", &[("ok", 4)]),
+        ("nflog-3.pcap", &[("ok", 10)]),
+        ("radiotap.pcap", &[("ok", 3)]),
+        ("radiotap-data-http.pcap", &[("ok", 26)]),
+        ("radiotap-qos-htc-dhcp.pcap", &[("ok", 1)]),
+        ("80211-data-llc.pcap", &[("ok", 3)]),
+        (
+            "80211-mgmt-noip.pcap",
+            &[
+                ("decoder.wlan.mgmt", 5),
+                ("decoder.wlan.ctrl", 3),
+                ("decoder.wlan.null_data", 1),
+                ("decoder.wlan.protected", 1),
+            ],
+        ),
+        ("ppp-quic-udp.pcap", &[("ok", 104)]),
+        ("ppp-ff03-mpls-tcp-udp.pcap", &[("ok", 13)]),
+        ("chdlc-http.pcap", &[("ok", 17)]),
+        (
+            "chdlc-icmp-slarp-cdp.pcap",
+            &[("ok", 10), ("decoder.not_ip", 24 + 4)],
+        ),
+    ];
+    for (name, want) in linktypes {
+        let file = format!("linktypes/{name}");
+        let want: BTreeMap<&str, u64> = want.iter().copied().collect();
+        assert_eq!(per_file[&file], want, "{file}");
+    }
     assert_eq!(get("basic/wikipedia.pcap", "decoder.not_ip"), 10);
     // Every reason that real traffic can produce shows up somewhere.
     for key in [
         "ok",
         "decoder.not_ip",
+        "decoder.wlan.mgmt",
+        "decoder.wlan.ctrl",
+        "decoder.wlan.null_data",
+        "decoder.wlan.protected",
         "decoder.link.trunc_pkt",
         "decoder.ipv4.frag_later",
         "decoder.ipv6.frag_later",
@@ -302,6 +339,27 @@ enum Deliberate {
     NonIpEthertype,
     /// IPv4 IHL < 5: nfstream takes the IP header for the transport header.
     Ipv4BadHlen,
+    /// nfstream has no NFLOG decoder (LINKTYPE_NFLOG, 239): every frame ignored.
+    Nflog,
+    /// 802.11 behind radiotap: nfstream reads the LLC header 26 bytes after the radiotap
+    /// header (24 + QoS Control) for a data frame with exactly one DS bit set, so a plain
+    /// data frame, a 4-address frame or a +HTC frame is misread and ignored.
+    WlanHeaderLen,
+    /// 802.11: nfstream's MACs are addr2 and addr3 whatever To DS / From DS say; ours are
+    /// the source and destination addresses (SA, DA). Everything else equal.
+    WlanAddresses,
+    /// LINKTYPE_IEEE802_11 (105), 802.11 without radiotap: nfstream has no decoder for it,
+    /// every frame ignored.
+    Ieee80211,
+    /// PPP in HDLC-like framing (FF 03 before the protocol): nfstream takes FF 03 for the
+    /// protocol field and ignores the frame.
+    PppFf03,
+}
+
+/// The 802.11 data header length we found (l3 offset - radiotap length - LLC/SNAP).
+fn wlan_header_len(f: &OwnedFrame, m: &PacketMeta) -> Option<usize> {
+    let rt = usize::from(u16::from_le_bytes([*f.data.get(2)?, *f.data.get(3)?]));
+    usize::from(m.l3_off).checked_sub(rt + 8)
 }
 
 fn classify(
@@ -311,6 +369,25 @@ fn classify(
 ) -> Option<Deliberate> {
     match (nf, ours) {
         (None, Ok(_)) if f.link == LinkType::LinuxSll2 => Some(Deliberate::Sll2),
+        (None, Ok(_)) if f.link == LinkType::Nflog => Some(Deliberate::Nflog),
+        (None, Ok(_)) if f.link == LinkType::Ieee80211 => Some(Deliberate::Ieee80211),
+        (None, Ok(_)) if f.link == LinkType::Ppp && f.data.starts_with(&[0xff, 0x03]) => {
+            Some(Deliberate::PppFf03)
+        }
+        (None, Ok(m))
+            if f.link == LinkType::Ieee80211Radiotap && wlan_header_len(f, m) != Some(26) =>
+        {
+            Some(Deliberate::WlanHeaderLen)
+        }
+        (Some(n), Ok(m)) if f.link == LinkType::Ieee80211Radiotap => {
+            // nfstream's MACs are exactly addr2 and addr3; all else is equal.
+            let rt = usize::from(u16::from_le_bytes([f.data[2], f.data[3]]));
+            let addr = |at: usize| mac_text(f.data[rt + at..rt + at + 6].try_into().unwrap());
+            let mut ours = NfPacket::from_meta(m);
+            ours.src_mac = addr(10);
+            ours.dst_mac = addr(16);
+            (ours == *n).then_some(Deliberate::WlanAddresses)
+        }
         (Some(n), Ok(m)) => {
             let l3 = usize::from(m.l3_off);
             let plen = f.data.get(l3 + 4..l3 + 6);
@@ -350,7 +427,7 @@ fn agrees_with_nfstream_packet_decoder() {
     for (rel, lines) in &oracle {
         let (frames, err) = read_frames(rel);
         if frames.is_empty() && err.is_some() {
-            // Link types our reader rejects at open (NFLOG, radiotap) or a corrupt file.
+            // A corrupt file our reader rejects at open.
             unreadable.push(rel);
             continue;
         }
@@ -384,7 +461,16 @@ fn agrees_with_nfstream_packet_decoder() {
                 Some(d) => {
                     assert!(
                         rel.starts_with("malformed/")
-                            || matches!(d, Deliberate::Sll2 | Deliberate::Jumbogram),
+                            || matches!(
+                                d,
+                                Deliberate::Sll2
+                                    | Deliberate::Jumbogram
+                                    | Deliberate::Nflog
+                                    | Deliberate::WlanHeaderLen
+                                    | Deliberate::WlanAddresses
+                                    | Deliberate::Ieee80211
+                                    | Deliberate::PppFf03
+                            ),
                         "{rel} #{idx}: {d:?} outside malformed/"
                     );
                     *deliberate.entry(d).or_default() += 1;
@@ -405,20 +491,25 @@ fn agrees_with_nfstream_packet_decoder() {
         unexplained.len()
     );
     assert!(unexplained.is_empty());
-    assert_eq!(
-        unreadable,
-        [
-            "linktypes/nflog-http.pcap",
-            "linktypes/radiotap.pcap",
-            "malformed/fuzz-2021-10-13.pcap"
-        ]
-    );
+    assert_eq!(unreadable, ["malformed/fuzz-2021-10-13.pcap"]);
     let expected = BTreeMap::from([
         (Deliberate::Sll2, 4),
         (Deliberate::Jumbogram, 1),
         (Deliberate::LinkVersionMismatch, 1),
         (Deliberate::NonIpEthertype, 20),
         (Deliberate::Ipv4BadHlen, 1),
+        // linktypes/nflog-http.pcap, nflog-2.pcap, nflog-3.pcap: every frame.
+        (Deliberate::Nflog, 13 + 4 + 10),
+        // linktypes/radiotap.pcap: the plain (non-QoS) data frame with the mDNS packet;
+        // radiotap-data-http.pcap: its 26 plain data frames; radiotap-qos-htc-dhcp.pcap:
+        // the QoS data frame with HT Control.
+        (Deliberate::WlanHeaderLen, 1 + 26 + 1),
+        // linktypes/radiotap.pcap: the DNS answer from the AP (From DS).
+        (Deliberate::WlanAddresses, 1),
+        // linktypes/80211-data-llc.pcap: its 3 data frames.
+        (Deliberate::Ieee80211, 3),
+        // linktypes/ppp-ff03-mpls-tcp-udp.pcap: all 13 frames.
+        (Deliberate::PppFf03, 13),
     ]);
     assert_eq!(deliberate, expected);
     assert!(agreed_ok > 15_000, "only {agreed_ok} frames decoded alike");
@@ -452,6 +543,8 @@ const T_UDP_SPORT: usize = 14;
 const T_UDP_DPORT: usize = 15;
 const T_ICMP_TYPE: usize = 16;
 const T_ICMP6_TYPE: usize = 17;
+const T_WLAN_TYPE_SUBTYPE: usize = 18;
+const T_WLAN_PROTECTED: usize = 19;
 
 impl<'a> TsharkRow<'a> {
     fn parse(line: &'a str) -> Self {
@@ -662,6 +755,31 @@ fn expect_from_ours(r: &Result<PacketMeta, WireError>, like: &Expect) -> Expect 
     }
 }
 
+/// The reason tshark's view of a frame says we drop it for, for the link layers whose
+/// non-IP frames have a reason of their own or a protocol tshark names: 802.11 (from frame
+/// control: management, control, null data, protected) and Cisco SLARP/CDP (not IP).
+/// `None` when tshark shows nothing of the kind.
+fn reason_from_tshark(row: &TsharkRow) -> Option<(&'static str, WireError)> {
+    if let Some(ts) = row.num(T_WLAN_TYPE_SUBTYPE, 0) {
+        let (ty, subtype) = ((ts >> 4) & 3, ts & 0xf);
+        let protected = row.num(T_WLAN_PROTECTED, 0) == Some(1);
+        return match ty {
+            0 | 3 => Some(("802.11 management", WireError::WlanMgmt)),
+            1 => Some(("802.11 control", WireError::WlanCtrl)),
+            _ if subtype & 4 != 0 => Some(("802.11 null data", WireError::WlanNullData)),
+            _ if protected => Some(("802.11 protected data", WireError::WlanProtected)),
+            _ => None,
+        };
+    }
+    if row.protocols.contains(&"slarp") {
+        return Some(("Cisco SLARP", WireError::NotIp));
+    }
+    if row.protocols.contains(&"cdp") {
+        return Some(("Cisco CDP", WireError::NotIp));
+    }
+    None
+}
+
 /// Every frame of every capture outside malformed/ against tshark 4.0's dissection
 /// (committed as testdata/tshark-4.0-fields.tsv.zst): addresses, protocol, ports, TCP
 /// flags, ICMP type, VLAN id, GTP tunnel, later fragments, and which frames are not IP.
@@ -677,6 +795,7 @@ fn agrees_with_tshark() {
     let mut diffs = Vec::new();
     let (mut compared, mut packets, mut unreadable) = (0u64, 0u64, Vec::new());
     let mut known: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut reasons: BTreeMap<&str, u32> = BTreeMap::new();
     for (rel, lines) in &fixture {
         let (frames, err) = read_frames(rel);
         if frames.is_empty() && err.is_some() {
@@ -690,6 +809,16 @@ fn agrees_with_tshark() {
             let ours = decode_frame(f);
             let got = expect_from_ours(&ours, &want);
             compared += 1;
+            if let Some((what, reason)) = reason_from_tshark(&row) {
+                if ours == Err(reason) {
+                    *reasons.entry(what).or_default() += 1;
+                } else {
+                    diffs.push(format!(
+                        "{rel} frame {}: tshark shows {what}, ours {ours:?}",
+                        row.get(0, 0).unwrap_or("?")
+                    ));
+                }
+            }
             if matches!(got, Expect::Packet { .. }) {
                 packets += 1;
             }
@@ -735,11 +864,22 @@ fn agrees_with_tshark() {
          unexplained {}",
         diffs.len()
     );
-    assert_eq!(
-        unreadable,
-        ["linktypes/nflog-http.pcap", "linktypes/radiotap.pcap"]
-    );
+    assert!(unreadable.is_empty(), "{unreadable:?}");
     assert!(diffs.is_empty());
+    // linktypes/80211-mgmt-noip.pcap: probe request and response, deauthentication, 2
+    // beacons; 3 ACKs; a Null function frame; a protected data frame.
+    // linktypes/chdlc-icmp-slarp-cdp.pcap: 24 SLARP keepalives and 4 CDP frames.
+    assert_eq!(
+        reasons,
+        BTreeMap::from([
+            ("802.11 management", 5),
+            ("802.11 control", 3),
+            ("802.11 null data", 1),
+            ("802.11 protected data", 1),
+            ("Cisco SLARP", 24),
+            ("Cisco CDP", 4),
+        ])
+    );
     assert_eq!(
         known,
         BTreeMap::from([
@@ -772,11 +912,12 @@ fn tshark_fixture_matches_tshark() {
         .filter(|w| w[0] == "-e")
         .map(|w| w[1].trim_end_matches('\\'))
         .collect();
-    assert_eq!(fields.len(), 18);
+    assert_eq!(fields.len(), 20);
     for rel in [
         "vlan/vlan-qinqinq.pcap",
         "tunnels/gtp-u.pcap",
         "ipv6/ipv6-hbh-routing0.pcap",
+        "linktypes/80211-mgmt-noip.pcap",
     ] {
         let mut cmd = std::process::Command::new("tshark");
         cmd.arg("-r").arg(pcaps_dir().join(rel));
@@ -815,6 +956,7 @@ fn nfstream_fixture_matches_nfstream() {
         "vlan/vlan-collisions.pcap",
         "tunnels/gtp-u.pcap",
         "ipv6/ipv6_zero_len_ah.pcap",
+        "linktypes/radiotap.pcap",
     ] {
         let out = std::process::Command::new(&python)
             .arg(&script)
@@ -939,16 +1081,7 @@ fn mutate(rng: &mut XorShift, f: &OwnedFrame, out: &mut Vec<u8>) -> LinkType {
                 }
             }
             _ => {
-                link = [
-                    LinkType::Ethernet,
-                    LinkType::Null,
-                    LinkType::Loop,
-                    LinkType::Raw,
-                    LinkType::Ipv4,
-                    LinkType::Ipv6,
-                    LinkType::LinuxSll,
-                    LinkType::LinuxSll2,
-                ][rng.below(8)];
+                link = LinkType::ALL[rng.below(LinkType::ALL.len())];
             }
         }
     }

@@ -1,6 +1,6 @@
 //! Writes the fuzz seed corpus: every distinct frame of every capture under a folder, in
-//! the decode target's input format (one selector byte for the link type, then the
-//! frame, cut to 4096 bytes). Usage: make-corpus PCAPS_DIR OUT_DIR
+//! the decode target's input format (one selector byte, the link type's index in
+//! `LinkType::ALL`, then the frame, cut to 4096 bytes). Usage: make-corpus PCAPS_DIR OUT_DIR
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashSet;
@@ -14,16 +14,11 @@ const MAX_LEN: usize = 4096;
 const PER_CAPTURE: usize = 300;
 
 fn selector(link: LinkType) -> u8 {
-    match link {
-        LinkType::Ethernet => 0,
-        LinkType::Null => 1,
-        LinkType::Loop => 2,
-        LinkType::Raw => 3,
-        LinkType::Ipv4 => 4,
-        LinkType::Ipv6 => 5,
-        LinkType::LinuxSll => 6,
-        LinkType::LinuxSll2 => 7,
-    }
+    LinkType::ALL
+        .iter()
+        .position(|l| *l == link)
+        .and_then(|i| u8::try_from(i).ok())
+        .unwrap_or(0)
 }
 
 fn captures(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {

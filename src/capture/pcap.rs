@@ -222,16 +222,27 @@ fn err_corrupt(path: &Path, offset: usize, reason: impl Into<String>) -> Capture
     }
 }
 
-/// A human name for a LINKTYPE_ value, for error messages.
+/// A human name for a LINKTYPE_ value, for error messages (the supported ones, and a few
+/// others a capture may well have).
 pub fn linktype_name(v: u32) -> &'static str {
     match v {
         0 => "NULL",
         1 => "ETHERNET",
         9 => "PPP",
+        50 => "PPP_HDLC",
         101 => "RAW",
+        104 => "C_HDLC",
         105 => "IEEE802_11",
+        108 => "LOOP",
         113 => "LINUX_SLL",
+        119 => "IEEE802_11_PRISM",
         127 => "IEEE802_11_RADIOTAP",
+        147..=162 => "USER",
+        163 => "IEEE802_11_AVS",
+        187 => "BLUETOOTH_HCI_H4",
+        189 => "USB_LINUX",
+        192 => "PPI",
+        220 => "USB_LINUX_MMAPPED",
         228 => "IPV4",
         229 => "IPV6",
         239 => "NFLOG",
@@ -1016,21 +1027,69 @@ mod tests {
         }
     }
 
+    /// A classic pcap file header (little-endian, µs) with `linktype`, then `records`.
+    fn pcap_bytes(linktype: u32, records: &[&[u8]]) -> Vec<u8> {
+        let mut b = Vec::new();
+        for v in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, linktype] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        for (i, r) in records.iter().enumerate() {
+            for v in [1_700_000_000 + i as u32, 0, r.len() as u32, r.len() as u32] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            b.extend_from_slice(r);
+        }
+        b
+    }
+
     #[test]
     fn unsupported_linktype_is_named() {
-        let e = PcapFileSource::open(shared("linktypes/nflog-http.pcap"))
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(
-            e.contains("nflog-http.pcap") && e.contains("239") && e.contains("NFLOG"),
-            "{e}"
-        );
-        let e = PcapFileSource::open(shared("linktypes/radiotap.pcap"))
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains("127"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        for (lt, name) in [(147u32, "USER"), (192, "PPI"), (274, "ETHERNET_MPACKET")] {
+            let p = dir.path().join(format!("lt{lt}.pcap"));
+            std::fs::write(&p, pcap_bytes(lt, &[&[0x45; 40]])).unwrap();
+            let e = PcapFileSource::open(&p).err().unwrap().to_string();
+            assert!(
+                e.contains(&format!("lt{lt}.pcap"))
+                    && e.contains(&format!("unsupported link type {lt} ({name})")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn reads_every_supported_linktype() {
+        // The captures of each link type.
+        for (rel, link, n) in [
+            ("linktypes/nflog-http.pcap", LinkType::Nflog, 13),
+            ("linktypes/radiotap.pcap", LinkType::Ieee80211Radiotap, 3),
+            ("linktypes/linux_dlt_sll2.pcap", LinkType::LinuxSll2, 6),
+            ("linktypes/socks.pcap", LinkType::Null, 18),
+        ] {
+            let mut s = PcapFileSource::open(shared(rel)).unwrap();
+            assert_eq!(s.link_type(), Some(link), "{rel}");
+            let mut k = 0;
+            while let Some(f) = s.next_frame().unwrap() {
+                assert_eq!(f.link, link);
+                k += 1;
+            }
+            assert_eq!(k, n, "{rel}");
+        }
+        // Every supported LINKTYPE_ value opens, and its frames carry that link type
+        // (LINKTYPE_PPP_HDLC stays 50, DLT_RAW's 12 and 14 read as RAW).
+        let dir = tempfile::tempdir().unwrap();
+        for l in LinkType::ALL {
+            let p = dir.path().join("x.pcap");
+            std::fs::write(&p, pcap_bytes(l.to_linktype(), &[&[0xff, 0x03, 0, 0x21]])).unwrap();
+            let mut s = PcapFileSource::open(&p).unwrap();
+            assert_eq!(s.next_frame().unwrap().unwrap().link, l);
+        }
+        for lt in [12, 14] {
+            let p = dir.path().join("raw.pcap");
+            std::fs::write(&p, pcap_bytes(lt, &[&[0x45; 20]])).unwrap();
+            let mut s = PcapFileSource::open(&p).unwrap();
+            assert_eq!(s.next_frame().unwrap().unwrap().link, LinkType::Raw);
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Frame bytes → [`PacketMeta`], with nfstream's packet semantics.
 //!
-//! The walk: link header ([`LinkType`]) → EtherType chain (802.1Q/802.1ad tags, MPLS
-//! labels, PPPoE session) → IP header(s) (IPv4 with options, IPv6 with extension headers;
+//! The walk: link header ([`LinkType`]: Ethernet, Linux SLL/SLL2, BSD loopback, raw IP,
+//! PPP, Cisco HDLC, 802.11 with or without radiotap, NFLOG) → EtherType chain
+//! (802.1Q/802.1ad tags, MPLS labels, PPPoE session) → IP header(s) (IPv4 with options, IPv6 with extension headers;
 //! IP-in-IP and 6in4 continue with the inner packet) → transport header (TCP, UDP, ICMP,
 //! ICMPv6; GTP-U on UDP 2152 continues with the inner packet when
 //! [`DecodeOptions::decode_tunnels`] is set). Every loop is bounded: tags by
@@ -15,14 +16,19 @@
 //! sizes are 0 for protocols other than TCP, UDP, ICMP and ICMPv6. Where nfstream is
 //! wrong this does the right thing; `docs/wire-vs-nfstream.md` lists each case.
 
+use super::chdlc::{self, ChdlcHeader};
 use super::ethernet::{EthernetFrame, Llc, LLC_SNAP_LEN};
 use super::gtpu::{self, GtpuHeader};
 use super::icmp::{self, IcmpHeader};
+use super::ieee80211::{self, DataFrame, FrameControl, LlcSnap};
 use super::ipv4::Ipv4Packet;
 use super::ipv6::{self, walk_ext_headers, Ipv6Packet};
 use super::loopback::LoopbackHeader;
 use super::mpls::{MplsLabel, LABEL_LEN};
+use super::nflog::{self, NflogHeader};
+use super::ppp::{self, PppHeader};
 use super::pppoe::{ppp_protocol, PppoeSession};
+use super::radiotap::{self, RadiotapHeader};
 use super::sll::{Sll2Header, SllHeader, SLL2_LEN, SLL_LEN};
 use super::tcp::{self, TcpHeader};
 use super::udp::{self, UdpHeader};
@@ -50,8 +56,12 @@ pub fn decode(
         wire_len: orig_len,
         ..PacketMeta::default()
     };
-    let (version, l3_off) = link_layer(frame, link, &mut m)?;
-    ip_layers(frame, version, l3_off, opts, &mut m)?;
+    let l3 = link_layer(frame, orig_len, link, &mut m)?;
+    // The link layer's payload ends at l3.end (before an FCS, or at the end of NFLOG's
+    // payload TLV): the IP layers see nothing after it.
+    m.trailer_len = to_u16(frame.len().saturating_sub(l3.end))?;
+    let frame = frame.get(..l3.end).unwrap_or(frame);
+    ip_layers(frame, l3.version, l3.off, opts, &mut m)?;
     Ok(m)
 }
 
@@ -59,16 +69,42 @@ fn rest(frame: &[u8], off: usize) -> &[u8] {
     frame.get(off..).unwrap_or(&[])
 }
 
-/// The IP version the link layer announces and the offset of the IP header.
-fn link_layer(frame: &[u8], link: LinkType, m: &mut PacketMeta) -> Result<(u8, usize), WireError> {
-    match link {
+/// Where the link layer puts the IP packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct L3 {
+    /// The IP version the link layer announces.
+    version: u8,
+    /// Offset of the IP header.
+    off: usize,
+    /// End of the link layer's payload (`<= frame.len()`).
+    end: usize,
+}
+
+/// An IP packet that runs to the end of the captured frame.
+fn to_end(frame: &[u8], (version, off): (u8, usize)) -> L3 {
+    L3 {
+        version,
+        off,
+        end: frame.len(),
+    }
+}
+
+/// The IP version the link layer announces, the offset of the IP header and the end of
+/// the link layer's payload.
+fn link_layer(
+    frame: &[u8],
+    orig_len: u32,
+    link: LinkType,
+    m: &mut PacketMeta,
+) -> Result<L3, WireError> {
+    let ip = match link {
         LinkType::Ethernet => {
             let eth = EthernetFrame::new_checked(frame)?;
             m.src_mac = eth.src_addr();
             m.dst_mac = eth.dst_addr();
             match eth.ethertype() {
-                Some(t) => ethertype_chain(frame, t, ethernet::HEADER_LEN, m),
-                None if eth.type_or_len() > 1500 => Err(WireError::NotIp),
+                Some(t) => ethertype_chain(frame, t, ethernet::HEADER_LEN, m)?,
+                None if eth.type_or_len() > 1500 => return Err(WireError::NotIp),
                 None => {
                     // 802.3 length: LLC follows; only SNAP can carry IP (an STP or other
                     // LLC frame is not IP, as nfstream's BSTP check and version test say).
@@ -79,33 +115,131 @@ fn link_layer(frame: &[u8], link: LinkType, m: &mut PacketMeta) -> Result<(u8, u
                             EtherType::from(p),
                             ethernet::HEADER_LEN + LLC_SNAP_LEN,
                             m,
-                        ),
-                        None => Err(WireError::NotIp),
+                        )?,
+                        None => return Err(WireError::NotIp),
                     }
                 }
             }
         }
         LinkType::LinuxSll => {
             let h = SllHeader::new_checked(frame)?;
-            ethertype_chain(frame, EtherType::from(h.protocol()), SLL_LEN, m)
+            ethertype_chain(frame, EtherType::from(h.protocol()), SLL_LEN, m)?
         }
         LinkType::LinuxSll2 => {
             let h = Sll2Header::new_checked(frame)?;
-            ethertype_chain(frame, EtherType::from(h.protocol()), SLL2_LEN, m)
+            ethertype_chain(frame, EtherType::from(h.protocol()), SLL2_LEN, m)?
         }
         LinkType::Null | LinkType::Loop => {
             let h = LoopbackHeader::new_checked(frame)?;
             let v = h.ip_version().ok_or(WireError::NotIp)?;
-            Ok((v, super::loopback::HEADER_LEN))
+            (v, super::loopback::HEADER_LEN)
         }
         LinkType::Raw => match frame.first() {
-            Some(b) if b >> 4 == 4 || b >> 4 == 6 => Ok((b >> 4, 0)),
-            Some(_) => Err(WireError::IpBadVersion),
-            None => Err(WireError::LinkTrunc),
+            Some(b) if b >> 4 == 4 || b >> 4 == 6 => (b >> 4, 0),
+            Some(_) => return Err(WireError::IpBadVersion),
+            None => return Err(WireError::LinkTrunc),
         },
-        LinkType::Ipv4 => Ok((4, 0)),
-        LinkType::Ipv6 => Ok((6, 0)),
+        LinkType::Ipv4 => (4, 0),
+        LinkType::Ipv6 => (6, 0),
+        LinkType::Ppp | LinkType::PppHdlc => {
+            // Cisco HDLC framing under a PPP link type (libpcap's LINKTYPE_PPP_HDLC
+            // description, Wireshark and nfstream accept it): no PPP frame starts with
+            // 0x0f or 0x8f (an odd first byte is a 1-byte protocol, and those are not
+            // assigned).
+            if frame.first().is_some_and(|&b| chdlc::is_address(b)) {
+                chdlc_frame(frame, m)?
+            } else {
+                let h = PppHeader::new_checked(frame)?;
+                let t = ppp::ethertype(h.protocol()).ok_or(WireError::NotIp)?;
+                ethertype_chain(frame, t, h.header_len(), m)?
+            }
+        }
+        LinkType::CHdlc => chdlc_frame(frame, m)?,
+        LinkType::Ieee80211 => wlan_frame(frame, 0, false, m)?,
+        LinkType::Ieee80211Radiotap => {
+            let rt = RadiotapHeader::new_checked(frame)?;
+            if rt.bad_fcs() {
+                return Err(WireError::WlanBadFcs);
+            }
+            // With an FCS, the frame's last 4 bytes on the wire are not the packet's.
+            // A capture cut by snaplen may hold none or part of them.
+            let end = if rt.has_fcs() {
+                let fcs_at = usize::try_from(orig_len)
+                    .unwrap_or(usize::MAX)
+                    .saturating_sub(radiotap::FCS_LEN);
+                frame.len().min(fcs_at)
+            } else {
+                frame.len()
+            };
+            let frame = frame.get(..end).ok_or(WireError::LinkTrunc)?;
+            let (version, off) = wlan_frame(frame, rt.header_len(), rt.data_pad(), m)?;
+            return Ok(L3 { version, off, end });
+        }
+        LinkType::Nflog => {
+            let h = NflogHeader::new_checked(frame)?;
+            let version = match h.family() {
+                nflog::AF_INET => 4,
+                nflog::AF_INET6 => 6,
+                _ => return Err(WireError::NotIp),
+            };
+            let p = h.payload()?;
+            return Ok(L3 {
+                version,
+                off: p.start,
+                end: p.end,
+            });
+        }
+    };
+    Ok(to_end(frame, ip))
+}
+
+/// A Cisco HDLC frame: the protocol is an EtherType (SLARP and CDP are not IP).
+fn chdlc_frame(frame: &[u8], m: &mut PacketMeta) -> Result<(u8, usize), WireError> {
+    let h = ChdlcHeader::new_checked(frame)?;
+    ethertype_chain(frame, EtherType::from(h.protocol()), chdlc::HEADER_LEN, m)
+}
+
+/// An 802.11 frame starting at `off`: only unprotected data frames with a body carry
+/// packets; the body starts with LLC/SNAP. `pad`: radiotap's Data Pad flag.
+fn wlan_frame(
+    frame: &[u8],
+    off: usize,
+    pad: bool,
+    m: &mut PacketMeta,
+) -> Result<(u8, usize), WireError> {
+    let buf = rest(frame, off);
+    let fc = FrameControl::new_checked(buf)?;
+    if fc.version() != 0 {
+        return Err(WireError::LinkBadHeader);
     }
+    match fc.frame_type() {
+        ieee80211::frame_type::DATA => {}
+        ieee80211::frame_type::CONTROL => return Err(WireError::WlanCtrl),
+        _ => return Err(WireError::WlanMgmt),
+    }
+    if fc.is_null_data() {
+        return Err(WireError::WlanNullData);
+    }
+    let d = DataFrame::new_checked(buf, pad)?;
+    if fc.protected() {
+        return Err(WireError::WlanProtected);
+    }
+    if d.fragment_number() != 0 {
+        return Err(WireError::WlanFragLater);
+    }
+    if d.amsdu() {
+        return Err(WireError::WlanAmsdu);
+    }
+    m.src_mac = d.src_addr();
+    m.dst_mac = d.dst_addr();
+    let llc = LlcSnap::new_checked(d.body())?;
+    let t = llc.ethertype()?.ok_or(WireError::NotIp)?;
+    ethertype_chain(
+        frame,
+        EtherType::from(t),
+        off + d.header_len() + ieee80211::LLC_SNAP_LEN,
+        m,
+    )
 }
 
 /// Follows VLAN tags, MPLS labels and PPPoE to the IP header.
@@ -668,6 +802,360 @@ mod tests {
         );
     }
 
+    fn checked(frame: &[u8], orig_len: u32, link: LinkType) -> Result<PacketMeta, WireError> {
+        let r = decode(frame, orig_len, link, &DecodeOptions::default());
+        if let Ok(m) = &r {
+            assert_eq!(m.check_consistency(frame), Ok(()), "{m:?}");
+        }
+        r
+    }
+
+    fn dec_ok(frame: &[u8], link: LinkType) -> PacketMeta {
+        checked(frame, frame.len() as u32, link).unwrap()
+    }
+
+    fn cat(parts: &[&[u8]]) -> Vec<u8> {
+        parts.concat()
+    }
+
+    #[test]
+    fn ppp() {
+        let ip4 = ipv4(17, &udp(1, 2, &[0; 4]));
+        let ip6 = ipv6(6, &tcp(3, 4, 0x02, &[]));
+        for link in [LinkType::Ppp, LinkType::PppHdlc] {
+            // 2-byte protocol, FF 03 framing, compressed 1-byte protocol, both.
+            for (hdr, l3) in [
+                (&[0x00, 0x21][..], 2),
+                (&[0xff, 0x03, 0x00, 0x21], 4),
+                (&[0x21], 1),
+                (&[0xff, 0x03, 0x21], 3),
+            ] {
+                let m = dec_ok(&cat(&[hdr, &ip4]), link);
+                assert_eq!((m.l3_off, m.ip_version, m.dst_port), (l3, 4, 2));
+                assert_eq!((m.src_mac, m.dst_mac, m.trailer_len), ([0; 6], [0; 6], 0));
+            }
+            let m = dec_ok(&cat(&[&[0xff, 0x03, 0x00, 0x57], &ip6]), link);
+            assert_eq!((m.l3_off, m.ip_version, m.src_port), (4, 6, 3));
+            assert_eq!(dec_ok(&cat(&[&[0x57], &ip6]), link).l3_off, 1);
+            // MPLS (unicast and multicast) through the same label handling as Ethernet's.
+            let label = [0x00, 0x01, 0x21, 0x40]; // label 18, bottom of stack
+            for proto in [[0x02, 0x81], [0x02, 0x83]] {
+                let f = cat(&[&[0xff, 0x03], &proto, &label, &ip4]);
+                let m = dec_ok(&f, link);
+                assert_eq!((m.l3_off, m.protocol), (8, 17));
+            }
+            let f = cat(&[&[0xff, 0x03, 0x02, 0x81], &label]);
+            assert_eq!(dec(&f, link), Err(WireError::VlanTrunc));
+            // Cisco HDLC framing under a PPP link type.
+            let m = dec_ok(&cat(&[&[0x0f, 0x00, 0x08, 0x00], &ip4]), link);
+            assert_eq!(m.l3_off, 4);
+            let slarp = cat(&[&[0x8f, 0x00, 0x80, 0x35], &[0; 20]]);
+            assert_eq!(dec(&slarp, link), Err(WireError::NotIp));
+            // LCP, IPCP, VJ-compressed TCP, an EtherType in the protocol field: not IP.
+            for proto in [[0xc0, 0x21], [0x80, 0x21], [0x00, 0x2d], [0x08, 0x00]] {
+                let f = cat(&[&[0xff, 0x03], &proto, &ip4]);
+                assert_eq!(dec(&f, link), Err(WireError::NotIp), "{proto:?}");
+            }
+            // Cut, and an IPv6 packet behind the IPv4 protocol.
+            for cut in [&[][..], &[0x00], &[0xff, 0x03], &[0xff, 0x03, 0x00]] {
+                assert_eq!(dec(cut, link), Err(WireError::LinkTrunc), "{cut:?}");
+            }
+            assert_eq!(dec(&[0x00, 0x21, 0x45], link), Err(WireError::Ipv4Trunc));
+            assert_eq!(
+                dec(&cat(&[&[0x00, 0x21], &ip6]), link),
+                Err(WireError::IpBadVersion)
+            );
+        }
+    }
+
+    #[test]
+    fn cisco_hdlc() {
+        let ip4 = ipv4(1, &icmp(8, 0, &[0; 8]));
+        let m = dec_ok(&cat(&[&[0x0f, 0x00, 0x08, 0x00], &ip4]), LinkType::CHdlc);
+        assert_eq!((m.l3_off, m.protocol, m.icmp_type), (4, 1, 8));
+        let ip6 = ipv6(17, &udp(5, 6, &[]));
+        let m = dec_ok(&cat(&[&[0x8f, 0x00, 0x86, 0xdd], &ip6]), LinkType::CHdlc);
+        assert_eq!((m.l3_off, m.ip_version), (4, 6));
+        // MPLS, and a VLAN tag: the EtherType chain.
+        let f = cat(&[&[0x0f, 0x00, 0x88, 0x47], &[0x00, 0x01, 0x21, 0x40], &ip4]);
+        assert_eq!(dec_ok(&f, LinkType::CHdlc).l3_off, 8);
+        let f = cat(&[&[0x0f, 0x00, 0x81, 0x00], &tag(7, 0x0800, &ip4)]);
+        assert_eq!(dec_ok(&f, LinkType::CHdlc).vlan_id, 7);
+        // SLARP and CDP are not IP.
+        for proto in [[0x80, 0x35], [0x20, 0x00]] {
+            let f = cat(&[&[0x8f, 0x00], &proto, &[0; 20]]);
+            assert_eq!(dec(&f, LinkType::CHdlc), Err(WireError::NotIp));
+        }
+        assert_eq!(
+            dec(&[0x0f, 0x00, 0x08], LinkType::CHdlc),
+            Err(WireError::LinkTrunc)
+        );
+        assert_eq!(
+            dec(&[0x0f, 0x00, 0x08, 0x00, 0x45], LinkType::CHdlc),
+            Err(WireError::Ipv4Trunc)
+        );
+    }
+
+    use super::super::ieee80211::tests::{header as wlan_hdr, A1, A2, A3, A4};
+
+    const SNAP_IPV4: [u8; 8] = [0xaa, 0xaa, 0x03, 0, 0, 0, 0x08, 0x00];
+    const SNAP_IPV6: [u8; 8] = [0xaa, 0xaa, 0x03, 0, 0, 0, 0x86, 0xdd];
+
+    #[test]
+    fn ieee80211_data_frames() {
+        let l = LinkType::Ieee80211;
+        let ip4 = ipv4(17, &udp(61738, 53, &[0; 12]));
+        // QoS data to the AP (zeek's wlanmon.pcap): 26-byte header, SA = addr2, DA = addr3.
+        let f = cat(&[&wlan_hdr(0x88, 0x01, 0x0060, &[0, 0]), &SNAP_IPV4, &ip4]);
+        let m = dec_ok(&f, l);
+        assert_eq!((m.l3_off, m.src_port, m.dst_port), (34, 61738, 53));
+        assert_eq!((m.src_mac, m.dst_mac), (A2, A3));
+        // Data from the AP, IPv6: SA = addr3, DA = addr1.
+        let ip6 = ipv6(17, &udp(5353, 5353, &[]));
+        let f = cat(&[&wlan_hdr(0x08, 0x02, 0, &[]), &SNAP_IPV6, &ip6]);
+        let m = dec_ok(&f, l);
+        assert_eq!((m.l3_off, m.ip_version), (32, 6));
+        assert_eq!((m.src_mac, m.dst_mac), (A3, A1));
+        // Ad hoc (no DS bits): SA = addr2, DA = addr1.
+        let f = cat(&[&wlan_hdr(0x08, 0x00, 0, &[]), &SNAP_IPV4, &ip4]);
+        assert_eq!((dec_ok(&f, l).src_mac, dec_ok(&f, l).dst_mac), (A2, A1));
+        // Four addresses (WDS): 30-byte header, SA = addr4, DA = addr3.
+        let f = cat(&[&wlan_hdr(0x08, 0x03, 0, &[]), &SNAP_IPV4, &ip4]);
+        let m = dec_ok(&f, l);
+        assert_eq!((m.l3_off, m.src_mac, m.dst_mac), (38, A4, A3));
+        // QoS data with +HTC (tcpdump's ieee802.11_htc.pcap): 26 + 4.
+        let f = cat(&[
+            &wlan_hdr(0x88, 0x81, 0, &[0, 0, 1, 2, 3, 4]),
+            &SNAP_IPV4,
+            &ip4,
+        ]);
+        assert_eq!(dec_ok(&f, l).l3_off, 38);
+        // QoS + HTC + 4 addresses.
+        let f = cat(&[
+            &wlan_hdr(0x88, 0x83, 0, &[0, 0, 1, 2, 3, 4]),
+            &SNAP_IPV4,
+            &ip4,
+        ]);
+        assert_eq!(dec_ok(&f, l).l3_off, 44);
+        // The Order bit on a non-QoS data frame adds no HT Control.
+        let f = cat(&[&wlan_hdr(0x08, 0x81, 0, &[]), &SNAP_IPV4, &ip4]);
+        assert_eq!(dec_ok(&f, l).l3_off, 32);
+        // The 802.1H bridge-tunnel OUI; a VLAN tag behind SNAP.
+        let f = cat(&[
+            &wlan_hdr(0x08, 0x01, 0, &[]),
+            &[0xaa, 0xaa, 0x03, 0, 0, 0xf8, 0x08, 0x00],
+            &ip4,
+        ]);
+        assert_eq!(dec_ok(&f, l).l3_off, 32);
+        let f = cat(&[
+            &wlan_hdr(0x08, 0x01, 0, &[]),
+            &[0xaa, 0xaa, 0x03, 0, 0, 0, 0x81, 0x00],
+            &tag(9, 0x0800, &ip4),
+        ]);
+        assert_eq!(dec_ok(&f, l).vlan_id, 9);
+        // The first fragment of a fragmented MSDU is decoded (cut: TRUNCATED).
+        let f = cat(&[&wlan_hdr(0x08, 0x05, 0x0070, &[]), &SNAP_IPV4, &ip4[..30]]);
+        assert_eq!(dec_ok(&f, l).flags, meta_flags::TRUNCATED);
+    }
+
+    #[test]
+    fn ieee80211_frames_without_packets() {
+        let l = LinkType::Ieee80211;
+        let ip4 = ipv4(17, &udp(1, 2, &[]));
+        let data = |fc0: u8, fc1: u8, seq: u16, tail: &[u8]| {
+            cat(&[&wlan_hdr(fc0, fc1, seq, tail), &SNAP_IPV4, &ip4])
+        };
+        let cases: [(Vec<u8>, WireError); 14] = [
+            // Beacon, probe request, deauthentication; an extension frame.
+            (wlan_hdr(0x80, 0x00, 0, &[0; 12]), WireError::WlanMgmt),
+            (wlan_hdr(0x40, 0x00, 0, &[]), WireError::WlanMgmt),
+            (wlan_hdr(0xc0, 0x00, 0, &[3, 0]), WireError::WlanMgmt),
+            (wlan_hdr(0x0c, 0x00, 0, &[]), WireError::WlanMgmt),
+            // ACK (10 bytes), RTS (16 bytes).
+            (cat(&[&[0xd4, 0x00, 0, 0], &A1]), WireError::WlanCtrl),
+            (cat(&[&[0xb4, 0x00, 0, 0], &A1, &A2]), WireError::WlanCtrl),
+            // Null function, QoS Null.
+            (wlan_hdr(0x48, 0x11, 0, &[]), WireError::WlanNullData),
+            (wlan_hdr(0xc8, 0x01, 0, &[0, 0]), WireError::WlanNullData),
+            // Protected data (libpcap's Network_Join_Nokia_Mobile.pcap), protected QoS data.
+            (data(0x08, 0x41, 0, &[]), WireError::WlanProtected),
+            (data(0x88, 0x42, 0, &[0, 0]), WireError::WlanProtected),
+            // Fragment 1 of an MSDU; an A-MSDU.
+            (data(0x08, 0x01, 0x0071, &[]), WireError::WlanFragLater),
+            (data(0x88, 0x01, 0, &[0x80, 0]), WireError::WlanAmsdu),
+            // Protocol version 1; EAPOL behind SNAP.
+            (data(0x09, 0x01, 0, &[]), WireError::LinkBadHeader),
+            (
+                cat(&[
+                    &wlan_hdr(0x08, 0x01, 0, &[]),
+                    &[0xaa, 0xaa, 0x03, 0, 0, 0, 0x88, 0x8e],
+                    &[1, 3, 0, 0],
+                ]),
+                WireError::NotIp,
+            ),
+        ];
+        for (f, want) in &cases {
+            assert_eq!(dec(f, l), Err(*want), "{}", want.name());
+        }
+        // Not SNAP; SNAP with another OUI (Cisco); cut LLC; cut header; one byte.
+        let f = cat(&[&wlan_hdr(0x08, 0x01, 0, &[]), &[0x42, 0x42, 0x03, 0, 0]]);
+        assert_eq!(dec(&f, l), Err(WireError::NotIp));
+        let f = cat(&[
+            &wlan_hdr(0x08, 0x01, 0, &[]),
+            &[0xaa, 0xaa, 0x03, 0, 0, 0x0c, 0x20, 0x00],
+        ]);
+        assert_eq!(dec(&f, l), Err(WireError::NotIp));
+        let f = data(0x08, 0x01, 0, &[]);
+        assert_eq!(dec(&f[..24 + 7], l), Err(WireError::LinkTrunc));
+        assert_eq!(dec(&f[..24 + 2], l), Err(WireError::LinkTrunc));
+        assert_eq!(dec(&f[..24], l), Err(WireError::LinkTrunc));
+        assert_eq!(dec(&f[..23], l), Err(WireError::LinkTrunc));
+        assert_eq!(dec(&f[..1], l), Err(WireError::LinkTrunc));
+        assert_eq!(dec(&f[..24 + 8 + 10], l), Err(WireError::Ipv4Trunc));
+    }
+
+    use super::super::radiotap::tests::header as rt_hdr;
+
+    #[test]
+    fn radiotap() {
+        let l = LinkType::Ieee80211Radiotap;
+        let ip4 = ipv4(6, &tcp(49417, 80, 0x02, &[]));
+        let wlan = cat(&[&wlan_hdr(0x08, 0x01, 0, &[]), &SNAP_IPV4, &ip4]);
+        let fcs = [0xde, 0xad, 0xbe, 0xef];
+        // Flags 0x10 (FCS at the end), as in zeek's radiotap.pcap and arkime's
+        // 80211http.pcap: the 4 FCS bytes are the link's, not the packet's.
+        let rt = rt_hdr(&[0x0000_0002], &[0x10, 0, 0, 0]);
+        let f = cat(&[&rt, &wlan, &fcs]);
+        let m = dec_ok(&f, l);
+        assert_eq!((m.l3_off, m.trailer_len, m.flags), (12 + 32, 4, 0));
+        assert_eq!(
+            (m.src_port, m.tcp_flags, m.wire_len),
+            (49417, 2, f.len() as u32)
+        );
+        assert_eq!((m.src_mac, m.dst_mac), (A2, A3));
+        // Without the FCS flag nothing is cut off (the IP length bounds the packet).
+        let rt0 = rt_hdr(&[0x0000_0002], &[0, 0, 0, 0]);
+        let m = dec_ok(&cat(&[&rt0, &wlan, &fcs]), l);
+        assert_eq!((m.trailer_len, m.flags), (0, 0));
+        // A TCP header that only fits by taking the FCS bytes: cut, and seen as cut only
+        // when the FCS is known to be there.
+        let short = &wlan[..wlan.len() - 8];
+        let f = cat(&[&rt, short, &fcs]);
+        assert_eq!(checked(&f, f.len() as u32, l), Err(WireError::TcpTrunc));
+        let f0 = cat(&[&rt0, short, &fcs]);
+        assert_eq!(dec_ok(&f0, l).src_port, 49417);
+        // An IP packet running 4 bytes into the FCS: TRUNCATED.
+        let f = cat(&[&rt, &wlan[..wlan.len() - 4], &fcs]);
+        assert_eq!(dec_ok(&f, l).flags, meta_flags::TRUNCATED);
+        // Snaplen: the FCS was not captured (nothing to cut), or only part of it.
+        let f = cat(&[&rt, &wlan]);
+        let m = checked(&f, f.len() as u32 + 4, l).unwrap();
+        assert_eq!((m.trailer_len, m.flags), (0, 0));
+        let f = cat(&[&rt, &wlan, &fcs[..2]]);
+        let m = checked(&f, f.len() as u32 + 2, l).unwrap();
+        assert_eq!(m.trailer_len, 2);
+        let f = cat(&[&rt, &wlan[..74]]);
+        let m = checked(&f, f.len() as u32 + 100, l).unwrap();
+        assert_eq!((m.trailer_len, m.flags), (0, meta_flags::TRUNCATED));
+        // Extended bitmaps and TSFT (arkime): Flags at 24, header 36.
+        let mut fields = vec![0u8; 24];
+        fields[12] = 0x10;
+        let rt2 = rt_hdr(&[0xa000_402f, 0x0000_0820], &fields);
+        let m = dec_ok(&cat(&[&rt2, &wlan, &fcs]), l);
+        assert_eq!((m.l3_off, m.trailer_len), (36 + 32, 4));
+        // Data Pad: a 26-byte QoS header padded to 28.
+        let rt_pad = rt_hdr(&[0x0000_0002], &[0x20, 0, 0, 0]);
+        let qos = cat(&[
+            &wlan_hdr(0x88, 0x01, 0, &[0, 0, 0xee, 0xee]),
+            &SNAP_IPV4,
+            &ip4,
+        ]);
+        let m = dec_ok(&cat(&[&rt_pad, &qos]), l);
+        assert_eq!(m.l3_off, 12 + 28 + 8);
+        // Bad FCS; management and control frames; a protected frame.
+        let rt_bad = rt_hdr(&[0x0000_0002], &[0x50, 0, 0, 0]);
+        assert_eq!(
+            dec(&cat(&[&rt_bad, &wlan, &fcs]), l),
+            Err(WireError::WlanBadFcs)
+        );
+        let beacon = wlan_hdr(0x80, 0x00, 0, &[0; 12]);
+        assert_eq!(dec(&cat(&[&rt0, &beacon]), l), Err(WireError::WlanMgmt));
+        assert_eq!(
+            dec(&cat(&[&rt0, &[0xd4, 0, 0, 0], &A1]), l),
+            Err(WireError::WlanCtrl)
+        );
+        let mut prot = wlan.clone();
+        prot[1] |= 0x40;
+        assert_eq!(dec(&cat(&[&rt0, &prot]), l), Err(WireError::WlanProtected));
+        // Malformed radiotap: version 1, length below 8, length beyond the frame; a frame
+        // whose FCS leaves no room for the 802.11 header.
+        let mut v1 = cat(&[&rt0, &wlan]);
+        v1[0] = 1;
+        assert_eq!(dec(&v1, l), Err(WireError::LinkBadHeader));
+        let mut short_len = cat(&[&rt0, &wlan]);
+        short_len[2] = 4;
+        assert_eq!(dec(&short_len, l), Err(WireError::LinkBadHeader));
+        assert_eq!(dec(&rt[..10], l), Err(WireError::LinkTrunc));
+        let f = cat(&[&rt, &[0x08]]);
+        assert_eq!(dec(&f, l), Err(WireError::LinkTrunc));
+        assert_eq!(checked(&f, 3, l), Err(WireError::LinkTrunc));
+        assert_eq!(dec(&[], l), Err(WireError::LinkTrunc));
+    }
+
+    use super::super::nflog::tests::{record as nflog_record, tlv as nflog_tlv};
+
+    #[test]
+    fn nflog() {
+        let l = LinkType::Nflog;
+        let ip4 = ipv4(6, &tcp(54064, 80, 0x02, &[0; 3])); // 47 bytes: 1 byte of padding
+        for be in [false, true] {
+            let f = nflog_record(2, &ip4, be);
+            let m = dec_ok(&f, l);
+            assert_eq!((m.l3_off, m.src_port, m.ip_size), (28, 54064, 47));
+            assert_eq!((m.trailer_len, m.flags, m.src_mac), (1, 0, [0; 6]));
+            let ip6 = ipv6(17, &udp(53, 42585, &[0; 4]));
+            let m = dec_ok(&nflog_record(10, &ip6, be), l);
+            assert_eq!((m.ip_version, m.dst_port, m.trailer_len), (6, 42585, 0));
+        }
+        // TLVs after the payload: the packet ends with its TLV.
+        let mut f = nflog_record(2, &ip4, false);
+        f.extend(nflog_tlv(11, &[0, 0, 3, 232], false));
+        let m = dec_ok(&f, l);
+        assert_eq!((m.trailer_len, m.flags), (9, 0));
+        // An IP header claiming more than its TLV holds: cut, though bytes follow.
+        let mut long = ip4.clone();
+        long[3] += 8;
+        let mut f = nflog_record(2, &long, false);
+        f.extend(nflog_tlv(11, &[0; 8], false));
+        assert_eq!(dec_ok(&f, l).flags, meta_flags::TRUNCATED);
+        // Snaplen inside the payload.
+        let f = nflog_record(2, &ip4, false);
+        let m = checked(&f[..28 + 45], f.len() as u32, l).unwrap();
+        assert_eq!((m.flags, m.trailer_len), (meta_flags::TRUNCATED, 0));
+        assert_eq!(
+            checked(&f[..28 + 10], f.len() as u32, l),
+            Err(WireError::Ipv4Trunc)
+        );
+        // The family decides: another family is not IP; IPv6 under AF_INET is bad.
+        assert_eq!(dec(&nflog_record(7, &ip4, false), l), Err(WireError::NotIp));
+        assert_eq!(
+            dec(&nflog_record(2, &ipv6(59, &[]), false), l),
+            Err(WireError::IpBadVersion)
+        );
+        // No payload TLV; version 1; a TLV length of 2; cut.
+        let mut none = vec![2, 0, 0, 1];
+        none.extend(nflog_tlv(1, &[8, 0, 1, 0], false));
+        assert_eq!(dec(&none, l), Err(WireError::NotIp));
+        let mut v1 = nflog_record(2, &ip4, false);
+        v1[1] = 1;
+        assert_eq!(dec(&v1, l), Err(WireError::LinkBadHeader));
+        let mut bad = nflog_record(2, &ip4, false);
+        bad[4] = 2;
+        assert_eq!(dec(&bad, l), Err(WireError::LinkBadHeader));
+        assert_eq!(dec(&f[..10], l), Err(WireError::LinkTrunc));
+        assert_eq!(dec(&f[..3], l), Err(WireError::LinkTrunc));
+    }
+
     #[test]
     fn ipv4_options_and_fragments() {
         let opts = [0x94, 0x04, 0x00, 0x00];
@@ -1029,6 +1517,46 @@ mod tests {
                 LinkType::Raw,
             ),
             (WireError::TooDeep, deep, LinkType::Raw),
+            (
+                WireError::LinkBadHeader,
+                vec![1, 0, 8, 0, 0, 0, 0, 0],
+                LinkType::Ieee80211Radiotap,
+            ),
+            (
+                WireError::WlanMgmt,
+                wlan_hdr(0x80, 0, 0, &[0; 12]),
+                LinkType::Ieee80211,
+            ),
+            (
+                WireError::WlanCtrl,
+                cat(&[&[0xd4, 0, 0, 0], &A1]),
+                LinkType::Ieee80211,
+            ),
+            (
+                WireError::WlanNullData,
+                wlan_hdr(0x48, 0x01, 0, &[]),
+                LinkType::Ieee80211,
+            ),
+            (
+                WireError::WlanProtected,
+                wlan_hdr(0x08, 0x41, 0, &[0; 16]),
+                LinkType::Ieee80211,
+            ),
+            (
+                WireError::WlanFragLater,
+                cat(&[&wlan_hdr(0x08, 0x01, 0x0011, &[]), &SNAP_IPV4, &ip4]),
+                LinkType::Ieee80211,
+            ),
+            (
+                WireError::WlanAmsdu,
+                wlan_hdr(0x88, 0x01, 0, &[0x80, 0, 0, 0]),
+                LinkType::Ieee80211,
+            ),
+            (
+                WireError::WlanBadFcs,
+                cat(&[&rt_hdr(&[2], &[0x40, 0, 0, 0]), &wlan_hdr(0x08, 0, 0, &[])]),
+                LinkType::Ieee80211Radiotap,
+            ),
         ];
         for e in WireError::ALL {
             assert!(

@@ -7,9 +7,10 @@
 //! never panic on any input (it is the fuzz target).
 //!
 //! One file per header: [`ethernet`] (+ LLC/SNAP), [`vlan`], [`mpls`], [`pppoe`], [`sll`],
-//! [`loopback`], [`ipv4`], [`ipv6`] (+ extension headers), [`tcp`], [`udp`], [`icmp`],
-//! [`gtpu`]; [`decode()`](decode::decode) in `decode.rs` ties them together with nfstream's
-//! packet semantics (see `docs/wire-vs-nfstream.md` for where and why it differs).
+//! [`loopback`], [`ppp`], [`chdlc`], [`radiotap`], [`ieee80211`] (+ LLC/SNAP), [`nflog`],
+//! [`ipv4`], [`ipv6`] (+ extension headers), [`tcp`], [`udp`], [`icmp`], [`gtpu`];
+//! [`decode()`](decode::decode) in `decode.rs` ties them together with nfstream's packet
+//! semantics (see `docs/wire-vs-nfstream.md` for where and why it differs).
 #![forbid(unsafe_code)]
 #![deny(
     clippy::indexing_slicing,
@@ -22,16 +23,21 @@
     allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)
 )]
 
+pub mod chdlc;
 pub mod decode;
 pub mod ethernet;
 pub mod gtpu;
 pub mod icmp;
+pub mod ieee80211;
 pub mod ipv4;
 pub mod ipv6;
 pub mod link;
 pub mod loopback;
 pub mod mpls;
+pub mod nflog;
+pub mod ppp;
 pub mod pppoe;
+pub mod radiotap;
 pub mod sll;
 pub mod tcp;
 pub mod udp;
@@ -88,9 +94,10 @@ pub struct PacketMeta {
     pub src_ip: [u8; 16],
     /// Destination IP, same layout as `src_ip`.
     pub dst_ip: [u8; 16],
-    /// Ethernet source MAC (zero for link types without one).
+    /// Source MAC: Ethernet's source address, or an 802.11 data frame's source address
+    /// (SA, wherever To DS / From DS put it); zero for link types without one.
     pub src_mac: [u8; 6],
-    /// Ethernet destination MAC.
+    /// Destination MAC: Ethernet's destination address, or 802.11's DA.
     pub dst_mac: [u8; 6],
     /// Transport source port (0 for ICMP, ICMPv6 and other protocols).
     pub src_port: u16,
@@ -118,6 +125,11 @@ pub struct PacketMeta {
     /// Offset of the transport header in the frame (after IPv6 extension headers);
     /// `l3_off < l4_off <= frame.len()`. For TCP/UDP/ICMP the header is captured there.
     pub l4_off: u16,
+    /// Bytes at the end of the captured frame that belong to the link layer, not to the
+    /// packet: the 802.11 FCS radiotap announces, or what follows NFLOG's payload TLV.
+    /// The packet, and everything [`decode`] reads of it, ends at
+    /// `frame.len() - trailer_len`; 0 for the other link types.
+    pub trailer_len: u16,
     /// Frame length on the wire (pcap orig_len): accounting mode "link".
     pub wire_len: u32,
     /// IP length (nfstream's `ip_size`, accounting mode "ip"): IPv4 total length; IPv6
@@ -141,6 +153,12 @@ impl PacketMeta {
     /// decoded frame; `Err` names the first relation that does not hold.
     pub fn check_consistency(&self, frame: &[u8]) -> Result<(), &'static str> {
         let ensure = |ok: bool, what: &'static str| if ok { Ok(()) } else { Err(what) };
+        // What the link layer gave the IP layer.
+        let frame = frame
+            .len()
+            .checked_sub(usize::from(self.trailer_len))
+            .and_then(|end| frame.get(..end))
+            .ok_or("trailer_len longer than the frame")?;
         let (l3, l4) = (usize::from(self.l3_off), usize::from(self.l4_off));
         ensure(l3 < l4, "l3_off >= l4_off")?;
         ensure(l4 <= frame.len(), "l4_off beyond the frame")?;
@@ -218,10 +236,12 @@ impl PacketMeta {
 /// counter (`decoder.*`); see [`WireError::name`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WireError {
-    /// Not IPv4/IPv6 (ARP, LLDP, STP, PPP control, a GTP T-PDU carrying something else
-    /// ...): not an error, but not a flow packet either.
+    /// Not IPv4/IPv6 (ARP, LLDP, STP, PPP control, Cisco SLARP/CDP, 802.11 EAPOL, an
+    /// NFLOG record without packet bytes or of a non-IP family, a GTP T-PDU carrying
+    /// something else ...): not an error, but not a flow packet either.
     NotIp,
-    /// Frame shorter than its link-layer header.
+    /// Frame shorter than its link-layer header (for 802.11: the data frame header, with
+    /// LLC/SNAP; for NFLOG: the TLVs before the payload TLV).
     LinkTrunc,
     /// VLAN/MPLS/PPPoE tag stack cut short.
     VlanTrunc,
@@ -254,13 +274,37 @@ pub enum WireError {
     /// carries no captured byte of the inner packet.
     GtpTrunc,
     /// Too many nested tags or encapsulations (more than 16 VLAN/MPLS entries or 4 IP
-    /// tunnels), or a transport header beyond the first 64 KiB of the frame (the offsets
-    /// in [`PacketMeta`] are `u16`).
+    /// tunnels), or a transport header beyond the first 64 KiB of the frame, or more
+    /// than 64 KiB of NFLOG TLVs after the payload (the offsets and `trailer_len` in
+    /// [`PacketMeta`] are `u16`).
     TooDeep,
+    /// A link-layer header whose fields contradict themselves: radiotap version not 0,
+    /// length below 8 or bitmaps beyond it; NFLOG version not 0 or a TLV length below 4;
+    /// an 802.11 protocol version other than 0.
+    LinkBadHeader,
+    /// 802.11 management frame (beacon, probe, (de)authentication ...) or extension frame
+    /// (DMG/S1G beacon): no user data.
+    WlanMgmt,
+    /// 802.11 control frame (ACK, RTS, CTS, block ack ...): no user data.
+    WlanCtrl,
+    /// 802.11 data frame of a subtype without a body (Null, QoS Null, CF-Poll/CF-Ack
+    /// without data): power-save signalling, no packet.
+    WlanNullData,
+    /// 802.11 data frame with the Protected bit set: the body is encrypted (WEP, TKIP,
+    /// CCMP, GCMP) and cannot be decoded.
+    WlanProtected,
+    /// 802.11 data frame that is a later fragment of an MSDU (fragment number > 0): like
+    /// an IP later fragment, it carries the middle of a packet.
+    WlanFragLater,
+    /// 802.11 QoS data frame whose body is an A-MSDU (several packets, each behind its own
+    /// subframe header): not decoded.
+    WlanAmsdu,
+    /// Radiotap says the 802.11 frame failed its FCS check: its bytes cannot be trusted.
+    WlanBadFcs,
 }
 
 impl WireError {
-    pub const ALL: [WireError; 17] = [
+    pub const ALL: [WireError; 25] = [
         WireError::NotIp,
         WireError::LinkTrunc,
         WireError::VlanTrunc,
@@ -278,6 +322,14 @@ impl WireError {
         WireError::IcmpTrunc,
         WireError::GtpTrunc,
         WireError::TooDeep,
+        WireError::LinkBadHeader,
+        WireError::WlanMgmt,
+        WireError::WlanCtrl,
+        WireError::WlanNullData,
+        WireError::WlanProtected,
+        WireError::WlanFragLater,
+        WireError::WlanAmsdu,
+        WireError::WlanBadFcs,
     ];
 
     /// Stable counter name (suricata style).
@@ -300,6 +352,14 @@ impl WireError {
             WireError::IcmpTrunc => "decoder.icmp.trunc_pkt",
             WireError::GtpTrunc => "decoder.gtpu.trunc_pkt",
             WireError::TooDeep => "decoder.too_deep",
+            WireError::LinkBadHeader => "decoder.link.bad_header",
+            WireError::WlanMgmt => "decoder.wlan.mgmt",
+            WireError::WlanCtrl => "decoder.wlan.ctrl",
+            WireError::WlanNullData => "decoder.wlan.null_data",
+            WireError::WlanProtected => "decoder.wlan.protected",
+            WireError::WlanFragLater => "decoder.wlan.frag_later",
+            WireError::WlanAmsdu => "decoder.wlan.amsdu",
+            WireError::WlanBadFcs => "decoder.wlan.bad_fcs",
         }
     }
 

@@ -176,7 +176,7 @@ def write_float_reprs(out: Path) -> None:
 
 
 def main() -> int:
-    default = os.environ.get("STREAMML_PCAPS", str(HERE.parents[1] / "data" / "pcaps"))
+    default = os.environ.get("STREAMML_PCAPS", str(HERE.parent / "data" / "pcaps"))
     root = Path(sys.argv[1] if len(sys.argv) > 1 else default).resolve()
     if not root.is_dir():
         print(f"gen_nfstream: {root}: not a directory", file=sys.stderr)
