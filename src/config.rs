@@ -22,16 +22,28 @@ pub struct ConfigError {
 }
 
 /// `FILE: MESSAGE` on one line: control characters (a newline in a path, a filter string
-/// or a key) are shown escaped.
+/// or a key) are shown escaped, and a message quoting a huge value shows its start and
+/// its end (where the reason is).
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
             "{}: {}",
             one_line_text(&self.file),
-            one_line_text(&self.msg)
+            one_line_text(&clip(&self.msg, 300, 200))
         )
     }
+}
+
+/// `s` with at most `head` + `tail` characters: `HEAD ... (N characters) ... TAIL`.
+fn clip(s: &str, head: usize, tail: usize) -> String {
+    let n = s.chars().count();
+    if n <= head + tail + 40 {
+        return s.to_string();
+    }
+    let h: String = s.chars().take(head).collect();
+    let t: String = s.chars().skip(n - tail).collect();
+    format!("{h} ... ({} characters) ... {t}", n - head - tail)
 }
 
 impl std::error::Error for ConfigError {}
@@ -499,9 +511,24 @@ fn secs_to_ns(v: f64) -> u64 {
 impl RawConfig {
     /// Parses TOML text; `file` names the source in errors.
     pub fn parse(text: &str, file: &str) -> Result<RawConfig, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError {
-            file: file.to_string(),
-            msg: one_line(&e.to_string()),
+        toml::from_str(text).map_err(|e| {
+            let mut msg = one_line(&e.to_string());
+            // toml says nothing but the place for some characters (a control character
+            // in a comment): name the character.
+            if e.message().trim().is_empty() {
+                let c = e
+                    .span()
+                    .and_then(|sp| text.get(sp.start..))
+                    .and_then(|rest| rest.chars().next());
+                match c {
+                    Some(c) => msg.push_str(&format!(": unexpected character {c:?}")),
+                    None => msg.push_str(": unexpected end of file"),
+                }
+            }
+            ConfigError {
+                file: file.to_string(),
+                msg,
+            }
         })
     }
 
@@ -1132,6 +1159,76 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("idle_timeout") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn file_limits_and_odd_bytes_are_one_line() {
+        let o = Overrides::default();
+        let e = load_bytes(b"# a\0comment\n", "t.toml", &o)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "t.toml: TOML parse error at line 1, column 4: unexpected character '\\0'"
+        );
+        let e = load_bytes(&vec![b' '; MAX_CONFIG_BYTES + 1], "t.toml", &o)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("t.toml: larger than 1 MiB"), "{e}");
+        assert!(load_bytes(&vec![b' '; MAX_CONFIG_BYTES], "t.toml", &o).is_ok());
+        let e = load_bytes(b"[flow]\ncapacity = 1\xff\n", "t.toml", &o)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "t.toml: not UTF-8 text: byte 0xff at offset 19 (line 2)");
+        let long = format!("[flow]\ncapacity = \"{}\"\n", "a".repeat(200_000));
+        let e = load_bytes(long.as_bytes(), "t.toml", &o)
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 700 && e.ends_with("expected usize"), "{e}");
+        assert!(e.contains("(199"), "{e}");
+        let e = with_profile("filter = \"tcp\\nand\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !e.contains('\n') && e.contains("filter = \"tcp\\nand\""),
+            "{e}"
+        );
+        // Overrides beyond the bounds are refused by the same checks.
+        for (o, want) in [
+            (
+                Overrides {
+                    shards: Some(usize::MAX),
+                    ..Overrides::default()
+                },
+                "sensor.shards = 18446744073709551615: at most 256 (0: cores minus readers)",
+            ),
+            (
+                Overrides {
+                    ring_mib: Some(u64::MAX),
+                    ..Overrides::default()
+                },
+                "evidence.ring_mib = 18446744073709551615: must be between 1 and 65536",
+            ),
+        ] {
+            let e = load_with(None, &o).unwrap_err().to_string();
+            assert_eq!(e, format!("default sensor.toml: {want}"));
+        }
+        let e = RawConfig::parse("[evidence]\nring_mib = 1\nsnaplen = 262144\n", "t")
+            .unwrap()
+            .validate("t")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "t: evidence.ring_mib = 1: too small for evidence.snaplen = 262144 (at least 3 MiB)"
+        );
+        let e = with_profile("[profile.hst]\nheight = 20\nwindow_size = 8192")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("profile \"p\": hst: window_size = 8192 with height = 20"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -270,22 +270,35 @@ fn run_bounded(as_limit: Option<u64>, args: &[&str]) -> (Output, Duration) {
         }
         None => Command::new(BIN),
     };
+    // stderr to a file: a pipe nobody reads while waiting would stall a long message.
+    let err = tempfile::tempfile().unwrap();
     let t = Instant::now();
     let mut child = cmd
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(err.try_clone().unwrap())
         .spawn()
         .expect("running the sensor");
     let status = harness::wait_timeout(&mut child, Duration::from_secs(60));
     let took = t.elapsed();
-    let out = child.wait_with_output().unwrap();
     assert!(
         status.is_some(),
         "{args:?}: still running after 60 s (killed)"
     );
-    (out, took)
+    (output_of(status.unwrap(), err), took)
+}
+
+fn output_of(status: std::process::ExitStatus, mut err: std::fs::File) -> Output {
+    use std::io::{Read, Seek};
+    let mut stderr = Vec::new();
+    err.rewind().unwrap();
+    err.read_to_end(&mut stderr).unwrap();
+    Output {
+        status,
+        stdout: Vec::new(),
+        stderr,
+    }
 }
 
 fn pcap() -> String {
@@ -295,20 +308,21 @@ fn pcap() -> String {
 /// The sensor in the pair's sensor namespace with exactly `args` (bounded): exit code
 /// and stderr.
 fn sensor_in(pair: &harness::VethPair, args: &[&str]) -> (Option<i32>, String) {
+    let err = tempfile::tempfile().unwrap();
     let mut child = Command::new("ip")
         .args(["netns", "exec", &pair.ns_sensor, BIN])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(err.try_clone().unwrap())
         .spawn()
         .unwrap();
     let status = harness::wait_timeout(&mut child, Duration::from_secs(30));
-    let out = child.wait_with_output().unwrap();
     assert!(
         status.is_some(),
         "{args:?}: still running after 30 s (killed)"
     );
+    let out = output_of(status.unwrap(), err);
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
