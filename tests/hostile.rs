@@ -615,10 +615,13 @@ fn zero_profiles_is_a_warning() {
     // `flows` never detects: nothing to warn about.
     let o = run(&["flows", &pcap(), "--config", c]);
     assert!(o.status.success() && err(&o).is_empty(), "{}", err(&o));
-    // Live capture, on a veth pair: the warning, then capture runs.
+    // Live capture, on a veth pair: the warning, then capture runs. More shards than
+    // cores is allowed, and said.
     let Some(_g) = harness::live() else { return };
     let pair = harness::VethPair::new(1);
-    let sensor = pair.start_sensor(&["--config", c]);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let shards = (cores + 1).to_string();
+    let sensor = pair.start_sensor(&["--config", c, "--shards", &shards]);
     let stopped = sensor.stop();
     assert_eq!(
         stopped.status.and_then(|s| s.code()),
@@ -630,6 +633,11 @@ fn zero_profiles_is_a_warning() {
     let at = |p: &dyn Fn(&str) -> bool| lines.iter().position(|l| p(l));
     let warned = at(&|l| l == want);
     let capturing = at(&|l| l.starts_with("streamml-sensor: capturing on"));
+    assert!(warned.is_some() && warned < capturing, "{}", stopped.stderr);
+    let shards_warning = format!(
+        "streamml-sensor: warning: {shards} scorer shards on {cores} cores: the threads share the cores"
+    );
+    let warned = at(&|l| l.starts_with(&shards_warning));
     assert!(warned.is_some() && warned < capturing, "{}", stopped.stderr);
 }
 

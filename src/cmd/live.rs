@@ -211,11 +211,12 @@ pub struct LiveArgs {
     /// What a reader does when its ring is empty.
     #[arg(long, value_enum, default_value_t = IdleArg::Nap)]
     pub idle: IdleArg,
-    /// Adaptive idle: empty-ring checks (~10-20 ns each) before yielding the core.
+    /// Adaptive idle: empty-ring checks (~10-20 ns each) before yielding the core (0: yield
+    /// at once).
     #[arg(long, value_name = "N", default_value_t = 500)]
     pub spin_rounds: u32,
     /// Adaptive idle: sched_yield() calls before sleeping in poll(); nap idle: naps in a
-    /// row before sleeping in poll().
+    /// row before sleeping in poll() (0: poll() at once).
     #[arg(long, value_name = "N", default_value_t = 50)]
     pub yield_rounds: u32,
     /// Nap idle: the longest nap, microseconds, 10 to 1000000 (naps adapt to the rate
