@@ -15,12 +15,89 @@ use crate::shard::KeyMode;
 /// The default configuration shipped with the sensor.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/sensor.toml");
 
-#[derive(Debug, thiserror::Error)]
-#[error("{file}: {msg}")]
+#[derive(Debug)]
 pub struct ConfigError {
     pub file: String,
     pub msg: String,
 }
+
+/// `FILE: MESSAGE` on one line: control characters (a newline in a path, a filter string
+/// or a key) are shown escaped, and a message quoting a huge value shows its start and
+/// its end (where the reason is).
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {}",
+            one_line_text(&self.file),
+            one_line_text(&clip(&self.msg, 300, 200))
+        )
+    }
+}
+
+/// `s` with at most `head` + `tail` characters: `HEAD ... (N characters) ... TAIL`.
+fn clip(s: &str, head: usize, tail: usize) -> String {
+    let n = s.chars().count();
+    if n <= head + tail + 40 {
+        return s.to_string();
+    }
+    let h: String = s.chars().take(head).collect();
+    let t: String = s.chars().skip(n - tail).collect();
+    format!("{h} ... ({} characters) ... {t}", n - head - tail)
+}
+
+impl std::error::Error for ConfigError {}
+
+/// `s` with every control character escaped (`\n`, `\u{1b}`): text that is one line.
+pub fn one_line_text(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Bounds. Each is documented beside its key in config/sensor.toml and in the README's
+// configuration table; a value beyond one is an error naming the key (exit 2).
+
+/// Largest configuration file: reading stops one byte past it, so `/dev/zero`, a huge
+/// file or an endless FIFO is refused at once instead of filling memory.
+pub const MAX_CONFIG_BYTES: usize = 1 << 20;
+/// Most scorer shards (`sensor.shards`, `--shards` of every command). More shards than
+/// cores is allowed: the threads share the cores, and the output is the same.
+pub const MAX_SHARDS: usize = 256;
+/// Largest reader-to-shard queue (`sensor.ring_capacity`, `--ring-capacity`): `flows`,
+/// `replay` and live capture never use more (they cap it at 16384 or at 1/16 of what the
+/// evidence ring holds).
+pub const MAX_RING_CAPACITY: usize = 65536;
+/// Largest flow table per shard (`flow.capacity`): slot numbers stay within 32 bits.
+pub const MAX_FLOW_CAPACITY: usize = crate::flow::table::MAX_CAPACITY;
+/// Largest evidence ring per reader, MiB (`evidence.ring_mib`, `--ring-mib`): 64 GiB.
+pub const MAX_RING_MIB: u64 = 65536;
+/// Largest snaplen (`evidence.snaplen`, `profile.evidence.snaplen`): pcap's maximum.
+pub const MAX_SNAPLEN: u32 = crate::evidence::ring::MAX_SNAPLEN;
+/// Smallest snaplen.
+pub const MIN_SNAPLEN: u32 = 64;
+/// Longest alert queue of the evidence writer (`evidence.queue`).
+pub const MAX_EVIDENCE_QUEUE: usize = 65536;
+/// Longest timeout or cooldown, seconds (`flow.*_timeout_s`, `threshold.cooldown_s`, the
+/// command line's seconds): about 31 years.
+pub const MAX_SECONDS: f64 = 1e9;
+/// Shortest and longest window (`profile.window_s`), seconds.
+pub const MIN_WINDOW_S: f64 = 0.001;
+pub const MAX_WINDOW_S: f64 = 86400.0;
+/// Most recent scores a running quantile covers (`threshold.quantile_window`).
+pub const MAX_QUANTILE_WINDOW: usize = 1 << 20;
+/// The largest file header and index of an evidence ring, bytes (4096 index entries).
+const RING_MAX_HEADER: u64 = 4096 + 4097 * 32 + 4096;
 
 /// Detection mode of a profile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -365,6 +442,19 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The start-up warning of a configuration that detects nothing (no `[[profile]]`):
+    /// `replay` and live capture print it; the run goes on metering flows.
+    pub fn no_detection_warning(&self) -> Option<String> {
+        self.profiles.is_empty().then(|| {
+            format!(
+                "{} has no [[profile]]: detection is off, only flows are metered",
+                one_line_text(&self.source)
+            )
+        })
+    }
+}
+
 impl Profile {
     /// What the detector of `kind` needs from this profile.
     pub fn detector_config(&self, kind: DetectorKind) -> DetectorConfig {
@@ -421,20 +511,35 @@ fn secs_to_ns(v: f64) -> u64 {
 impl RawConfig {
     /// Parses TOML text; `file` names the source in errors.
     pub fn parse(text: &str, file: &str) -> Result<RawConfig, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError {
-            file: file.to_string(),
-            msg: one_line(&e.to_string()),
+        toml::from_str(text).map_err(|e| {
+            let mut msg = one_line(&e.to_string());
+            // toml says nothing but the place for some characters (a control character
+            // in a comment): name the character.
+            if e.message().trim().is_empty() {
+                let c = e
+                    .span()
+                    .and_then(|sp| text.get(sp.start..))
+                    .and_then(|rest| rest.chars().next());
+                match c {
+                    Some(c) => msg.push_str(&format!(": unexpected character {c:?}")),
+                    None => msg.push_str(": unexpected end of file"),
+                }
+            }
+            ConfigError {
+                file: file.to_string(),
+                msg,
+            }
         })
     }
 
-    /// Reads and parses a file.
+    /// Reads (at most [`MAX_CONFIG_BYTES`], see [`read_config_file`]) and parses a file.
     pub fn load(path: &Path) -> Result<RawConfig, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let bytes = read_config_file(path).map_err(|msg| ConfigError {
             file: file.clone(),
-            msg: e.to_string(),
+            msg,
         })?;
-        Self::parse(&text, &file)
+        Self::parse(&config_text(&bytes, &file)?, &file)
     }
 
     /// The embedded default configuration.
@@ -461,23 +566,81 @@ impl RawConfig {
                 Ok(())
             }
         };
+        let within = |key: &str, v: u64, lo: u64, hi: u64| -> Result<(), ConfigError> {
+            if v < lo || v > hi {
+                Err(err(format!("{key} = {v}: must be between {lo} and {hi}")))
+            } else {
+                Ok(())
+            }
+        };
+        if sensor.shards > MAX_SHARDS {
+            return Err(err(format!(
+                "sensor.shards = {}: at most {MAX_SHARDS} (0: cores minus readers)",
+                sensor.shards
+            )));
+        }
         if sensor.ring_capacity == 0 {
             return Err(err("sensor.ring_capacity = 0: must be > 0".into()));
         }
+        within(
+            "sensor.ring_capacity",
+            sensor.ring_capacity as u64,
+            1,
+            MAX_RING_CAPACITY as u64,
+        )?;
         pos("flow.idle_timeout_s", self.flow.idle_timeout_s)?;
         pos("flow.active_timeout_s", self.flow.active_timeout_s)?;
+        for (key, v) in [
+            ("flow.idle_timeout_s", self.flow.idle_timeout_s),
+            ("flow.active_timeout_s", self.flow.active_timeout_s),
+        ] {
+            if v > MAX_SECONDS {
+                return Err(err(format!("{key} = {v}: at most {MAX_SECONDS:e} s")));
+            }
+        }
         if self.flow.capacity == 0 {
             return Err(err("flow.capacity = 0: must be > 0".into()));
         }
+        within(
+            "flow.capacity",
+            self.flow.capacity as u64,
+            1,
+            MAX_FLOW_CAPACITY as u64,
+        )?;
         if self.evidence.ring_mib == 0 {
             return Err(err("evidence.ring_mib = 0: must be > 0".into()));
         }
-        if self.evidence.snaplen < 64 {
+        within("evidence.ring_mib", self.evidence.ring_mib, 1, MAX_RING_MIB)?;
+        if self.evidence.snaplen < MIN_SNAPLEN {
             return Err(err(format!(
-                "evidence.snaplen = {}: must be at least 64",
+                "evidence.snaplen = {}: must be at least {MIN_SNAPLEN}",
                 self.evidence.snaplen
             )));
         }
+        within(
+            "evidence.snaplen",
+            self.evidence.snaplen.into(),
+            MIN_SNAPLEN.into(),
+            MAX_SNAPLEN.into(),
+        )?;
+        // A ring holds at least 8 packets of snaplen bytes after its header.
+        let ring_min = RING_MAX_HEADER
+            + 8 * crate::evidence::ring::record_len(self.evidence.snaplen)
+                .max(crate::evidence::ring::MIN_DATA_LEN / 8);
+        if (self.evidence.ring_mib << 20) < ring_min {
+            return Err(err(format!(
+                "evidence.ring_mib = {}: too small for evidence.snaplen = {} (at least {} MiB)",
+                self.evidence.ring_mib,
+                self.evidence.snaplen,
+                ring_min.div_ceil(1 << 20)
+            )));
+        }
+        within(
+            "evidence.queue",
+            self.evidence.queue as u64,
+            1,
+            MAX_EVIDENCE_QUEUE as u64,
+        )?;
         if self.profiles.len() > MAX_PROFILES {
             return Err(err(format!(
                 "{} profiles: at most {MAX_PROFILES} are supported",
@@ -503,6 +666,12 @@ impl RawConfig {
             if !p.window_s.is_finite() || p.window_s <= 0.0 {
                 return Err(perr(format!("window_s = {}: must be > 0", p.window_s)));
             }
+            if !(MIN_WINDOW_S..=MAX_WINDOW_S).contains(&p.window_s) {
+                return Err(perr(format!(
+                    "window_s = {}: must be between {MIN_WINDOW_S} and {MAX_WINDOW_S}",
+                    p.window_s
+                )));
+            }
             if p.hst.height == 0 || p.hst.height > 20 {
                 return Err(perr(format!(
                     "hst.height = {}: must be between 1 and 20",
@@ -521,6 +690,16 @@ impl RawConfig {
                     p.hst.window_size
                 )));
             }
+            // The trees' own limits (window_size·2^height below 2^32, at most 4 GiB of
+            // arrays), named with the profile's keys.
+            crate::detect::hst::HstParams {
+                n_trees: p.hst.n_trees as u32,
+                height: p.hst.height as u32,
+                window_size: p.hst.window_size as u32,
+                seed: p.hst.seed,
+            }
+            .validate()
+            .map_err(|e| perr(format!("hst: {e}")))?;
             let threshold = match (p.threshold.fixed, p.threshold.quantile) {
                 (Some(f), None) => {
                     if !(0.0..=1.0).contains(&f) {
@@ -539,6 +718,12 @@ impl RawConfig {
                     if p.threshold.quantile_window < 10 {
                         return Err(perr(format!(
                             "threshold.quantile_window = {}: must be at least 10",
+                            p.threshold.quantile_window
+                        )));
+                    }
+                    if p.threshold.quantile_window > MAX_QUANTILE_WINDOW {
+                        return Err(perr(format!(
+                            "threshold.quantile_window = {}: at most {MAX_QUANTILE_WINDOW}",
                             p.threshold.quantile_window
                         )));
                     }
@@ -567,6 +752,12 @@ impl RawConfig {
                     p.threshold.cooldown_s
                 )));
             }
+            if p.threshold.cooldown_s > MAX_SECONDS {
+                return Err(perr(format!(
+                    "threshold.cooldown_s = {}: at most {MAX_SECONDS:e} s",
+                    p.threshold.cooldown_s
+                )));
+            }
             for (k, v) in [
                 ("evidence.pre_s", p.evidence.pre_s),
                 ("evidence.post_s", p.evidence.post_s),
@@ -575,9 +766,9 @@ impl RawConfig {
                     return Err(perr(format!("{k} = {v}: must be within [0, 3600]")));
                 }
             }
-            if p.evidence.snaplen < 64 {
+            if p.evidence.snaplen < MIN_SNAPLEN || p.evidence.snaplen > MAX_SNAPLEN {
                 return Err(perr(format!(
-                    "evidence.snaplen = {}: must be at least 64",
+                    "evidence.snaplen = {}: must be between {MIN_SNAPLEN} and {MAX_SNAPLEN}",
                     p.evidence.snaplen
                 )));
             }
@@ -708,7 +899,7 @@ impl RawConfig {
             ring_snaplen: self.evidence.snaplen,
             evidence_max_bytes: self.evidence.max_bytes,
             evidence_max_files: self.evidence.max_files,
-            evidence_queue: self.evidence.queue.max(1),
+            evidence_queue: self.evidence.queue,
             profiles,
         })
     }
@@ -805,17 +996,108 @@ impl RawConfig {
 }
 
 /// The one configuration path: the file (or the embedded default), the command line's
-/// overrides, then validation (errors name file and key).
+/// overrides, then validation (errors name file and key). A file that cannot be read is
+/// named with the option: `--config PATH: why`.
 pub fn load_with(path: Option<&Path>, o: &Overrides) -> Result<Config, ConfigError> {
-    let (mut raw, name) = match path {
-        Some(p) => (RawConfig::load(p)?, p.display().to_string()),
-        None => (
-            RawConfig::default_config(),
-            "default sensor.toml".to_string(),
-        ),
-    };
+    match path {
+        Some(p) => {
+            let name = p.display().to_string();
+            let bytes = read_config_file(p).map_err(|msg| ConfigError {
+                file: format!("--config {name}"),
+                msg,
+            })?;
+            if bytes.len() > MAX_CONFIG_BYTES {
+                return Err(ConfigError {
+                    file: format!("--config {name}"),
+                    msg: too_large(),
+                });
+            }
+            load_bytes(&bytes, &name, o)
+        }
+        None => {
+            let mut raw = RawConfig::default_config();
+            raw.apply(o);
+            raw.validate("default sensor.toml")
+        }
+    }
+}
+
+/// [`load_with`] after the file was read: its bytes (UTF-8 TOML of at most
+/// [`MAX_CONFIG_BYTES`]), named `name` in errors.
+pub fn load_bytes(bytes: &[u8], name: &str, o: &Overrides) -> Result<Config, ConfigError> {
+    if bytes.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError {
+            file: name.to_string(),
+            msg: too_large(),
+        });
+    }
+    let mut raw = RawConfig::parse(&config_text(bytes, name)?, name)?;
     raw.apply(o);
-    raw.validate(&name)
+    raw.validate(name)
+}
+
+fn too_large() -> String {
+    format!(
+        "larger than {} MiB, the most a configuration file may be",
+        MAX_CONFIG_BYTES >> 20
+    )
+}
+
+/// The bytes of a configuration file as text; not UTF-8 is an error naming the line.
+fn config_text(bytes: &[u8], name: &str) -> Result<String, ConfigError> {
+    String::from_utf8(bytes.to_vec()).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        ConfigError {
+            file: name.to_string(),
+            msg: format!(
+                "not UTF-8 text: byte 0x{:02x} at offset {at} (line {line})",
+                bytes[at]
+            ),
+        }
+    })
+}
+
+/// Reads at most [`MAX_CONFIG_BYTES`] + 1 bytes of `path` (one more than allowed, so that
+/// the caller can tell a file that is too large). Opening never blocks: a FIFO that no
+/// process writes is an error at once instead of a start-up that waits forever; a FIFO
+/// (or pipe) with a writer is read like a file. The error is one line without the path.
+pub fn read_config_file(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if meta.is_dir() {
+        return Err("is a directory, not a configuration file".into());
+    }
+    let mut buf = Vec::new();
+    if meta.file_type().is_fifo() {
+        // Non-blocking: 0 bytes means no writer (and nothing buffered); WouldBlock means a
+        // writer that has not written yet.
+        let mut chunk = [0u8; 4096];
+        match f.read(&mut chunk) {
+            Ok(0) => return Err("a FIFO with no writer: nothing to read".into()),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    nix::fcntl::fcntl(
+        f.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+    )
+    .map_err(|e| std::io::Error::from(e).to_string())?;
+    let room = (MAX_CONFIG_BYTES + 1).saturating_sub(buf.len()) as u64;
+    (&mut f)
+        .take(room)
+        .read_to_end(&mut buf)
+        .map_err(|e| e.to_string())?;
+    Ok(buf)
 }
 
 #[cfg(test)]
@@ -877,6 +1159,76 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("idle_timeout") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn file_limits_and_odd_bytes_are_one_line() {
+        let o = Overrides::default();
+        let e = load_bytes(b"# a\0comment\n", "t.toml", &o)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "t.toml: TOML parse error at line 1, column 4: unexpected character '\\0'"
+        );
+        let e = load_bytes(&vec![b' '; MAX_CONFIG_BYTES + 1], "t.toml", &o)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("t.toml: larger than 1 MiB"), "{e}");
+        assert!(load_bytes(&vec![b' '; MAX_CONFIG_BYTES], "t.toml", &o).is_ok());
+        let e = load_bytes(b"[flow]\ncapacity = 1\xff\n", "t.toml", &o)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "t.toml: not UTF-8 text: byte 0xff at offset 19 (line 2)");
+        let long = format!("[flow]\ncapacity = \"{}\"\n", "a".repeat(200_000));
+        let e = load_bytes(long.as_bytes(), "t.toml", &o)
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 700 && e.ends_with("expected usize"), "{e}");
+        assert!(e.contains("(199"), "{e}");
+        let e = with_profile("filter = \"tcp\\nand\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !e.contains('\n') && e.contains("filter = \"tcp\\nand\""),
+            "{e}"
+        );
+        // Overrides beyond the bounds are refused by the same checks.
+        for (o, want) in [
+            (
+                Overrides {
+                    shards: Some(usize::MAX),
+                    ..Overrides::default()
+                },
+                "sensor.shards = 18446744073709551615: at most 256 (0: cores minus readers)",
+            ),
+            (
+                Overrides {
+                    ring_mib: Some(u64::MAX),
+                    ..Overrides::default()
+                },
+                "evidence.ring_mib = 18446744073709551615: must be between 1 and 65536",
+            ),
+        ] {
+            let e = load_with(None, &o).unwrap_err().to_string();
+            assert_eq!(e, format!("default sensor.toml: {want}"));
+        }
+        let e = RawConfig::parse("[evidence]\nring_mib = 1\nsnaplen = 262144\n", "t")
+            .unwrap()
+            .validate("t")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "t: evidence.ring_mib = 1: too small for evidence.snaplen = 262144 (at least 3 MiB)"
+        );
+        let e = with_profile("[profile.hst]\nheight = 20\nwindow_size = 8192")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("profile \"p\": hst: window_size = 8192 with height = 20"),
+            "{e}"
+        );
     }
 
     #[test]

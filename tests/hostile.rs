@@ -248,3 +248,555 @@ fn a_killed_run_leaves_nothing_behind() {
         .collect();
     assert_eq!(names, ["big.pcap"], "left behind after SIGKILL");
 }
+
+// ---------------------------------------------------------------------------------------
+// Configuration and limits (issue 17, items 3 and 7): a bad configuration or option is one
+// line and exit 2, before anything is allocated, created or attached.
+
+#[path = "live/harness.rs"]
+mod harness;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// Runs the sensor (optionally under `prlimit --as=BYTES`), killing it past a generous
+/// hang bound; returns its output and how long it took.
+fn run_bounded(as_limit: Option<u64>, args: &[&str]) -> (Output, Duration) {
+    let mut cmd = match as_limit {
+        Some(b) => {
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--as={b}")).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    // stderr to a file: a pipe nobody reads while waiting would stall a long message.
+    let err = tempfile::tempfile().unwrap();
+    let t = Instant::now();
+    let mut child = cmd
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err.try_clone().unwrap())
+        .spawn()
+        .expect("running the sensor");
+    let status = harness::wait_timeout(&mut child, Duration::from_secs(60));
+    let took = t.elapsed();
+    assert!(
+        status.is_some(),
+        "{args:?}: still running after 60 s (killed)"
+    );
+    (output_of(status.unwrap(), err), took)
+}
+
+fn output_of(status: std::process::ExitStatus, mut err: std::fs::File) -> Output {
+    use std::io::{Read, Seek};
+    let mut stderr = Vec::new();
+    err.rewind().unwrap();
+    err.read_to_end(&mut stderr).unwrap();
+    Output {
+        status,
+        stdout: Vec::new(),
+        stderr,
+    }
+}
+
+fn pcap() -> String {
+    cap("basic/http-get.pcap")
+}
+
+/// The sensor in the pair's sensor namespace with exactly `args` (bounded): exit code
+/// and stderr.
+fn sensor_in(pair: &harness::VethPair, args: &[&str]) -> (Option<i32>, String) {
+    let err = tempfile::tempfile().unwrap();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &pair.ns_sensor, BIN])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err.try_clone().unwrap())
+        .spawn()
+        .unwrap();
+    let status = harness::wait_timeout(&mut child, Duration::from_secs(30));
+    assert!(
+        status.is_some(),
+        "{args:?}: still running after 30 s (killed)"
+    );
+    let out = output_of(status.unwrap(), err);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `--config /dev/zero`, a 10 GiB (sparse) file and an endless pipe are refused after
+/// 1 MiB, under a 512 MiB address-space limit (reading them whole would need more), in
+/// every command that reads a configuration.
+#[test]
+fn endless_or_huge_config_fails_fast_under_a_memory_limit() {
+    let d = tempfile::tempdir().unwrap();
+    let huge = d.path().join("huge.toml");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(10 << 30)
+        .unwrap();
+    let state = d.path().join("state");
+    let (input, st) = (pcap(), state.to_str().unwrap().to_string());
+    for cfg in ["/dev/zero", huge.to_str().unwrap()] {
+        let want = format!("streamml-sensor: --config {cfg}: larger than 1 MiB");
+        for args in [
+            vec!["flows", "--config", cfg, &input],
+            vec!["replay", "--config", cfg, &input, "--state-dir", &st],
+            vec!["--iface", "nosuch0", "--config", cfg],
+        ] {
+            let (o, took) = run_bounded(Some(512 << 20), &args);
+            refused(&o, &want);
+            assert!(err(&o).starts_with(&want), "{}", err(&o));
+            assert!(took < Duration::from_secs(20), "{args:?} took {took:?}");
+        }
+    }
+    assert!(!state.join("ring").exists(), "replay went on");
+    // A pipe whose writer never stops (bash process substitution).
+    let o = Command::new("prlimit")
+        .arg("--as=536870912")
+        .arg("bash")
+        .arg("-c")
+        .arg(format!(
+            "exec '{BIN}' flows --config <(yes 'shards = 1') '{}'",
+            pcap()
+        ))
+        .output()
+        .unwrap();
+    refused(&o, "larger than 1 MiB");
+}
+
+/// A FIFO nobody writes is an error at once (not a start-up that waits forever), a
+/// directory is named as such, and bytes that are not UTF-8 are named by offset and line.
+#[test]
+fn config_that_is_not_a_text_file_is_one_line() {
+    let d = tempfile::tempdir().unwrap();
+    let fifo = d.path().join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let bin = d.path().join("bin.toml");
+    std::fs::write(&bin, b"[flow]\ncapacity = 10\xff\xfe\n").unwrap();
+    let input = pcap();
+    let (o, took) = run_bounded(None, &["flows", "--config", fifo.to_str().unwrap(), &input]);
+    refused(&o, "a FIFO with no writer: nothing to read");
+    assert!(took < Duration::from_secs(20));
+    refused(
+        &run(&["flows", "--config", d.path().to_str().unwrap(), &input]),
+        "is a directory, not a configuration file",
+    );
+    refused(
+        &run(&["flows", "--config", bin.to_str().unwrap(), &input]),
+        "not UTF-8 text: byte 0xff at offset 20 (line 2)",
+    );
+}
+
+/// An evidence ring larger than the free space of its file system is refused before a
+/// byte of it is allocated: one line naming the need and what is free, and no ring file.
+#[test]
+fn ring_larger_than_free_space_is_refused_before_anything_is_allocated() {
+    let d = tempfile::tempdir().unwrap();
+    let mnt = d.path().join("small");
+    let _m = common::Mount::tmpfs(&mnt, "64m");
+    let state = mnt.join("state");
+    let s = state.to_str().unwrap();
+    let input = pcap();
+    let cfg = d.path().join("big-ring.toml");
+    std::fs::write(&cfg, "[evidence]\nring_mib = 1000\n").unwrap();
+    for args in [
+        vec!["replay", &input, "--state-dir", s, "--ring-mib", "128"],
+        vec![
+            "replay",
+            &input,
+            "--state-dir",
+            s,
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    ] {
+        let o = run(&args);
+        refused(&o, "evidence ring: ");
+        let e = err(&o);
+        assert!(
+            e.contains(" MiB needed in ") && e.contains("64 MiB free there"),
+            "{e}"
+        );
+        let left: Vec<_> = std::fs::read_dir(state.join("ring"))
+            .map(|r| r.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+    // The bound itself, before any file system is looked at.
+    refused(
+        &run(&["replay", &input, "--state-dir", s, "--ring-mib", "1000000"]),
+        "'1000000' must be between 1 and 65536",
+    );
+    std::fs::write(&cfg, "[evidence]\nring_mib = 1000000\n").unwrap();
+    refused(
+        &run(&[
+            "replay",
+            &input,
+            "--state-dir",
+            s,
+            "--config",
+            cfg.to_str().unwrap(),
+        ]),
+        "evidence.ring_mib = 1000000: must be between 1 and 65536",
+    );
+    // What fits, runs (and keeps its ring).
+    let o = run(&["replay", &input, "--state-dir", s, "--ring-mib", "16"]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(state.join("ring/shard-0.ring").exists());
+}
+
+/// `--shards` is at most 256 for every command and `sensor.shards` too; 256 shards run
+/// and give the output of one.
+#[test]
+fn shards_have_one_bound_for_every_command() {
+    let d = tempfile::tempdir().unwrap();
+    let input = cap("large/1kxun.pcap");
+    let s = d.path().join("state");
+    let s = s.to_str().unwrap();
+    for n in ["257", "99999999999"] {
+        let want = format!("'{n}' must be between 1 and 256");
+        let (o, took) = run_bounded(None, &["flows", "--shards", n, &input]);
+        refused(&o, &want);
+        assert!(err(&o).contains("--shards"), "{}", err(&o));
+        assert!(took < Duration::from_secs(20));
+        refused(
+            &run(&["replay", &input, "--shards", n, "--state-dir", s]),
+            "--shards",
+        );
+        refused(&run(&["--iface", "nosuch0", "--shards", n]), &want);
+    }
+    let cfg = d.path().join("shards.toml");
+    std::fs::write(&cfg, "[sensor]\nshards = 99999999999\n").unwrap();
+    let c = cfg.to_str().unwrap();
+    let want = format!("{c}: sensor.shards = 99999999999: at most 256");
+    refused(&run(&["flows", "--config", c, &input]), &want);
+    refused(
+        &run(&["replay", &input, "--config", c, "--state-dir", s]),
+        &want,
+    );
+    refused(&run(&["--iface", "nosuch0", "--config", c]), &want);
+    let out = |shards: &str| {
+        let p = d.path().join(format!("f{shards}.csv"));
+        let o = run(&[
+            "flows",
+            &input,
+            "--shards",
+            shards,
+            "--capacity",
+            "4096",
+            "-o",
+            p.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", err(&o));
+        std::fs::read(p).unwrap()
+    };
+    assert_eq!(out("256"), out("1"));
+}
+
+/// Flow tables that cannot fit the memory available are refused before they are
+/// reserved, naming the need (capacity x shards x bytes per flow) and what there is; the
+/// same under an address-space limit.
+#[test]
+fn flow_tables_beyond_memory_are_refused_before_allocation() {
+    let d = tempfile::tempdir().unwrap();
+    let s = d.path().join("state");
+    let s = s.to_str().unwrap();
+    let input = pcap();
+    let (o, took) = run_bounded(
+        None,
+        &[
+            "flows",
+            &input,
+            "--shards",
+            "256",
+            "--capacity",
+            "1073741824",
+        ],
+    );
+    refused(&o, "memory: the run needs up to ");
+    let e = err(&o);
+    assert!(
+        e.contains("flow tables 256 x 1073741824 flows x ")
+            && e.contains("(MemAvailable); lower --capacity"),
+        "{e}"
+    );
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    let cfg = d.path().join("big.toml");
+    std::fs::write(
+        &cfg,
+        "[sensor]\nshards = 64\n[flow]\ncapacity = 1073741824\n",
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    refused(
+        &run(&["replay", &input, "--config", c, "--state-dir", s]),
+        "memory: the run needs up to ",
+    );
+    assert!(!Path::new(s).join("ring/shard-0.ring").exists());
+    refused(
+        &run(&["--iface", "nosuch0", "--config", c]),
+        "nosuch0: no such interface",
+    );
+    // Under a 512 MiB address-space limit the default tables (1M flows per shard) do not
+    // fit: refused with the limit named, not an abort on a failed allocation.
+    let (o, _) = run_bounded(Some(512 << 20), &["flows", &input, "--shards", "2"]);
+    refused(&o, "RLIMIT_AS leaves");
+    // Smaller tables run under the same limit.
+    let (o, _) = run_bounded(
+        Some(512 << 20),
+        &["flows", &input, "--shards", "2", "--capacity", "10000"],
+    );
+    assert!(o.status.success(), "{}", err(&o));
+}
+
+/// A configuration without profiles runs (flows are metered) and says at start-up that
+/// detection is off.
+#[test]
+fn zero_profiles_is_a_warning() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("empty.toml");
+    std::fs::write(
+        &cfg,
+        "# nothing but defaults\n[flow]\nidle_timeout_s = 30\n",
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let want = format!(
+        "streamml-sensor: warning: {c} has no [[profile]]: detection is off, only flows are metered"
+    );
+    let s = d.path().join("state");
+    let flows = d.path().join("flows.csv");
+    let o = run(&[
+        "replay",
+        &cap("large/1kxun.pcap"),
+        "--config",
+        c,
+        "--state-dir",
+        s.to_str().unwrap(),
+        "--flows",
+        flows.to_str().unwrap(),
+        "--ring-mib",
+        "8",
+    ]);
+    assert!(o.status.success(), "{}", err(&o));
+    let e = err(&o);
+    assert_eq!(
+        e.lines().find(|l| l.contains("warning")),
+        Some(want.as_str()),
+        "{e}"
+    );
+    assert!(e.lines().next().unwrap().contains("warning"), "{e}");
+    assert_eq!(e.matches("warning:").count(), 1, "{e}");
+    assert!(std::fs::read_to_string(&flows).unwrap().lines().count() > 10);
+    // The default configuration has profiles: no warning.
+    let o = run(&[
+        "replay",
+        &cap("basic/http-get.pcap"),
+        "--state-dir",
+        s.to_str().unwrap(),
+        "--ring-mib",
+        "8",
+    ]);
+    assert!(
+        o.status.success() && !err(&o).contains("warning"),
+        "{}",
+        err(&o)
+    );
+    // `flows` never detects: nothing to warn about.
+    let o = run(&["flows", &pcap(), "--config", c]);
+    assert!(o.status.success() && err(&o).is_empty(), "{}", err(&o));
+    // Live capture, on a veth pair: the warning, then capture runs. More shards than
+    // cores is allowed, and said.
+    let Some(_g) = harness::live() else { return };
+    let pair = harness::VethPair::new(1);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let shards = (cores + 1).to_string();
+    let sensor = pair.start_sensor(&["--config", c, "--shards", &shards]);
+    let stopped = sensor.stop();
+    assert_eq!(
+        stopped.status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        stopped.stderr
+    );
+    let lines: Vec<&str> = stopped.stderr.lines().collect();
+    let at = |p: &dyn Fn(&str) -> bool| lines.iter().position(|l| p(l));
+    let warned = at(&|l| l == want);
+    let capturing = at(&|l| l.starts_with("streamml-sensor: capturing on"));
+    assert!(warned.is_some() && warned < capturing, "{}", stopped.stderr);
+    let shards_warning = format!(
+        "streamml-sensor: warning: {shards} scorer shards on {cores} cores: the threads share the cores"
+    );
+    let warned = at(&|l| l.starts_with(&shards_warning));
+    assert!(warned.is_some() && warned < capturing, "{}", stopped.stderr);
+}
+
+/// Every bad live option is refused, one line, exit 2, before the configuration is read,
+/// the interface looked at or anything created: with an interface that does not exist the
+/// error is the option's; on a real one no XDP program is attached and no state
+/// directory made.
+#[test]
+fn bad_live_options_are_refused_before_anything_is_attached() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let not_a_core = if cores < 99 { 99 } else { 1 << 20 }.to_string();
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (vec!["--batch", "0"], "'0' for '--batch".into()),
+        (
+            vec!["--batch", "128", "--rx-size", "64"],
+            "--batch 128: at most the smaller of --rx-size (64) and --fill-size (32768)".into(),
+        ),
+        (vec!["--nap-us", "0"], "'0' for '--nap-us".into()),
+        (
+            vec!["--reader-cores", &not_a_core],
+            format!("--reader-cores: core {not_a_core} is not one this process may run on"),
+        ),
+        (vec!["--duration", "0"], "'0' for '--duration".into()),
+        (vec!["--duration", "nan"], "'nan' for '--duration".into()),
+        (
+            vec!["--duration", "1e300"],
+            "'1e300' for '--duration".into(),
+        ),
+        (
+            vec!["--report-interval", "inf"],
+            "'inf' for '--report-interval".into(),
+        ),
+        (
+            vec!["--rx-size", "2147483648"],
+            "'2147483648' for '--rx-size".into(),
+        ),
+        (
+            vec!["--rx-size", "1000"],
+            "'1000' must be a power of two".into(),
+        ),
+        (
+            vec!["--fill-size", "131072"],
+            "'131072' for '--fill-size".into(),
+        ),
+        (
+            vec!["--frame-size", "1024"],
+            "'1024' for '--frame-size".into(),
+        ),
+        (vec!["--queues", "257"], "'257' for '--queues".into()),
+        (
+            vec!["--busy-poll", "4000000000"],
+            "'4000000000' for '--busy-poll".into(),
+        ),
+        (vec!["--ring-mib", "0"], "'0' for '--ring-mib".into()),
+        (
+            vec!["--flow-capacity", "0"],
+            "'0' for '--flow-capacity".into(),
+        ),
+        (
+            vec!["--ring-capacity", "65537"],
+            "'65537' for '--ring-capacity".into(),
+        ),
+        (
+            vec!["--sample", "NaN"],
+            "--sample NaN: must be a percentage".into(),
+        ),
+    ];
+    let d = tempfile::tempdir().unwrap();
+    // The option is checked before the configuration file is read.
+    let cfg = d.path().join("bad.toml");
+    std::fs::write(&cfg, "this is not toml").unwrap();
+    for (opt, want) in &cases {
+        let mut args = vec!["--iface", "nosuch0", "--config", cfg.to_str().unwrap()];
+        args.extend(opt);
+        let o = run(&args);
+        refused(&o, want);
+        assert!(!err(&o).contains("nosuch0"), "{opt:?}: {}", err(&o));
+    }
+    let Some(_g) = harness::live() else { return };
+    let pair = harness::VethPair::new(2);
+    let state = pair.state_dir();
+    for (opt, want) in &cases {
+        let mut args = vec!["--iface", harness::SENSOR_IF, "--no-pin"];
+        args.extend(opt);
+        args.extend(["--state-dir", state.to_str().unwrap()]);
+        let (code, e) = sensor_in(&pair, &args);
+        assert_eq!(code, Some(2), "{opt:?}: {e}");
+        assert_eq!(e.trim_end().lines().count(), 1, "{opt:?}: {e}");
+        assert!(e.contains(want.as_str()), "{opt:?}: {e}");
+        assert!(
+            !pair.has_xdp(),
+            "{opt:?} attached a program:\n{}",
+            pair.ip_link()
+        );
+        assert!(!state.exists(), "{opt:?} made the state directory");
+    }
+}
+
+/// Live capture: every queue's ring must fit, before the first is created (two queues
+/// of 40 MiB on 64 MiB: each would fit alone).
+#[test]
+fn live_rings_must_all_fit_before_the_first_is_created() {
+    let Some(_g) = harness::live() else { return };
+    let pair = harness::VethPair::new(2);
+    let mnt = pair.path("small");
+    let _m = common::Mount::tmpfs(&mnt, "64m");
+    let state = mnt.join("state");
+    let s = state.to_str().unwrap();
+    let (code, e) = sensor_in(
+        &pair,
+        &[
+            "--iface",
+            harness::SENSOR_IF,
+            "--no-pin",
+            "--queues",
+            "2",
+            "--state-dir",
+            s,
+            "--ring-mib",
+            "40",
+            "--duration",
+            "5",
+        ],
+    );
+    assert_eq!(code, Some(2), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    assert!(
+        e.starts_with("streamml-sensor: evidence rings: 2 x 40 MiB = 80 MiB needed in ")
+            && e.contains("64 MiB free there"),
+        "{e}"
+    );
+    let left: Vec<_> = std::fs::read_dir(state.join("ring"))
+        .map(|r| r.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(!pair.has_xdp());
+}
+
+/// Errors print the operating system's message once, and a stderr that cannot be
+/// written does not turn an error into an abort.
+#[test]
+fn errors_say_the_os_message_once() {
+    let o = run(&["flows", "/nonexistent/x.pcap"]);
+    refused(
+        &o,
+        "/nonexistent/x.pcap: No such file or directory (os error 2)",
+    );
+    assert_eq!(err(&o).matches("os error").count(), 1, "{}", err(&o));
+    let o = run(&["replay", &pcap(), "--state-dir", "/proc/nope/state"]);
+    refused(&o, "/proc/nope/state");
+    assert_eq!(err(&o).matches("os error").count(), 1, "{}", err(&o));
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let st = Command::new(BIN)
+        .args(["flows", "/nonexistent/x.pcap"])
+        .stderr(full)
+        .status()
+        .unwrap();
+    assert_eq!(st.code(), Some(2), "{st:?}");
+}

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use super::{positive_seconds, positive_usize, AccountingArg, KeyArg, OutFormat};
+use super::{positive_seconds, AccountingArg, KeyArg, OutFormat};
 use crate::capture::pcap::PcapFileSource;
 use crate::config::{self, Overrides};
 use crate::engine::pipeline::{default_shards, run_flows, FlowsJob};
@@ -38,8 +38,9 @@ pub struct FlowsArgs {
     /// [default: flow.splt, 0].
     #[arg(long, value_name = "N")]
     pub splt: Option<u16>,
-    /// Scorer shards [default: sensor.shards, else cores minus one reader, at least 1].
-    #[arg(long, value_name = "S", value_parser = positive_usize)]
+    /// Scorer shards, 1 to 256 (more than the cores is allowed: the output is the same)
+    /// [default: sensor.shards, else cores minus one reader, at least 1].
+    #[arg(long, value_name = "S", value_parser = super::shard_count)]
     pub shards: Option<usize>,
     /// What a packet's size counts: link (frame), ip, transport or payload
     /// [default: flow.accounting, link].
@@ -49,9 +50,10 @@ pub struct FlowsArgs {
     /// [default: sensor.key, 5-tuple].
     #[arg(long, value_enum)]
     pub key: Option<KeyArg>,
-    /// Flow-table capacity per shard; the least recently used flow is evicted beyond it
+    /// Flow-table capacity per shard, 1 to 2^30; the least recently used flow is evicted
+    /// beyond it; the tables at full capacity must fit the memory available
     /// [default: flow.capacity, 1048576].
-    #[arg(long, value_name = "N", value_parser = positive_usize)]
+    #[arg(long, value_name = "N", value_parser = super::flow_capacity)]
     pub capacity: Option<usize>,
     /// Decode GTP-U tunnels (the inner packet is the flow) [default: flow.decode_tunnels,
     /// true].
@@ -63,8 +65,9 @@ pub struct FlowsArgs {
     /// Print the counters (packets, drops by reason, flows) to stderr at the end.
     #[arg(long)]
     pub stats: bool,
-    /// Memory for sorting the output (MiB); larger outputs are sorted in runs on disk.
-    #[arg(long, value_name = "MIB", default_value = "256", value_parser = positive_usize)]
+    /// Memory for sorting the output (MiB, 1 to 65536); larger outputs are sorted in runs
+    /// on disk.
+    #[arg(long, value_name = "MIB", default_value = "256", value_parser = super::sort_buffer_mib)]
     pub sort_buffer_mib: usize,
 }
 
@@ -92,7 +95,7 @@ pub fn run(a: FlowsArgs) -> anyhow::Result<ExitCode> {
     let shards = if cfg.shards > 0 {
         cfg.shards
     } else {
-        default_shards(1)
+        crate::engine::limits::auto_shards(default_shards(1), &flow)
     };
     // Output is opened before the run so that an unwritable path fails fast.
     let spill_dir = match &a.output {

@@ -7,10 +7,15 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::ValueEnum;
 
-use super::{positive_seconds, positive_usize, AccountingArg, KeyArg, OutFormat};
+use super::{
+    flow_capacity, non_negative_seconds, positive_seconds, ring_capacity, ring_mib, shard_count,
+    AccountingArg, KeyArg, OutFormat,
+};
 use crate::capture::afxdp::{Idle, XskConfig, ZeroCopy};
 use crate::capture::probe::Refused;
-use crate::capture::xdp::{AttachMode, FilterSet, SampleBy, TsCarrier, XdpAction, XdpSettings};
+use crate::capture::xdp::{
+    AttachMode, FilterSet, SampleBy, TsCarrier, XdpAction, XdpSettings, MAX_QUEUES,
+};
 use crate::config::{self, Overrides};
 use crate::engine::live::LiveOptions;
 
@@ -126,8 +131,9 @@ pub struct LiveArgs {
     /// Interface to capture on (live mode).
     #[arg(long, value_name = "IF")]
     pub iface: Option<String>,
-    /// RX queues to read, 0..N-1 [default: the interface's RX/combined channel count].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// RX queues to read, 0..N-1, at most 256 [default: the interface's RX/combined
+    /// channel count].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_QUEUES as i64))]
     pub queues: Option<u32>,
     /// Where the XDP program runs.
     #[arg(long, value_enum, default_value_t = AttachModeArg::Auto)]
@@ -179,57 +185,63 @@ pub struct LiveArgs {
     /// Replace an XDP program that is not ours.
     #[arg(long)]
     pub force: bool,
-    /// Cores for the reader threads, e.g. 0-3 or 2,3 (queue i on the i-th, cycling).
+    /// Cores for the reader threads, e.g. 0-3 or 2,3 (queue i on the i-th, cycling); each
+    /// one this process may run on (see `taskset -p $$`).
     #[arg(long, value_name = "LIST", value_parser = parse_core_list)]
     pub reader_cores: Option<CoreList>,
     /// Do not pin reader threads (where cores are shared).
     #[arg(long)]
     pub no_pin: bool,
-    /// UMEM frame size (power of two, 2048 or 4096) [default: 2048, or 4096 when the
-    /// interface's MTU needs it].
-    #[arg(long)]
+    /// UMEM frame size: 2048 or 4096 [default: 2048, or 4096 when the interface's MTU
+    /// needs it].
+    #[arg(long, value_parser = frame_size)]
     pub frame_size: Option<u32>,
-    /// Fill ring entries = UMEM frames per queue (power of two). 32768 frames of 2 KiB:
-    /// 64 MiB per queue, ~20 ms at 1.5 Mpps per queue for a reader that is not scheduled.
-    #[arg(long, default_value_t = 32768)]
+    /// Fill ring entries = UMEM frames per queue: a power of two, 64 to 65536. 32768
+    /// frames of 2 KiB: 64 MiB per queue, ~20 ms at 1.5 Mpps per queue for a reader that
+    /// is not scheduled.
+    #[arg(long, default_value_t = 32768, value_parser = xsk_ring_size)]
     pub fill_size: u32,
-    /// RX ring entries per queue (power of two).
-    #[arg(long, default_value_t = 32768)]
+    /// RX ring entries per queue: a power of two, 64 to 65536.
+    #[arg(long, default_value_t = 32768, value_parser = xsk_ring_size)]
     pub rx_size: u32,
-    /// Frames taken from the RX ring at a time.
-    #[arg(long, default_value_t = 64)]
+    /// Frames taken from the RX ring at a time: 1 to the smaller of --rx-size and
+    /// --fill-size.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=MAX_XSK_RING as i64))]
     pub batch: u32,
     /// What a reader does when its ring is empty.
     #[arg(long, value_enum, default_value_t = IdleArg::Nap)]
     pub idle: IdleArg,
-    /// Adaptive idle: empty-ring checks (~10-20 ns each) before yielding the core.
+    /// Adaptive idle: empty-ring checks (~10-20 ns each) before yielding the core (0: yield
+    /// at once).
     #[arg(long, value_name = "N", default_value_t = 500)]
     pub spin_rounds: u32,
     /// Adaptive idle: sched_yield() calls before sleeping in poll(); nap idle: naps in a
-    /// row before sleeping in poll().
+    /// row before sleeping in poll() (0: poll() at once).
     #[arg(long, value_name = "N", default_value_t = 50)]
     pub yield_rounds: u32,
-    /// Nap idle: the longest nap, microseconds (naps adapt to the rate below this).
-    #[arg(long, value_name = "USECS", default_value_t = 2000)]
+    /// Nap idle: the longest nap, microseconds, 10 to 1000000 (naps adapt to the rate
+    /// below this; for no naps at all use --idle spin or poll).
+    #[arg(long, value_name = "USECS", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(MIN_NAP_US as i64..=MAX_NAP_US as i64))]
     pub nap_us: u32,
     /// Bind without XDP_USE_NEED_WAKEUP.
     #[arg(long)]
     pub no_need_wakeup: bool,
-    /// Busy polling: SO_BUSY_POLL microseconds (0 = off).
-    #[arg(long, value_name = "USECS", default_value_t = 0)]
+    /// Busy polling: SO_BUSY_POLL microseconds, at most 1000000 (0 = off).
+    #[arg(long, value_name = "USECS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=MAX_BUSY_POLL_US as i64))]
     pub busy_poll: u32,
     /// Run the interface's NAPI in kernel threads (/sys/class/net/IF/threaded) while
     /// capturing; restored at exit.
     #[arg(long)]
     pub threaded_napi: bool,
-    /// Seconds between stats lines (0: none).
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    /// Seconds between stats lines, at most 1e9 (0: none).
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = non_negative_seconds)]
     pub report_interval: f64,
     /// Write the final counters as JSON to this file (also on SIGHUP).
     #[arg(long, value_name = "FILE")]
     pub stats_json: Option<PathBuf>,
-    /// Stop after this many seconds.
-    #[arg(long, value_name = "SECS")]
+    /// Stop after this many seconds (> 0, at most 1e9) [default: run until SIGINT or
+    /// SIGTERM].
+    #[arg(long, value_name = "SECS", value_parser = positive_seconds)]
     pub duration: Option<f64>,
     /// Configuration file: detection profiles, flow, shard and evidence settings
     /// [default: the embedded sensor.toml]. The flags below override it.
@@ -242,8 +254,9 @@ pub struct LiveArgs {
     /// Override every profile's tree seed (profile i gets SEED + i).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Size of each queue's evidence ring in MiB [default: evidence.ring_mib].
-    #[arg(long, value_name = "MIB")]
+    /// Size of each queue's evidence ring in MiB, 1 to 65536; every ring must fit the
+    /// free space of the state directory [default: evidence.ring_mib].
+    #[arg(long, value_name = "MIB", value_parser = ring_mib)]
     pub ring_mib: Option<u64>,
     /// Write the flows to this file at exit, sorted and numbered like `flows`.
     #[arg(long, value_name = "FILE")]
@@ -264,21 +277,77 @@ pub struct LiveArgs {
     /// Shard key: 5-tuple (balance) or ip-pair [default: sensor.key, 5-tuple].
     #[arg(long, value_enum)]
     pub key: Option<KeyArg>,
-    /// Scorer shards [default: sensor.shards, else cores minus readers, at least 1].
-    #[arg(long, value_name = "S", value_parser = positive_usize)]
+    /// Scorer shards, 1 to 256; more than the cores is allowed (a warning: the threads
+    /// share them) [default: sensor.shards, else cores minus readers, at least 1].
+    #[arg(long, value_name = "S", value_parser = shard_count)]
     pub shards: Option<usize>,
-    /// Flow-table capacity per shard (least recently seen flow evicted beyond it)
+    /// Flow-table capacity per shard, 1 to 2^30 (least recently seen flow evicted beyond
+    /// it); the tables at full capacity must fit the memory available
     /// [default: flow.capacity, 1048576].
-    #[arg(long, value_name = "N", value_parser = positive_usize)]
+    #[arg(long, value_name = "N", value_parser = flow_capacity)]
     pub flow_capacity: Option<usize>,
-    /// Entries of each reader-to-shard ring [default: sensor.ring_capacity, 65536].
-    #[arg(long, value_name = "N", value_parser = positive_usize)]
+    /// Entries of each reader-to-shard ring, 1 to 65536 [default: sensor.ring_capacity,
+    /// 65536].
+    #[arg(long, value_name = "N", value_parser = ring_capacity)]
     pub ring_capacity: Option<usize>,
 }
 
 /// A list of CPU core ids.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CoreList(pub Vec<usize>);
+
+/// Largest XSK fill and RX ring (`--fill-size`, `--rx-size`): 65536 entries (with 4 KiB
+/// frames a 256 MiB UMEM per queue).
+pub const MAX_XSK_RING: u32 = 65536;
+/// Smallest XSK fill and RX ring.
+pub const MIN_XSK_RING: u32 = 64;
+/// `--nap-us` bounds: a nap shorter than 10 µs costs more than it saves (the reader's
+/// shortest nap), one longer than a second leaves the fill ring to overflow.
+pub const MIN_NAP_US: u32 = 10;
+pub const MAX_NAP_US: u32 = 1_000_000;
+/// Longest `--busy-poll`, microseconds.
+pub const MAX_BUSY_POLL_US: u32 = 1_000_000;
+
+/// An XSK ring size: a power of two (the kernel's rule) in 64..=65536.
+fn xsk_ring_size(s: &str) -> Result<u32, String> {
+    let v = super::bounded_u64(s, MIN_XSK_RING.into(), MAX_XSK_RING.into())? as u32;
+    if !v.is_power_of_two() {
+        return Err(format!(
+            "'{s}' must be a power of two between {MIN_XSK_RING} and {MAX_XSK_RING}"
+        ));
+    }
+    Ok(v)
+}
+
+/// `--frame-size`: 2048 or 4096 (the kernel's aligned UMEM chunks).
+fn frame_size(s: &str) -> Result<u32, String> {
+    match s.trim() {
+        "2048" => Ok(2048),
+        "4096" => Ok(4096),
+        _ => Err(format!(
+            "'{s}' must be 2048 or 4096 (the kernel's aligned UMEM chunks)"
+        )),
+    }
+}
+
+/// `0-3,8` for a sorted list of cores.
+fn core_ranges(cores: &[usize]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < cores.len() {
+        let mut j = i;
+        while j + 1 < cores.len() && cores[j + 1] == cores[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j {
+            cores[i].to_string()
+        } else {
+            format!("{}-{}", cores[i], cores[j])
+        });
+        i = j + 1;
+    }
+    out.join(",")
+}
 
 fn parse_u16(s: &str) -> Result<u16, String> {
     let s = s.trim();
@@ -366,18 +435,48 @@ impl LiveArgs {
         }
     }
 
+    /// Checks what no value parser can see alone (options against each other and against
+    /// this machine). Runs before the configuration is read, the interface looked at or
+    /// anything created: a bad option is its own error, whatever else is wrong.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !(0.0..=100.0).contains(&self.sample) {
+            bail!("--sample {}: must be a percentage in 0..=100", self.sample);
+        }
+        let ring = self.rx_size.min(self.fill_size);
+        if self.batch > ring {
+            bail!(
+                "--batch {}: at most the smaller of --rx-size ({}) and --fill-size ({})",
+                self.batch,
+                self.rx_size,
+                self.fill_size
+            );
+        }
+        if let Some(CoreList(list)) = &self.reader_cores {
+            let mut allowed: Vec<usize> = core_affinity::get_core_ids()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
+            allowed.sort_unstable();
+            if !allowed.is_empty() {
+                if let Some(c) = list.iter().find(|c| !allowed.contains(c)) {
+                    bail!(
+                        "--reader-cores: core {c} is not one this process may run on (cores {})",
+                        core_ranges(&allowed)
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the options that name themselves in their errors, loads the configuration
     /// with the options that override it, and builds the engine's options.
     pub fn options(&self) -> anyhow::Result<LiveOptions> {
         let Some(iface) = self.iface.clone() else {
             bail!("--iface is required for live capture");
         };
-        if !(0.0..=100.0).contains(&self.sample) {
-            bail!("--sample {}: must be a percentage in 0..=100", self.sample);
-        }
-        if !self.report_interval.is_finite() || self.report_interval < 0.0 {
-            bail!("--report-interval {}: must be >= 0", self.report_interval);
-        }
+        self.validate()?;
         let cfg = config::load_with(
             self.config.as_deref(),
             &Overrides {
@@ -431,6 +530,17 @@ mod tests {
         assert!(parse_core_list("3-1").is_err());
         assert!(parse_core_list("x").is_err());
         assert!(parse_core_list("").is_err());
+    }
+
+    #[test]
+    fn bounded_values() {
+        assert_eq!(xsk_ring_size("4096"), Ok(4096));
+        for bad in ["0", "63", "100", "131072", "2147483648", "-1", "x"] {
+            assert!(xsk_ring_size(bad).is_err(), "{bad}");
+        }
+        assert_eq!(frame_size("4096"), Ok(4096));
+        assert!(frame_size("1024").is_err());
+        assert_eq!(core_ranges(&[0, 1, 2, 5, 7, 8]), "0-2,5,7-8");
     }
 
     #[test]

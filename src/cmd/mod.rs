@@ -106,6 +106,91 @@ pub fn positive_seconds(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
+/// Seconds that must be finite, >= 0 and at most 1e9 (0 where the option says what it
+/// means).
+pub fn non_negative_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("'{s}' must be a number of seconds >= 0"));
+    }
+    if v > crate::config::MAX_SECONDS {
+        return Err(format!("'{s}' is too large (at most 1e9 s)"));
+    }
+    Ok(v)
+}
+
+/// An integer in `lo..=hi`; the error says the range.
+pub fn bounded_u64(s: &str, lo: u64, hi: u64) -> Result<u64, String> {
+    let v: u64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not an integer between {lo} and {hi}"))?;
+    if v < lo || v > hi {
+        return Err(format!("'{s}' must be between {lo} and {hi}"));
+    }
+    Ok(v)
+}
+
+/// `--shards`: 1 to [`crate::config::MAX_SHARDS`] for every command.
+pub fn shard_count(s: &str) -> Result<usize, String> {
+    bounded_u64(s, 1, crate::config::MAX_SHARDS as u64).map(|v| v as usize)
+}
+
+/// A flow-table capacity: 1 to [`crate::config::MAX_FLOW_CAPACITY`].
+pub fn flow_capacity(s: &str) -> Result<usize, String> {
+    bounded_u64(s, 1, crate::config::MAX_FLOW_CAPACITY as u64).map(|v| v as usize)
+}
+
+/// `--ring-capacity`: 1 to [`crate::config::MAX_RING_CAPACITY`].
+pub fn ring_capacity(s: &str) -> Result<usize, String> {
+    bounded_u64(s, 1, crate::config::MAX_RING_CAPACITY as u64).map(|v| v as usize)
+}
+
+/// `--ring-mib`: 1 to [`crate::config::MAX_RING_MIB`].
+pub fn ring_mib(s: &str) -> Result<u64, String> {
+    bounded_u64(s, 1, crate::config::MAX_RING_MIB)
+}
+
+/// Most memory for sorting `flows`' output, MiB (`--sort-buffer-mib`): 64 GiB.
+pub const MAX_SORT_BUFFER_MIB: usize = 65536;
+
+/// `--sort-buffer-mib`: 1 to [`MAX_SORT_BUFFER_MIB`].
+pub fn sort_buffer_mib(s: &str) -> Result<usize, String> {
+    bounded_u64(s, 1, MAX_SORT_BUFFER_MIB as u64).map(|v| v as usize)
+}
+
+/// Prints a warning line (`streamml-sensor: warning: ...`); never fails.
+pub fn warn(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "streamml-sensor: warning: {}",
+        crate::config::one_line_text(msg)
+    );
+}
+
+/// An error and its causes on one line: `context: error: cause`, leaving out a cause
+/// whose text is already there (errors that print their source, e.g. `PATH: os error`,
+/// and also hand it on as their cause), control characters escaped.
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for c in e.chain() {
+        let s = c.to_string();
+        let s = s.trim();
+        if s.is_empty() || out.contains(s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(s);
+    }
+    crate::config::one_line_text(&out)
+}
+
 pub fn positive_usize(s: &str) -> Result<usize, String> {
     let v: usize = s
         .trim()
@@ -121,18 +206,27 @@ pub fn positive_usize(s: &str) -> Result<usize, String> {
 pub fn main() -> ExitCode {
     // A panic (a bug) is one line too, naming the thread and the place; the run then ends
     // with its error (a scorer shard's panic: after the other stages drained, exit 1).
+    // Nothing printed here may panic: a stderr that cannot be written (closed, a full
+    // disk) must not turn an error into an abort.
     std::panic::set_hook(Box::new(|info| {
+        use std::io::Write;
         let thread = std::thread::current();
         let msg = crate::engine::builder::panic_message(info.payload());
         let at = info
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        eprintln!(
-            "streamml-sensor: internal error: thread '{}' panicked{at}: {msg}",
-            thread.name().unwrap_or("?")
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "streamml-sensor: internal error: thread '{}' panicked{at}: {}",
+            thread.name().unwrap_or("?"),
+            crate::config::one_line_text(&msg)
         );
     }));
+    let say = |line: &str| {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr().lock(), "streamml-sensor: {line}");
+    };
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -145,7 +239,7 @@ pub fn main() -> ExitCode {
                     return ExitCode::SUCCESS;
                 }
                 _ => {
-                    eprintln!("streamml-sensor: {}", one_line_clap(&e));
+                    say(&crate::config::one_line_text(&one_line_clap(&e)));
                     return ExitCode::from(2);
                 }
             }
@@ -160,7 +254,7 @@ pub fn main() -> ExitCode {
                     return source_error_exit(ce);
                 }
             }
-            eprintln!("streamml-sensor: {e:#}");
+            say(&error_line(&e));
             // A stage that broke part-way is a failed run (1); everything else was refused
             // before anything ran (2).
             if e.downcast_ref::<crate::engine::pipeline::RunFailed>()
@@ -217,7 +311,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// the signal for SIGINT/SIGTERM (the outputs are complete for the packets read before
 /// it), 1 for a capture that stopped making sense part-way (likewise complete up to it).
 pub fn source_error_exit(e: &crate::capture::CaptureError) -> ExitCode {
-    eprintln!("streamml-sensor: {e}");
+    {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr().lock(), "streamml-sensor: {e}");
+    }
     match e {
         crate::capture::CaptureError::Interrupted { signal, .. } => {
             ExitCode::from((128 + signal).clamp(0, 255) as u8)
@@ -249,14 +346,14 @@ pub fn warn_time_jumps(snap: &crate::stats::Snapshot) {
         g("capture.time_behind"),
     );
     if jump > 0 {
-        eprintln!(
-            "streamml-sensor: warning: {jump} packet(s) dated more than {hours} h after the packets around them (the first is packet {first}) were metered at their neighbours' time (capture.time_jump)"
-        );
+        warn(&format!(
+            "{jump} packet(s) dated more than {hours} h after the packets around them (the first is packet {first}) were metered at their neighbours' time (capture.time_jump)"
+        ));
     }
     if behind > 0 {
-        eprintln!(
-            "streamml-sensor: warning: {behind} packet(s) dated more than {hours} h before the newest packet were metered at its time, as every late packet is (capture.time_behind)"
-        );
+        warn(&format!(
+            "{behind} packet(s) dated more than {hours} h before the newest packet were metered at its time, as every late packet is (capture.time_behind)"
+        ));
     }
 }
 
@@ -265,9 +362,9 @@ pub fn warn_time_jumps(snap: &crate::stats::Snapshot) {
 pub fn warn_if_not_conserved(snap: &crate::stats::Snapshot) {
     let bad = crate::stats::conservation(snap);
     if !bad.is_empty() {
-        eprintln!(
-            "streamml-sensor: warning: counters do not add up (please report): {}",
+        warn(&format!(
+            "counters do not add up (please report): {}",
             bad.join("; ")
-        );
+        ));
     }
 }

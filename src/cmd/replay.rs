@@ -26,7 +26,7 @@ pub struct ReplayArgs {
     /// State directory: alerts.jsonl, evidence/, ring/, models/.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Scorer shards (default: from the config, else cores minus one, at least 1).
+    /// Scorer shards, 1 to 256 (default: from the config, else cores minus one, at least 1).
     #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..=256))]
     pub shards: Option<u64>,
     /// Override every profile's tree seed.
@@ -38,8 +38,9 @@ pub struct ReplayArgs {
     /// Write the final counters as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub stats_json: Option<PathBuf>,
-    /// Evidence ring size in MiB (overrides the config).
-    #[arg(long, value_name = "MIB")]
+    /// Evidence ring size in MiB, 1 to 65536 (overrides the config); the ring must fit the
+    /// free space of the state directory.
+    #[arg(long, value_name = "MIB", value_parser = super::ring_mib)]
     pub ring_mib: Option<u64>,
 }
 
@@ -70,7 +71,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     let shards = if cfg.shards > 0 {
         cfg.shards
     } else {
-        pipeline::default_shards(1)
+        crate::engine::limits::auto_shards(pipeline::default_shards(1), &cfg.flow_config())
     };
     let t0 = std::time::Instant::now();
     let out = run_replay(&mut source, cfg, state, shards, a.flows.clone())?;

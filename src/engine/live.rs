@@ -534,8 +534,10 @@ impl Drop for Signals {
 // ---------------------------------------------------------------------------------------
 // Run
 
+/// One line on stderr; a stderr that cannot be written (closed, a full disk) does not stop
+/// capture.
 fn log(msg: impl std::fmt::Display) {
-    eprintln!("streamml-sensor: {msg}");
+    let _ = writeln!(std::io::stderr().lock(), "streamml-sensor: {msg}");
 }
 
 /// Brings an evidence ring's pages into the page cache at start-up, so that the readers'
@@ -670,23 +672,66 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
         check_output(p, &[]).context("--flows-out")?;
     }
 
+    // Memory: the flow tables at full capacity, the detectors, the queues and the UMEMs
+    // must fit before anything is allocated.
+    let nshards = if cfg.shards > 0 {
+        cfg.shards
+    } else {
+        crate::engine::limits::auto_shards(
+            crate::engine::pipeline::default_shards(queues as usize),
+            &cfg.flow_config(),
+        )
+    };
+    let mut need = crate::engine::limits::MemoryNeed::default();
+    need.flow_tables(&cfg.flow_config(), nshards);
+    need.detectors(&cfg, nshards);
+    need.shard_queues(queues as usize, nshards, cfg.ring_capacity.min(1 << 16));
+    need.add("UMEM", umem_bytes);
+    need.mapped = u64::from(queues).saturating_mul(cfg.ring_bytes);
+    need.threads = u64::from(queues) + nshards as u64 + 3;
+    crate::engine::limits::check_memory(
+        &need,
+        "--flow-capacity (flow.capacity), the profiles' hst, --shards, --queues or --fill-size",
+    )?;
+    let cores_online = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cfg.shards > cores_online {
+        log(format_args!(
+            "warning: {} scorer shards on {cores_online} cores: the threads share the cores (frames are dropped when they fall behind)",
+            cfg.shards
+        ));
+    }
+
     // State directory and one evidence ring per queue, continued if a crashed run left
-    // them (their records stay readable by `evidence recover`).
+    // them (their records stay readable by `evidence recover`). The file system must hold
+    // every ring before the first is created.
     let state_root = statedir::resolve(cfg.state_dir.as_deref())?;
     let (state, _state_lock) = StateDir::create_locked(&state_root)?;
+    let ring_paths: Vec<PathBuf> = (0..queues).map(|q| state.ring_path(q as usize)).collect();
+    crate::engine::limits::check_ring_space(&state.ring_dir(), &ring_paths, cfg.ring_bytes)?;
     let mut rings = Vec::with_capacity(queues as usize);
-    let mut ring_reports = Vec::with_capacity(queues as usize);
+    let mut ring_reports: Vec<RingReport> = Vec::with_capacity(queues as usize);
     for q in 0..queues {
         let path = state.ring_path(q as usize);
-        let (ring, opened) = EvidenceRing::open_or_create(
+        let opened = EvidenceRing::open_or_create(
             &path,
             &RingConfig {
                 size_bytes: cfg.ring_bytes,
                 snaplen: cfg.ring_snaplen,
                 shard: q,
             },
-        )
-        .context("evidence ring")?;
+        );
+        let (ring, opened) = match opened {
+            Ok(r) => r,
+            Err(e) => {
+                // The disk filled after the check (another writer): the rings this start
+                // created hold nothing yet, so they go too.
+                drop(rings);
+                for r in ring_reports.iter().filter(|r| r.opened == "created") {
+                    let _ = std::fs::remove_file(&r.path);
+                }
+                return Err(anyhow::Error::new(e).context("evidence ring"));
+            }
+        };
         let earlier = match opened {
             Opened::Created => 0,
             Opened::Resumed { records, .. } => records,
@@ -808,11 +853,6 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
         0
     };
     let nq = sources.len();
-    let nshards = if cfg.shards > 0 {
-        cfg.shards
-    } else {
-        crate::engine::pipeline::default_shards(nq)
-    };
     let mode = ModeReport {
         attach: report.mode,
         bind,
@@ -975,6 +1015,9 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
         });
     }
 
+    if let Some(w) = cfg.no_detection_warning() {
+        log(format_args!("warning: {w}"));
+    }
     log(format_args!("{}", features_line(&mode)));
     let started = Instant::now();
     log(format_args!(

@@ -5,6 +5,7 @@
 
 pub mod builder;
 pub mod eval;
+pub mod limits;
 pub mod live;
 pub mod pipeline;
 pub mod reader;

@@ -329,6 +329,25 @@ pub fn run_flows(
     };
     let jsonl = job.jsonl;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The flow tables at full capacity, the queues and the sort buffers must fit before
+    // anything is allocated.
+    let mut need = super::limits::MemoryNeed::default();
+    need.flow_tables(&job.flow, shards);
+    need.shard_queues(1, shards, job.ring_capacity);
+    let sort = job.sort_buffer_bytes as u64;
+    need.add(
+        "sort buffers",
+        if shards < cores {
+            sort + sort / 2
+        } else {
+            sort
+        },
+    );
+    need.threads = shards as u64 + 2;
+    super::limits::check_memory(
+        &need,
+        "--capacity (flow.capacity), --shards or --sort-buffer-mib",
+    )?;
     let workers = build_workers(shards, |_s| {
         Ok::<_, anyhow::Error>(FlowWorker {
             table: FlowTable::new(job.flow).map_err(|e| anyhow::anyhow!("flow table: {e}"))?,

@@ -121,6 +121,15 @@ pub fn run_replay(
     let decode = DecodeOptions {
         decode_tunnels: cfg.decode_tunnels,
     };
+    // Memory and the ring's disk space, before anything is allocated or created.
+    let mut need = super::limits::MemoryNeed::default();
+    need.flow_tables(&cfg.flow_config(), shards);
+    need.detectors(&cfg, shards);
+    need.shard_queues(1, shards, cfg.ring_capacity.min(1 << 16));
+    need.mapped = cfg.ring_bytes;
+    need.threads = shards as u64 + 3;
+    super::limits::check_memory(&need, "flow.capacity, the profiles' hst or --shards")?;
+    super::limits::check_ring_space(&state.ring_dir(), &[state.ring_path(0)], cfg.ring_bytes)?;
     let ring = EvidenceRing::create(
         &state.ring_path(0),
         &RingConfig {
@@ -140,6 +149,12 @@ pub fn run_replay(
     // One reader, one ring: every shard's evidence comes from it.
     let (sender, writer) = EvidenceWriter::spawn_shared(wcfg, vec![ring.reader()], shards)
         .context("starting the evidence writer")?;
+    // Started: a configuration that detects nothing says so (once every check passed,
+    // so that a refused run stays one line).
+    if let Some(w) = cfg.no_detection_warning() {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr().lock(), "streamml-sensor: warning: {w}");
+    }
     let window_filters = window_filters(&cfg, shards, decode);
     let spill_dir = flows_out
         .as_ref()

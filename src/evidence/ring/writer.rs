@@ -57,8 +57,13 @@ impl EvidenceRing {
         file.set_len(0).map_err(|e| io_err(path, e))?;
         // Reserve every block now: a sparse file on a full disk would SIGBUS on the hot
         // path when a page is first touched.
-        nix::fcntl::posix_fallocate(file.as_raw_fd(), 0, layout.file_len() as libc::off_t)
-            .map_err(|e| io_err(path, std::io::Error::from(e)))?;
+        if let Err(e) =
+            nix::fcntl::posix_fallocate(file.as_raw_fd(), 0, layout.file_len() as libc::off_t)
+        {
+            // A file left half-allocated would hold the space of a ring that does not exist.
+            let _ = std::fs::remove_file(path);
+            return Err(io_err(path, std::io::Error::from(e)));
+        }
         let mut hdr = vec![0u8; PAGE as usize];
         hdr[HDR_MAGIC..HDR_MAGIC + 8].copy_from_slice(&MAGIC);
         hdr[HDR_VERSION..HDR_VERSION + 4].copy_from_slice(&VERSION.to_le_bytes());
