@@ -2,12 +2,13 @@
 //! that an alert can include packets from before it fired and so that a crash (even
 //! `kill -9`) leaves them on disk for `streamml-sensor evidence recover`.
 //!
-//! # Layout (version 1, native little-endian, self-describing)
+//! # Layout (version 2, native little-endian, self-describing)
 //!
 //! ```text
 //! 0       file header (offsets in HDR_*): magic "SMLRING\0", version, header_len,
 //!         file_len, data_len, snaplen, shard, index geometry, salt, created_ns;
-//!         one cache line of atomics: head, head_seq, tail, overwritten_max_ts_ns
+//!         at 64 the header check: CRC-32C of bytes 0..64 (these fields never change);
+//!         one cache line of atomics at 128: head, head_seq, tail, overwritten_max_ts_ns
 //! 4096    index: one 32-byte entry per data chunk {seq, pos, max_ts_before, _}
 //! header_len .. file_len   data area of `data_len` bytes (a multiple of 8)
 //! ```
@@ -24,10 +25,17 @@
 //! 24 orig_len   u32  length on the wire
 //! 28 cap_len    u32  stored bytes, <= snaplen
 //! 32 link       u16  LINKTYPE_ value
-//! 34 flags      u16  reserved, 0
-//! 36 check      u32  keyed hash of the fields above (the key is the file's salt)
+//! 34 hcheck     u16  keyed hash of the fields above (the key is the file's salt): tells
+//!                    a record boundary from packet bytes, cheaply, while resynchronising
+//! 36 check      u32  CRC-32C (Castagnoli) of the salt (8 bytes), bytes 0..36 of this
+//!                    header and the cap_len stored bytes: tells a damaged record
 //! 40 bytes      cap_len bytes, padded to 8
 //! ```
+//!
+//! Version 1 had a reserved `flags` u16 at 34, a keyed hash of the header alone at 36 and
+//! no file header check: a flipped bit in a packet's bytes went unnoticed. A file of
+//! another version is refused ([`RingError::Version`], naming both versions); a sensor
+//! starting on one replaces it with a new ring.
 //!
 //! # Concurrency: one writer, any number of readers, nobody waits
 //!
@@ -54,9 +62,31 @@
 //! retired stores are not discarded). The record being written at the moment of death has
 //! no valid commit word (its seq slot still holds a stale value) and `head` still points
 //! before it, so [`RingReader::scan`] walks `tail..head`, validates each record (seq in
-//! sequence, keyed check, lengths), skips and counts anything invalid and resynchronises
-//! on the next valid header. Power loss without `msync` is not covered (the page cache
-//! may reach the disk in any order); the check catches torn headers, not payload bytes.
+//! sequence, `hcheck`, lengths, then `check` over header and bytes), skips and counts
+//! anything invalid and resynchronises on the next valid header. What it skips is counted
+//! under one of two names ([`CopyStats`]):
+//!
+//! - `corrupt`: one record at a known place that does not check: its header validates but
+//!   its CRC does not (a flipped bit in its bytes or in `check`), or its header does not
+//!   validate and the next valid record is the one after it (a flipped bit in a header
+//!   field). Never copied.
+//! - `torn`: records whose place is lost: the walk resynchronised over a stretch missing
+//!   more than one sequence number (a half-written stretch, pages of an older lap left by
+//!   a power loss without `msync`, neighbouring damaged headers).
+//!
+//! Power loss without `msync` is not otherwise covered (the page cache may reach the disk
+//! in any order); whatever it leaves is caught by the checks and never copied as a packet.
+//!
+//! # Damaged files
+//!
+//! Opening a ring checks, before mapping anything, the magic, the version, the file
+//! header's CRC, the geometry against the file's real size (a file shorter than its
+//! header says is "truncated" and never mapped, so never a SIGBUS), and that `tail <=
+//! head <= tail + data_len`. A file failing any of them is refused with one line naming
+//! it and the reason ([`RingError`]); `evidence recover` reports it as unreadable and
+//! recovers the other rings. The sensor never shortens a ring file in place: a new ring
+//! is a new file renamed over the old one, so the mapping of a reader of the old one
+//! stays whole.
 //!
 //! The file is preallocated with `posix_fallocate`, so a full disk fails at creation with
 //! a clear error instead of a SIGBUS on the hot path. The writer holds an exclusive
@@ -78,7 +108,7 @@ use crate::wire::LinkType;
 /// File magic (first 8 bytes).
 pub const MAGIC: [u8; 8] = *b"SMLRING\0";
 /// Layout version written by this code.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Size of a record header in bytes.
 pub const RECORD_HDR: u64 = 40;
 /// Seq-slot value of a wrap marker: the rest of this lap is empty.
@@ -106,6 +136,10 @@ const HDR_INDEX_LEN: usize = 40;
 const HDR_CHUNK_SHIFT: usize = 44;
 const HDR_SALT: usize = 48;
 const HDR_CREATED_NS: usize = 56;
+/// CRC-32C of bytes 0..64 (the fields above, written once at creation).
+const HDR_CHECK: usize = 64;
+/// Bytes of the file header read (with `pread`) and checked before mapping.
+const HDR_READ: usize = 160;
 const HDR_HEAD: usize = 128;
 const HDR_HEAD_SEQ: usize = 136;
 const HDR_TAIL: usize = 144;
@@ -118,7 +152,7 @@ const R_HASH: u64 = 16;
 const R_ORIG: u64 = 24;
 const R_CAP: u64 = 28;
 const R_LINK: u64 = 32;
-const R_FLAGS: u64 = 34;
+const R_HCHECK: u64 = 34;
 const R_CHECK: u64 = 36;
 
 /// Errors opening or creating a ring file. One line each, naming the file.
@@ -132,10 +166,36 @@ pub enum RingError {
     },
     #[error("{path}: not an evidence ring file ({reason})")]
     Format { path: PathBuf, reason: String },
+    #[error("{path}: ring layout version {found}, this build reads version {want} only")]
+    Version {
+        path: PathBuf,
+        found: u32,
+        want: u32,
+    },
     #[error("{path}: ring file is in use by another sensor process (exclusive lock held)")]
     Locked { path: PathBuf },
     #[error("{path}: invalid ring geometry: {reason}")]
     Config { path: PathBuf, reason: String },
+}
+
+impl RingError {
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            RingError::Io { path, .. }
+            | RingError::Format { path, .. }
+            | RingError::Version { path, .. }
+            | RingError::Locked { path }
+            | RingError::Config { path, .. } => path,
+        }
+    }
+
+    /// The message without the leading path (for reports that name the file apart).
+    pub fn reason(&self) -> String {
+        let full = self.to_string();
+        let prefix = format!("{}: ", self.path().display());
+        full.strip_prefix(&prefix).unwrap_or(&full).to_string()
+    }
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> RingError {
@@ -155,6 +215,8 @@ struct Layout {
     index_len: u64,
     chunk_shift: u32,
     salt: u64,
+    /// CRC-32C of the salt's 8 bytes: where every record's `check` starts.
+    salt_crc: u32,
 }
 
 impl Layout {
@@ -189,6 +251,7 @@ impl Layout {
             index_len,
             chunk_shift,
             salt,
+            salt_crc: crc32c::crc32c(&salt.to_le_bytes()),
         })
     }
 
@@ -214,11 +277,12 @@ fn mix(h: u64, v: u64) -> u64 {
     h ^ (h >> 31)
 }
 
-/// Keyed check over a record header (the key is the file's random salt, so packet bytes
-/// that happen to look like a header do not validate).
+/// `hcheck`: a keyed hash of a record header's fields (the key is the file's random salt,
+/// so packet bytes that happen to look like a header, or a header of another ring file,
+/// do not validate). 16 bits: it only has to make a false boundary rare while
+/// resynchronising; the CRC decides whether a record is intact.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn record_check(
+fn header_check(
     salt: u64,
     seq: u64,
     ts_ns: u64,
@@ -226,14 +290,39 @@ fn record_check(
     orig_len: u32,
     cap_len: u32,
     link: u16,
-    flags: u16,
-) -> u32 {
+) -> u16 {
     let mut h = mix(salt, seq);
     h = mix(h, ts_ns);
     h = mix(h, flow_hash);
     h = mix(h, u64::from(orig_len) | u64::from(cap_len) << 32);
-    h = mix(h, u64::from(link) | u64::from(flags) << 16);
-    (h ^ (h >> 32)) as u32
+    h = mix(h, u64::from(link));
+    let h = h ^ (h >> 32);
+    (h ^ (h >> 16)) as u16
+}
+
+/// `check`: CRC-32C of the salt, the first 36 header bytes (every field but `check`, as
+/// stored: little-endian) and the stored bytes. Hardware CRC32 instructions where the CPU
+/// has them (the `crc32c` crate detects SSE 4.2 / ARMv8 CRC at run time).
+#[inline(always)]
+fn record_crc(salt_crc: u32, m: &RecordMeta, hcheck: u16, bytes: &[u8]) -> u32 {
+    let mut h = [0u8; 36];
+    h[0..8].copy_from_slice(&m.seq.to_le_bytes());
+    h[8..16].copy_from_slice(&m.ts_ns.to_le_bytes());
+    h[16..24].copy_from_slice(&m.flow_hash.to_le_bytes());
+    h[24..28].copy_from_slice(&m.orig_len.to_le_bytes());
+    h[28..32].copy_from_slice(&m.cap_len.to_le_bytes());
+    h[32..34].copy_from_slice(&m.link.to_le_bytes());
+    h[34..36].copy_from_slice(&hcheck.to_le_bytes());
+    crc32c::crc32c_append(crc32c::crc32c_append(salt_crc, &h), bytes)
+}
+
+/// A record header whose structure, lengths and `hcheck` validated; `check` still to be
+/// compared with the CRC of its bytes.
+#[derive(Clone, Copy, Debug)]
+struct Header {
+    meta: RecordMeta,
+    hcheck: u16,
+    check: u32,
 }
 
 /// A ring record header as read back (after validation).
@@ -376,8 +465,12 @@ pub struct CopyStats {
     /// the oldest one in the ring fell inside the range): the copy is missing its
     /// beginning.
     pub start_overwritten: bool,
-    /// Records that failed validation (torn or corrupt) and were skipped.
+    /// Records lost where the walk resynchronised over a stretch missing more than one
+    /// sequence number (their place is unknown): see the module doc.
     pub torn: u64,
+    /// Records at a known place that failed their check (CRC over header and bytes, or a
+    /// damaged header between two valid records): skipped, never copied.
+    pub corrupt: u64,
 }
 
 /// Per-ring facts for reports and `evidence recover`.
@@ -494,10 +587,9 @@ impl Map {
         unsafe { ptr::read_volatile(self.data_ptr(phys) as *const u16) }
     }
 
-    /// Reads and checks the record header at physical `phys`: structure, lengths and the
-    /// keyed check. Not yet validated against concurrent overwrite (the caller's seqlock
-    /// check does that).
-    fn read_header(&self, phys: u64) -> Option<RecordMeta> {
+    /// Reads and checks the record header at physical `phys`: structure, lengths and
+    /// `hcheck`. Neither its CRC nor the seqlock check (concurrent overwrite) is done here.
+    fn read_header(&self, phys: u64) -> Option<Header> {
         let lay = &self.layout;
         if !phys.is_multiple_of(8) || phys + RECORD_HDR > lay.data_len {
             return None;
@@ -506,7 +598,7 @@ impl Map {
         if seq == 0 || seq == WRAP {
             return None;
         }
-        let m = RecordMeta {
+        let meta = RecordMeta {
             seq,
             ts_ns: self.read_u64(phys + R_TS),
             flow_hash: self.read_u64(phys + R_HASH),
@@ -514,24 +606,32 @@ impl Map {
             cap_len: self.read_u32(phys + R_CAP),
             link: self.read_u16(phys + R_LINK),
         };
-        let flags = self.read_u16(phys + R_FLAGS);
+        let hcheck = self.read_u16(phys + R_HCHECK);
         let check = self.read_u32(phys + R_CHECK);
-        let ok = flags == 0
-            && m.cap_len <= lay.snaplen
-            && m.orig_len >= m.cap_len
-            && phys + record_len(m.cap_len) <= lay.data_len
-            && check
-                == record_check(
+        let ok = meta.cap_len <= lay.snaplen
+            && meta.orig_len >= meta.cap_len
+            && phys + record_len(meta.cap_len) <= lay.data_len
+            && hcheck
+                == header_check(
                     lay.salt,
                     seq,
-                    m.ts_ns,
-                    m.flow_hash,
-                    m.orig_len,
-                    m.cap_len,
-                    m.link,
-                    flags,
+                    meta.ts_ns,
+                    meta.flow_hash,
+                    meta.orig_len,
+                    meta.cap_len,
+                    meta.link,
                 );
-        ok.then_some(m)
+        ok.then_some(Header {
+            meta,
+            hcheck,
+            check,
+        })
+    }
+
+    /// Whether `bytes` (a copy of the record's stored bytes) match the header's CRC.
+    #[inline]
+    fn intact(&self, h: &Header, bytes: &[u8]) -> bool {
+        record_crc(self.layout.salt_crc, &h.meta, h.hcheck, bytes) == h.check
     }
 
     /// Copies `len` bytes starting at physical `phys` (8-aligned; the record slot is
@@ -549,35 +649,59 @@ impl Map {
     }
 }
 
-/// Reads and validates the header of `file` (already open) and maps it.
+/// The file header's check: CRC-32C of its first 64 bytes.
+fn file_header_crc(hdr: &[u8]) -> u32 {
+    crc32c::crc32c(&hdr[..HDR_CHECK])
+}
+
+/// Reads and validates the header of `file` (already open) against the file's real size,
+/// then maps it. Nothing is mapped unless the whole file the header describes is there.
 fn map_existing(path: &Path, file: &File, writable: bool) -> Result<(MmapRaw, Layout), RingError> {
     let fmt = |reason: String| RingError::Format {
         path: path.to_path_buf(),
         reason,
     };
     let flen = file.metadata().map_err(|e| io_err(path, e))?.len();
-    if flen < PAGE {
-        return Err(fmt(format!(
-            "file is {flen} bytes, shorter than its header"
-        )));
-    }
-    let mut hdr = [0u8; 64];
+    let mut hdr = [0u8; HDR_READ];
+    let got = (flen as usize).min(HDR_READ);
     {
         use std::os::unix::fs::FileExt;
-        file.read_exact_at(&mut hdr, 0)
+        file.read_exact_at(&mut hdr[..got], 0)
             .map_err(|e| io_err(path, e))?;
     }
     let u32_at = |o: usize| u32::from_le_bytes(hdr[o..o + 4].try_into().unwrap());
     let u64_at = |o: usize| u64::from_le_bytes(hdr[o..o + 8].try_into().unwrap());
+    let truncated = || {
+        fmt(format!(
+            "truncated: file is {flen} bytes, shorter than its {PAGE}-byte header"
+        ))
+    };
+    if got < MAGIC.len() {
+        return Err(truncated());
+    }
     if hdr[HDR_MAGIC..HDR_MAGIC + 8] != MAGIC {
         return Err(fmt("bad magic".into()));
     }
+    if got < HDR_VERSION + 4 {
+        return Err(truncated());
+    }
     let version = u32_at(HDR_VERSION);
     if version != VERSION {
-        return Err(fmt(format!(
-            "layout version {version}, this build reads {VERSION}"
-        )));
+        return Err(RingError::Version {
+            path: path.to_path_buf(),
+            found: version,
+            want: VERSION,
+        });
     }
+    if flen < PAGE {
+        return Err(truncated());
+    }
+    if u32_at(HDR_CHECK) != file_header_crc(&hdr) {
+        return Err(fmt(
+            "damaged file header (its CRC-32C does not match)".into()
+        ));
+    }
+    let salt = u64_at(HDR_SALT);
     let layout = Layout {
         header_len: u64::from(u32_at(HDR_HEADER_LEN)),
         data_len: u64_at(HDR_DATA_LEN),
@@ -585,11 +709,11 @@ fn map_existing(path: &Path, file: &File, writable: bool) -> Result<(MmapRaw, La
         shard: u32_at(HDR_SHARD),
         index_len: u64::from(u32_at(HDR_INDEX_LEN)),
         chunk_shift: u32_at(HDR_CHUNK_SHIFT),
-        salt: u64_at(HDR_SALT),
+        salt,
+        salt_crc: crc32c::crc32c(&salt.to_le_bytes()),
     };
     let file_len = u64_at(HDR_FILE_LEN);
-    let ok = file_len == flen
-        && layout.header_len >= PAGE + layout.index_len * INDEX_ENTRY
+    let ok = layout.header_len >= PAGE + layout.index_len * INDEX_ENTRY
         && layout.header_len.is_multiple_of(PAGE)
         && layout.header_len.checked_add(layout.data_len) == Some(file_len)
         && layout.data_len.is_multiple_of(8)
@@ -602,8 +726,32 @@ fn map_existing(path: &Path, file: &File, writable: bool) -> Result<(MmapRaw, La
         && ((layout.data_len - 1) >> layout.chunk_shift) < layout.index_len;
     if !ok {
         return Err(fmt(format!(
-            "inconsistent header (file {flen} bytes, header says {file_len}, header_len {}, data_len {}, snaplen {}, index {}x2^{})",
+            "inconsistent header (file_len {file_len}, header_len {}, data_len {}, snaplen {}, index {}x2^{})",
             layout.header_len, layout.data_len, layout.snaplen, layout.index_len, layout.chunk_shift
+        )));
+    }
+    if flen < file_len {
+        return Err(fmt(format!(
+            "truncated: file is {flen} bytes, its header says {file_len}"
+        )));
+    }
+    if flen != file_len {
+        return Err(fmt(format!(
+            "file is {flen} bytes, its header says {file_len}"
+        )));
+    }
+    // The atomics as they are now. A running writer keeps tail <= head <= tail + data_len,
+    // both 8-aligned, at every instant; the two loads here are not one snapshot, hence the
+    // slack of a lap.
+    let (head, tail) = (u64_at(HDR_HEAD), u64_at(HDR_TAIL));
+    if tail > head
+        || head - tail > 2 * layout.data_len
+        || !head.is_multiple_of(8)
+        || !tail.is_multiple_of(8)
+    {
+        return Err(fmt(format!(
+            "inconsistent head {head} / tail {tail} for a data area of {} bytes",
+            layout.data_len
         )));
     }
     let raw = if writable {
@@ -621,7 +769,7 @@ fn map_existing(path: &Path, file: &File, writable: bool) -> Result<(MmapRaw, La
 mod reader;
 mod writer;
 
-pub use reader::RingReader;
+pub use reader::{ReadMiss, RingReader};
 pub use writer::{EvidenceRing, Opened};
 
 #[cfg(test)]

@@ -29,8 +29,13 @@ pub enum Opened {
     /// A new, empty ring was created (no file, or an incompatible one was replaced).
     Created,
     /// An existing ring was continued: `records` valid records from an earlier run are
-    /// kept for `evidence recover` (and `torn` invalid ones were skipped).
-    Resumed { records: u64, torn: u64 },
+    /// kept for `evidence recover` (`torn` and `corrupt` invalid ones were skipped: see
+    /// [`CopyStats`]).
+    Resumed {
+        records: u64,
+        torn: u64,
+        corrupt: u64,
+    },
 }
 
 impl EvidenceRing {
@@ -77,6 +82,8 @@ impl EvidenceRing {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         hdr[HDR_CREATED_NS..HDR_CREATED_NS + 8].copy_from_slice(&now.to_le_bytes());
+        let check = file_header_crc(&hdr);
+        hdr[HDR_CHECK..HDR_CHECK + 4].copy_from_slice(&check.to_le_bytes());
         {
             use std::os::unix::fs::FileExt;
             file.write_all_at(&hdr, 0).map_err(|e| io_err(path, e))?;
@@ -112,7 +119,7 @@ impl EvidenceRing {
                 layout,
                 _keep: KeepAlive::Locked(file),
             },
-            Err(RingError::Format { .. }) => {
+            Err(RingError::Format { .. } | RingError::Version { .. }) => {
                 drop(file);
                 return Ok((EvidenceRing::create(path, cfg)?, Opened::Created));
             }
@@ -141,12 +148,20 @@ impl EvidenceRing {
         let mut last: Option<(u64, u64, u64)> = None; // (seq, end pos, ts)
         let mut max_ts = 0u64;
         let mut records = 0u64;
-        let st = reader.walk(Start::Oldest, End::HEAD, true, |m, pos, _| {
-            last = Some((m.seq, pos + record_len(m.cap_len), m.ts_ns));
-            max_ts = max_ts.max(m.ts_ns);
-            records += 1;
-            WalkStep::SkipPayload
-        });
+        let mut scratch = Vec::new();
+        let st = reader.walk(
+            Start::Oldest,
+            End::HEAD,
+            true,
+            &mut scratch,
+            |_| WalkStep::Copy,
+            |m, pos, _, _| {
+                last = Some((m.seq, pos + record_len(m.cap_len), m.ts_ns));
+                max_ts = max_ts.max(m.ts_ns);
+                records += 1;
+                false
+            },
+        );
         let tail = map.hdr_atomic(HDR_TAIL).load(Ordering::Acquire);
         let owmax = map
             .hdr_atomic(HDR_OVERWRITTEN_MAX_TS)
@@ -170,6 +185,7 @@ impl EvidenceRing {
             Opened::Resumed {
                 records,
                 torn: st.torn,
+                corrupt: st.corrupt,
             },
         ))
     }
@@ -292,7 +308,7 @@ impl EvidenceRing {
             phys = 0;
         }
         let link16 = link.to_linktype() as u16;
-        let check = record_check(
+        let hcheck = header_check(
             map.layout.salt,
             seq,
             ts_ns,
@@ -300,8 +316,16 @@ impl EvidenceRing {
             orig_len,
             cap32,
             link16,
-            0,
         );
+        let meta = RecordMeta {
+            seq,
+            ts_ns,
+            flow_hash,
+            orig_len,
+            cap_len: cap32,
+            link: link16,
+        };
+        let check = record_crc(map.layout.salt_crc, &meta, hcheck, &bytes[..cap]);
         let p = map.data_ptr(phys);
         // SAFETY: the record slot [phys, phys + len) lies inside the data area (phys + len
         // <= d after the wrap decision) and `bytes[..cap]` is in bounds. They cannot
@@ -334,7 +358,7 @@ impl EvidenceRing {
         }
         // SAFETY: as above.
         unsafe {
-            ptr::write_volatile(p.wrapping_add(R_FLAGS as usize) as *mut u16, 0);
+            ptr::write_volatile(p.wrapping_add(R_HCHECK as usize) as *mut u16, hcheck);
         }
         // SAFETY: as above.
         unsafe {
