@@ -471,3 +471,39 @@ fn second_writer_is_refused_and_resume_keeps_records() {
     r.reader().scan(|_| n += 1);
     assert_eq!(n, 11);
 }
+
+/// A new ring over an old one is a new file: a reader of the old one (recover) keeps its
+/// whole mapping and reads every record; no temporary is left, a stale one is removed.
+#[test]
+fn create_replaces_the_file_and_never_shortens_a_mapped_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = fifty(dir.path());
+    let old = RingReader::open_readonly(&path).unwrap();
+    let stale = dir.path().join(".r.ring.abc123.tmp");
+    std::fs::write(&stale, b"left by a killed creation").unwrap();
+    let cfg = RingConfig {
+        size_bytes: 32 * 1024,
+        snaplen: 128,
+        shard: 3,
+    };
+    let mut new = EvidenceRing::create(&path, &cfg).unwrap();
+    new.append(1, 60, LinkType::Ethernet, 0, &frame(1, 60));
+    // The old mapping still holds its 50 records, whole (a shortened file would SIGBUS).
+    let (mut n, st) = (
+        0u64,
+        old.scan(|v| assert_eq!(v.data, &frame(v.seq(), 100)[..])),
+    );
+    old.scan(|_| n += 1);
+    assert_eq!((n, st.corrupt, st.torn), (50, 0, 0));
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 32 * 1024);
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["r.ring"]);
+    // Still one writer at a time.
+    assert!(matches!(
+        EvidenceRing::create(&path, &cfg),
+        Err(RingError::Locked { .. })
+    ));
+}

@@ -39,8 +39,14 @@ pub enum Opened {
 }
 
 impl EvidenceRing {
-    /// Creates (or truncates) `path` as an empty ring.
+    /// Creates `path` as an empty ring: a new file, preallocated and with its header
+    /// written under a temporary name beside it (`.NAME.XXXXXX.tmp`), then renamed over
+    /// `path`. An existing file is never shortened in place, so a reader that has it
+    /// mapped (`evidence recover`) keeps its whole mapping (no SIGBUS); it stays locked
+    /// until it is replaced, so a second sensor is refused as with a running one.
+    /// Temporaries a killed creation left are removed.
     pub fn create(path: &Path, cfg: &RingConfig) -> Result<EvidenceRing, RingError> {
+        use std::os::unix::fs::PermissionsExt;
         let salt = std::collections::hash_map::RandomState::new()
             .build_hasher()
             .finish();
@@ -51,15 +57,29 @@ impl EvidenceRing {
                     reason,
                 }
             })?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| io_err(path, e))?;
+        let old = match File::open(path) {
+            Ok(f) => Some(lock_exclusive(path, f)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err(path, e)),
+        };
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let prefix = format!(
+            ".{}.",
+            path.file_name()
+                .map_or_else(|| "ring".into(), |n| n.to_string_lossy())
+        );
+        remove_stale_temporaries(dir, &prefix);
+        let (file, tmp_path) = tempfile::Builder::new()
+            .prefix(&prefix)
+            .suffix(".tmp")
+            .permissions(std::fs::Permissions::from_mode(0o666))
+            .tempfile_in(dir)
+            .map_err(|e| io_err(path, e))?
+            .into_parts();
         let file = lock_exclusive(path, file)?;
-        file.set_len(0).map_err(|e| io_err(path, e))?;
         // Reserve every block now: a sparse file on a full disk would SIGBUS on the hot
         // path when a page is first touched.
         nix::fcntl::posix_fallocate(file.as_raw_fd(), 0, layout.file_len() as libc::off_t)
@@ -89,6 +109,8 @@ impl EvidenceRing {
             file.write_all_at(&hdr, 0).map_err(|e| io_err(path, e))?;
         }
         let (raw, layout) = map_existing(path, &file, true)?;
+        tmp_path.persist(path).map_err(|e| io_err(path, e.error))?;
+        drop(old);
         let map = Map {
             raw,
             layout,
@@ -418,6 +440,26 @@ pub(super) fn reclaim(
     }
     if *tail > head {
         *tail = head;
+    }
+}
+
+/// Removes the temporaries named `PREFIX*.tmp` in `dir` that no creation holds (locked).
+fn remove_stale_temporaries(dir: &Path, prefix: &str) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with(prefix) && name.ends_with(".tmp")) {
+            continue;
+        }
+        let p = e.path();
+        if let Ok(f) = File::open(&p) {
+            if lock_exclusive(&p, f).is_ok() {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
     }
 }
 
