@@ -164,7 +164,8 @@ pub enum RingError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: not an evidence ring file ({reason})")]
+    /// Not a ring file, or a damaged one: the reason says which.
+    #[error("{path}: {reason}")]
     Format { path: PathBuf, reason: String },
     #[error("{path}: ring layout version {found}, this build reads version {want} only")]
     Version {
@@ -680,7 +681,7 @@ fn map_existing(path: &Path, file: &File, writable: bool) -> Result<(MmapRaw, La
         return Err(truncated());
     }
     if hdr[HDR_MAGIC..HDR_MAGIC + 8] != MAGIC {
-        return Err(fmt("bad magic".into()));
+        return Err(fmt("not an evidence ring file (bad magic)".into()));
     }
     if got < HDR_VERSION + 4 {
         return Err(truncated());

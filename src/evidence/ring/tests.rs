@@ -354,7 +354,7 @@ fn damaged_files_are_refused_with_the_reason_before_mapping() {
     assert_eq!(
         err(&p),
         format!(
-            "not an evidence ring file (truncated: file is {} bytes, its header says {len})",
+            "truncated: file is {} bytes, its header says {len}",
             len - 4096
         )
     );
