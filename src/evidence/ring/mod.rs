@@ -25,12 +25,22 @@
 //! 24 orig_len   u32  length on the wire
 //! 28 cap_len    u32  stored bytes, <= snaplen
 //! 32 link       u16  LINKTYPE_ value
-//! 34 hcheck     u16  keyed hash of the fields above (the key is the file's salt): tells
-//!                    a record boundary from packet bytes, cheaply, while resynchronising
-//! 36 check      u32  CRC-32C (Castagnoli) of the salt (8 bytes), bytes 0..36 of this
-//!                    header and the cap_len stored bytes: tells a damaged record
+//! 34 hcheck     u16  low 16 bits of H, a keyed 64-bit hash of the fields above (the key
+//!                    is the file's salt): tells a record boundary from packet bytes,
+//!                    cheaply, while resynchronising
+//! 36 check      u32  CRC-32C (Castagnoli) of the cap_len stored bytes, continuing from
+//!                    the high 32 bits of H (`crc32c_append(H >> 32, bytes)`): covers the
+//!                    header fields through H and every stored byte; tells a damaged record
 //! 40 bytes      cap_len bytes, padded to 8
 //! ```
+//!
+//! Any change to a header field changes H (each step of the hash is a bijection of its
+//! state for a fixed input, so two headers differing in a field differ in H), hence the
+//! CRC's initial value (unless the high halves collide, 2^-32), and a CRC from another
+//! initial value over the same bytes always differs; any 1 to 3 flipped bits and any burst
+//! of up to 32 bits in the stored bytes change the CRC. The CRC runs on the capture reader
+//! thread for every packet: `crc-fast` folds with (VP)CLMULQDQ where the CPU has it, about
+//! 3x faster than the SSE 4.2 `crc32` instruction alone on 1500-byte frames.
 //!
 //! Version 1 had a reserved `flags` u16 at 34, a keyed hash of the header alone at 36 and
 //! no file header check: a flipped bit in a packet's bytes went unnoticed. A file of
@@ -216,8 +226,6 @@ struct Layout {
     index_len: u64,
     chunk_shift: u32,
     salt: u64,
-    /// CRC-32C of the salt's 8 bytes: where every record's `check` starts.
-    salt_crc: u32,
 }
 
 impl Layout {
@@ -252,7 +260,6 @@ impl Layout {
             index_len,
             chunk_shift,
             salt,
-            salt_crc: crc32c::crc32c(&salt.to_le_bytes()),
         })
     }
 
@@ -278,12 +285,12 @@ fn mix(h: u64, v: u64) -> u64 {
     h ^ (h >> 31)
 }
 
-/// `hcheck`: a keyed hash of a record header's fields (the key is the file's random salt,
-/// so packet bytes that happen to look like a header, or a header of another ring file,
-/// do not validate). 16 bits: it only has to make a false boundary rare while
-/// resynchronising; the CRC decides whether a record is intact.
+/// H: a keyed hash of a record header's fields (the key is the file's random salt, so
+/// packet bytes that happen to look like a header, or a header of another ring file, do
+/// not validate). Its low 16 bits are `hcheck` (it only has to make a false boundary rare
+/// while resynchronising); its high 32 bits start the record's CRC.
 #[inline(always)]
-fn header_check(
+fn header_hash(
     salt: u64,
     seq: u64,
     ts_ns: u64,
@@ -291,30 +298,23 @@ fn header_check(
     orig_len: u32,
     cap_len: u32,
     link: u16,
-) -> u16 {
+) -> u64 {
     let mut h = mix(salt, seq);
     h = mix(h, ts_ns);
     h = mix(h, flow_hash);
     h = mix(h, u64::from(orig_len) | u64::from(cap_len) << 32);
-    h = mix(h, u64::from(link));
-    let h = h ^ (h >> 32);
-    (h ^ (h >> 16)) as u16
+    mix(h, u64::from(link))
 }
 
-/// `check`: CRC-32C of the salt, the first 36 header bytes (every field but `check`, as
-/// stored: little-endian) and the stored bytes. Hardware CRC32 instructions where the CPU
-/// has them (the `crc32c` crate detects SSE 4.2 / ARMv8 CRC at run time).
+/// `check`: CRC-32C of `bytes` continuing from the high half of H (the same value as the
+/// `crc32c` crate's `crc32c_append(H >> 32, bytes)`).
 #[inline(always)]
-fn record_crc(salt_crc: u32, m: &RecordMeta, hcheck: u16, bytes: &[u8]) -> u32 {
-    let mut h = [0u8; 36];
-    h[0..8].copy_from_slice(&m.seq.to_le_bytes());
-    h[8..16].copy_from_slice(&m.ts_ns.to_le_bytes());
-    h[16..24].copy_from_slice(&m.flow_hash.to_le_bytes());
-    h[24..28].copy_from_slice(&m.orig_len.to_le_bytes());
-    h[28..32].copy_from_slice(&m.cap_len.to_le_bytes());
-    h[32..34].copy_from_slice(&m.link.to_le_bytes());
-    h[34..36].copy_from_slice(&hcheck.to_le_bytes());
-    crc32c::crc32c_append(crc32c::crc32c_append(salt_crc, &h), bytes)
+fn record_crc(h: u64, bytes: &[u8]) -> u32 {
+    let init = (h >> 32) as u32;
+    let mut d =
+        crc_fast::Digest::new_with_init_state(crc_fast::CrcAlgorithm::Crc32Iscsi, u64::from(!init));
+    d.update(bytes);
+    d.finalize() as u32
 }
 
 /// A record header whose structure, lengths and `hcheck` validated; `check` still to be
@@ -322,7 +322,8 @@ fn record_crc(salt_crc: u32, m: &RecordMeta, hcheck: u16, bytes: &[u8]) -> u32 {
 #[derive(Clone, Copy, Debug)]
 struct Header {
     meta: RecordMeta,
-    hcheck: u16,
+    /// H, the keyed hash of the fields (its low 16 bits matched `hcheck`).
+    hash: u64,
     check: u32,
 }
 
@@ -609,30 +610,26 @@ impl Map {
         };
         let hcheck = self.read_u16(phys + R_HCHECK);
         let check = self.read_u32(phys + R_CHECK);
+        let hash = header_hash(
+            lay.salt,
+            seq,
+            meta.ts_ns,
+            meta.flow_hash,
+            meta.orig_len,
+            meta.cap_len,
+            meta.link,
+        );
         let ok = meta.cap_len <= lay.snaplen
             && meta.orig_len >= meta.cap_len
             && phys + record_len(meta.cap_len) <= lay.data_len
-            && hcheck
-                == header_check(
-                    lay.salt,
-                    seq,
-                    meta.ts_ns,
-                    meta.flow_hash,
-                    meta.orig_len,
-                    meta.cap_len,
-                    meta.link,
-                );
-        ok.then_some(Header {
-            meta,
-            hcheck,
-            check,
-        })
+            && hcheck == hash as u16;
+        ok.then_some(Header { meta, hash, check })
     }
 
     /// Whether `bytes` (a copy of the record's stored bytes) match the header's CRC.
     #[inline]
     fn intact(&self, h: &Header, bytes: &[u8]) -> bool {
-        record_crc(self.layout.salt_crc, &h.meta, h.hcheck, bytes) == h.check
+        record_crc(h.hash, bytes) == h.check
     }
 
     /// Copies `len` bytes starting at physical `phys` (8-aligned; the record slot is
@@ -652,7 +649,7 @@ impl Map {
 
 /// The file header's check: CRC-32C of its first 64 bytes.
 fn file_header_crc(hdr: &[u8]) -> u32 {
-    crc32c::crc32c(&hdr[..HDR_CHECK])
+    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, &hdr[..HDR_CHECK]) as u32
 }
 
 /// Reads and validates the header of `file` (already open) against the file's real size,
@@ -702,7 +699,6 @@ fn map_existing(path: &Path, file: &File, writable: bool) -> Result<(MmapRaw, La
             "damaged file header (its CRC-32C does not match)".into()
         ));
     }
-    let salt = u64_at(HDR_SALT);
     let layout = Layout {
         header_len: u64::from(u32_at(HDR_HEADER_LEN)),
         data_len: u64_at(HDR_DATA_LEN),
@@ -710,8 +706,7 @@ fn map_existing(path: &Path, file: &File, writable: bool) -> Result<(MmapRaw, La
         shard: u32_at(HDR_SHARD),
         index_len: u64::from(u32_at(HDR_INDEX_LEN)),
         chunk_shift: u32_at(HDR_CHUNK_SHIFT),
-        salt,
-        salt_crc: crc32c::crc32c(&salt.to_le_bytes()),
+        salt: u64_at(HDR_SALT),
     };
     let file_len = u64_at(HDR_FILE_LEN);
     let ok = layout.header_len >= PAGE + layout.index_len * INDEX_ENTRY

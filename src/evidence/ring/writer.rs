@@ -330,7 +330,7 @@ impl EvidenceRing {
             phys = 0;
         }
         let link16 = link.to_linktype() as u16;
-        let hcheck = header_check(
+        let h = header_hash(
             map.layout.salt,
             seq,
             ts_ns,
@@ -339,15 +339,8 @@ impl EvidenceRing {
             cap32,
             link16,
         );
-        let meta = RecordMeta {
-            seq,
-            ts_ns,
-            flow_hash,
-            orig_len,
-            cap_len: cap32,
-            link: link16,
-        };
-        let check = record_crc(map.layout.salt_crc, &meta, hcheck, &bytes[..cap]);
+        let hcheck = h as u16;
+        let check = record_crc(h, &bytes[..cap]);
         let p = map.data_ptr(phys);
         // SAFETY: the record slot [phys, phys + len) lies inside the data area (phys + len
         // <= d after the wrap decision) and `bytes[..cap]` is in bounds. They cannot
