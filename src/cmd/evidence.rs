@@ -1,4 +1,6 @@
-//! `streamml-sensor evidence ...`: evidence tools (`recover`).
+//! `streamml-sensor evidence ...`: evidence tools (`recover`). `recover` exits 0 when every
+//! ring was read, 1 when some ring was unreadable and the others were recovered (one
+//! warning line each), 2 when nothing could be recovered (see `evidence::recover`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
