@@ -502,7 +502,7 @@ use std::time::{Duration, Instant};
 
 use streamml_sensor::capture::LinkType;
 use streamml_sensor::evidence::recover::{exit_code, recover as recover_lib, RecoverOptions};
-use streamml_sensor::evidence::ring::RingConfig;
+use streamml_sensor::evidence::ring::{End, RecordBuf, RingConfig, RingReader, Start};
 use streamml_sensor::evidence::EvidenceRing;
 
 /// xorshift64* (as in tests/wire_captures.rs): small, seeded, good enough to pick bytes.
@@ -854,7 +854,9 @@ fn recover_bin_bounded(state: &Path, out: &Path, limit: Duration) -> (Option<i32
 /// capture, wrapped several times): bit flips, byte sets, truncations, extensions, file
 /// header fields set to extreme values (half of them with the header CRC recomputed, so
 /// the geometry checks are reached), record header fields, zeroed or copied stretches,
-/// index entries. A third of the cases also hold an intact second ring.
+/// index entries. A third of the cases also hold an intact second ring. Each mutated ring
+/// is also read the live sensor's way (`copy_range` from a time, a sequence number and
+/// the oldest record, through the index): no panic, no hang, no record that differs.
 ///
 /// Every case runs `evidence recover`'s library entry point in-process — the function
 /// `cmd/evidence.rs` calls, with the exit code it maps the result to (`exit_code`, or 2
@@ -923,6 +925,40 @@ fn mutated_rings_never_panic_hang_or_recover_a_damaged_packet() {
         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| recover_lib(&opts)));
         dog.stop();
         let res = res.unwrap_or_else(|_| panic!("recover panicked: seed {seed} case {case}"));
+        // The live sensor's path on the same file: copies that start from the index (a
+        // time or a sequence number) instead of the tail.
+        let t_lo = *originals.keys().next().unwrap();
+        let (from_ts, from_seq) = (t_lo + 1000 * rng.below(700) as u64, rng.below(700) as u64);
+        dog.start(case);
+        let copied = std::panic::catch_unwind(|| {
+            let mut got = Vec::new();
+            if let Ok(rd) = RingReader::open_readonly(&r0) {
+                let mut out = RecordBuf::new();
+                for from in [Start::TsNs(from_ts), Start::Seq(from_seq), Start::Oldest] {
+                    rd.copy_range(from, End::HEAD, |_| true, &mut out);
+                    got.extend(
+                        out.iter()
+                            .map(|v| (v.ts_ns(), v.orig_len(), v.data.to_vec())),
+                    );
+                }
+            }
+            got
+        });
+        dog.stop();
+        for (ts, orig_len, data) in
+            copied.unwrap_or_else(|_| panic!("copy_range panicked: seed {seed} case {case}"))
+        {
+            let p = Pkt {
+                ts_ns: ts,
+                orig_len,
+                data,
+            };
+            assert_eq!(
+                originals.get(&ts),
+                Some(&p),
+                "seed {seed} case {case}: copy_range returned a record that differs"
+            );
+        }
         let code = match &res {
             Ok(rep) => {
                 let code = exit_code(rep);

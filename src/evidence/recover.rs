@@ -157,9 +157,9 @@ pub fn recover(opts: &RecoverOptions) -> anyhow::Result<RecoverReport> {
             }
             list.push((m.ts_ns, m.seq, m.link, at));
         });
-        rep.torn += st.torn;
-        rep.corrupt += st.corrupt;
-        rep.lost_overwritten += st.lost_overwritten;
+        rep.torn = rep.torn.saturating_add(st.torn);
+        rep.corrupt = rep.corrupt.saturating_add(st.corrupt);
+        rep.lost_overwritten = rep.lost_overwritten.saturating_add(st.lost_overwritten);
         rep.out_of_range += oor;
         rep.per_ring.push((f.clone(), st.copied));
         list.sort_by_key(|&(ts, seq, _, _)| (ts, seq));

@@ -85,18 +85,23 @@
 //!   a power loss without `msync`, neighbouring damaged headers).
 //!
 //! Power loss without `msync` is not otherwise covered (the page cache may reach the disk
-//! in any order); whatever it leaves is caught by the checks and never copied as a packet.
+//! in any order); whatever it leaves fails the checks (short of a 2^-32 CRC collision)
+//! and is never copied as a packet.
 //!
 //! # Damaged files
 //!
 //! Opening a ring checks, before mapping anything, the magic, the version, the file
 //! header's CRC, the geometry against the file's real size (a file shorter than its
 //! header says is "truncated" and never mapped, so never a SIGBUS), and that `tail <=
-//! head <= tail + data_len`. A file failing any of them is refused with one line naming
-//! it and the reason ([`RingError`]); `evidence recover` reports it as unreadable and
-//! recovers the other rings. The sensor never shortens a ring file in place: a new ring
-//! is a new file renamed over the old one, so the mapping of a reader of the old one
-//! stays whole.
+//! head <= tail + 2 * data_len` (a writer keeps them within one lap; the two are not read
+//! at one instant), both 8-aligned. A file failing any of them is refused with one line
+//! naming it and the reason ([`RingError`]); `evidence recover` reports it as unreadable
+//! and recovers the other rings. The sensor never shortens a ring file in place: a new
+//! ring is a new file renamed over the old one, so the mapping of a reader of the old one
+//! stays whole (another program truncating a mapped ring would still raise SIGBUS in the
+//! reader). Readers bound every walk and mask every position they load to 8 bytes, so
+//! whatever the atomics and the index hold, a walk ends and reads only aligned words
+//! inside the data area.
 //!
 //! The file is preallocated with `posix_fallocate`, so a full disk fails at creation with
 //! a clear error instead of a SIGBUS on the hot path. The writer holds an exclusive

@@ -259,7 +259,8 @@ impl RingReader {
             let pos = map.index_atomic(i, 1).load(Ordering::Relaxed);
             let max_before = map.index_atomic(i, 2).load(Ordering::Relaxed);
             fence(Ordering::Acquire);
-            if e_seq.load(Ordering::Relaxed) != s1 || pos < tail {
+            // (An entry of a damaged file may point anywhere: unaligned ones are skipped.)
+            if e_seq.load(Ordering::Relaxed) != s1 || pos < tail || !pos.is_multiple_of(8) {
                 continue;
             }
             if seq_target.is_some_and(|s| s1 > s) {
@@ -378,7 +379,7 @@ impl RingReader {
                 // always starts where a record was expected (the end of the last one, the
                 // tail, or the start of a lap).
                 resyncing = true;
-                pos += 8;
+                pos = pos.saturating_add(8);
                 expect = None;
                 continue;
             };
@@ -388,7 +389,7 @@ impl RingReader {
                 if let Start::Seq(_) = from {
                     // The requested first record was overwritten before the walk began.
                     if w > start_seq {
-                        st.lost_overwritten += w - start_seq;
+                        st.lost_overwritten = st.lost_overwritten.saturating_add(w - start_seq);
                     }
                 }
             }
@@ -401,10 +402,11 @@ impl RingReader {
                         match gap {
                             0 => {}
                             1 => st.corrupt += 1,
-                            g => st.torn += g,
+                            // (Saturating: a damaged file can claim any sequence numbers.)
+                            g => st.torn = st.torn.saturating_add(g),
                         }
                     } else if gap > 0 && l + 1 >= start_seq {
-                        st.lost_overwritten += gap;
+                        st.lost_overwritten = st.lost_overwritten.saturating_add(gap);
                     }
                 }
                 // The first slot of the walk was damaged: one record at least.
@@ -438,7 +440,7 @@ impl RingReader {
             if missing == 1 {
                 st.corrupt += 1;
             } else {
-                st.torn += missing;
+                st.torn = st.torn.saturating_add(missing);
             }
         }
         st
