@@ -588,7 +588,7 @@ mod kill9 {
             s(&out),
         ]);
         let stderr = ok(&o, "evidence recover");
-        assert!(stderr.contains(" 0 torn/invalid"), "{stderr}");
+        assert!(stderr.contains(" 0 corrupt, 0 torn,"), "{stderr}");
         let (link, rec) = read_pcap_zst(&out);
         assert_eq!(link, 1);
         assert_eq!(common::tshark_count_clean(&out), rec.len() as u64);

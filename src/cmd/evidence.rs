@@ -1,4 +1,6 @@
-//! `streamml-sensor evidence ...`: evidence tools (`recover`).
+//! `streamml-sensor evidence ...`: evidence tools (`recover`). `recover` exits 0 when every
+//! ring was read, 1 when some ring was unreadable and the others were recovered (one
+//! warning line each), 2 when nothing could be recovered (see `evidence::recover`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use crate::evidence::file::TsRes;
-use crate::evidence::recover::{recover, summary, RecoverOptions};
+use crate::evidence::recover::{exit_code, recover, summary, warnings, RecoverOptions};
 use crate::evidence::statedir;
 
 /// `streamml-sensor evidence ...`
@@ -19,7 +21,10 @@ pub struct EvidenceArgs {
 #[derive(Subcommand, Debug)]
 pub enum EvidenceCmd {
     /// Dump the packets the shard rings still hold (no running sensor needed) to a
-    /// .pcap.zst, in time order across shards; torn records are skipped and counted.
+    /// .pcap.zst, in time order across shards; damaged records (corrupt, torn) are
+    /// skipped and counted, never written. Each ring is read on its own: one that cannot
+    /// be read is named on stderr with the reason and skipped. Exit 0: every ring read;
+    /// 1: some ring unreadable, the others recovered; 2: nothing readable (no output).
     Recover(RecoverArgs),
 }
 
@@ -63,8 +68,11 @@ pub fn run(args: EvidenceArgs) -> anyhow::Result<ExitCode> {
                 output: a.output,
             };
             let rep = recover(&opts)?;
+            for w in warnings(&rep) {
+                eprintln!("{w}");
+            }
             eprintln!("{}", summary(&rep));
-            Ok(ExitCode::SUCCESS)
+            Ok(ExitCode::from(exit_code(&rep)))
         }
     }
 }

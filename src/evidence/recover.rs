@@ -1,7 +1,22 @@
 //! `streamml-sensor evidence recover`: dumps what the shard rings of a state directory
 //! still hold — after a crash or `kill -9`, or on an analyst's request while the sensor
 //! runs — as one PCAP inside zstd, in time order across shards. Every record is validated
-//! (sequence, keyed header check, lengths); invalid (torn) ones are skipped and counted.
+//! (sequence, keyed header check, lengths, CRC-32C over header and bytes); invalid ones
+//! are skipped and counted, as `corrupt` (one record at a known place that does not check)
+//! or `torn` (records whose place was lost): see `ring`'s module doc. No record that fails
+//! its check is ever written as a packet.
+//!
+//! Each ring is opened on its own. A ring that cannot be read (bad magic, another layout
+//! version, a damaged file header, truncated, a header inconsistent with the file's size,
+//! an I/O error) is reported in [`RecoverReport::unreadable`] with the reason and skipped;
+//! the others are recovered. Exit codes of the command (the `flows`/`replay` convention
+//! for a damaged input: what could be read is written, and the run says what was not):
+//!
+//! - 0: every ring was read (its corrupt and torn records are counted in the summary);
+//! - 1: at least one ring was unreadable and at least one was read: the output holds the
+//!   readable rings' packets; one `streamml-sensor: warning: ...` line per unreadable ring;
+//! - 2: nothing to recover from (no ring file, or none readable), or bad arguments: no
+//!   output is written.
 //!
 //! `--filter` takes a tcpdump expression, compiled by libpcap (`pcap_compile` on a dead
 //! handle of the ring's link type) and run with `pcap_offline_filter` on each record: the
@@ -13,19 +28,26 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 
 use super::file::{FileConfig, PcapZstWriter, TsRes};
-use super::ring::{RecordMeta, RecordPos, RingReader};
+use super::ring::{ReadMiss, RecordMeta, RecordPos, RingReader};
 use super::statedir::StateDir;
 
 /// What a recovery found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoverReport {
+    /// Ring files found (readable or not).
     pub rings: usize,
-    /// Valid records per ring file.
+    /// Valid records per readable ring file.
     pub per_ring: Vec<(PathBuf, u64)>,
+    /// Ring files that could not be read, with the reason; none of their records is in the
+    /// output.
+    pub unreadable: Vec<(PathBuf, String)>,
     /// Packets written to the output.
     pub packets: u64,
-    /// Invalid (torn or corrupt) records skipped.
+    /// Records whose place was lost (a resynchronisation over more than one record).
     pub torn: u64,
+    /// Records at a known place that failed their check (CRC over header and bytes, or a
+    /// damaged header between two valid records): skipped, never written.
+    pub corrupt: u64,
     /// Records overwritten by a running sensor between scan and copy.
     pub lost_overwritten: u64,
     /// Records outside --since/--until.
@@ -116,10 +138,16 @@ pub fn recover(opts: &RecoverOptions) -> anyhow::Result<RecoverReport> {
     let mut lists: Vec<Vec<(u64, u64, u16, RecordPos)>> = Vec::new();
     let mut link_counts: Vec<(u16, u64)> = Vec::new();
     for f in &files {
+        let r = match RingReader::open_readonly(f) {
+            Ok(r) => r,
+            Err(e) => {
+                rep.unreadable.push((f.clone(), e.reason()));
+                continue;
+            }
+        };
         if RingReader::is_locked_by_writer(f) {
             rep.live = true;
         }
-        let r = RingReader::open_readonly(f).map_err(anyhow::Error::from)?;
         let mut list = Vec::new();
         let mut oor = 0u64;
         let st = r.scan_headers(|m: &RecordMeta, at| {
@@ -129,8 +157,9 @@ pub fn recover(opts: &RecoverOptions) -> anyhow::Result<RecoverReport> {
             }
             list.push((m.ts_ns, m.seq, m.link, at));
         });
-        rep.torn += st.torn;
-        rep.lost_overwritten += st.lost_overwritten;
+        rep.torn = rep.torn.saturating_add(st.torn);
+        rep.corrupt = rep.corrupt.saturating_add(st.corrupt);
+        rep.lost_overwritten = rep.lost_overwritten.saturating_add(st.lost_overwritten);
         rep.out_of_range += oor;
         rep.per_ring.push((f.clone(), st.copied));
         list.sort_by_key(|&(ts, seq, _, _)| (ts, seq));
@@ -142,6 +171,14 @@ pub fn recover(opts: &RecoverOptions) -> anyhow::Result<RecoverReport> {
         }
         readers.push(r);
         lists.push(list);
+    }
+    if readers.is_empty() {
+        let why: Vec<String> = rep
+            .unreadable
+            .iter()
+            .map(|(p, r)| format!("{}: {r}", p.display()))
+            .collect();
+        bail!("no readable ring: {}", why.join("; "));
     }
     link_counts.sort_by_key(|&(l, n)| (std::cmp::Reverse(n), l));
     // Ethernet for an empty result: the file is still a valid (empty) PCAP.
@@ -186,9 +223,16 @@ pub fn recover(opts: &RecoverOptions) -> anyhow::Result<RecoverReport> {
             continue;
         }
         buf.clear();
-        let Some(m) = readers[i].read_at(at, &mut buf) else {
-            rep.lost_overwritten += 1;
-            continue;
+        let m = match readers[i].read_at(at, &mut buf) {
+            Ok(m) => m,
+            Err(ReadMiss::Overwritten) => {
+                rep.lost_overwritten += 1;
+                continue;
+            }
+            Err(ReadMiss::Corrupt) => {
+                rep.corrupt += 1;
+                continue;
+            }
         };
         if let Some(f) = &filter {
             if !f.matches(&buf) {
@@ -207,6 +251,29 @@ pub fn recover(opts: &RecoverOptions) -> anyhow::Result<RecoverReport> {
     Ok(rep)
 }
 
+/// The command's exit code for a report: 0 when every ring was read, 1 when some ring was
+/// unreadable (the others were recovered). An `Err` from [`recover`] is 2.
+pub fn exit_code(rep: &RecoverReport) -> u8 {
+    if rep.unreadable.is_empty() {
+        0
+    } else {
+        1
+    }
+}
+
+/// One line per unreadable ring, for stderr before the summary.
+pub fn warnings(rep: &RecoverReport) -> Vec<String> {
+    rep.unreadable
+        .iter()
+        .map(|(p, why)| {
+            format!(
+                "streamml-sensor: warning: {}: unreadable ring, skipped: {why}",
+                p.display()
+            )
+        })
+        .collect()
+}
+
 /// The one-paragraph summary printed at the end.
 pub fn summary(rep: &RecoverReport) -> String {
     let rings: Vec<String> = rep
@@ -220,13 +287,30 @@ pub fn summary(rep: &RecoverReport) -> String {
             )
         })
         .collect();
+    let unreadable = if rep.unreadable.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<String> = rep
+            .unreadable
+            .iter()
+            .map(|(p, _)| {
+                p.file_name()
+                    .map_or_else(String::new, |f| f.to_string_lossy().into_owned())
+            })
+            .collect();
+        format!(" ({})", names.join(", "))
+    };
     format!(
-        "recovered {} packets to {} from {} ring(s) ({}){}; skipped: {} torn/invalid, {} overwritten while reading, {} outside the time range, {} filtered out, {} of another link type",
+        "recovered {} packets to {} from {} of {} ring(s) ({}){}; rings_unreadable {}{}; skipped: {} corrupt, {} torn, {} overwritten while reading, {} outside the time range, {} filtered out, {} of another link type",
         rep.packets,
         rep.output.display(),
+        rep.per_ring.len(),
         rep.rings,
         rings.join(", "),
         if rep.live { "; a running sensor holds the rings (read live)" } else { "" },
+        rep.unreadable.len(),
+        unreadable,
+        rep.corrupt,
         rep.torn,
         rep.lost_overwritten,
         rep.out_of_range,

@@ -21,14 +21,24 @@ impl std::fmt::Debug for RingReader {
     }
 }
 
-/// What a walk's visitor wants for a record whose header validated.
+/// What a walk's `pre` visitor wants for a record whose header validated.
 pub(super) enum WalkStep {
-    /// Copy the payload and call `on_payload`.
+    /// Copy the bytes, check the record's CRC and, if it is intact, call `on_valid`.
     Copy,
-    /// Skip the payload, go on.
+    /// Skip the bytes unread (and unchecked), go on.
     SkipPayload,
-    /// Skip the payload and end the walk (if this record validates).
+    /// Skip the bytes and end the walk at this record.
     Stop,
+}
+
+/// Why [`RingReader::read_at`] returned no record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMiss {
+    /// The writer overwrote the record since it was scanned.
+    Overwritten,
+    /// The record is there but its header or CRC does not check (the file changed since
+    /// the scan: something other than the writer wrote it).
+    Corrupt,
 }
 
 impl RingReader {
@@ -78,7 +88,7 @@ impl RingReader {
     /// Copies the records in `[from, to]` for which `filter` returns true into `out`
     /// (cleared first), oldest first. Never blocks the writer: records that the writer
     /// overwrites during the copy are skipped and counted in `lost_overwritten`. Only
-    /// validated records are handed to `filter` or copied.
+    /// validated records (header, CRC, seqlock) are handed to `filter` or copied.
     pub fn copy_range(
         &self,
         from: Start,
@@ -95,30 +105,37 @@ impl RingReader {
         let mut out_of_range = 0u64;
         let beyond_ts = to.ts_ns.saturating_add(END_SLACK_NS);
         let mut beyond = 0u32;
-        let mut st = self.walk_payloads(
+        let RecordBuf { metas, bytes } = out;
+        let mut st = self.walk(
             from,
             to,
             false,
-            out,
+            bytes,
             |m| {
                 if m.ts_ns > beyond_ts {
                     beyond += 1;
                     if beyond >= END_RUN {
-                        return None;
+                        return WalkStep::Stop;
                     }
                 } else {
                     beyond = 0;
                 }
                 if m.ts_ns < from_ts || m.ts_ns > to.ts_ns {
                     out_of_range += 1;
-                    Some(false)
+                    WalkStep::SkipPayload
                 } else {
-                    Some(true)
+                    WalkStep::Copy
                 }
             },
-            |v| {
-                let keep = filter(v);
-                if !keep {
+            |meta, _, off, bytes| {
+                let v = RecordView {
+                    meta: *meta,
+                    data: &bytes[off..],
+                };
+                let keep = filter(&v);
+                if keep {
+                    metas.push((*meta, off));
+                } else {
                     filtered += 1;
                 }
                 keep
@@ -142,22 +159,21 @@ impl RingReader {
     /// Walks every valid record (recovery): like `copy_range(Oldest, HEAD, ..)` but also
     /// follows records committed after the stored head (a writer killed between its
     /// commit and its head store), and sees records of earlier runs. `visit` gets each
-    /// validated record in ring order.
+    /// validated record (header, CRC, seqlock) in ring order.
     pub fn scan(&self, mut visit: impl FnMut(&RecordView<'_>)) -> CopyStats {
-        let mut out = RecordBuf::new();
+        let mut buf = Vec::new();
         let mut n = 0u64;
-        let all = RingReader {
-            map: self.map.clone(),
-            min_seq: 0,
-        };
-        let mut st = all.walk_payloads(
+        let mut st = self.all().walk(
             Start::Oldest,
             End::HEAD,
             true,
-            &mut out,
-            |_| Some(true),
-            |v| {
-                visit(v);
+            &mut buf,
+            |_| WalkStep::Copy,
+            |meta, _, off, bytes| {
+                visit(&RecordView {
+                    meta: *meta,
+                    data: &bytes[off..],
+                });
                 n += 1;
                 false
             },
@@ -166,91 +182,58 @@ impl RingReader {
         st
     }
 
-    /// Visits the header of every valid record (like [`RingReader::scan`], payloads not
-    /// read) with its position, for a later [`RingReader::read_at`].
+    /// Visits the header of every valid record (like [`RingReader::scan`]: each record's
+    /// bytes are read to check its CRC, but not kept) with its position, for a later
+    /// [`RingReader::read_at`].
     pub fn scan_headers(&self, mut visit: impl FnMut(&RecordMeta, RecordPos)) -> CopyStats {
-        let all = RingReader {
-            map: self.map.clone(),
-            min_seq: 0,
-        };
+        let mut buf = Vec::new();
         let mut n = 0u64;
-        let mut st = all.walk(Start::Oldest, End::HEAD, true, |m, pos, valid| {
-            if valid == Some(true) {
+        let mut st = self.all().walk(
+            Start::Oldest,
+            End::HEAD,
+            true,
+            &mut buf,
+            |_| WalkStep::Copy,
+            |m, pos, _, _| {
                 n += 1;
                 visit(m, RecordPos { pos, seq: m.seq });
-            }
-            // "Copy" only asks for the second, validated call; nothing is copied.
-            WalkStep::Copy
-        });
+                false
+            },
+        );
         st.copied = n;
         st
     }
 
+    /// This reader without its run bound: it sees the records of earlier runs too.
+    fn all(&self) -> RingReader {
+        RingReader {
+            map: self.map.clone(),
+            min_seq: 0,
+        }
+    }
+
     /// Appends the bytes of the record at `at` to `out` and returns its header, if it is
-    /// still there (not overwritten since it was scanned, and valid).
-    pub fn read_at(&self, at: RecordPos, out: &mut Vec<u8>) -> Option<RecordMeta> {
+    /// still there (not overwritten since it was scanned) and intact (header and CRC).
+    pub fn read_at(&self, at: RecordPos, out: &mut Vec<u8>) -> Result<RecordMeta, ReadMiss> {
         let map = &*self.map;
         let phys = at.pos % map.layout.data_len;
-        let m = map.read_header(phys)?;
-        if m.seq != at.seq {
-            return None;
-        }
+        let h = map.read_header(phys).filter(|h| h.meta.seq == at.seq);
         let start = out.len();
-        map.copy_out(phys + RECORD_HDR, m.cap_len as usize, out);
+        if let Some(h) = &h {
+            map.copy_out(phys + RECORD_HDR, h.meta.cap_len as usize, out);
+        }
         fence(Ordering::Acquire);
         if map.hdr_atomic(HDR_TAIL).load(Ordering::Relaxed) > at.pos {
             out.truncate(start);
-            return None;
+            return Err(ReadMiss::Overwritten);
         }
-        Some(m)
-    }
-
-    /// Walk that copies payloads of records accepted by `pre` (on the header) into `out`
-    /// and keeps those accepted by `keep` (on the validated record); `pre` returning None
-    /// ends the walk at that record (once it validates).
-    fn walk_payloads(
-        &self,
-        from: Start,
-        to: End,
-        past_head: bool,
-        out: &mut RecordBuf,
-        mut pre: impl FnMut(&RecordMeta) -> Option<bool>,
-        mut keep: impl FnMut(&RecordView<'_>) -> bool,
-    ) -> CopyStats {
-        let map = &*self.map;
-        self.walk(from, to, past_head, |m, pos, validated_payload| {
-            match validated_payload {
-                None => {
-                    match pre(m) {
-                        None => return WalkStep::Stop,
-                        Some(false) => return WalkStep::SkipPayload,
-                        Some(true) => {}
-                    }
-                    // Copy the payload now; validation follows in walk().
-                    let off = out.bytes.len();
-                    let phys = pos % map.layout.data_len;
-                    map.copy_out(phys + RECORD_HDR, m.cap_len as usize, &mut out.bytes);
-                    out.metas.push((*m, off));
-                    WalkStep::Copy
-                }
-                Some(valid) => {
-                    // Called after the copy: keep or roll back.
-                    let (meta, off) = out.metas.pop().expect("pushed above");
-                    if valid {
-                        let v = RecordView {
-                            meta,
-                            data: &out.bytes[off..off + meta.cap_len as usize],
-                        };
-                        if keep(&v) {
-                            out.metas.push((meta, off));
-                            return WalkStep::Copy;
-                        }
-                    }
-                    out.bytes.truncate(off);
-                    WalkStep::Copy
-                }
+        match h {
+            Some(h) if map.intact(&h, &out[start..]) => Ok(h.meta),
+            _ => {
+                out.truncate(start);
+                Err(ReadMiss::Corrupt)
             }
-        })
+        }
     }
 
     /// Finds where a walk starts: (logical position, seq expected there if known).
@@ -276,7 +259,8 @@ impl RingReader {
             let pos = map.index_atomic(i, 1).load(Ordering::Relaxed);
             let max_before = map.index_atomic(i, 2).load(Ordering::Relaxed);
             fence(Ordering::Acquire);
-            if e_seq.load(Ordering::Relaxed) != s1 || pos < tail {
+            // (An entry of a damaged file may point anywhere: unaligned ones are skipped.)
+            if e_seq.load(Ordering::Relaxed) != s1 || pos < tail || !pos.is_multiple_of(8) {
                 continue;
             }
             if seq_target.is_some_and(|s| s1 > s) {
@@ -296,34 +280,49 @@ impl RingReader {
         }
     }
 
-    /// The walk: visits each record from `from` on. For each record the visitor is called
-    /// twice: first with `None` (header read, not yet validated against overwrite: the
-    /// visitor may copy the payload), then with `Some(valid)` once the seqlock check ran.
-    /// Records failing validation are skipped and counted; overwrite resynchronises at
-    /// the new tail.
+    /// The walk: visits each record from `from` on. `pre` sees each header that validated
+    /// and in sequence (not yet checked against overwrite) and says whether to copy its
+    /// bytes; a copied record is then checked (seqlock: not overwritten while copied; CRC:
+    /// intact) and, if valid, handed to `on_valid(meta, pos, offset of its bytes in buf,
+    /// buf)`, which keeps its bytes at the end of `buf` by returning true. Invalid records
+    /// are skipped and counted (`corrupt`, `torn`: see the module doc); overwrite
+    /// resynchronises at the new tail.
+    ///
+    /// Bounded whatever the file holds: every step moves forward by at least 8 bytes,
+    /// over at most three laps' worth of positions, and a record's bytes are read at most
+    /// once per lap (a header that validates is stepped over whole, corrupt or not).
     pub(super) fn walk(
         &self,
         from: Start,
         to: End,
         past_head: bool,
-        mut visit: impl FnMut(&RecordMeta, u64, Option<bool>) -> WalkStep,
+        buf: &mut Vec<u8>,
+        mut pre: impl FnMut(&RecordMeta) -> WalkStep,
+        mut on_valid: impl FnMut(&RecordMeta, u64, usize, &Vec<u8>) -> bool,
     ) -> CopyStats {
         let map = &*self.map;
         let lay = map.layout;
         let d = lay.data_len;
         let tail_a = map.hdr_atomic(HDR_TAIL);
+        // Positions are 8-aligned in any file that passed `map_existing`; masking keeps
+        // every load aligned even if a damaged file changes under the walk.
+        let load_tail = |o: Ordering| tail_a.load(o) & !7;
         let mut st = CopyStats::default();
-        let head = map.hdr_atomic(HDR_HEAD).load(Ordering::Acquire);
-        let mut tail = tail_a.load(Ordering::Acquire);
+        let head = map.hdr_atomic(HDR_HEAD).load(Ordering::Acquire) & !7;
+        let mut tail = load_tail(Ordering::Acquire);
         let (mut pos, mut expect) = self.start_pos(from, tail);
         let start_seq = match from {
             Start::Seq(s) => s.max(self.min_seq),
             _ => self.min_seq,
         };
-        // The last valid record seen (gaps after it are lost or torn records).
+        // The last located record (gaps after it are lost, torn or corrupt records).
         let mut last_seq: Option<u64> = None;
-        // Bounded: at most two laps' worth of 8-byte steps.
-        let limit = head.max(tail) + 2 * d;
+        // Bounded: at most two laps' worth of positions past the head (three from the
+        // start).
+        let limit = head
+            .max(tail)
+            .saturating_add(2 * d)
+            .min(pos.saturating_add(3 * d));
         let mut resyncing = false;
         while pos < limit {
             if pos >= head && !past_head {
@@ -333,37 +332,37 @@ impl RingReader {
             let w = map.read_u64(phys + R_SEQ);
             if w == WRAP && !resyncing {
                 fence(Ordering::Acquire);
-                tail = tail_a.load(Ordering::Relaxed);
+                tail = load_tail(Ordering::Relaxed);
                 if tail > pos {
                     pos = tail;
                     expect = None;
                     continue;
                 }
-                pos += d - phys;
+                pos = pos.saturating_add(d - phys);
                 continue;
             }
-            let hdr = map.read_header(phys);
-            let well_formed = hdr.is_some_and(|m| {
-                expect.is_none_or(|e| e == m.seq) && last_seq.is_none_or(|l| m.seq > l)
-            });
-            let meta = hdr.unwrap_or(RecordMeta {
-                seq: w,
-                ts_ns: 0,
-                flow_hash: 0,
-                orig_len: 0,
-                cap_len: 0,
-                link: 0,
+            let hdr = map.read_header(phys).filter(|h| {
+                expect.is_none_or(|e| e == h.meta.seq) && last_seq.is_none_or(|l| h.meta.seq > l)
             });
             // Decide on the header before validating against overwrite.
-            let in_range = well_formed && w <= to.seq;
-            let step = (in_range && w >= start_seq).then(|| visit(&meta, pos, None));
-            let copied = matches!(step, Some(WalkStep::Copy));
+            let step = hdr.and_then(|h| {
+                let s = h.meta.seq;
+                (s <= to.seq && s >= start_seq).then(|| pre(&h.meta))
+            });
+            let copied_at = match (&hdr, &step) {
+                (Some(h), Some(WalkStep::Copy)) => {
+                    let off = buf.len();
+                    map.copy_out(phys + RECORD_HDR, h.meta.cap_len as usize, buf);
+                    Some(off)
+                }
+                _ => None,
+            };
             // Seqlock check: nothing read above was overwritten iff tail <= pos.
             fence(Ordering::Acquire);
-            tail = tail_a.load(Ordering::Relaxed);
+            tail = load_tail(Ordering::Relaxed);
             if tail > pos {
-                if copied {
-                    visit(&meta, pos, Some(false));
+                if let Some(off) = copied_at {
+                    buf.truncate(off);
                 }
                 // Overwritten under us: jump to the oldest record; the seq gap is counted.
                 pos = tail;
@@ -371,54 +370,78 @@ impl RingReader {
                 resyncing = false;
                 continue;
             }
-            if !well_formed {
+            let Some(h) = hdr else {
                 if pos >= head {
                     // Past the stored head: the first invalid slot is the end.
                     break;
                 }
-                if !resyncing {
-                    resyncing = true;
-                }
-                // Torn or corrupt: scan forward for the next valid header.
-                pos += 8;
+                // Damaged or torn header: scan forward for the next valid one. A resync
+                // always starts where a record was expected (the end of the last one, the
+                // tail, or the start of a lap).
+                resyncing = true;
+                pos = pos.saturating_add(8);
                 expect = None;
                 continue;
-            }
-            // A valid record.
+            };
+            // A located record: count what lies between it and the last one.
+            let w = h.meta.seq;
             if last_seq.is_none() {
                 if let Start::Seq(_) = from {
                     // The requested first record was overwritten before the walk began.
                     if w > start_seq {
-                        st.lost_overwritten += w - start_seq;
+                        st.lost_overwritten = st.lost_overwritten.saturating_add(w - start_seq);
                     }
                 }
             }
-            if let Some(l) = last_seq {
-                let gap = w - l - 1;
-                if gap > 0 {
+            match last_seq {
+                Some(l) => {
+                    let gap = w - l - 1;
                     if resyncing {
-                        st.torn += gap;
-                    } else if l + 1 >= start_seq {
-                        st.lost_overwritten += gap;
+                        // One missing record between two valid ones: it sat where the
+                        // resync began, its header damaged. More: their places are lost.
+                        match gap {
+                            0 => {}
+                            1 => st.corrupt += 1,
+                            // (Saturating: a damaged file can claim any sequence numbers.)
+                            g => st.torn = st.torn.saturating_add(g),
+                        }
+                    } else if gap > 0 && l + 1 >= start_seq {
+                        st.lost_overwritten = st.lost_overwritten.saturating_add(gap);
                     }
                 }
-            } else if resyncing {
-                st.torn += 1;
+                // The first slot of the walk was damaged: one record at least.
+                None if resyncing => st.corrupt += 1,
+                None => {}
             }
             resyncing = false;
-            if copied {
-                visit(&meta, pos, Some(true));
+            if let Some(off) = copied_at {
+                if !map.intact(&h, &buf[off..]) {
+                    st.corrupt += 1;
+                    buf.truncate(off);
+                } else if !on_valid(&h.meta, pos, off, buf) {
+                    buf.truncate(off);
+                }
             }
             if w > to.seq || matches!(step, Some(WalkStep::Stop)) {
                 break;
             }
             last_seq = Some(w);
             expect = Some(w + 1);
-            pos += record_len(meta.cap_len);
+            pos = pos.saturating_add(record_len(h.meta.cap_len));
         }
         if resyncing {
-            // Invalid bytes up to the end: at least one record lost.
-            st.torn += 1;
+            // Invalid bytes up to the end. The head's seq says how many records are
+            // missing when it is consistent with the last one located; else at least one.
+            let head_seq = map.hdr_atomic(HDR_HEAD_SEQ).load(Ordering::Acquire);
+            let missing = match last_seq {
+                Some(l) if head_seq > l && head_seq - l <= d / RECORD_HDR => head_seq - l,
+                _ => 1,
+            };
+            if missing == 1 {
+                st.corrupt += 1;
+            } else {
+                st.torn = st.torn.saturating_add(missing);
+            }
         }
         st
     }

@@ -29,13 +29,24 @@ pub enum Opened {
     /// A new, empty ring was created (no file, or an incompatible one was replaced).
     Created,
     /// An existing ring was continued: `records` valid records from an earlier run are
-    /// kept for `evidence recover` (and `torn` invalid ones were skipped).
-    Resumed { records: u64, torn: u64 },
+    /// kept for `evidence recover` (`torn` and `corrupt` invalid ones were skipped: see
+    /// [`CopyStats`]).
+    Resumed {
+        records: u64,
+        torn: u64,
+        corrupt: u64,
+    },
 }
 
 impl EvidenceRing {
-    /// Creates (or truncates) `path` as an empty ring.
+    /// Creates `path` as an empty ring: a new file, preallocated and with its header
+    /// written under a temporary name beside it (`.NAME.XXXXXX.tmp`), then renamed over
+    /// `path`. An existing file is never shortened in place, so a reader that has it
+    /// mapped (`evidence recover`) keeps its whole mapping (no SIGBUS); it stays locked
+    /// until it is replaced, so a second sensor is refused as with a running one.
+    /// Temporaries a killed creation left are removed.
     pub fn create(path: &Path, cfg: &RingConfig) -> Result<EvidenceRing, RingError> {
+        use std::os::unix::fs::PermissionsExt;
         let salt = std::collections::hash_map::RandomState::new()
             .build_hasher()
             .finish();
@@ -46,15 +57,29 @@ impl EvidenceRing {
                     reason,
                 }
             })?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| io_err(path, e))?;
+        let old = match File::open(path) {
+            Ok(f) => Some(lock_exclusive(path, f)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err(path, e)),
+        };
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let prefix = format!(
+            ".{}.",
+            path.file_name()
+                .map_or_else(|| "ring".into(), |n| n.to_string_lossy())
+        );
+        remove_stale_temporaries(dir, &prefix);
+        let (file, tmp_path) = tempfile::Builder::new()
+            .prefix(&prefix)
+            .suffix(".tmp")
+            .permissions(std::fs::Permissions::from_mode(0o666))
+            .tempfile_in(dir)
+            .map_err(|e| io_err(path, e))?
+            .into_parts();
         let file = lock_exclusive(path, file)?;
-        file.set_len(0).map_err(|e| io_err(path, e))?;
         // Reserve every block now: a sparse file on a full disk would SIGBUS on the hot
         // path when a page is first touched.
         if let Err(e) =
@@ -82,11 +107,15 @@ impl EvidenceRing {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         hdr[HDR_CREATED_NS..HDR_CREATED_NS + 8].copy_from_slice(&now.to_le_bytes());
+        let check = file_header_crc(&hdr);
+        hdr[HDR_CHECK..HDR_CHECK + 4].copy_from_slice(&check.to_le_bytes());
         {
             use std::os::unix::fs::FileExt;
             file.write_all_at(&hdr, 0).map_err(|e| io_err(path, e))?;
         }
         let (raw, layout) = map_existing(path, &file, true)?;
+        tmp_path.persist(path).map_err(|e| io_err(path, e.error))?;
+        drop(old);
         let map = Map {
             raw,
             layout,
@@ -117,7 +146,7 @@ impl EvidenceRing {
                 layout,
                 _keep: KeepAlive::Locked(file),
             },
-            Err(RingError::Format { .. }) => {
+            Err(RingError::Format { .. } | RingError::Version { .. }) => {
                 drop(file);
                 return Ok((EvidenceRing::create(path, cfg)?, Opened::Created));
             }
@@ -146,12 +175,20 @@ impl EvidenceRing {
         let mut last: Option<(u64, u64, u64)> = None; // (seq, end pos, ts)
         let mut max_ts = 0u64;
         let mut records = 0u64;
-        let st = reader.walk(Start::Oldest, End::HEAD, true, |m, pos, _| {
-            last = Some((m.seq, pos + record_len(m.cap_len), m.ts_ns));
-            max_ts = max_ts.max(m.ts_ns);
-            records += 1;
-            WalkStep::SkipPayload
-        });
+        let mut scratch = Vec::new();
+        let st = reader.walk(
+            Start::Oldest,
+            End::HEAD,
+            true,
+            &mut scratch,
+            |_| WalkStep::Copy,
+            |m, pos, _, _| {
+                last = Some((m.seq, pos + record_len(m.cap_len), m.ts_ns));
+                max_ts = max_ts.max(m.ts_ns);
+                records += 1;
+                false
+            },
+        );
         let tail = map.hdr_atomic(HDR_TAIL).load(Ordering::Acquire);
         let owmax = map
             .hdr_atomic(HDR_OVERWRITTEN_MAX_TS)
@@ -175,6 +212,7 @@ impl EvidenceRing {
             Opened::Resumed {
                 records,
                 torn: st.torn,
+                corrupt: st.corrupt,
             },
         ))
     }
@@ -297,7 +335,7 @@ impl EvidenceRing {
             phys = 0;
         }
         let link16 = link.to_linktype() as u16;
-        let check = record_check(
+        let h = header_hash(
             map.layout.salt,
             seq,
             ts_ns,
@@ -305,8 +343,9 @@ impl EvidenceRing {
             orig_len,
             cap32,
             link16,
-            0,
         );
+        let hcheck = h as u16;
+        let check = record_crc(h, &bytes[..cap]);
         let p = map.data_ptr(phys);
         // SAFETY: the record slot [phys, phys + len) lies inside the data area (phys + len
         // <= d after the wrap decision) and `bytes[..cap]` is in bounds. They cannot
@@ -339,7 +378,7 @@ impl EvidenceRing {
         }
         // SAFETY: as above.
         unsafe {
-            ptr::write_volatile(p.wrapping_add(R_FLAGS as usize) as *mut u16, 0);
+            ptr::write_volatile(p.wrapping_add(R_HCHECK as usize) as *mut u16, hcheck);
         }
         // SAFETY: as above.
         unsafe {
@@ -399,6 +438,26 @@ pub(super) fn reclaim(
     }
     if *tail > head {
         *tail = head;
+    }
+}
+
+/// Removes the temporaries named `PREFIX*.tmp` in `dir` that no creation holds (locked).
+fn remove_stale_temporaries(dir: &Path, prefix: &str) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with(prefix) && name.ends_with(".tmp")) {
+            continue;
+        }
+        let p = e.path();
+        if let Ok(f) = File::open(&p) {
+            if lock_exclusive(&p, f).is_ok() {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
     }
 }
 
