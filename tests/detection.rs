@@ -902,4 +902,67 @@ mod bad_input {
         }
         check_evidence(&state, &al[..n1], true);
     }
+
+    /// `[profile.evidence] snaplen` and `max_packets` shape the files: the same alerts as
+    /// with the defaults, each file the first `max_packets` packets of the uncapped one,
+    /// each cut to `snaplen`, and the packets left out counted (`evidence.packets_capped`).
+    #[test]
+    fn profile_snaplen_and_max_packets_shape_evidence() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = dir.path().join("lab.pcap");
+        synth("labelled", 20, 6, &cap);
+        let base =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/sensor.toml"))
+                .unwrap();
+        let mut text = base
+            .replace("max_packets = 100000 ", "# max_packets = 100000 ")
+            .replace(
+                "[profile.evidence]\n",
+                "[profile.evidence]\nmax_packets = 50\n",
+            );
+        for (from, to) in [
+            (
+                "snaplen = 1514                      # 64..262144\n# max_packets",
+                "snaplen = 96\n# max_packets",
+            ),
+            (
+                "pre_s = 0\npost_s = 2\n",
+                "pre_s = 0\npost_s = 2\nsnaplen = 96\n",
+            ),
+        ] {
+            assert!(text.contains(from), "config/sensor.toml changed: {from:?}");
+            text = text.replacen(from, to, 1);
+        }
+        assert_eq!(text.matches("max_packets = 50").count(), 2);
+        let cfg = dir.path().join("capped.toml");
+        std::fs::write(&cfg, &text).unwrap();
+        let (full, capped) = (dir.path().join("full"), dir.path().join("capped"));
+        let (_, st_full) = replay(&cap, &full, &["--shards", "1"]);
+        let (_, st) = replay(&cap, &capped, &["--shards", "1", "--config", s(&cfg)]);
+        let (a_full, a_cap) = (alerts(&full), alerts(&capped));
+        assert!(a_full.len() >= 4);
+        assert_eq!(a_full.len(), a_cap.len());
+        let mut left_out = 0u64;
+        let mut cut = 0;
+        for (a, b) in a_full.iter().zip(&a_cap) {
+            assert_eq!(a.evidence.path, b.evidence.path);
+            let Some(rel) = &a.evidence.path else {
+                continue;
+            };
+            let (_, pf) = read_pcap_zst(&full.join(rel));
+            let (_, pc) = read_pcap_zst(&capped.join(rel));
+            assert_eq!(pc.len(), pf.len().min(50), "{rel}");
+            assert_eq!(b.evidence.packets, pc.len() as u64);
+            left_out += (pf.len() - pc.len()) as u64;
+            for (x, y) in pf.iter().zip(&pc) {
+                assert_eq!(y.ts_ns, x.ts_ns);
+                assert_eq!(y.orig_len, x.orig_len);
+                assert_eq!(y.data[..], x.data[..x.data.len().min(96)]);
+                cut += usize::from(x.data.len() > 96);
+            }
+        }
+        assert!(left_out > 0 && cut > 0, "the test must cap something");
+        assert_eq!(st["evidence.packets_capped"], left_out);
+        assert_eq!(st_full["evidence.packets_capped"], 0);
+    }
 }

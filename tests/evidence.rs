@@ -359,6 +359,7 @@ mod writer {
                 from_ts_ns: first,
                 to_ts_ns: last,
                 scope: Scope::Window { filter: None },
+                limits: Default::default(),
             };
             assert_eq!(tx.send_blocking(a, Some(req)), SendOutcome::Queued);
             tx.clock_blocking(shard, last, rings[shard].last_seq());
@@ -432,6 +433,7 @@ mod writer {
             from_ts_ns: curl[20].ts_ns,
             to_ts_ns: curl[90].ts_ns,
             scope: Scope::Flow { hash: 1 },
+            limits: Default::default(),
         };
         // A2: shard 1, whole window. A3: same span, only frames longer than 60 bytes.
         let (w0, w1) = (scan[100].ts_ns, scan[400].ts_ns);
@@ -441,6 +443,7 @@ mod writer {
             from_ts_ns: w0,
             to_ts_ns: w1,
             scope: Scope::Window { filter: None },
+            limits: Default::default(),
         };
         let a3 = Alert::new(3, w1, "scan-low-ports", AlertMode::Window, 0.99, 0.9, 1);
         let big: streamml_sensor::evidence::writer::RecordFilter = Arc::new(|v| low_port(v.data));
@@ -449,6 +452,7 @@ mod writer {
             from_ts_ns: w0,
             to_ts_ns: w1,
             scope: Scope::Window { filter: Some(big) },
+            limits: Default::default(),
         };
         // A4: no evidence.
         let a4 = Alert::new(4, curl[5].ts_ns, "flows", AlertMode::Flow, 0.91, 0.9, 0);
@@ -469,6 +473,7 @@ mod writer {
             from_ts_ns: curl[10].ts_ns,
             to_ts_ns: curl[29].ts_ns,
             scope: Scope::Window { filter: None },
+            limits: Default::default(),
         };
 
         assert_eq!(tx.send_blocking(a5, Some(req5)), SendOutcome::Queued);
@@ -759,6 +764,7 @@ mod disk_errors {
             from_ts_ns: curl[0].ts_ns,
             to_ts_ns: curl.last().unwrap().ts_ns,
             scope: Scope::Window { filter: None },
+            limits: Default::default(),
         };
         (
             Alert::new(id, curl[1].ts_ns, "disk", AlertMode::Window, 1.0, 0.5, 0),

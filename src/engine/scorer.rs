@@ -13,7 +13,7 @@ use crate::detect::window::{WindowAcc, WindowVector};
 use crate::evidence::alertlog::{
     Alert, AlertMode, FeatureContribution, FlowKey as EveKey, WindowSpan,
 };
-use crate::evidence::writer::{AlertSender, EvidenceRequest, RecordFilter, Scope};
+use crate::evidence::writer::{AlertSender, EvidenceLimits, EvidenceRequest, RecordFilter, Scope};
 use crate::flow::export::FlowRecord;
 use crate::flow::table::{Accounting, FlowTable};
 use crate::flow::FlowState;
@@ -384,6 +384,7 @@ impl Ctx {
                 from_ts_ns: from,
                 to_ts_ns: ts_ns.saturating_add(p.post_ns),
                 scope: Scope::Flow { hash },
+                limits: Self::limits(p),
             },
             CfgScope::Window => self.window_request(pi, from, ts_ns.saturating_add(p.post_ns)),
         };
@@ -402,6 +403,15 @@ impl Ctx {
             from_ts_ns: from,
             to_ts_ns: to,
             scope: Scope::Window { filter },
+            limits: Self::limits(&self.setup.cfg.profiles[pi]),
+        }
+    }
+
+    /// The profile's `[profile.evidence]` snaplen and max_packets.
+    fn limits(p: &crate::config::Profile) -> EvidenceLimits {
+        EvidenceLimits {
+            snaplen: p.snaplen,
+            max_packets: p.max_evidence_packets,
         }
     }
 

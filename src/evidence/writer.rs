@@ -86,6 +86,19 @@ pub struct EvidenceRequest {
     /// reaches it.
     pub to_ts_ns: u64,
     pub scope: Scope,
+    /// Bytes kept per packet and packets kept per file (the profile's `snaplen` and
+    /// `max_packets`).
+    pub limits: EvidenceLimits,
+}
+
+/// How much of the span an evidence file keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvidenceLimits {
+    /// Bytes kept of each packet (0: as the ring stored them).
+    pub snaplen: u32,
+    /// Packets kept, the first in time order (0: every packet of the span); the rest are
+    /// counted as `evidence.packets_capped`.
+    pub max_packets: u64,
 }
 
 impl EvidenceRequest {
@@ -96,6 +109,7 @@ impl EvidenceRequest {
             from_ts_ns: alert_ts_ns.saturating_sub(pre_ns),
             to_ts_ns: alert_ts_ns.saturating_add(post_ns),
             scope,
+            limits: EvidenceLimits::default(),
         }
     }
 }
@@ -265,6 +279,7 @@ pub struct WriterCounters {
     pub write_errors: Counter,
     pub empty: Counter,
     pub truncated: Counter,
+    pub packets_capped: Counter,
     pub records_lost_overwritten: Counter,
     pub link_skipped: Counter,
     pub dropped_pending_full: Counter,
@@ -296,6 +311,7 @@ impl WriterCounters {
                 ("evidence.write_errors", self.write_errors.get()),
                 ("evidence.empty", self.empty.get()),
                 ("evidence.truncated", self.truncated.get()),
+                ("evidence.packets_capped", self.packets_capped.get()),
                 (
                     "evidence.records_lost_overwritten",
                     self.records_lost_overwritten.get(),
@@ -747,9 +763,27 @@ impl State {
             alert.alert_id
         );
         let dest = self.evidence_dir.join(&name);
+        let lim = req.limits;
+        // The profile's snaplen when it cuts something (else the file says 65535, as
+        // before: no packet was cut to it).
+        let snaplen = match lim.snaplen {
+            s if s > 0 && s < snaplen => s,
+            _ => snaplen.max(65_535),
+        };
+        let max = match lim.max_packets {
+            0 => u64::MAX,
+            m => m,
+        };
+        let of_link = links[0].1;
+        self.ctr.packets_capped.add(of_link.saturating_sub(max));
         let res = (|| {
-            let mut w = PcapZstWriter::create(&dest, link, snaplen.max(65_535), self.file)?;
-            for v in self.buf.iter().filter(|v| v.link() == link) {
+            let mut w = PcapZstWriter::create(&dest, link, snaplen, self.file)?;
+            for v in self
+                .buf
+                .iter()
+                .filter(|v| v.link() == link)
+                .take(usize::try_from(max).unwrap_or(usize::MAX))
+            {
                 w.write_record(&v)?;
             }
             w.finish()
@@ -946,6 +980,7 @@ mod tests {
             from_ts_ns: from,
             to_ts_ns: to,
             scope: Scope::Window { filter: None },
+            limits: EvidenceLimits::default(),
         };
         let a2 = Alert::new(2, to, "f", AlertMode::Flow, 0.9, 0.5, 0);
         let r2 = EvidenceRequest {
@@ -953,6 +988,7 @@ mod tests {
             from_ts_ns: 0,
             to_ts_ns: u64::MAX - 1,
             scope: Scope::Flow { hash: 1 },
+            limits: EvidenceLimits::default(),
         };
         // A shard beyond the clocks has no ring.
         let a3 = Alert::new(3, to, "x", AlertMode::Flow, 0.9, 0.5, 2);

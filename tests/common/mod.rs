@@ -63,10 +63,14 @@ pub fn read_pcap(bytes: &[u8]) -> (u32, Vec<Pkt>) {
     let mut r = pcap_file::pcap::PcapReader::new(bytes).expect("pcap header");
     let link = u32::from(r.header().datalink);
     let mut v = Vec::new();
-    while let Some(p) = r.next_packet() {
+    let nanos = r.header().ts_resolution == pcap_file::TsResolution::NanoSecond;
+    // Raw records: pcap-file's checked packets refuse orig_len > snaplen, which is what
+    // a file cut to a snaplen is.
+    while let Some(p) = r.next_raw_packet() {
         let p = p.expect("pcap packet");
+        let frac = u64::from(p.ts_frac) * if nanos { 1 } else { 1000 };
         v.push(Pkt {
-            ts_ns: p.timestamp.as_nanos() as u64,
+            ts_ns: u64::from(p.ts_sec) * 1_000_000_000 + frac,
             orig_len: p.orig_len,
             data: p.data.into_owned(),
         });
