@@ -1,6 +1,9 @@
 //! Retention of evidence files: the evidence directory is kept under a maximum number of
-//! files and a maximum total size; the oldest files (by modification time, then name) go
-//! first. Deletions are counted. Stale temporary files (`.*.tmp`, left by a crash while a
+//! files and a maximum total size. What goes first is the oldest file of the profile that
+//! holds the most files (by modification time, then name; the profile is read from the
+//! file name, `TIME_PROFILE_ID.pcap.zst`): an alert storm in one profile deletes its own
+//! oldest evidence, not the last files of the others (a flood's window alerts keep their
+//! packets while its flows profile raises thousands). Deletions are counted. Stale temporary files (`.*.tmp`, left by a crash while a
 //! file was being written) are removed when the directory is scanned.
 
 use std::collections::VecDeque;
@@ -35,6 +38,17 @@ pub struct Retention {
     pub delete_errors: u64,
     /// Stale temporary files removed at scan.
     pub stale_tmp_removed: u64,
+}
+
+/// The profile of an evidence file, from its name `TIME_PROFILE_ID.pcap.zst` (profile
+/// names may hold `_`; TIME has none, ID is last); "" for other names.
+fn profile_of(p: &Path) -> &str {
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let stem = name.strip_suffix(".pcap.zst").unwrap_or(name);
+    match stem.split_once('_') {
+        Some((_, rest)) => rest.rsplit_once('_').map_or("", |(profile, _)| profile),
+        None => "",
+    }
 }
 
 /// Whether `name` is an evidence file (`*.pcap.zst`, not hidden).
@@ -101,10 +115,23 @@ impl Retention {
             || (self.limits.max_bytes > 0 && self.total_bytes > self.limits.max_bytes)
     }
 
+    /// Index of the next file to delete: the oldest file of the profile with the most
+    /// files (ties: the profile whose oldest file is oldest).
+    fn victim(&self) -> Option<usize> {
+        let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (p, _) in &self.files {
+            *counts.entry(profile_of(p)).or_insert(0) += 1;
+        }
+        let most = counts.values().copied().max()?;
+        self.files
+            .iter()
+            .position(|(p, _)| counts.get(profile_of(p)) == Some(&most))
+    }
+
     fn enforce(&mut self) -> Option<std::io::Error> {
         let mut first_err = None;
         while self.over() {
-            let Some((p, len)) = self.files.pop_front() else {
+            let Some((p, len)) = self.victim().and_then(|i| self.files.remove(i)) else {
                 break;
             };
             self.total_bytes -= len;
@@ -140,6 +167,47 @@ impl Retention {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A storm of one profile's files deletes that profile's oldest, not the other
+    /// profiles' few files (which were older).
+    #[test]
+    fn a_storm_in_one_profile_keeps_the_others_evidence() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut r = Retention::new(RetentionLimits {
+            max_bytes: 0,
+            max_files: 10,
+        });
+        let mut add = |name: String| {
+            std::fs::write(d.join(&name), b"x").unwrap();
+            assert!(r.add(d.join(&name), 1).is_none());
+        };
+        for i in 0..3 {
+            add(format!(
+                "20260101T00000{i}.000000Z_traffic_win_{i}.pcap.zst"
+            ));
+        }
+        for i in 3..40 {
+            add(format!("20260101T0010{i:02}.000000Z_flows_{i}.pcap.zst"));
+        }
+        for i in 0..3 {
+            assert!(d
+                .join(format!(
+                    "20260101T00000{i}.000000Z_traffic_win_{i}.pcap.zst"
+                ))
+                .exists());
+        }
+        // the flows profile keeps its 7 newest
+        for i in 3..40 {
+            let kept = d
+                .join(format!("20260101T0010{i:02}.000000Z_flows_{i}.pcap.zst"))
+                .exists();
+            assert_eq!(kept, i >= 33, "flows file {i}");
+        }
+        assert_eq!(r.deleted_files, 30);
+        assert_eq!(profile_of(Path::new("T_a_b_c_7-2.pcap.zst")), "a_b_c");
+        assert_eq!(profile_of(Path::new("a0.pcap.zst")), "");
+    }
 
     #[test]
     fn oldest_go_first_by_count_and_bytes() {
