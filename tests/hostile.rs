@@ -807,7 +807,7 @@ fn errors_say_the_os_message_once() {
 // Damaged evidence rings: `evidence recover` recovers every readable ring, reports each
 // unreadable one, and never writes a damaged record as a packet.
 
-use common::{frames, read_pcap_zst, Pkt};
+use common::{frames, read_pcap_zst, Pkt, XorShift};
 
 /// `replay` of a test capture into a fresh state directory (the sensor writes the ring);
 /// returns the ring file and the capture's frames as the ring holds them (cut to the
@@ -1055,29 +1055,6 @@ use streamml_sensor::capture::LinkType;
 use streamml_sensor::evidence::recover::{exit_code, recover as recover_lib, RecoverOptions};
 use streamml_sensor::evidence::ring::{End, RecordBuf, RingConfig, RingReader, Start};
 use streamml_sensor::evidence::EvidenceRing;
-
-/// xorshift64* (as in tests/wire_captures.rs): small, seeded, good enough to pick bytes.
-struct XorShift(u64);
-
-impl XorShift {
-    fn new(seed: u64) -> Self {
-        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        XorShift((z ^ (z >> 31)) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 /// A ring written by the library's writer from a real capture's frames, with unique
 /// timestamps (`t0 + i µs`): its file bytes and every packet ever appended, by time.

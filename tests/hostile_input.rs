@@ -586,13 +586,8 @@ fn mutated_capture_files_never_panic_or_hang() {
     .iter()
     .map(|r| std::fs::read(cap(r)).unwrap())
     .collect();
-    let mut x: u64 = 0x5EED_CAFE_F00D_0001;
-    let mut rnd = |n: usize| -> usize {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x % (n.max(1) as u64)) as usize
-    };
+    let mut rng = common::XorShift::new(0x5EED_CAFE_F00D_0001);
+    let mut rnd = |n: usize| rng.below(n);
     let path = d.path().join("m.pcap");
     let cases = 6_000;
     for case in 0..cases {

@@ -2,6 +2,7 @@
 //! root; `STREAMML_PCAPS` overrides): no panic on any frame, reasons counted, agreement
 //! with nfstream's own packet decoder and with tshark, and a seeded mutation run.
 
+mod common;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -986,29 +987,7 @@ fn nfstream_fixture_matches_nfstream() {
 // ---------------------------------------------------------------------------------------
 // Seeded mutation run.
 
-/// xorshift64*: small, seeded, good enough to pick bytes.
-pub(crate) struct XorShift(u64);
-
-impl XorShift {
-    fn new(seed: u64) -> Self {
-        // splitmix64 of the seed, so that nearby seeds give unrelated streams.
-        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        XorShift((z ^ (z >> 31)) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+use common::XorShift;
 
 /// Values that steer a decoder into its branches when written over a header byte.
 const INTERESTING: [u8; 24] = [
