@@ -135,6 +135,11 @@ pub struct RawSensor {
     pub ring_capacity: usize,
     #[serde(default)]
     pub key: KeyMode,
+    /// Learn from traffic during an incident (a window alert of the shard, until 10 s
+    /// after its last anomalous window): false (the default) keeps a flood or a scan
+    /// from becoming the new normal; true is the behaviour before learning hygiene.
+    #[serde(default)]
+    pub learn_during_incidents: bool,
 }
 
 fn d_ring() -> usize {
@@ -311,6 +316,15 @@ pub struct RawThreshold {
     /// beyond anything recently seen on some axis.
     #[serde(default)]
     pub require_out_of_range: bool,
+    /// Alert budget per shard: at most this many alerts of the profile per minute of
+    /// packet time; the rest are counted and reported by one summary line per minute
+    /// (`event_type` "anomaly_summary"). 0 = no budget.
+    #[serde(default = "d_budget")]
+    pub max_alerts_per_min: u32,
+}
+
+fn d_budget() -> u32 {
+    10
 }
 
 fn d_qwin() -> usize {
@@ -379,6 +393,14 @@ pub struct RawProfile {
     pub threshold: RawThreshold,
     #[serde(default)]
     pub evidence: RawProfileEvidence,
+    /// Flow mode: also score a flow while it is active, every this many of its packets
+    /// (0 = off). Such scores are not learnt; a flow alerts at most once.
+    #[serde(default)]
+    pub active_packets: u32,
+    /// Flow mode: also score a flow while it is active, every this many seconds of its
+    /// age (checked at its packets; 0 = off).
+    #[serde(default)]
+    pub active_interval_s: f64,
 }
 
 fn d_window() -> f64 {
@@ -420,6 +442,12 @@ pub struct Profile {
     pub threshold: Threshold,
     pub require_out_of_range: bool,
     pub cooldown_ns: u64,
+    /// Alerts per minute per shard (0: unlimited).
+    pub max_alerts_per_min: u32,
+    /// Score active flows every this many packets (0: off).
+    pub active_packets: u32,
+    /// Score active flows every this many ms of age (0: off).
+    pub active_interval_ms: u64,
     pub pre_ns: u64,
     pub post_ns: u64,
     pub snaplen: u32,
@@ -487,6 +515,7 @@ pub struct Config {
     pub shards: usize,
     pub ring_capacity: usize,
     pub key: KeyMode,
+    pub learn_during_incidents: bool,
     pub idle_timeout_ns: u64,
     pub active_timeout_ns: u64,
     pub capacity: usize,
@@ -558,6 +587,7 @@ impl RawConfig {
             shards: 0,
             ring_capacity: d_ring(),
             key: KeyMode::FiveTuple,
+            learn_during_incidents: false,
         });
         let pos = |key: &str, v: f64| -> Result<(), ConfigError> {
             if !v.is_finite() || v <= 0.0 {
@@ -758,6 +788,26 @@ impl RawConfig {
                     p.threshold.cooldown_s
                 )));
             }
+            if !p.active_interval_s.is_finite()
+                || p.active_interval_s < 0.0
+                || p.active_interval_s > MAX_SECONDS
+            {
+                return Err(perr(format!(
+                    "active_interval_s = {}: must be within [0, {MAX_SECONDS:e}] (0 = off)",
+                    p.active_interval_s
+                )));
+            }
+            if (p.active_packets > 0 || p.active_interval_s > 0.0) && !p.mode.flow() {
+                return Err(perr(
+                    "active_packets / active_interval_s: only for mode \"flow\" or \"both\"".into(),
+                ));
+            }
+            if p.threshold.max_alerts_per_min > 1_000_000 {
+                return Err(perr(format!(
+                    "threshold.max_alerts_per_min = {}: at most 1000000 (0 = no budget)",
+                    p.threshold.max_alerts_per_min
+                )));
+            }
             for (k, v) in [
                 ("evidence.pre_s", p.evidence.pre_s),
                 ("evidence.post_s", p.evidence.post_s),
@@ -875,6 +925,9 @@ impl RawConfig {
                 threshold,
                 require_out_of_range: p.threshold.require_out_of_range,
                 cooldown_ns: secs_to_ns(p.threshold.cooldown_s),
+                max_alerts_per_min: p.threshold.max_alerts_per_min,
+                active_packets: p.active_packets,
+                active_interval_ms: secs_to_ns(p.active_interval_s) / 1_000_000,
                 pre_ns: secs_to_ns(p.evidence.pre_s),
                 post_ns: secs_to_ns(p.evidence.post_s),
                 snaplen: p.evidence.snaplen,
@@ -889,6 +942,7 @@ impl RawConfig {
             shards: sensor.shards,
             ring_capacity: sensor.ring_capacity,
             key: sensor.key,
+            learn_during_incidents: sensor.learn_during_incidents,
             idle_timeout_ns: secs_to_ns(self.flow.idle_timeout_s),
             active_timeout_ns: secs_to_ns(self.flow.active_timeout_s),
             capacity: self.flow.capacity,
@@ -958,6 +1012,7 @@ impl RawConfig {
             shards: 0,
             ring_capacity: d_ring(),
             key: KeyMode::FiveTuple,
+            learn_during_incidents: false,
         });
         if let Some(v) = o.shards {
             sensor.shards = v;

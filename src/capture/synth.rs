@@ -57,14 +57,30 @@ pub enum EpisodeKind {
     PortScan,
     UdpFlood,
     Exfil,
+    /// Low-rate brute force: short login sessions (telnet) from one host to one service,
+    /// `rate_pps` new sessions per second.
+    BruteForce,
+    /// An infected host's outbound scan: SYNs to random external hosts on telnet/HTTP
+    /// ports at `rate_pps` probes per second, mostly unanswered.
+    SlowScan,
+    /// C2 beaconing: one short TLS-like session to the same external host every
+    /// `1 / rate_pps` seconds (±5 % jitter).
+    Beacon,
 }
 
 impl EpisodeKind {
+    /// The volume attacks of the `labelled` preset.
     pub const ALL: [EpisodeKind; 4] = [
         EpisodeKind::SynFlood,
         EpisodeKind::PortScan,
         EpisodeKind::UdpFlood,
         EpisodeKind::Exfil,
+    ];
+    /// The low-and-slow attacks of the `deployment` preset.
+    pub const STEALTHY: [EpisodeKind; 3] = [
+        EpisodeKind::BruteForce,
+        EpisodeKind::SlowScan,
+        EpisodeKind::Beacon,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -72,6 +88,9 @@ impl EpisodeKind {
             EpisodeKind::PortScan => "port_scan",
             EpisodeKind::UdpFlood => "udp_flood",
             EpisodeKind::Exfil => "exfil",
+            EpisodeKind::BruteForce => "brute_force",
+            EpisodeKind::SlowScan => "slow_scan",
+            EpisodeKind::Beacon => "beacon",
         }
     }
     /// Label carried by this kind's packets (0 is benign).
@@ -81,6 +100,9 @@ impl EpisodeKind {
             EpisodeKind::PortScan => 2,
             EpisodeKind::UdpFlood => 3,
             EpisodeKind::Exfil => 4,
+            EpisodeKind::BruteForce => 5,
+            EpisodeKind::SlowScan => 6,
+            EpisodeKind::Beacon => 7,
         }
     }
 }
@@ -160,6 +182,7 @@ impl SynthConfig {
                 EpisodeKind::PortScan => (30.0, 500.0),
                 EpisodeKind::UdpFlood => (20.0, 1500.0),
                 EpisodeKind::Exfil => (60.0, 60.0),
+                _ => unreachable!("labelled uses the volume kinds"),
             };
             let attacker = [198, 18, 200 + i as u8, rng.range(1, 254) as u8];
             let target = match kind {
@@ -187,6 +210,73 @@ impl SynthConfig {
     }
 }
 
+impl SynthConfig {
+    /// A deployment-like capture at ~1 500 packets/s of benign background: a 15-minute
+    /// benign warm-up, a 5 s SYN flood at 20 000 pps (~100 000 one-packet flows) followed
+    /// by 12 minutes of benign traffic only, then the low-and-slow attacks, each alone and
+    /// 4–6 minutes apart: a telnet brute force (12–16 sessions of ~40 packets from one host
+    /// within 3–4 s), an infected client's outbound scan (2–4 probes/s for 2 minutes) and
+    /// C2 beaconing (every 20–60 s for 10 minutes), then 5 minutes of benign traffic.
+    /// About 55 minutes in all.
+    pub fn deployment(seed: u64) -> Self {
+        let mut rng = Rng::new(seed ^ 0xDE910E);
+        let mut episodes = Vec::new();
+        let mut t = 900.0 + rng.f64() * 60.0;
+        episodes.push(Episode {
+            kind: EpisodeKind::SynFlood,
+            start_s: t,
+            duration_s: 5.0,
+            rate_pps: 20_000.0,
+            attacker: [198, 18, 200, rng.range(1, 254) as u8],
+            target: [198, 19, 0, rng.range(1, 40) as u8],
+        });
+        // The quiet period after the flood: 12 minutes with no attack.
+        t += 5.0 + 720.0;
+        let bf_sessions = rng.range(12, 16) as f64;
+        let bf_dur = 3.0 + rng.f64();
+        episodes.push(Episode {
+            kind: EpisodeKind::BruteForce,
+            start_s: t,
+            duration_s: bf_dur,
+            rate_pps: bf_sessions / bf_dur,
+            attacker: [198, 18, 201, rng.range(1, 254) as u8],
+            target: [198, 19, 0, rng.range(1, 40) as u8],
+        });
+        t += 240.0 + rng.f64() * 120.0;
+        // The infected host is one of the ordinary clients.
+        let client = 256 + rng.range(0, 999) as u32;
+        let infected = [198, 18, (client >> 8) as u8, (client & 0xff) as u8 | 1];
+        episodes.push(Episode {
+            kind: EpisodeKind::SlowScan,
+            start_s: t,
+            duration_s: 120.0,
+            rate_pps: 2.0 + rng.f64() * 2.0,
+            attacker: infected,
+            target: [198, 19, 128, 0],
+        });
+        t += 240.0 + rng.f64() * 120.0;
+        let period = 20.0 + rng.f64() * 40.0;
+        episodes.push(Episode {
+            kind: EpisodeKind::Beacon,
+            start_s: t,
+            duration_s: 600.0,
+            rate_pps: 1.0 / period,
+            attacker: infected,
+            target: [198, 19, 250, rng.range(1, 254) as u8],
+        });
+        t += 600.0 + 300.0;
+        SynthConfig {
+            seed,
+            duration_s: t,
+            flow_rate: 170.0,
+            clients: 1000,
+            servers: 100,
+            episodes,
+            ..SynthConfig::default()
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Https,
@@ -199,6 +289,15 @@ enum Kind {
     PortScan,
     UdpFlood,
     Exfil,
+    /// Starts brute-force sessions.
+    BruteForce,
+    /// One brute-force login session.
+    BruteSession,
+    SlowScan,
+    /// Starts beacon sessions.
+    Beacon,
+    /// One beacon session.
+    BeaconSession,
 }
 
 /// One generator "actor": a benign flow or an attack episode.
@@ -275,6 +374,9 @@ impl SynthSource {
                 EpisodeKind::PortScan => Kind::PortScan,
                 EpisodeKind::UdpFlood => Kind::UdpFlood,
                 EpisodeKind::Exfil => Kind::Exfil,
+                EpisodeKind::BruteForce => Kind::BruteForce,
+                EpisodeKind::SlowScan => Kind::SlowScan,
+                EpisodeKind::Beacon => Kind::Beacon,
             };
             let a = Actor {
                 kind,
@@ -283,8 +385,9 @@ impl SynthSource {
                 srv: ep.target,
                 cport: 40000 + (s.rng.next_u64() % 20000) as u16,
                 sport: match ep.kind {
-                    EpisodeKind::Exfil => 443,
+                    EpisodeKind::Exfil | EpisodeKind::Beacon => 443,
                     EpisodeKind::SynFlood => 80,
+                    EpisodeKind::BruteForce => 23,
                     _ => 1,
                 },
                 step: 0,
@@ -587,6 +690,120 @@ impl SynthSource {
                     (c2s(a, PSH | ACK, 1400), self.next_attack(a, now))
                 }
             }
+            Kind::BruteForce | Kind::Beacon => {
+                // A spawner: starts one session (whose SYN is this packet) and schedules
+                // the next start.
+                let brute = a.kind == Kind::BruteForce;
+                let s = Actor {
+                    kind: if brute {
+                        Kind::BruteSession
+                    } else {
+                        Kind::BeaconSession
+                    },
+                    cport: self.rng.range(32768, 60999) as u16,
+                    step: 1,
+                    // Brute force: login prompt, user, password, "Login incorrect" rounds.
+                    exchanges: if brute {
+                        self.rng.range(10, 14) as u32
+                    } else {
+                        1
+                    },
+                    resp_left: 0,
+                    end_ns: u64::MAX,
+                    ..a.clone()
+                };
+                let syn = c2s(&s, SYN, 0);
+                let first = now + half;
+                self.schedule(first, s);
+                let next = if brute {
+                    self.next_attack(a, now)
+                } else {
+                    // Period with ±5 % jitter.
+                    let period = 1e9 / a.rate_pps.max(1e-6);
+                    let t = now + (period * (0.95 + 0.1 * self.rng.f64())) as u64;
+                    (t < a.end_ns).then_some(t)
+                };
+                (syn, next)
+            }
+            Kind::BruteSession | Kind::BeaconSession => {
+                // 1 SYN-ACK, 2 ACK, then exchanges of (3 server line, 4 client line,
+                // 5 server ACK), then 6 server FIN, 7 client FIN, 8 server ACK.
+                let brute = a.kind == Kind::BruteSession;
+                let think = |rng: &mut Rng| {
+                    if brute {
+                        rng.range(5_000_000, 40_000_000)
+                    } else {
+                        rng.range(1_000_000, 10_000_000)
+                    }
+                };
+                match a.step {
+                    1 => {
+                        a.step = 2;
+                        (s2c(a, SYN | ACK, 0), Some(now + half))
+                    }
+                    2 => {
+                        a.step = 3;
+                        (c2s(a, ACK, 0), Some(now + think(&mut self.rng)))
+                    }
+                    3 => {
+                        a.step = 4;
+                        let len = if brute {
+                            self.rng.range(8, 40)
+                        } else {
+                            self.rng.range(200, 400)
+                        } as u16;
+                        (s2c(a, PSH | ACK, len), Some(now + half))
+                    }
+                    4 => {
+                        a.step = 5;
+                        let len = if brute {
+                            self.rng.range(4, 16)
+                        } else {
+                            self.rng.range(150, 300)
+                        } as u16;
+                        (c2s(a, PSH | ACK, len), Some(now + half))
+                    }
+                    5 => {
+                        a.exchanges = a.exchanges.saturating_sub(1);
+                        a.step = if a.exchanges > 0 { 3 } else { 6 };
+                        (s2c(a, ACK, 0), Some(now + think(&mut self.rng)))
+                    }
+                    6 => {
+                        a.step = 7;
+                        (s2c(a, FIN | ACK, 0), Some(now + half))
+                    }
+                    7 => {
+                        a.step = 8;
+                        (c2s(a, FIN | ACK, 0), Some(now + half))
+                    }
+                    _ => (s2c(a, ACK, 0), None),
+                }
+            }
+            Kind::SlowScan => {
+                // A SYN to a random external host on a telnet/HTTP port; ~1 in 10 answered
+                // with RST-ACK (the answer sent right after, as a separate step).
+                a.step += 1;
+                if a.step % 2 == 1 {
+                    a.srv = [
+                        198,
+                        19,
+                        128 | self.rng.range(0, 127) as u8,
+                        self.rng.range(1, 254) as u8,
+                    ];
+                    a.sport = [23, 23, 2323, 80][self.rng.range(0, 3) as usize];
+                    a.cport = self.rng.range(32768, 60999) as u16;
+                    let answered = self.rng.f64() < 0.1;
+                    let next = if answered {
+                        Some(now + half)
+                    } else {
+                        a.step += 1;
+                        self.next_attack(a, now)
+                    };
+                    (c2s(a, SYN, 0), next)
+                } else {
+                    (s2c(a, RST | ACK, 0), self.next_attack(a, now))
+                }
+            }
         }
     }
 
@@ -829,6 +1046,47 @@ mod tests {
             assert_eq!(checksum(&f[14..34], 0), 0);
             assert!(f.len() >= 60 && f.len() <= 1514);
         }
+    }
+
+    #[test]
+    fn deployment_episodes_have_their_shapes() {
+        let cfg = SynthConfig::deployment(5);
+        let eps = cfg.episodes.clone();
+        let v = collect(cfg.clone());
+        let secs = cfg.duration_s;
+        let pps = v.len() as f64 / secs;
+        assert!((1300.0..1800.0).contains(&pps), "background {pps} pps");
+        let count = |k: EpisodeKind| v.iter().filter(|x| x.2 == k.label()).count();
+        // Flood: ~20 000 pps for 5 s.
+        let flood = count(EpisodeKind::SynFlood);
+        assert!((90_000..110_000).contains(&flood), "{flood}");
+        // Brute force: >= 10 sessions (SYNs to port 23 from the attacker), < 1 % of traffic.
+        let bf = &eps[1];
+        let syns = v
+            .iter()
+            .filter(|x| x.2 == 5 && x.1[26..30] == bf.attacker && x.1[47] == SYN)
+            .count();
+        assert!(syns >= 10, "{syns} sessions");
+        assert!((count(EpisodeKind::BruteForce) as f64) < 0.01 * v.len() as f64);
+        // Slow scan: < 5 probes/s on average.
+        let probes = v.iter().filter(|x| x.2 == 6 && x.1[47] == SYN).count();
+        assert!(
+            probes as f64 / eps[2].duration_s < 5.0 && probes > 100,
+            "{probes}"
+        );
+        // Beacons: one session per period, all to the same host.
+        let beacons = v.iter().filter(|x| x.2 == 7 && x.1[47] == SYN).count();
+        let expect = eps[3].duration_s * eps[3].rate_pps;
+        assert!(
+            (beacons as f64 - expect).abs() <= 2.0,
+            "{beacons} vs {expect}"
+        );
+        // Nothing of an episode after the flood for 10 minutes.
+        let flood_end = DEFAULT_START_NS + ((eps[0].start_s + eps[0].duration_s) * 1e9) as u64;
+        let quiet_end = flood_end + 600_000_000_000;
+        assert!(!v
+            .iter()
+            .any(|x| x.0 > flood_end && x.0 < quiet_end && x.2 != 0));
     }
 
     #[test]

@@ -20,6 +20,12 @@ pub enum SynthPreset {
     Bench,
     /// Benign background with one episode of each attack kind.
     Labelled,
+    /// ~55 minutes at ~1 500 pps: a SYN flood followed by 12 quiet minutes, then a
+    /// low-rate brute force, an infected host's slow outbound scan and C2 beaconing
+    /// (`--minutes` is ignored).
+    Deployment,
+    /// The deployment preset's benign background alone (~1 500 pps), `--minutes` long.
+    Background,
 }
 
 #[derive(Args, Debug)]
@@ -40,7 +46,7 @@ pub struct SynthArgs {
     /// Where to write the episodes (attack kind, start, duration, addresses) as JSON.
     #[arg(long, value_name = "FILE")]
     pub labels: Option<PathBuf>,
-    /// Output pcap file.
+    /// Output pcap file (`-`: standard output, e.g. into `replay -`).
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: PathBuf,
 }
@@ -54,12 +60,21 @@ pub fn run(a: SynthArgs) -> anyhow::Result<ExitCode> {
         },
         SynthPreset::Bench => SynthConfig::bench_capture(a.seed),
         SynthPreset::Labelled => SynthConfig::labelled(a.seed, a.minutes),
+        SynthPreset::Deployment => SynthConfig::deployment(a.seed),
+        SynthPreset::Background => SynthConfig {
+            episodes: Vec::new(),
+            duration_s: a.minutes * 60.0,
+            ..SynthConfig::deployment(a.seed)
+        },
     };
     if a.max_packets.is_some() {
         cfg.max_packets = a.max_packets;
     }
+    let stdout = a.output.as_os_str() == "-";
     // Both outputs checked before anything is generated.
-    check_output(&a.output, &[])?;
+    if !stdout {
+        check_output(&a.output, &[])?;
+    }
     if let Some(lp) = &a.labels {
         check_output(lp, &[])?;
     }
@@ -75,8 +90,15 @@ pub fn run(a: SynthArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("writing {}", lp.display()))?;
         f.commit()?;
     }
-    let mut out = OutputFile::create(&a.output, &[])?;
     let mut src = SynthSource::new(cfg);
+    if stdout {
+        let w = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+        let n = crate::capture::synth::write_pcap(&mut src, w, a.nanos, |_| {})
+            .context("writing to standard output")?;
+        eprintln!("wrote {n} packets to standard output");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = OutputFile::create(&a.output, &[])?;
     let n = crate::capture::synth::write_pcap(&mut src, &mut out.w, a.nanos, |_| {})
         .with_context(|| format!("writing {}", a.output.display()))?;
     out.commit()?;

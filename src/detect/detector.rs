@@ -103,6 +103,18 @@ pub struct Detector {
     gate: (f64, f64),
     /// Scores over the threshold with every feature inside the learned range.
     pub gated: u64,
+    /// Samples scored but not learnt ([`Learn`]).
+    pub not_learnt: u64,
+}
+
+/// Whether [`Detector::observe_with`] learns the sample after scoring it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Learn {
+    Always,
+    /// Score only (the sample belongs to an open incident).
+    Never,
+    /// Learn unless it alerts (a window that alerted is not the new normal).
+    UnlessAlerting,
 }
 
 impl Detector {
@@ -156,6 +168,7 @@ impl Detector {
             require_out_of_range: p.require_out_of_range,
             gate,
             gated: 0,
+            not_learnt: 0,
         })
     }
 
@@ -173,6 +186,13 @@ impl Detector {
     /// The score is computed first without learning; only an alerting sample is explained
     /// (against the same reference window it was scored with) before it is learned.
     pub fn observe(&mut self, x: &[f64]) -> (f64, Option<Verdict>) {
+        self.observe_with(x, Learn::Always)
+    }
+
+    /// [`observe`](Self::observe) with a say in what is learnt: an incident must not
+    /// become the new normal (learning hygiene). A sample not learnt is still scored and
+    /// counted in `not_learnt`.
+    pub fn observe_with(&mut self, x: &[f64], learn: Learn) -> (f64, Option<Verdict>) {
         self.seen += 1;
         let warm_before = self.is_warm();
         let s = match self.model.score_one(x) {
@@ -204,8 +224,17 @@ impl Detector {
                 }
             }
         }
-        let _ = self.model.learn_one(x);
-        self.update_typical(x);
+        let skip = match learn {
+            Learn::Always => false,
+            Learn::Never => true,
+            Learn::UnlessAlerting => verdict.is_some(),
+        };
+        if skip {
+            self.not_learnt += 1;
+        } else {
+            let _ = self.model.learn_one(x);
+            self.update_typical(x);
+        }
         (s.score, verdict)
     }
 

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use crate::config::{Config, Scope as CfgScope};
-use crate::detect::detector::{Detector, DetectorKind, Verdict};
+use crate::detect::detector::{Detector, DetectorKind, Learn, Verdict};
 use crate::detect::features::{flow_values, FLOW_FEATURES, WINDOW_FEATURES};
 use crate::detect::window::{WindowAcc, WindowVector};
 use crate::evidence::alertlog::{
@@ -33,6 +33,18 @@ pub struct ScorerCounters {
     pub alerts_in_cooldown: Counter,
     pub evidence_queue_full: Counter,
     pub alerts_lost: Counter,
+    /// Alerts beyond the profile's `max_alerts_per_min`, reported by summaries only.
+    pub alerts_over_budget: Counter,
+    /// Summary lines (`event_type` "anomaly_summary") written for them.
+    pub alert_summaries: Counter,
+    /// Active flows scored (`active_packets`, `active_interval_s`).
+    pub flows_scored_active: Counter,
+    /// Flow alerts raised while the flow was active.
+    pub alerts_while_active: Counter,
+    /// Flows scored but not learnt: they overlapped an open incident of the shard.
+    pub flows_not_learnt: Counter,
+    /// Windows scored but not learnt: they alerted (or would have, in cooldown).
+    pub windows_not_learnt: Counter,
 }
 
 impl ScorerCounters {
@@ -47,6 +59,12 @@ impl ScorerCounters {
                 ("detect.alerts_in_cooldown", self.alerts_in_cooldown.get()),
                 ("detect.evidence_queue_full", self.evidence_queue_full.get()),
                 ("detect.alerts_lost", self.alerts_lost.get()),
+                ("detect.alerts_over_budget", self.alerts_over_budget.get()),
+                ("detect.alert_summaries", self.alert_summaries.get()),
+                ("detect.flows_not_learnt", self.flows_not_learnt.get()),
+                ("detect.flows_scored_active", self.flows_scored_active.get()),
+                ("detect.alerts_while_active", self.alerts_while_active.get()),
+                ("detect.windows_not_learnt", self.windows_not_learnt.get()),
             ],
         );
     }
@@ -95,7 +113,26 @@ struct ProfState {
     window_cooldown_until: u64,
     /// Flow alert cooldown per host-pair hash, pruned as it expires.
     flow_cooldown: HashMap<u64, u64>,
+    budget: Budget,
 }
+
+/// A profile's alert budget in the current minute of packet time, and what it held back.
+#[derive(Default)]
+struct Budget {
+    minute: u64,
+    used: u32,
+    suppressed: u64,
+    first_ns: u64,
+    last_ns: u64,
+    max_score: f64,
+    mode: Option<AlertMode>,
+}
+
+/// How long after its last anomalous window an incident stays open: flows active until
+/// then are not learnt (they belong to the incident).
+pub const INCIDENT_GRACE_NS: u64 = 10_000_000_000;
+/// Incident spans remembered per shard (flows are exported up to the idle timeout later).
+const INCIDENT_SPANS: usize = 16;
 
 /// Everything but the flow table, so that table callbacks can borrow it.
 struct Ctx {
@@ -112,6 +149,12 @@ struct Ctx {
     flow_sorter: Option<RunSorter>,
     line: Vec<u8>,
     io_error: Option<std::io::Error>,
+    /// Recent incident spans of this shard (packet time, ns), newest last; a ring of
+    /// [`INCIDENT_SPANS`].
+    incidents: [(u64, u64); INCIDENT_SPANS],
+    n_incidents: usize,
+    /// Profiles that score active flows (bit per profile).
+    active_mask: u16,
 }
 
 /// A scorer shard (see the module doc).
@@ -189,6 +232,7 @@ impl Scorer {
                 flow,
                 window_cooldown_until: 0,
                 flow_cooldown: HashMap::new(),
+                budget: Budget::default(),
             });
         }
         let flow_sorter = setup
@@ -212,6 +256,16 @@ impl Scorer {
                 flow_sorter,
                 line: Vec::with_capacity(2048),
                 io_error: None,
+                incidents: [(0, 0); INCIDENT_SPANS],
+                n_incidents: 0,
+                active_mask: cfg
+                    .profiles
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| {
+                        p.mode.flow() && (p.active_packets > 0 || p.active_interval_ms > 0)
+                    })
+                    .fold(0u16, |m, (i, _)| m | (1 << i)),
             },
         })
     }
@@ -293,9 +347,22 @@ impl Ctx {
             let p = &self.setup.cfg.profiles[pi];
             let d = p.flow_features.len();
             flow_values(f, &p.flow_features, &mut self.x[..d]);
+            // Learning hygiene: a flow that overlapped an incident of this shard (a flood,
+            // a scan) is scored but not learnt, so the incident does not become normal.
+            let first_ns = f.first_seen_ms().saturating_mul(1_000_000);
+            let learn = if self.in_incident(first_ns, end_ns) {
+                self.counters.flows_not_learnt.inc();
+                Learn::Never
+            } else {
+                Learn::Always
+            };
             let det = self.profiles[pi].flow.as_mut().expect("flow detector");
-            let (_score, verdict) = det.observe(&self.x[..d]);
+            let (_score, verdict) = det.observe_with(&self.x[..d], learn);
             self.counters.flows_scored.inc();
+            if f.user_flags & (1 << pi) != 0 {
+                // Alerted while active: one flow, one alert.
+                continue;
+            }
             if let Some(v) = verdict {
                 let h = flow_ring_hash(f);
                 // Cooldown per host pair: a scan's thousand flows are one incident.
@@ -309,7 +376,9 @@ impl Ctx {
                     cd.retain(|_, until| *until > end_ns);
                 }
                 cd.insert(pair, end_ns.saturating_add(p.cooldown_ns));
-                self.raise_flow_alert(pi, f, h, end_ns, &v);
+                if self.within_budget(pi, end_ns, AlertMode::Flow, v.score) {
+                    self.raise_flow_alert(pi, f, h, end_ns, &v);
+                }
             }
         }
         if let Some(sorter) = &mut self.flow_sorter {
@@ -324,6 +393,160 @@ impl Ctx {
                 if let Err(e) = sorter.push(&r.sort_key(), &self.line) {
                     self.io_error = Some(e);
                 }
+            }
+        }
+    }
+
+    /// Scores an active flow for every flow profile whose `active_packets` or
+    /// `active_interval_s` is due at this packet; `prev_ms` is the flow's last-seen ms
+    /// before it. Not learnt (a partial flow is not a sample of finished flows); a flow
+    /// alerts at most once (`user_flags`).
+    fn score_active(&mut self, f: &mut FlowState, prev_ms: u64) {
+        let cfg = self.setup.cfg.clone();
+        let n = f.packets();
+        let first = f.first_seen_ms();
+        for pi in 0..self.profiles.len() {
+            let bit = 1u16 << pi;
+            if f.user_tag & bit == 0 || f.user_flags & bit != 0 {
+                continue;
+            }
+            let p = &cfg.profiles[pi];
+            let by_count = p.active_packets > 0 && n.is_multiple_of(u64::from(p.active_packets));
+            let by_time = p.active_interval_ms > 0
+                && (f.last_seen_ms - first) / p.active_interval_ms
+                    > (prev_ms.max(first) - first) / p.active_interval_ms;
+            if !(by_count || by_time) || self.profiles[pi].flow.is_none() {
+                continue;
+            }
+            let d = p.flow_features.len();
+            flow_values(f, &p.flow_features, &mut self.x[..d]);
+            let det = self.profiles[pi].flow.as_mut().expect("flow detector");
+            let (_score, verdict) = det.observe_with(&self.x[..d], Learn::Never);
+            self.counters.flows_scored_active.inc();
+            let Some(v) = verdict else { continue };
+            let now = f.last_seen_ms.saturating_mul(1_000_000);
+            let pair = host_pair_hash(f);
+            let cd = &mut self.profiles[pi].flow_cooldown;
+            if cd.get(&pair).is_some_and(|&until| now < until) {
+                self.counters.alerts_in_cooldown.inc();
+                continue;
+            }
+            cd.insert(pair, now.saturating_add(p.cooldown_ns));
+            f.user_flags |= bit;
+            if self.within_budget(pi, now, AlertMode::Flow, v.score) {
+                let h = flow_ring_hash(f);
+                self.raise_flow_alert(pi, f, h, now, &v);
+                self.counters.alerts_while_active.inc();
+            }
+        }
+    }
+
+    /// True when `[from, to]` overlaps an incident span of this shard.
+    fn in_incident(&self, from: u64, to: u64) -> bool {
+        if self.setup.cfg.learn_during_incidents {
+            return false;
+        }
+        let n = self.n_incidents.min(INCIDENT_SPANS);
+        self.incidents[..n]
+            .iter()
+            .any(|&(a, b)| from <= b && to >= a)
+    }
+
+    /// Opens an incident span, or extends the newest one when they overlap.
+    fn mark_incident(&mut self, from: u64, to: u64) {
+        if self.n_incidents > 0 {
+            let last = &mut self.incidents[(self.n_incidents - 1) % INCIDENT_SPANS];
+            if from <= last.1 {
+                last.0 = last.0.min(from);
+                last.1 = last.1.max(to);
+                return;
+            }
+        }
+        self.incidents[self.n_incidents % INCIDENT_SPANS] = (from, to);
+        self.n_incidents += 1;
+    }
+
+    /// The profile's alert budget: true when an alert at `ts` may be raised; otherwise it
+    /// is counted for the minute's summary.
+    fn within_budget(&mut self, pi: usize, ts: u64, mode: AlertMode, score: f64) -> bool {
+        let limit = self.setup.cfg.profiles[pi].max_alerts_per_min;
+        if limit == 0 {
+            return true;
+        }
+        // Minutes of the shard's clock (alerts are raised in its order; a flow alert's
+        // own time is its last packet, up to the idle timeout earlier).
+        let minute = self.now_ns.max(ts) / 60_000_000_000;
+        if minute != self.profiles[pi].budget.minute {
+            self.flush_summary(pi);
+            let b = &mut self.profiles[pi].budget;
+            b.minute = minute;
+            b.used = 0;
+        }
+        let b = &mut self.profiles[pi].budget;
+        if b.used < limit {
+            b.used += 1;
+            return true;
+        }
+        if b.suppressed == 0 {
+            b.first_ns = ts;
+            b.max_score = 0.0;
+        }
+        b.suppressed += 1;
+        b.last_ns = b.last_ns.max(ts);
+        b.max_score = b.max_score.max(score);
+        b.mode = Some(mode);
+        self.counters.alerts_over_budget.inc();
+        false
+    }
+
+    /// Writes the summary of the alerts the budget held back (if any) and resets it.
+    fn flush_summary(&mut self, pi: usize) {
+        let b = &mut self.profiles[pi].budget;
+        if b.suppressed == 0 {
+            return;
+        }
+        let (minute, used) = (b.minute, b.used);
+        let (n, first, last, score, mode) = (
+            b.suppressed,
+            b.first_ns,
+            b.last_ns,
+            b.max_score,
+            b.mode.unwrap_or(AlertMode::Flow),
+        );
+        b.suppressed = 0;
+        b.first_ns = 0;
+        b.last_ns = 0;
+        let cfg = self.setup.cfg.clone();
+        let p = &cfg.profiles[pi];
+        let id = self.next_alert_id();
+        // Timestamped at the end of its budget minute.
+        let ts = (minute + 1) * 60_000_000_000 - 1;
+        let mut a = Alert::new(id, ts, &p.name, mode, score, 0.0, self.shard as u32);
+        a.event_type = "anomaly_summary".to_string();
+        let x = &mut a.anomaly.extra;
+        x.insert("suppressed".into(), serde_json::Value::from(n));
+        x.insert(
+            "minute_start_ns".into(),
+            serde_json::Value::from(minute * 60_000_000_000),
+        );
+        x.insert("alerts_in_minute".into(), serde_json::Value::from(used));
+        x.insert(
+            "max_alerts_per_min".into(),
+            serde_json::Value::from(p.max_alerts_per_min),
+        );
+        // The span of the held-back alerts' own times.
+        x.insert("first_ts_ns".into(), serde_json::Value::from(first));
+        x.insert("last_ts_ns".into(), serde_json::Value::from(last));
+        self.counters.alert_summaries.inc();
+        self.send_summary(a);
+    }
+
+    /// Summaries of every profile whose budget minute ended before `now`.
+    fn flush_due_summaries(&mut self, now: u64) {
+        for pi in 0..self.profiles.len() {
+            let b = &self.profiles[pi].budget;
+            if b.suppressed > 0 && now / 60_000_000_000 > b.minute {
+                self.flush_summary(pi);
             }
         }
     }
@@ -425,14 +648,28 @@ impl Ctx {
         let Some((_, det)) = self.profiles[pi].window.as_mut() else {
             return;
         };
-        let (score, verdict) = det.observe(&self.x[..d]);
+        let learn = if self.setup.cfg.learn_during_incidents {
+            Learn::Always
+        } else {
+            Learn::UnlessAlerting
+        };
+        let (score, verdict) = det.observe_with(&self.x[..d], learn);
         self.counters.windows_scored.inc();
         let mut alerted = false;
         if let Some(v) = verdict {
+            if learn == Learn::UnlessAlerting {
+                self.counters.windows_not_learnt.inc();
+            }
+            // The window opens (or extends) an incident of this shard.
+            self.mark_incident(
+                wv.start_ns.saturating_sub(p.window_ns),
+                wv.end_ns.saturating_add(INCIDENT_GRACE_NS),
+            );
             let ps = &mut self.profiles[pi];
             if wv.end_ns < ps.window_cooldown_until {
                 self.counters.alerts_in_cooldown.inc();
-            } else {
+            } else if self.within_budget(pi, wv.end_ns, AlertMode::Window, v.score) {
+                let ps = &mut self.profiles[pi];
                 ps.window_cooldown_until = wv.end_ns.saturating_add(p.cooldown_ns);
                 alerted = true;
                 let id = self.next_alert_id();
@@ -469,6 +706,23 @@ impl Ctx {
                 score,
                 alerted,
             });
+        }
+    }
+
+    /// A line without evidence (budget summaries).
+    fn send_summary(&mut self, a: Alert) {
+        match &self.setup.sender {
+            None => self.alerts.push(a),
+            Some(s) => {
+                let out = if self.setup.blocking {
+                    s.send_blocking(a, None)
+                } else {
+                    s.send(a, None)
+                };
+                if out == crate::evidence::writer::SendOutcome::AlertLost {
+                    self.counters.alerts_lost.inc();
+                }
+            }
         }
     }
 
@@ -522,6 +776,11 @@ impl ShardWorker for Scorer {
         let created = self
             .table
             .update_tagged(rec.ts_ns, &rec.meta, mask, &mut |r| ctx.on_flow_export(r));
+        if mask & ctx.active_mask != 0 {
+            if let Some((f, prev)) = self.table.last_updated() {
+                ctx.score_active(f, prev);
+            }
+        }
         let size = match ctx.setup.cfg.accounting {
             Accounting::Link => rec.meta.wire_len,
             Accounting::Ip => rec.meta.ip_size,
@@ -562,6 +821,7 @@ impl ShardWorker for Scorer {
         }
         self.table.advance(now_ns, &mut |r| ctx.on_flow_export(r));
         ctx.advance_windows(now_ns);
+        ctx.flush_due_summaries(now_ns);
         self.send_clock(true);
     }
 
@@ -574,6 +834,9 @@ impl ShardWorker for Scorer {
                     ctx.counters.windows_incomplete.inc();
                 }
             }
+        }
+        for pi in 0..ctx.profiles.len() {
+            ctx.flush_summary(pi);
         }
         self.ctx.now_ns = u64::MAX;
         self.send_clock(true);

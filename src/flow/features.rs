@@ -154,7 +154,7 @@ impl DirState {
     }
 }
 
-/// Everything a flow table keeps about one flow (fixed size, no heap; 360 bytes).
+/// Everything a flow table keeps about one flow (fixed size, no heap; 368 bytes).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct FlowState {
     /// Oriented like the first packet: src is the first packet's sender.
@@ -164,6 +164,9 @@ pub struct FlowState {
     /// Set by the table's caller when the flow is created ([`super::FlowTable::update_tagged`]):
     /// the sensor stores the bitmask of profiles whose filter the first packet matched.
     pub user_tag: u16,
+    /// Free for the table's caller; zero when the flow is created. The sensor sets bit
+    /// `i` when profile `i` alerted on the flow while it was active.
+    pub user_flags: u16,
     /// Time of the last packet in either direction (the first is `s2d.first_seen_ms`).
     pub last_seen_ms: u64,
     pub bi_ps: RunningStat<u32>,
@@ -172,7 +175,7 @@ pub struct FlowState {
     pub d2s: DirState,
 }
 
-const _: () = assert!(std::mem::size_of::<FlowState>() == 360);
+const _: () = assert!(std::mem::size_of::<FlowState>() == 368);
 
 impl FlowState {
     /// A flow created by packet `key`/`macs` of `size` bytes at `t_ms`.

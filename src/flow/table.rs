@@ -255,6 +255,9 @@ pub struct FlowTable {
     now_ms: u64,
     next_scan_ms: u64,
     counters: Arc<FlowCounters>,
+    /// The slot the last update touched, and that flow's last-seen ms before it.
+    last_slot: u32,
+    last_prev_ms: u64,
 }
 
 impl FlowTable {
@@ -298,6 +301,8 @@ impl FlowTable {
             splt,
             now_ms: 0,
             next_scan_ms: 0,
+            last_slot: NIL,
+            last_prev_ms: 0,
             counters: Arc::new(FlowCounters::default()),
             cfg,
         })
@@ -516,6 +521,8 @@ impl FlowTable {
                             // Relink only when the ms changes: the list stays sorted by
                             // last-seen ms (everything after this flow was seen at `t`).
                             let moved = st.last_seen_ms != t;
+                            self.last_slot = s as u32;
+                            self.last_prev_ms = st.last_seen_ms;
                             let piat = st.add(dir, t, size, m.tcp_flags);
                             let splt = usize::from(self.cfg.splt);
                             if (n as usize) < splt {
@@ -542,6 +549,17 @@ impl FlowTable {
         }
         self.create(tag, m, t, size, user_tag, emit);
         true
+    }
+
+    /// The flow the last [`update_tagged`](Self::update_tagged) added its packet to, and
+    /// its last-seen ms before that packet (its first packet's ms for a new flow). None
+    /// before the first update.
+    #[inline]
+    pub fn last_updated(&mut self) -> Option<(&mut FlowState, u64)> {
+        let prev = self.last_prev_ms;
+        self.slots
+            .get_mut(self.last_slot as usize)
+            .map(|f| (f, prev))
     }
 
     /// Moves the packet clock to `now_ns` (never backwards) and expires every flow idle
@@ -648,6 +666,8 @@ impl FlowTable {
             m.tcp_flags,
         );
         self.slots[s as usize].user_tag = user_tag;
+        self.last_slot = s;
+        self.last_prev_ms = t;
         let splt = usize::from(self.cfg.splt);
         if splt > 0 {
             self.splt[s as usize * splt] = SpltEntry {
@@ -1070,7 +1090,7 @@ mod tests {
         assert_eq!(t.counters().evicted.get(), 290_000);
         assert_eq!(
             FlowTable::reserved_bytes(&cfg),
-            10_000 * (360 + 16 + 8 * 16) + 32_768 * 12
+            10_000 * (368 + 16 + 8 * 16) + 32_768 * 12
         );
     }
 
