@@ -64,6 +64,9 @@ pub mod name {
     pub const FLOWS_WRITE_ERRORS: &str = "flows.write_errors";
     pub const DETECT_ALERTS: &str = "detect.alerts";
     pub const DETECT_ALERTS_LOST: &str = "detect.alerts_lost";
+    pub const DETECT_ALERT_SUMMARIES: &str = "detect.alert_summaries";
+    pub const ALERTS_INCIDENTS_MERGED: &str = "alerts.incidents_merged";
+    pub const ALERTS_NO_EVIDENCE: &str = "alerts.no_evidence";
     pub const DETECT_EVIDENCE_QUEUE_FULL: &str = "detect.evidence_queue_full";
     pub const ALERTS_RECEIVED: &str = "alerts.received";
     pub const ALERTS_WRITTEN: &str = "alerts.written";
@@ -111,11 +114,14 @@ pub const DROPS: [&str; 14] = [
 /// - every flow created ended one way or is still open:
 ///   `flow.created = flow.expired_idle + flow.expired_active + flow.flushed + flow.evicted
 ///   + flow.active`, and a written flow output holds every ended flow;
-/// - every alert raised reached the writer or was lost:
-///   `detect.alerts = alerts.received + detect.alerts_lost`;
-/// - every alert the writer received has its evidence written or a named reason why not:
+/// - every alert raised (and budget summary sent) reached the writer or was lost:
+///   `detect.alerts + detect.alert_summaries = alerts.received + detect.alerts_lost`;
+/// - every alert the writer received has its evidence written, a named reason why not,
+///   asked for none (a budget summary) or was merged into another shard's alert of its
+///   incident:
 ///   `alerts.received = evidence.files_written + evidence.empty + evidence.write_errors +
-///   evidence.no_ring + evidence.dropped_pending_full + evidence.dropped_queue_full`.
+///   evidence.no_ring + evidence.dropped_pending_full + evidence.dropped_queue_full +
+///   alerts.no_evidence + alerts.incidents_merged`.
 ///
 /// Groups whose counters are absent (a run without alerts, without flows output) are not
 /// checked. Returns one line per equation that does not hold.
@@ -173,8 +179,8 @@ pub fn conservation(s: &Snapshot) -> Vec<String> {
     }
     if has(ALERTS_RECEIVED) {
         eq(
-            DETECT_ALERTS,
-            g(DETECT_ALERTS),
+            "detect.alerts + detect.alert_summaries",
+            g(DETECT_ALERTS) + g(DETECT_ALERT_SUMMARIES),
             g(ALERTS_RECEIVED) + g(DETECT_ALERTS_LOST),
             "alerts.received + detect.alerts_lost",
         );
@@ -186,8 +192,10 @@ pub fn conservation(s: &Snapshot) -> Vec<String> {
                 + g(EVIDENCE_WRITE_ERRORS)
                 + g(EVIDENCE_NO_RING)
                 + g(EVIDENCE_DROPPED_PENDING_FULL)
-                + g(EVIDENCE_DROPPED_QUEUE_FULL),
-            "evidence.files_written + evidence.empty + evidence.write_errors + evidence.no_ring + evidence.dropped_pending_full + evidence.dropped_queue_full",
+                + g(EVIDENCE_DROPPED_QUEUE_FULL)
+                + g(ALERTS_NO_EVIDENCE)
+                + g(ALERTS_INCIDENTS_MERGED),
+            "evidence.files_written + evidence.empty + evidence.write_errors + evidence.no_ring + evidence.dropped_pending_full + evidence.dropped_queue_full + alerts.no_evidence + alerts.incidents_merged",
         );
     }
     bad

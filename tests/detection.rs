@@ -1235,6 +1235,70 @@ mod deployment {
         );
     }
 
+    /// One SYN flood over 2 shards (the labelled capture's: 20 s at 2 000 pps): both
+    /// shards' window profiles alert on it, and the evidence writer merges them into one
+    /// incident line (`incident_id`, `shards` [0, 1]) whose evidence holds both shards'
+    /// packets: every flood packet of the capture in the line's span (no packet cap), not
+    /// one shard's half.
+    #[test]
+    fn one_flood_over_two_shards_is_one_incident() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = dir.path().join("lab.pcap");
+        let labels = synth("labelled", 20, 1, &cap);
+        let flood = labels
+            .episodes
+            .iter()
+            .find(|e| e.kind == EpisodeKind::SynFlood)
+            .unwrap()
+            .clone();
+        let cfg = dir.path().join("uncapped.toml");
+        let text = DEFAULT_CONFIG.replacen("max_packets = 100000 ", "max_packets = 0 ", 1);
+        assert_ne!(text, DEFAULT_CONFIG);
+        std::fs::write(&cfg, text).unwrap();
+        let state = dir.path().join("state");
+        let (_, st) = replay(&cap, &state, &["--shards", "2", "--config", s(&cfg)]);
+        let all = alerts(&state);
+        let pk = check_evidence(&state, &all, true);
+        let with_flood: Vec<(&Alert, &Vec<Pkt>)> = all
+            .iter()
+            .zip(&pk)
+            .filter(|(_, p)| p.iter().any(|x| is_attack(&flood, labels.start_ns, x)))
+            .collect();
+        assert_eq!(
+            with_flood.len(),
+            1,
+            "lines holding the flood: {:?}",
+            with_flood
+                .iter()
+                .map(|(a, _)| (a.alert_id, a.event_type.clone(), a.anomaly.shard))
+                .collect::<Vec<_>>()
+        );
+        let (a, p) = with_flood[0];
+        assert_eq!(a.event_type, "anomaly");
+        assert_eq!(a.incident_id, Some(a.alert_id));
+        assert_eq!(
+            a.anomaly.extra["shards"].as_array().unwrap().len(),
+            2,
+            "{a:?}"
+        );
+        assert!(st["alerts.incidents_merged"] >= 1, "{st:?}");
+        // The capture's flood packets in the span the line's evidence covers.
+        let w = a.anomaly.window.unwrap();
+        let (from, to) = (w.start - 5_000_000_000, w.end + 5_000_000_000);
+        let (_, frames) = common::read_pcap(&std::fs::read(&cap).unwrap());
+        let in_span = frames
+            .iter()
+            .filter(|x| x.ts_ns >= from && x.ts_ns <= to && is_attack(&flood, labels.start_ns, x))
+            .count();
+        let in_file = p
+            .iter()
+            .filter(|x| is_attack(&flood, labels.start_ns, x))
+            .count();
+        eprintln!("flood packets in the span: {in_span}, in the incident's evidence: {in_file}");
+        assert!(in_span > 1000);
+        assert_eq!(in_file, in_span, "the evidence lacks one shard's packets");
+    }
+
     /// A 60 s exfiltration (one TCP flow at 60 pps) raises a flow alert before it ends
     /// (`active_packets` / `active_interval_s` of the default `flows` profile), whose
     /// evidence holds its packets; with active scoring off the flow alerts only when it is

@@ -98,8 +98,9 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         g("detect.flows_scored"),
     );
     eprintln!(
-        "replay: {} alerts, {} evidence files ({} packets), state dir {}",
+        "replay: {} alerts ({} lines written), {} evidence files ({} packets), state dir {}",
         g("detect.alerts"),
+        g("alerts.written"),
         g("evidence.files_written"),
         g("evidence.packets_written"),
         out.state.root().display()

@@ -139,6 +139,11 @@ pub struct Alert {
     pub timestamp: u64,
     pub event_type: String,
     pub alert_id: u64,
+    /// The incident this line belongs to (the evidence writer sets it): the `alert_id` of
+    /// the incident's first alert. Window alerts of several shards with overlapping spans
+    /// are one incident and one line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_id: Option<u64>,
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub flow: Option<FlowKey>,
     pub anomaly: Anomaly,
@@ -160,6 +165,7 @@ impl Alert {
             timestamp: ts_ns,
             event_type: "anomaly".to_string(),
             alert_id,
+            incident_id: None,
             flow: None,
             anomaly: Anomaly {
                 profile: profile.to_string(),

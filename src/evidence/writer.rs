@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 
-use super::alertlog::{Alert, AlertLog, Sink};
+use super::alertlog::{Alert, AlertLog, AlertMode, Sink};
 use super::file::{sanitize, FileConfig, PcapZstWriter};
 use super::retention::{Retention, RetentionLimits};
 use super::ring::{End, RecordBuf, RecordView, RingReader, Start};
@@ -289,6 +289,12 @@ pub struct WriterCounters {
     pub retention_delete_errors: Counter,
     pub stale_tmp_removed: Counter,
     pub alertlog_repaired_bytes: Counter,
+    /// Alerts that asked for no evidence (budget summaries).
+    pub no_evidence: Counter,
+    /// Window alerts merged into another shard's alert of the same incident (no line).
+    pub incidents_merged: Counter,
+    /// Window alerts written as `anomaly_update` of an incident already written.
+    pub incidents_updated: Counter,
 }
 
 impl WriterCounters {
@@ -301,6 +307,9 @@ impl WriterCounters {
                 ("alerts.write_errors", self.alerts_write_errors.get()),
                 ("alerts.out_of_order", self.alerts_out_of_order.get()),
                 ("alerts.sink_errors", self.sink_errors.get()),
+                ("alerts.incidents_merged", self.incidents_merged.get()),
+                ("alerts.no_evidence", self.no_evidence.get()),
+                ("alerts.incidents_updated", self.incidents_updated.get()),
                 (
                     "alerts.log_repaired_bytes",
                     self.alertlog_repaired_bytes.get(),
@@ -475,6 +484,7 @@ impl EvidenceWriter {
             last_emitted: None,
             buf: RecordBuf::new(),
             tmp: RecordBuf::new(),
+            recent: std::collections::VecDeque::new(),
         };
         let thread = std::thread::Builder::new()
             .name("evidence-writer".into())
@@ -568,6 +578,24 @@ struct State {
     buf: RecordBuf,
     /// One ring's copy before it is merged into `buf` (shared rings).
     tmp: RecordBuf,
+    /// Window incidents already collected: (profile, from, to, incident id), newest last.
+    recent: std::collections::VecDeque<(String, u64, u64, u64)>,
+}
+
+/// Window incidents remembered after their line was written (for `anomaly_update`).
+const RECENT_INCIDENTS: usize = 64;
+
+/// Whether two window alerts' evidence spans overlap.
+fn spans_overlap(a: &EvidenceRequest, b: &EvidenceRequest) -> bool {
+    a.from_ts_ns <= b.to_ts_ns && b.from_ts_ns <= a.to_ts_ns
+}
+
+/// The union of two window filters (None: every packet).
+fn filter_union(a: Option<RecordFilter>, b: Option<RecordFilter>) -> Option<RecordFilter> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(Arc::new(move |v: &RecordView<'_>| a(v) || b(v))),
+        _ => None,
+    }
 }
 
 impl State {
@@ -620,10 +648,69 @@ impl State {
     }
 
     fn on_alert(&mut self, mut a: Box<Alert>, ev: Option<EvidenceRequest>) {
+        a.incident_id = Some(a.alert_id);
         let Some(req) = ev else {
+            self.ctr.no_evidence.inc();
             self.finish(a);
             return;
         };
+        if a.anomaly.mode == AlertMode::Window {
+            if let Scope::Window { filter } = &req.scope {
+                // Another shard's alert of the same profile whose span overlaps, not yet
+                // collected: one incident, one line, the evidence of both shards.
+                let same = |p: &Pending| {
+                    p.alert.anomaly.mode == AlertMode::Window
+                        && p.alert.anomaly.profile == a.anomaly.profile
+                        && matches!(p.req.scope, Scope::Window { .. })
+                        && spans_overlap(&p.req, &req)
+                };
+                if let Some(p) = self.pending.iter_mut().flatten().find(|p| same(p)) {
+                    // The line is the earliest alert's (time, shard, id), whatever order
+                    // the shards' alerts arrived in; the score the highest.
+                    let key = |x: &Alert| (x.ts_ns(), x.anomaly.shard, x.alert_id);
+                    if key(&a) < key(&p.alert) {
+                        let extra = std::mem::take(&mut p.alert.anomaly.extra);
+                        let score = p.alert.anomaly.score;
+                        std::mem::swap(&mut p.alert, &mut a);
+                        // The merged line keeps what was merged so far (`shards`).
+                        let mine = std::mem::replace(&mut p.alert.anomaly.extra, extra);
+                        for (k, v) in mine {
+                            p.alert.anomaly.extra.entry(k).or_insert(v);
+                        }
+                        a.anomaly.score = score;
+                    }
+                    p.req.from_ts_ns = p.req.from_ts_ns.min(req.from_ts_ns);
+                    p.req.to_ts_ns = p.req.to_ts_ns.max(req.to_ts_ns);
+                    if let Scope::Window { filter: pf } = &mut p.req.scope {
+                        *pf = filter_union(pf.take(), filter.clone());
+                    }
+                    let x = &mut p.alert.anomaly.extra;
+                    let shards = x
+                        .entry("shards")
+                        .or_insert_with(|| serde_json::json!([p.alert.anomaly.shard]));
+                    if let Some(v) = shards.as_array_mut() {
+                        for sh in [p.alert.anomaly.shard, a.anomaly.shard] {
+                            v.push(serde_json::Value::from(sh));
+                        }
+                        v.sort_by_key(|s| s.as_u64());
+                        v.dedup();
+                    }
+                    if a.anomaly.score > p.alert.anomaly.score {
+                        p.alert.anomaly.score = a.anomaly.score;
+                    }
+                    self.ctr.incidents_merged.inc();
+                    return;
+                }
+                // Its incident's line is already written: this alert updates it.
+                if let Some(r) = self.recent.iter().rev().find(|r| {
+                    r.0 == a.anomaly.profile && r.1 <= req.to_ts_ns && req.from_ts_ns <= r.2
+                }) {
+                    a.incident_id = Some(r.3);
+                    a.event_type = "anomaly_update".to_string();
+                    self.ctr.incidents_updated.inc();
+                }
+            }
+        }
         if req.shard >= self.clocks.len() || self.rings.is_empty() {
             self.ctr.no_ring.inc();
             a.evidence.error = Some(format!("no evidence ring for shard {}", req.shard));
@@ -643,7 +730,7 @@ impl State {
             arrival: self.arrival,
         };
         match self.clocks[p.req.shard] {
-            Some((ts, seq)) if ts >= self.due_at(&p.req) => self.collect(p, seq),
+            Some((_, seq)) if self.is_due(&p) => self.collect(p, seq),
             _ => {
                 self.n_pending += 1;
                 let s = p.req.shard;
@@ -664,19 +751,47 @@ impl State {
             }
             None => *c = Some((ts_ns, seq)),
         }
-        let (t, s) = c.expect("set");
-        let settle = self.settle_ns;
-        let due = |p: &Pending| p.req.to_ts_ns.saturating_add(settle) <= t;
-        if self.pending[shard].iter().any(due) {
-            let all = std::mem::take(&mut self.pending[shard]);
-            let (mut due, rest): (Vec<_>, Vec<_>) = all.into_iter().partition(due);
-            self.pending[shard] = rest;
+        // A window request may wait on every shard's clock (see `is_due`): look at all.
+        for sh in 0..self.pending.len() {
+            let Some((_, s)) = self.clocks[sh] else {
+                continue;
+            };
+            if !self.pending[sh].iter().any(|p| self.is_due(p)) {
+                continue;
+            }
+            let all = std::mem::take(&mut self.pending[sh]);
+            let (mut due, rest): (Vec<_>, Vec<_>) = all.into_iter().partition(|p| self.is_due(p));
+            self.pending[sh] = rest;
             due.sort_by_key(|p| (p.req.to_ts_ns, p.arrival));
             for p in due {
                 self.n_pending -= 1;
                 self.collect(p, s);
             }
         }
+    }
+
+    /// A request is due when its shard's clock is past its end plus the settle time; a
+    /// window alert's when every shard's clock is past that plus the span's length, so
+    /// that the other shards' alerts of the same incident have arrived to be merged.
+    fn is_due(&self, p: &Pending) -> bool {
+        let Some((t, _)) = self.clocks.get(p.req.shard).copied().flatten() else {
+            return false;
+        };
+        if t < self.due_at(&p.req) {
+            return false;
+        }
+        if p.alert.anomaly.mode != AlertMode::Window {
+            return true;
+        }
+        // Any other shard's alert whose span (of the same length) overlaps this one is
+        // raised by the time that shard's clock passes the end plus the span's length:
+        // waiting for it makes the merge independent of thread timing.
+        let horizon = self
+            .due_at(&p.req)
+            .saturating_add(p.req.to_ts_ns.saturating_sub(p.req.from_ts_ns));
+        self.clocks
+            .iter()
+            .all(|c| c.is_some_and(|(t, _)| t >= horizon))
     }
 
     /// Clock time at which a request is due.
@@ -713,6 +828,17 @@ impl State {
     /// to its head) and writes its file.
     fn collect(&mut self, p: Pending, seq_bound: u64) {
         let Pending { mut alert, req, .. } = p;
+        if alert.anomaly.mode == AlertMode::Window && alert.event_type == "anomaly" {
+            if self.recent.len() >= RECENT_INCIDENTS {
+                self.recent.pop_front();
+            }
+            self.recent.push_back((
+                alert.anomaly.profile.clone(),
+                req.from_ts_ns,
+                req.to_ts_ns,
+                alert.incident_id.unwrap_or(alert.alert_id),
+            ));
+        }
         let (mut lost, mut start_overwritten) = (0u64, false);
         if !self.shared || self.rings.len() == 1 {
             let ring = if self.shared { 0 } else { req.shard };
