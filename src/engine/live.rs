@@ -10,7 +10,9 @@
 //! print the summary, write `--stats-json`, exit 0 (2 on failure). The program is also
 //! detached when startup fails half-way or on panic (the loader detaches in `Drop`); a
 //! program left by SIGKILL is recognised by name and replaced by the next start.
-//! SIGHUP prints a stats line and rewrites the `--stats-json` file with the counters so
+//! SIGHUP reopens alerts.jsonl (log rotation: logrotate renames the file, then signals;
+//! the evidence writer closes the renamed file and creates a new one before its next
+//! line), prints a stats line and rewrites the `--stats-json` file with the counters so
 //! far; capture goes on.
 //!
 //! The pipeline is the one `replay` runs (same configuration, same scorer): each reader
@@ -947,6 +949,9 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
     };
     let mut wcfg = crate::engine::replay::writer_config(&cfg, &state);
     wcfg.settle_ns = EVIDENCE_SETTLE.as_nanos() as u64;
+    // SIGHUP: alerts.jsonl is reopened (log rotation, as eve.json users expect).
+    let reopen_alerts = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    wcfg.reopen = Some(reopen_alerts.clone());
     let (sender, writer) =
         EvidenceWriter::spawn_shared(wcfg, rings.iter().map(|r| r.reader()).collect(), nshards)
             .context("starting the evidence writer")?;
@@ -1117,6 +1122,7 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
         match signals.wait(wake.saturating_duration_since(now)) {
             Some(libc::SIGINT) | Some(libc::SIGTERM) => break,
             Some(libc::SIGHUP) => {
+                reopen_alerts.fetch_add(1, std::sync::atomic::Ordering::Release);
                 // A report that cannot be made or written is logged and counted; capture
                 // goes on.
                 match collect(iface, &prog, &readers, &pipe, &mode, started, &replaced) {
