@@ -376,13 +376,28 @@ impl Service {
         }
     }
 
-    fn signal(&self, sig: &str) {
-        run(&["kill", sig, &self.child.id().to_string()]);
+    /// Signals and waits (bounded) for the exit: (exit code, stderr).
+    fn end(self, sig: &str) -> (i32, String) {
+        let pid = self.child.id();
+        self.end_pid(sig, pid)
     }
 
-    /// Signals and waits (bounded) for the exit: (exit code, stderr).
-    fn end(mut self, sig: &str) -> (i32, String) {
-        self.signal(sig);
+    /// Signals the process's first child (the sensor under strace) and waits for the
+    /// process to exit.
+    fn end_child(self, sig: &str) -> (i32, String) {
+        let id = self.child.id();
+        let kids = std::fs::read_to_string(format!("/proc/{id}/task/{id}/children")).unwrap();
+        let pid = kids
+            .split_whitespace()
+            .next()
+            .expect("a child")
+            .parse()
+            .unwrap();
+        self.end_pid(sig, pid)
+    }
+
+    fn end_pid(mut self, sig: &str, pid: u32) -> (i32, String) {
+        run(&["kill", sig, &pid.to_string()]);
         let st = wait_timeout(&mut self.child, Duration::from_secs(15));
         std::thread::sleep(Duration::from_millis(50));
         (
@@ -679,6 +694,33 @@ fn deb_installs_runs_as_streamml_with_the_units_capabilities_and_purges() {
         );
     }
 
+    // The unit's SystemCallFilter= allows every system call the sensor makes: a run under
+    // strace (as streamml with the unit's capabilities, with traffic, then SIGTERM).
+    let trace = format!("{state}/strace.txt");
+    let mut cmd = with(&caps, &[]);
+    let at = cmd.iter().position(|a| a == INSTALLED).unwrap();
+    for (i, a) in ["strace", "-f", "-qq", "-c", "-o", &trace]
+        .iter()
+        .enumerate()
+    {
+        cmd.insert(at + i, a.to_string());
+    }
+    let svc = Service::start(&cmd).unwrap_or_else(|(c, e)| panic!("under strace ({c}):\n{e}"));
+    pair.send(&["--count", "2000", "--pps", "2000", "--flows", "8"]);
+    let (code, err) = svc.end_child("-TERM");
+    assert_eq!(code, 0, "{err}");
+    let used = strace_syscalls(&std::fs::read_to_string(&trace).unwrap());
+    assert!(
+        used.len() > 20 && used.contains(&"bpf".to_string()),
+        "{used:?}"
+    );
+    let allowed = unit_syscalls(&unit);
+    let refused: Vec<&String> = used.iter().filter(|s| !allowed.contains(*s)).collect();
+    assert!(
+        refused.is_empty(),
+        "system calls the unit's SystemCallFilter= refuses: {refused:?}"
+    );
+
     // kill -9, then a restart with the same capabilities replaces the leftover program
     // (its name cannot be read without CAP_SYS_ADMIN; the id recorded in
     // /run/streamml-sensor says it is ours).
@@ -712,6 +754,65 @@ fn deb_installs_runs_as_streamml_with_the_units_capabilities_and_purges() {
         assert!(!Path::new(p).exists(), "{p} is left after purge");
     }
     assert!(try_run(&["getent", "passwd", "streamml"]).is_ok());
+}
+
+/// The system call names of an `strace -c` summary.
+fn strace_syscalls(summary: &str) -> Vec<String> {
+    let mut v: Vec<String> = summary
+        .lines()
+        .skip_while(|l| !l.starts_with("------"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("------"))
+        .filter_map(|l| l.split_whitespace().last().map(str::to_string))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The system calls the unit's `SystemCallFilter=` lines allow (allow lists only: groups
+/// expanded with `systemd-analyze syscall-filter`).
+fn unit_syscalls(unit: &str) -> std::collections::BTreeSet<String> {
+    let listing = run(&["systemd-analyze", "syscall-filter", "--no-pager"]);
+    let mut groups: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mut cur = None;
+    for l in listing.lines() {
+        if l.starts_with('@') {
+            cur = Some(l.trim().to_string());
+            groups.entry(l.trim().to_string()).or_default();
+        } else if let (Some(g), t) = (&cur, l.trim()) {
+            if !t.is_empty() && !t.starts_with('#') {
+                groups.get_mut(g).unwrap().push(t.to_string());
+            }
+        }
+    }
+    fn expand(
+        name: &str,
+        groups: &std::collections::BTreeMap<String, Vec<String>>,
+        out: &mut std::collections::BTreeSet<String>,
+    ) {
+        match groups.get(name) {
+            Some(members) if name.starts_with('@') => {
+                for m in members {
+                    expand(m, groups, out);
+                }
+            }
+            _ => {
+                out.insert(name.to_string());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    for l in unit.lines() {
+        if let Some(v) = l.strip_prefix("SystemCallFilter=") {
+            assert!(!v.starts_with('~'), "a deny list: extend unit_syscalls");
+            for name in v.split_whitespace() {
+                expand(name, &groups, &mut out);
+            }
+        }
+    }
+    assert!(out.contains("read") && out.contains("bpf"), "{out:?}");
+    out
 }
 
 /// As in tests/live.rs: a window profile that learns in ~2 s of traffic and alerts on a
