@@ -267,7 +267,9 @@ impl Installed {
     }
 
     fn purge() {
-        // A package left by an earlier (failed) run of this test goes first.
+        // A package left by an earlier (failed) run of this test goes first, with the
+        // per-interface configuration the test adds (dpkg leaves files it did not install).
+        let _ = std::fs::remove_file(format!("/etc/streamml/{SENSOR_IF}.toml"));
         let _ = try_run(&["dpkg", "--purge", "streamml-sensor"]);
     }
 }
@@ -437,9 +439,10 @@ fn documented_lintian_warnings() -> Vec<String> {
 
 /// The .deb from build to purge: lintian (no errors; the warnings are the documented
 /// ones), install, `--version`, the man pages, completions, `systemd-analyze verify` and
-/// the exposure score (the README's), owners and modes, the installed binary run as the
-/// streamml user with exactly the unit's capabilities on a veth pair (packets and an
-/// alert with evidence), each capability dropped in turn (the start fails with one line
+/// the exposure score (the README's), owners and modes, the unit's own command (ExecStart=)
+/// run as the streamml user with exactly the unit's capabilities on a veth pair (packets
+/// and an alert with evidence; the per-interface configuration, then sensor.toml), every
+/// system call it makes allowed by the unit's filter, each capability dropped in turn (the start fails with one line
 /// naming it; and without the sensor's own check, the kernel refuses too), a restart
 /// after kill -9 (the leftover XDP program is replaced without CAP_SYS_ADMIN), then purge
 /// and what is left.
@@ -569,34 +572,28 @@ fn deb_installs_runs_as_streamml_with_the_units_capabilities_and_purges() {
     let caps = unit_caps(&unit, "AmbientCapabilities");
     assert_eq!(caps, unit_caps(&unit, "CapabilityBoundingSet"));
     let pair = VethPair::new(1);
-    // The state directory as systemd's StateDirectory=streamml/IF makes it.
-    let state = format!("/var/lib/streamml/{SENSOR_IF}-{}", std::process::id());
+    // The unit's own command line (its ExecStart=, specifiers and $$ resolved as systemd
+    // does), with the environment systemd gives it: the state directory as
+    // StateDirectory=streamml/IF makes it, and a per-interface configuration, which the
+    // command prefers to sensor.toml.
+    let state = format!("/var/lib/streamml/{SENSOR_IF}");
     run(&[
         "install", "-d", "-o", "streamml", "-g", "streamml", "-m", "0750", &state,
     ]);
-    let cfg = format!("{state}/sensor.toml");
-    std::fs::write(&cfg, ANOMALY_CONFIG).unwrap();
-    let args: Vec<String> = [
-        "--iface",
-        SENSOR_IF,
-        "--config",
-        &cfg,
-        "--state-dir",
-        &state,
-        "--stats-json",
-        &format!("{state}/stats.json"),
-        "--no-pin",
-        "--report-interval",
-        "0",
-        "--ring-mib",
-        "32",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let iface_cfg = format!("/etc/streamml/{SENSOR_IF}.toml");
+    std::fs::write(&iface_cfg, ANOMALY_CONFIG).unwrap();
+    let exec = unit_exec_start(&unit, SENSOR_IF);
+    let stats = format!("/run/streamml-sensor/{SENSOR_IF}.stats.json");
+    let state_env = format!("STATE_DIRECTORY={state}");
     let with = |caps: &[String], env: &[&str]| {
-        let mut c = as_streamml(&pair.ns_sensor, caps, env);
-        c.extend(args.iter().cloned());
+        let mut e = vec![
+            state_env.as_str(),
+            "STREAMML_ARGS=--no-pin --report-interval 0 --ring-mib 32",
+        ];
+        e.extend_from_slice(env);
+        let mut c = as_streamml(&pair.ns_sensor, caps, &e);
+        assert_eq!(c.pop().as_deref(), Some(INSTALLED));
+        c.extend(["/bin/sh".to_string(), "-c".to_string(), exec.clone()]);
         c
     };
     let svc = Service::start(&with(&caps, &[])).unwrap_or_else(|(c, e)| {
@@ -625,7 +622,8 @@ fn deb_installs_runs_as_streamml_with_the_units_capabilities_and_purges() {
     };
     let (code, err) = svc.end("-TERM");
     assert_eq!(code, 0, "{err}");
-    let st = harness::read_json(Path::new(&format!("{state}/stats.json"))).expect("stats");
+    assert!(err.contains("profiles [flood]"), "not {iface_cfg}: {err}");
+    let st = harness::read_json(Path::new(&stats)).expect("stats");
     assert_eq!(
         num(&st, &["packets_received"]),
         bg.sent + flood.sent,
@@ -698,7 +696,7 @@ fn deb_installs_runs_as_streamml_with_the_units_capabilities_and_purges() {
     // strace (as streamml with the unit's capabilities, with traffic, then SIGTERM).
     let trace = format!("{state}/strace.txt");
     let mut cmd = with(&caps, &[]);
-    let at = cmd.iter().position(|a| a == INSTALLED).unwrap();
+    let at = cmd.iter().position(|a| a == "/bin/sh").unwrap();
     for (i, a) in ["strace", "-f", "-qq", "-c", "-o", &trace]
         .iter()
         .enumerate()
@@ -720,6 +718,13 @@ fn deb_installs_runs_as_streamml_with_the_units_capabilities_and_purges() {
         refused.is_empty(),
         "system calls the unit's SystemCallFilter= refuses: {refused:?}"
     );
+
+    // Without a configuration of its own, the instance runs with sensor.toml.
+    std::fs::remove_file(&iface_cfg).unwrap();
+    let svc = Service::start(&with(&caps, &[])).expect("start with sensor.toml");
+    let (code, err) = svc.end("-TERM");
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("profiles [traffic, flows]"), "{err}");
 
     // kill -9, then a restart with the same capabilities replaces the leftover program
     // (its name cannot be read without CAP_SYS_ADMIN; the id recorded in
@@ -754,6 +759,22 @@ fn deb_installs_runs_as_streamml_with_the_units_capabilities_and_purges() {
         assert!(!Path::new(p).exists(), "{p} is left after purge");
     }
     assert!(try_run(&["getent", "passwd", "streamml"]).is_ok());
+}
+
+/// The unit's `ExecStart=/bin/sh -c '...'` script for instance `inst`, as systemd hands
+/// it to the shell: `%i`/`%I` replaced by the instance, `$$` by `$`.
+fn unit_exec_start(unit: &str, inst: &str) -> String {
+    let line = unit
+        .lines()
+        .find(|l| l.starts_with("ExecStart="))
+        .expect("ExecStart=");
+    let rest = line
+        .strip_prefix("ExecStart=/bin/sh -c '")
+        .and_then(|r| r.strip_suffix('\''))
+        .unwrap_or_else(|| panic!("not a /bin/sh -c '...' line: {line}"));
+    rest.replace("%i", inst)
+        .replace("%I", inst)
+        .replace("$$", "$")
 }
 
 /// The system call names of an `strace -c` summary.
