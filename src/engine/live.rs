@@ -896,7 +896,11 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
         log(format_args!(
             "{iface}: replaced {} XDP program {} (id {}, {} mode)",
             if ex.is_ours() { "a leftover" } else { "another" },
-            ex.name.as_deref().unwrap_or("?"),
+            ex.name.as_deref().unwrap_or(if ex.recorded {
+                "(name unreadable without CAP_SYS_ADMIN; the id this sensor recorded)"
+            } else {
+                "?"
+            }),
             ex.id,
             ex.mode.name()
         ));
