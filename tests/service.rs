@@ -251,6 +251,98 @@ fn rotation_under_traffic_loses_no_alert_line() {
     assert!(last_old <= first_new, "{last_old:?} > {first_new:?}");
 }
 
+/// The package's logrotate snippet (packaging/debian/logrotate) run by logrotate itself,
+/// twice, under traffic, with its path pointed at the test's state directory and its
+/// postrotate signal sent to the test's sensor: the rotated files (the older one
+/// compressed) and the current one hold every alert line, each once.
+#[test]
+fn packaged_logrotate_snippet_rotates_under_traffic_losing_nothing() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(1);
+    let cfg = pair.path("every.toml");
+    std::fs::write(&cfg, EVERY_WINDOW_ALERTS).unwrap();
+    let sensor = pair.start_sensor(&["--config", &cfg.to_string_lossy()]);
+    let state = pair.state_dir();
+    let log = state.join("alerts.jsonl");
+    let snippet = std::fs::read_to_string(repo().join("packaging/debian/logrotate")).unwrap();
+    assert!(snippet.contains("/var/lib/streamml/*/alerts.jsonl {"));
+    // The path, and the postrotate script (systemctl kill --signal=HUP ...) -> kill -HUP.
+    let mut conf = String::new();
+    let mut in_script = false;
+    for l in snippet.lines() {
+        let t = l.trim();
+        if t == "endscript" {
+            in_script = false;
+        }
+        if in_script {
+            continue;
+        }
+        conf.push_str(&l.replace("/var/lib/streamml/*/alerts.jsonl", &log.to_string_lossy()));
+        conf.push('\n');
+        if t == "postrotate" {
+            conf.push_str(&format!("        kill -HUP {}\n", sensor.pid()));
+            in_script = true;
+        }
+    }
+    let conf_path = pair.path("logrotate.conf");
+    std::fs::write(&conf_path, &conf).unwrap();
+    let lr_state = pair.path("logrotate.state");
+    let rotate = || {
+        run(&[
+            "logrotate",
+            "-f",
+            "-s",
+            &lr_state.to_string_lossy(),
+            &conf_path.to_string_lossy(),
+        ])
+    };
+    let sent = std::thread::scope(|s| {
+        let gen = s.spawn(|| pair.send(&["--count", "10000", "--pps", "2000", "--flows", "20"]));
+        wait_lines(&log, 10, "before the first rotation");
+        rotate();
+        wait_lines(&log, 10, "after the first rotation");
+        rotate();
+        wait_lines(&log, 10, "after the second rotation");
+        gen.join().expect("generator thread").sent
+    });
+    let stopped = sensor.stop();
+    assert_eq!(
+        stopped.status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        stopped.stderr
+    );
+    let st = stopped.stats.expect("stats JSON");
+    assert_eq!(num(&st, &["packets_received"]), sent);
+    // delaycompress: the newest rotated file stays plain, the one before is compressed.
+    let one = lines_of(&state.join("alerts.jsonl.1"));
+    let two_gz = state.join("alerts.jsonl.2.gz");
+    let two: Vec<serde_json::Value> = run(&["zcat", &two_gz.to_string_lossy()])
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a whole alert line"))
+        .collect();
+    let cur = lines_of(&log);
+    assert!(!one.is_empty() && !two.is_empty() && !cur.is_empty());
+    let written = num(&st, &["detection", "alerts.written"]);
+    assert_eq!(
+        (two.len() + one.len() + cur.len()) as u64,
+        written,
+        "lines in alerts.jsonl.2.gz ({}), .1 ({}) and alerts.jsonl ({}) vs alerts.written",
+        two.len(),
+        one.len(),
+        cur.len()
+    );
+    let mut ids: Vec<u64> = two
+        .iter()
+        .chain(&one)
+        .chain(&cur)
+        .map(|a| a["alert_id"].as_u64().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len() as u64, written);
+}
+
 // ---------------------------------------------------------------------------------------
 // The package
 
@@ -754,10 +846,18 @@ fn deb_installs_runs_as_streamml_with_the_units_capabilities_and_purges() {
         "/usr/share/man/man1/streamml-sensor.1.gz",
         "/usr/share/bash-completion/completions/streamml-sensor",
         "/var/lib/streamml",
-        "/run/streamml-sensor",
     ] {
         assert!(!Path::new(p).exists(), "{p} is left after purge");
     }
+    // The package's runtime directory (owned by streamml) is gone. On a shared machine a
+    // sensor run by root elsewhere may have created /run/streamml-sensor again since (its
+    // lock directory): that one is root's.
+    let run_dir = Path::new("/run/streamml-sensor");
+    assert!(
+        !run_dir.exists() || owner_mode("/run/streamml-sensor").starts_with("root:root "),
+        "/run/streamml-sensor is left after purge: {}",
+        owner_mode("/run/streamml-sensor")
+    );
     assert!(try_run(&["getent", "passwd", "streamml"]).is_ok());
 }
 
