@@ -41,11 +41,16 @@ ADDR_S=198.19.0.1
 ADDR_P=198.18.0.1
 SENSOR_PID=""
 
+# Running and not a zombie (works on root's processes too when run as a user with sudo).
+alive() {
+  [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"
+}
+
 cleanup() {
   trap - EXIT INT TERM
-  if [ -n "$SENSOR_PID" ] && kill -0 "$SENSOR_PID" 2>/dev/null; then
+  if [ -n "$SENSOR_PID" ] && alive "$SENSOR_PID"; then
     $SUDO kill -TERM "$SENSOR_PID" 2>/dev/null || true
-    for _ in $(seq 150); do kill -0 "$SENSOR_PID" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 150); do alive "$SENSOR_PID" || break; sleep 0.1; done
     $SUDO kill -KILL "$SENSOR_PID" 2>/dev/null || true
   fi
   # Deleting a namespace deletes its end of the veth pair, the pair, and its XDP program.
@@ -78,7 +83,7 @@ $SUDO ip netns exec "$NS_S" "$SENSOR" --iface "$IF_S" --state-dir "$STATE" \
 SENSOR_PID=$!
 for _ in $(seq 300); do
   grep -q "capturing on" "$WORK/sensor.log" && break
-  kill -0 "$SENSOR_PID" 2>/dev/null || { cat "$WORK/sensor.log" >&2; exit 1; }
+  alive "$SENSOR_PID" || { cat "$WORK/sensor.log" >&2; exit 1; }
   sleep 0.1
 done
 grep -q "capturing on" "$WORK/sensor.log" || { echo "quickstart: the sensor did not start" >&2; cat "$WORK/sensor.log" >&2; exit 1; }
