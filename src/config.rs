@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use crate::detect::detector::{DetectorConfig, DetectorKind, ScalingKind};
 pub use crate::detect::threshold::Threshold;
@@ -100,7 +100,7 @@ pub const MAX_QUANTILE_WINDOW: usize = 1 << 20;
 const RING_MAX_HEADER: u64 = 4096 + 4097 * 32 + 4096;
 
 /// Detection mode of a profile.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Flow,
@@ -118,14 +118,14 @@ impl Mode {
 }
 
 /// Evidence scope: the packets of the alerting flow, or all of the window's packets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     Flow,
     Window,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSensor {
     pub state_dir: Option<PathBuf>,
@@ -146,7 +146,7 @@ fn d_ring() -> usize {
     65536
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFlow {
     #[serde(default = "d_idle")]
@@ -189,7 +189,7 @@ impl Default for RawFlow {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawEvidence {
     /// Size of each packet ring (one per reader) in MiB.
@@ -235,7 +235,7 @@ impl Default for RawEvidence {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHst {
     #[serde(default = "d_trees")]
@@ -272,7 +272,7 @@ impl Default for RawHst {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawScaling {
     #[serde(default)]
@@ -294,7 +294,7 @@ impl Default for RawScaling {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawThreshold {
     /// A fixed score in [0,1]; mutually exclusive with `quantile`.
@@ -334,7 +334,7 @@ fn d_cooldown() -> f64 {
     60.0
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProfileEvidence {
     #[serde(default = "d_pre")]
@@ -371,7 +371,7 @@ impl Default for RawProfileEvidence {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProfile {
     pub name: String,
@@ -408,7 +408,7 @@ fn d_window() -> f64 {
 }
 
 /// The configuration file as written.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub sensor: Option<RawSensor>,
@@ -569,6 +569,28 @@ impl RawConfig {
             msg,
         })?;
         Self::parse(&config_text(&bytes, &file)?, &file)
+    }
+
+    /// The configuration as the sensor runs it, for `check-config`: every key with its
+    /// value, defaults filled in (the `[sensor]` table, each profile's feature lists);
+    /// an evidence `scope` left out stays out (it follows each detector's mode).
+    pub fn effective(mut self) -> RawConfig {
+        self.sensor.get_or_insert_with(|| RawSensor {
+            state_dir: None,
+            shards: 0,
+            ring_capacity: d_ring(),
+            key: KeyMode::FiveTuple,
+        });
+        let names = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        for p in &mut self.profiles {
+            if p.window_features.is_none() {
+                p.window_features = names(&crate::detect::features::DEFAULT_WINDOW_FEATURES);
+            }
+            if p.flow_features.is_none() {
+                p.flow_features = names(&crate::detect::features::DEFAULT_FLOW_FEATURES);
+            }
+        }
+        self
     }
 
     /// The embedded default configuration.

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::sys::{
     driver_name, effective_caps, euid, frame_size_for, iface_info, iface_mtu, irqs, kernel_release,
     max_frame_bytes, memlock_limit, numa_node, probe_af_xdp, rss_hash_fields, IrqReport, CAP_BPF,
-    CAP_IPC_LOCK, CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, L2_OVERHEAD,
+    CAP_IPC_LOCK, CAP_NET_ADMIN, CAP_NET_RAW, CAP_PERFMON, CAP_SYS_ADMIN, L2_OVERHEAD,
 };
 use super::xdp::{self, xdp_act, SensorProgram, TsCarrier};
 
@@ -238,7 +238,7 @@ pub fn diagnose(iface: Option<&str>, queues_asked: Option<u32>) -> anyhow::Resul
         (CAP_NET_ADMIN, "CAP_NET_ADMIN", true),
         (CAP_NET_RAW, "CAP_NET_RAW", true),
         (CAP_BPF, "CAP_BPF", !has(CAP_SYS_ADMIN)),
-        (38, "CAP_PERFMON", false),
+        (CAP_PERFMON, "CAP_PERFMON", !has(CAP_SYS_ADMIN)),
         (CAP_IPC_LOCK, "CAP_IPC_LOCK", false),
         (CAP_SYS_ADMIN, "CAP_SYS_ADMIN", false),
     ] {

@@ -192,7 +192,12 @@ pub const CAP_NET_ADMIN: u32 = 12;
 pub const CAP_NET_RAW: u32 = 13;
 pub const CAP_IPC_LOCK: u32 = 14;
 pub const CAP_SYS_ADMIN: u32 = 21;
+pub const CAP_PERFMON: u32 = 38;
 pub const CAP_BPF: u32 = 39;
+
+/// `STREAMML_SKIP_PRIVILEGE_CHECK=1` skips [`check_privileges`], so that a test can show
+/// that the kernel itself refuses the start without each capability the check asks for.
+pub const SKIP_PRIVILEGE_CHECK_ENV: &str = "STREAMML_SKIP_PRIVILEGE_CHECK";
 
 pub fn effective_caps() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -202,7 +207,18 @@ pub fn effective_caps() -> Option<u64> {
 
 /// Names the capabilities the sensor lacks, or Ok. `umem_bytes` is the locked memory the
 /// UMEMs need (CAP_IPC_LOCK, or a RLIMIT_MEMLOCK that large).
+///
+/// Needed, each shown by tests/package.rs (the service's capabilities, one dropped at a
+/// time, and with [`SKIP_PRIVILEGE_CHECK_ENV`] the kernel refusing too):
+/// CAP_NET_ADMIN (attach XDP; XDP program type), CAP_NET_RAW (AF_XDP sockets), CAP_BPF
+/// (load the program, create its maps), CAP_PERFMON (the verifier refuses the program's
+/// pointer arithmetic without it: "pointer -= pointer prohibited"), CAP_IPC_LOCK (the
+/// UMEMs, unless RLIMIT_MEMLOCK covers them). CAP_SYS_ADMIN stands in for CAP_BPF and
+/// CAP_PERFMON, as in the kernel.
 pub fn check_privileges(umem_bytes: u64) -> anyhow::Result<()> {
+    if std::env::var_os(SKIP_PRIVILEGE_CHECK_ENV).is_some_and(|v| v == "1") {
+        return Ok(());
+    }
     let Some(caps) = effective_caps() else {
         return Ok(()); // cannot tell; the syscalls will say
     };
@@ -216,6 +232,9 @@ pub fn check_privileges(umem_bytes: u64) -> anyhow::Result<()> {
     }
     if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
         missing.push("CAP_BPF");
+    }
+    if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_PERFMON");
     }
     if !has(CAP_IPC_LOCK) {
         let mut lim = libc::rlimit {

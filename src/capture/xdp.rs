@@ -199,11 +199,22 @@ pub struct ExistingProgram {
     /// None when its name could not be read (BPF_PROG_GET_FD_BY_ID needs CAP_SYS_ADMIN).
     pub name: Option<String>,
     pub mode: Attached,
+    /// The id a sensor recorded when it attached the program (see
+    /// [`ExistingProgram::with_record`]): how a sensor without CAP_SYS_ADMIN, which cannot
+    /// read the program's name, still knows the leftover of a killed run for its own.
+    pub recorded: bool,
 }
 
 impl ExistingProgram {
     pub fn is_ours(&self) -> bool {
-        self.name.as_deref() == Some(PROG_NAME)
+        self.name.as_deref() == Some(PROG_NAME) || self.recorded
+    }
+
+    /// Marks the program as ours when its id is the one a sensor recorded on attaching it
+    /// (program ids are unique until the next boot, and the record lives in /run).
+    pub fn with_record(mut self, recorded_id: Option<u32>) -> ExistingProgram {
+        self.recorded = recorded_id == Some(self.id);
+        self
     }
 }
 
@@ -256,6 +267,8 @@ pub struct SensorProgram {
     attached: Option<Attached>,
     /// How the loaded variant carries frame times (see [`LoadReport`]).
     carrier: TsCarrier,
+    /// The id of the program an earlier run recorded as its own ([`ExistingProgram::with_record`]).
+    recorded_id: Option<u32>,
 }
 
 /// libbpf's own messages (warnings and the kernel's extended ack) are kept here instead of
@@ -353,6 +366,7 @@ pub fn query_attached(iface: &str, ifindex: i32) -> Result<Option<ExistingProgra
         id,
         name: prog_name(id),
         mode,
+        recorded: false,
     }))
 }
 
@@ -503,6 +517,7 @@ impl SensorProgram {
             ifindex,
             attached: None,
             carrier,
+            recorded_id: None,
         };
         prog.apply(settings)?;
         Ok((prog, LoadReport { carrier, fallbacks }))
@@ -653,7 +668,8 @@ impl SensorProgram {
         force: bool,
         refuse_native: bool,
     ) -> Result<AttachReport, XdpError> {
-        let existing = query_attached(&self.iface, self.ifindex)?;
+        let existing =
+            query_attached(&self.iface, self.ifindex)?.map(|e| e.with_record(self.recorded_id));
         if let Some(ex) = &existing {
             if !ex.is_ours() && !force {
                 return Err(XdpError::Foreign {
@@ -744,6 +760,12 @@ impl SensorProgram {
                 err: err.to_string(),
             },
         })
+    }
+
+    /// The id of the program an earlier run recorded on attaching it: a program attached
+    /// with that id is a leftover to replace, even when its name cannot be read.
+    pub fn set_recorded_id(&mut self, id: Option<u32>) {
+        self.recorded_id = id;
     }
 
     /// The mode the program is attached in, if it is.

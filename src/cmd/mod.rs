@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub mod check_config;
+pub mod dist;
 pub mod doctor;
 pub mod eval;
 pub mod evidence;
@@ -46,6 +48,13 @@ pub enum Cmd {
     /// What this kernel and NIC offer and what the sensor would use, without capturing;
     /// each problem with its fix. Exit 1 when a problem would stop capture.
     Doctor(doctor::DoctorArgs),
+    /// Check a configuration file as the sensor would at start (the same errors, exit 2)
+    /// and print the effective configuration, defaults filled in [default: the embedded
+    /// sensor.toml].
+    CheckConfig(check_config::CheckConfigArgs),
+    /// Write the man pages and shell completions into a directory (packaging).
+    #[command(hide = true)]
+    DistAssets(dist::DistArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -297,6 +306,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Cmd::EvalWindows(a)) => eval::run(a),
         Some(Cmd::Evidence(a)) => evidence::run(a),
         Some(Cmd::Doctor(a)) => doctor::run(&a),
+        Some(Cmd::CheckConfig(a)) => check_config::run(&a),
+        Some(Cmd::DistAssets(a)) => dist::run(&a),
         None if cli.live.iface.is_some() => {
             live::run(&cli.live)?;
             Ok(ExitCode::SUCCESS)

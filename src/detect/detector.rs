@@ -52,7 +52,7 @@ pub enum DetectorKind {
 }
 
 /// Feature scaling in front of the trees.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ScalingKind {
     /// River's MinMaxScaler, exactly (parity mode; drifts after one extreme value).

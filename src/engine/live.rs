@@ -10,7 +10,9 @@
 //! print the summary, write `--stats-json`, exit 0 (2 on failure). The program is also
 //! detached when startup fails half-way or on panic (the loader detaches in `Drop`); a
 //! program left by SIGKILL is recognised by name and replaced by the next start.
-//! SIGHUP prints a stats line and rewrites the `--stats-json` file with the counters so
+//! SIGHUP reopens alerts.jsonl (log rotation: logrotate renames the file, then signals;
+//! the evidence writer closes the renamed file and creates a new one before its next
+//! line), prints a stats line and rewrites the `--stats-json` file with the counters so
 //! far; capture goes on.
 //!
 //! The pipeline is the one `replay` runs (same configuration, same scorer): each reader
@@ -96,11 +98,34 @@ fn features_line(m: &ModeReport) -> String {
     s
 }
 
+/// Where the per-interface locks live: `$RUNTIME_DIRECTORY` (systemd sets it from the
+/// unit's `RuntimeDirectory=streamml-sensor`; the first entry when it lists several), else
+/// /run/streamml-sensor (the package's tmpfiles.d creates it, owned by the `streamml`
+/// user, so that the service and a sensor started by hand lock the same files).
+fn lock_dir() -> PathBuf {
+    std::env::var_os("RUNTIME_DIRECTORY")
+        .and_then(|v| {
+            v.to_string_lossy()
+                .split(':')
+                .next()
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from("/run/streamml-sensor"))
+}
+
 /// An exclusive flock per (network namespace, interface): a second sensor on the same
 /// interface is refused instead of stealing the first one's XDP program.
 struct IfaceLock {
     _file: File,
     path: PathBuf,
+    /// `<lock>.prog`: the id of the XDP program this run attached, so that the next start
+    /// after a kill recognises the leftover without reading its name (which needs
+    /// CAP_SYS_ADMIN, a capability the service does not have).
+    prog_path: PathBuf,
+    /// This run wrote the record (and removes it at exit); an earlier run's record stays
+    /// until a run replaces that program.
+    wrote_record: bool,
 }
 
 impl IfaceLock {
@@ -108,7 +133,8 @@ impl IfaceLock {
         let netns = std::fs::metadata("/proc/self/ns/net")
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
             .unwrap_or(0);
-        let dir = Path::new("/run/streamml-sensor");
+        let dir = lock_dir();
+        let dir = dir.as_path();
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join(format!("{netns}-{iface}.lock"));
         let mut f = std::fs::OpenOptions::new()
@@ -128,12 +154,45 @@ impl IfaceLock {
         }
         f.set_len(0)?;
         write!(f, "{}", std::process::id())?;
-        Ok(IfaceLock { _file: f, path })
+        let prog_path = path.with_extension("prog");
+        Ok(IfaceLock {
+            _file: f,
+            path,
+            prog_path,
+            wrote_record: false,
+        })
+    }
+
+    /// The program id recorded by an earlier run on this interface (killed before it could
+    /// remove the record), if any.
+    fn recorded_prog(&self) -> Option<u32> {
+        std::fs::read_to_string(&self.prog_path)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Records the id of the program this run attached. Best effort: without the record a
+    /// leftover is still recognised by its name where the name can be read.
+    fn record_prog(&mut self, id: Option<u32>) {
+        self.wrote_record = true;
+        match id {
+            Some(id) => {
+                let _ = std::fs::write(&self.prog_path, format!("{id}\n"));
+            }
+            None => {
+                let _ = std::fs::remove_file(&self.prog_path);
+            }
+        }
     }
 }
 
 impl Drop for IfaceLock {
     fn drop(&mut self) {
+        if self.wrote_record {
+            let _ = std::fs::remove_file(&self.prog_path);
+        }
         let _ = std::fs::remove_file(&self.path);
     }
 }
@@ -662,7 +721,8 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
     let umem_bytes = queues as u64 * xsk.fill_size as u64 * xsk.frame_size as u64;
     check_privileges(umem_bytes).with_context(|| iface.to_string())?;
     probe_af_xdp()?;
-    let _lock = IfaceLock::take(iface)?;
+    let mut lock = IfaceLock::take(iface)?;
+    let recorded_prog = lock.recorded_prog();
     // Fail now, not after the capture, if an output cannot be written (a device, a
     // directory, a missing directory, a link); nothing is created or truncated yet.
     if let Some(p) = &o.stats_json {
@@ -772,6 +832,7 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
 
     // Refuse a foreign program before touching anything.
     if let Some(ex) = crate::capture::xdp::query_attached(iface, info.ifindex)? {
+        let ex = ex.with_record(recorded_prog);
         if !ex.is_ours() && !o.force {
             return Err(crate::capture::xdp::XdpError::Foreign {
                 iface: iface.into(),
@@ -825,7 +886,9 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
         prog.register_socket(q, src.fd())?;
         sources.push((src, stats));
     }
+    prog.set_recorded_id(recorded_prog);
     let report = prog.attach(o.xdp_mode, o.force, refused.has(Feature::Native))?;
+    lock.record_prog(prog.prog_id());
     if let Some(e) = &report.native_error {
         fallbacks.push(Fallback::new(Feature::Native, "skb", e.clone()));
     }
@@ -833,7 +896,11 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
         log(format_args!(
             "{iface}: replaced {} XDP program {} (id {}, {} mode)",
             if ex.is_ours() { "a leftover" } else { "another" },
-            ex.name.as_deref().unwrap_or("?"),
+            ex.name.as_deref().unwrap_or(if ex.recorded {
+                "(name unreadable without CAP_SYS_ADMIN; the id this sensor recorded)"
+            } else {
+                "?"
+            }),
             ex.id,
             ex.mode.name()
         ));
@@ -886,6 +953,9 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
     };
     let mut wcfg = crate::engine::replay::writer_config(&cfg, &state);
     wcfg.settle_ns = EVIDENCE_SETTLE.as_nanos() as u64;
+    // SIGHUP: alerts.jsonl is reopened (log rotation, as eve.json users expect).
+    let reopen_alerts = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    wcfg.reopen = Some(reopen_alerts.clone());
     let (sender, writer) =
         EvidenceWriter::spawn_shared(wcfg, rings.iter().map(|r| r.reader()).collect(), nshards)
             .context("starting the evidence writer")?;
@@ -1056,6 +1126,7 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
         match signals.wait(wake.saturating_duration_since(now)) {
             Some(libc::SIGINT) | Some(libc::SIGTERM) => break,
             Some(libc::SIGHUP) => {
+                reopen_alerts.fetch_add(1, std::sync::atomic::Ordering::Release);
                 // A report that cannot be made or written is logged and counted; capture
                 // goes on.
                 match collect(iface, &prog, &readers, &pipe, &mode, started, &replaced) {

@@ -276,6 +276,19 @@ impl AlertLog {
         Ok(self.file.as_ref().expect("just opened"))
     }
 
+    /// Closes the file and opens the one now at the path (creating it): after logrotate
+    /// renamed alerts.jsonl, the next lines go to a new alerts.jsonl. On error the log
+    /// stays closed and the next line retries.
+    pub fn reopen(&mut self) -> std::io::Result<()> {
+        if let Some(f) = self.file.take() {
+            // Give back the blocks reserved past the end of the old file.
+            if let Ok(m) = f.metadata() {
+                let _ = f.set_len(m.len());
+            }
+        }
+        self.ensure_open().map(|_| ())
+    }
+
     /// Keeps [`ALERT_RESERVE`] bytes allocated past the end of the file (fallocate with
     /// KEEP_SIZE: the file's length is unchanged, appends use the blocks), so that when
     /// evidence fills the disk the next few hundred alert lines still get written.
@@ -438,6 +451,28 @@ mod tests {
         a.evidence.path = Some("evidence/x.pcap.zst".into());
         a.evidence.packets = 42;
         a
+    }
+
+    /// Rotation: after a rename and `reopen`, the next line goes to a new file at the
+    /// path; the renamed file keeps every line written before.
+    #[test]
+    fn reopen_after_rename_starts_a_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts.jsonl");
+        let mut log = AlertLog::new(&path);
+        log.append_line(b"{\"n\":1}").unwrap();
+        let rotated = dir.path().join("alerts.jsonl.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        log.append_line(b"{\"n\":2}").unwrap(); // still the renamed file
+        log.reopen().unwrap();
+        assert!(path.exists(), "reopen creates the file");
+        log.append_line(b"{\"n\":3}").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&rotated).unwrap(),
+            "{\"n\":1}\n{\"n\":2}\n"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"n\":3}\n");
+        assert_eq!(log.lines, 3);
     }
 
     #[test]

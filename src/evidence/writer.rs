@@ -138,6 +138,11 @@ pub struct WriterConfig {
     /// capture: frames from several readers, stamped in wall-clock time, reach the rings
     /// in slightly different orders). 0: at `to_ts_ns` (replay).
     pub settle_ns: u64,
+    /// Log rotation: when this generation changes (live capture bumps it on SIGHUP), the
+    /// writer closes alerts.jsonl and opens the file at its path anew, before the next
+    /// line (within 200 ms when idle). Lines written before that went to the file the
+    /// descriptor pointed at (renamed by logrotate: nothing is lost either way).
+    pub reopen: Option<Arc<AtomicU64>>,
 }
 
 impl WriterConfig {
@@ -154,6 +159,7 @@ impl WriterConfig {
             log_every: Duration::from_secs(10),
             extra_sinks: Vec::new(),
             settle_ns: 0,
+            reopen: None,
         }
     }
 }
@@ -464,6 +470,8 @@ impl EvidenceWriter {
             .alertlog_repaired_bytes
             .add(alert_log.repaired_bytes);
         let mut st = State {
+            reopen: config.reopen,
+            reopened: 0,
             rings,
             shared,
             settle_ns: config.settle_ns,
@@ -554,6 +562,9 @@ struct Pending {
 type LineKey = (u64, u32, u64, u64);
 
 struct State {
+    /// [`WriterConfig::reopen`] and the generation last acted on.
+    reopen: Option<Arc<AtomicU64>>,
+    reopened: u64,
     rings: Vec<RingReader>,
     /// Every request reads every ring (see the module doc); else ring = shard.
     shared: bool,
@@ -599,8 +610,29 @@ fn filter_union(a: Option<RecordFilter>, b: Option<RecordFilter>) -> Option<Reco
 }
 
 impl State {
+    /// Reopens alerts.jsonl when the reopen generation moved (log rotation).
+    fn check_reopen(&mut self) {
+        let Some(g) = self.reopen.as_ref().map(|g| g.load(Ordering::Acquire)) else {
+            return;
+        };
+        if g == self.reopened {
+            return;
+        }
+        self.reopened = g;
+        let path = self.alert_log.path().display().to_string();
+        match self.alert_log.reopen() {
+            Ok(()) => self.log.log("reopen", || format!("reopened {path}")),
+            Err(e) => {
+                // Retried at the next alert, like any alerts.jsonl that cannot be opened.
+                self.log
+                    .log("alertlog", || format!("evidence: reopening {path}: {e}"))
+            }
+        }
+    }
+
     fn run(&mut self, rx: Receiver<Msg>, orx: Receiver<Box<Alert>>) {
         loop {
+            self.check_reopen();
             while let Ok(a) = orx.try_recv() {
                 self.ctr.alerts_received.inc();
                 self.finish(a);

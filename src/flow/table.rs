@@ -38,7 +38,7 @@ use crate::stats::Counter;
 use crate::wire::PacketMeta;
 
 /// What a packet's size counts (nfstream's `accounting_mode`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Accounting {
     /// The frame length on the wire (mode 0, the default).
