@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub mod bench;
 pub mod doctor;
 pub mod eval;
 pub mod evidence;
@@ -46,6 +47,10 @@ pub enum Cmd {
     /// What this kernel and NIC offer and what the sensor would use, without capturing;
     /// each problem with its fix. Exit 1 when a problem would stop capture.
     Doctor(doctor::DoctorArgs),
+    /// Size a box: the pipeline's ceiling with the in-process generator (--synthetic), or
+    /// live capture on a private veth against streamml-pktgen (--generate), with a
+    /// zero-loss rate search, latency histograms per stage, a status line, JSON and a plot.
+    Bench(Box<bench::BenchArgs>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -297,6 +302,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Cmd::EvalWindows(a)) => eval::run(a),
         Some(Cmd::Evidence(a)) => evidence::run(a),
         Some(Cmd::Doctor(a)) => doctor::run(&a),
+        Some(Cmd::Bench(a)) => bench::run(*a),
         None if cli.live.iface.is_some() => {
             live::run(&cli.live)?;
             Ok(ExitCode::SUCCESS)

@@ -19,7 +19,7 @@ use crate::flow::table::{Accounting, FlowTable};
 use crate::flow::FlowState;
 use crate::output::RunSorter;
 use crate::shard::{self, KeyMode, PacketRecord, ShardWorker};
-use crate::stats::{self, Counter, Snapshot};
+use crate::stats::{self, Counter, Snapshot, StageLatency};
 use crate::wire::PacketMeta;
 
 /// Named counters of one scorer shard.
@@ -68,6 +68,8 @@ pub struct ScorerSetup {
     pub flow_output: Option<FlowOutputSetup>,
     /// Record every window vector with its score (evaluation).
     pub keep_windows: bool,
+    /// Bench mode: sampled stage latencies (ring chunks, Half-Space Trees calls).
+    pub latency: Option<Arc<StageLatency>>,
 }
 
 /// Builds the evidence filter for a window alert of `(shard)`.
@@ -112,6 +114,8 @@ struct Ctx {
     flow_sorter: Option<RunSorter>,
     line: Vec<u8>,
     io_error: Option<std::io::Error>,
+    /// Half-Space Trees calls until the next timed one (bench mode).
+    hst_sample_left: u32,
 }
 
 /// A scorer shard (see the module doc).
@@ -121,6 +125,8 @@ pub struct Scorer {
     last_clock_ns: u64,
     /// Clock ticks handled (the fault injection counts them).
     ticks: u64,
+    /// Ring chunks until the next timed one (bench mode).
+    chunk_sample_left: u32,
 }
 
 /// Test aid: `STREAMML_FAULT=scorer-panic` makes shard 0 panic at its third clock tick,
@@ -212,7 +218,9 @@ impl Scorer {
                 flow_sorter,
                 line: Vec::with_capacity(2048),
                 io_error: None,
+                hst_sample_left: 0,
             },
+            chunk_sample_left: 0,
         })
     }
 
@@ -277,6 +285,28 @@ impl Scorer {
 }
 
 impl Ctx {
+    /// `det.observe(x)`, timed one call in `StageLatency::HST_EVERY` in bench mode.
+    #[inline]
+    fn observe(
+        latency: &Option<Arc<StageLatency>>,
+        left: &mut u32,
+        det: &mut Detector,
+        x: &[f64],
+    ) -> (f64, Option<Verdict>) {
+        let Some(l) = latency else {
+            return det.observe(x);
+        };
+        if *left > 0 {
+            *left -= 1;
+            return det.observe(x);
+        }
+        *left = StageLatency::HST_EVERY - 1;
+        let t0 = std::time::Instant::now();
+        let r = det.observe(x);
+        l.hst_per_sample.record(t0.elapsed().as_nanos() as u64);
+        r
+    }
+
     fn on_flow_export(&mut self, r: FlowRecord<'_>) {
         let f = r.flow;
         let end_ns = f.last_seen_ms.saturating_mul(1_000_000);
@@ -294,7 +324,12 @@ impl Ctx {
             let d = p.flow_features.len();
             flow_values(f, &p.flow_features, &mut self.x[..d]);
             let det = self.profiles[pi].flow.as_mut().expect("flow detector");
-            let (_score, verdict) = det.observe(&self.x[..d]);
+            let (_score, verdict) = Self::observe(
+                &self.setup.latency,
+                &mut self.hst_sample_left,
+                det,
+                &self.x[..d],
+            );
             self.counters.flows_scored.inc();
             if let Some(v) = verdict {
                 let h = flow_ring_hash(f);
@@ -425,7 +460,12 @@ impl Ctx {
         let Some((_, det)) = self.profiles[pi].window.as_mut() else {
             return;
         };
-        let (score, verdict) = det.observe(&self.x[..d]);
+        let (score, verdict) = Self::observe(
+            &self.setup.latency,
+            &mut self.hst_sample_left,
+            det,
+            &self.x[..d],
+        );
         self.counters.windows_scored.inc();
         let mut alerted = false;
         if let Some(v) = verdict {
@@ -549,6 +589,44 @@ impl ShardWorker for Scorer {
             }
         }
         self.send_clock(false);
+    }
+
+    /// The default (one message at a time); in bench mode one chunk in
+    /// `StageLatency::CHUNK_EVERY` is timed: two clock reads (vDSO, no system call) for
+    /// the whole chunk.
+    fn on_msgs(&mut self, msgs: &[shard::Msg]) {
+        let sample = match &self.ctx.setup.latency {
+            Some(_) if self.chunk_sample_left == 0 && !msgs.is_empty() => {
+                self.chunk_sample_left = StageLatency::CHUNK_EVERY - 1;
+                true
+            }
+            Some(_) => {
+                self.chunk_sample_left = self.chunk_sample_left.saturating_sub(1);
+                false
+            }
+            None => false,
+        };
+        let t0 = if sample {
+            crate::capture::afxdp::now_ns()
+        } else {
+            0
+        };
+        for m in msgs {
+            match m {
+                shard::Msg::Packet(r) => self.on_packet(r),
+                shard::Msg::Tick(t) => self.on_tick(*t),
+            }
+        }
+        if sample {
+            let t1 = crate::capture::afxdp::now_ns();
+            if let Some(l) = &self.ctx.setup.latency {
+                if let Some(shard::Msg::Packet(r)) = msgs.first() {
+                    l.ts_to_scorer.record(t0.saturating_sub(r.ts_ns));
+                }
+                l.scorer_per_packet
+                    .record(t1.saturating_sub(t0) / msgs.len() as u64);
+            }
+        }
     }
 
     fn on_tick(&mut self, now_ns: u64) {

@@ -138,6 +138,9 @@ pub struct WriterConfig {
     /// capture: frames from several readers, stamped in wall-clock time, reach the rings
     /// in slightly different orders). 0: at `to_ts_ns` (replay).
     pub settle_ns: u64,
+    /// Bench mode: the time from an alert (its packet time, wall-clock in live capture)
+    /// to its evidence file written, one sample per file.
+    pub latency: Option<Arc<crate::stats::StageLatency>>,
 }
 
 impl WriterConfig {
@@ -154,6 +157,7 @@ impl WriterConfig {
             log_every: Duration::from_secs(10),
             extra_sinks: Vec::new(),
             settle_ns: 0,
+            latency: None,
         }
     }
 }
@@ -458,6 +462,7 @@ impl EvidenceWriter {
             rings,
             shared,
             settle_ns: config.settle_ns,
+            latency: config.latency,
             evidence_dir,
             file: config.file,
             ordered: config.ordered,
@@ -548,6 +553,7 @@ struct State {
     /// Every request reads every ring (see the module doc); else ring = shard.
     shared: bool,
     settle_ns: u64,
+    latency: Option<Arc<crate::stats::StageLatency>>,
     evidence_dir: PathBuf,
     file: FileConfig,
     ordered: bool,
@@ -791,6 +797,13 @@ impl State {
         match res {
             Ok(fin) => {
                 self.ctr.files_written.inc();
+                if let Some(l) = &self.latency {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as u64);
+                    l.alert_to_evidence
+                        .record(now.saturating_sub(alert.ts_ns()));
+                }
                 self.ctr.packets_written.add(fin.packets);
                 self.ctr.bytes_written.add(fin.bytes);
                 let fname = fin
