@@ -376,6 +376,10 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         "episode_start_s": a.episode_start,
         "config": a.live.config,
     });
+    // --generate: SIGINT/SIGTERM are taken by the capture loop (sigtimedwait), so they
+    // are blocked before the first thread starts (threads inherit the mask); otherwise
+    // the status printer would take the default action and skip the teardown.
+    let _signals = a.generate.then(crate::engine::live::Signals::block);
     let mut status = Status::new(&a.status);
     let (tx, rx) = std::sync::mpsc::channel::<Progress>();
     let progress: Box<dyn FnMut(&Progress) + Send> = Box::new(move |p: &Progress| {

@@ -724,15 +724,30 @@ struct Driver<'a> {
     started: Instant,
     progress: Box<dyn FnMut(&Progress) + Send + 'a>,
     timeline: Vec<Progress>,
-    last: (Instant, u64, f64),
+    /// At the last tick: when, frames received, process CPU seconds, frames that reached
+    /// the host (received + dropped before the sockets).
+    last: (Instant, u64, f64, u64),
 }
 
 impl Driver<'_> {
+    /// A status update; `offered_pps` 0 (the generator's maximum): what reached the host.
     fn tick(&mut self, phase: &str, offered_pps: f64) {
         let (_, s) = self.run.latest();
         let now = Instant::now();
         let dt = now.duration_since(self.last.0).as_secs_f64().max(1e-9);
         let c = process_cpu_seconds();
+        let pre: u64 = s
+            .drops
+            .iter()
+            .filter(|(k, _)| is_pre_socket_drop(k))
+            .map(|(_, v)| v)
+            .sum();
+        let arrived = s.packets + pre;
+        let offered_pps = if offered_pps > 0.0 {
+            offered_pps
+        } else {
+            arrived.saturating_sub(self.last.3) as f64 / dt
+        };
         let p = Progress {
             t_s: self.started.elapsed().as_secs_f64(),
             phase: phase.to_string(),
@@ -742,7 +757,7 @@ impl Driver<'_> {
             p99_ns: self.latency.ts_to_reader.percentiles().p99_ns,
             cpu_pct: (c - self.last.2) / dt * 100.0,
         };
-        self.last = (now, s.packets, c);
+        self.last = (now, s.packets, c, arrived);
         (self.progress)(&p);
         self.timeline.push(p);
     }
@@ -928,6 +943,14 @@ pub fn run_generate(
     )?;
     run.wait_ready()?;
     let started = Instant::now();
+    let first = run.latest().1;
+    let first_arrived = first.packets
+        + first
+            .drops
+            .iter()
+            .filter(|(k, _)| is_pre_socket_drop(k))
+            .map(|(_, v)| v)
+            .sum::<u64>();
     let mut d = Driver {
         job: &job,
         lab: &lab,
@@ -936,7 +959,12 @@ pub fn run_generate(
         started,
         progress,
         timeline: Vec::new(),
-        last: (Instant::now(), 0, process_cpu_seconds()),
+        last: (
+            Instant::now(),
+            first.packets,
+            process_cpu_seconds(),
+            first_arrived,
+        ),
     };
     let mut trials: Vec<Trial> = Vec::new();
     let mut best: Option<usize> = None;

@@ -496,14 +496,14 @@ fn line(r: &StatsReport, prev: Option<(&StatsReport, f64)>) -> String {
 
 /// SIGINT, SIGTERM and SIGHUP blocked in this thread (and the threads it starts), taken
 /// only by [`Signals::wait`]; unblocked on drop.
-pub(crate) struct Signals {
+pub struct Signals {
     set: libc::sigset_t,
 }
 
 impl Signals {
     /// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and in threads spawned after),
     /// so they are taken only by `wait`.
-    pub(crate) fn block() -> Signals {
+    pub fn block() -> Signals {
         // SAFETY: sigset manipulation on a local set, then pthread_sigmask on it.
         unsafe {
             let mut set: libc::sigset_t = std::mem::zeroed();
@@ -517,7 +517,7 @@ impl Signals {
     }
 
     /// The next signal within `timeout`, if any.
-    pub(crate) fn wait(&self, timeout: Duration) -> Option<i32> {
+    pub fn wait(&self, timeout: Duration) -> Option<i32> {
         let ts = libc::timespec {
             tv_sec: timeout.as_secs() as libc::time_t,
             tv_nsec: timeout.subsec_nanos() as libc::c_long,
