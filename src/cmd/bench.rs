@@ -2,7 +2,8 @@
 //! the pipeline, no NIC: the pipeline's ceiling per scorer core, detection on) or
 //! `--generate` (a private namespace pair and veth, streamml-pktgen on the far end, live
 //! capture on the near end: one trial at a fixed rate or the generator's maximum, or
-//! `--search` for the zero-loss rate). A status line once a second (rewritten in place on
+//! `--search` for the zero-loss rate), or `--iface IF` (passive: live capture while an
+//! external generator sends). A status line once a second (rewritten in place on
 //! a terminal, plain lines otherwise), a table at the end, `--json FILE`, `--plot FILE.svg`.
 //! Long form: docs/bench.md.
 
@@ -18,7 +19,9 @@ use clap::Args;
 use super::live::LiveArgs;
 use crate::capture::gen::{FrameSizes, GenConfig, GenEpisode};
 use crate::config::{self, Overrides};
-use crate::engine::bench::{self, BenchReport, GenerateJob, Progress, RateMode, SyntheticJob};
+use crate::engine::bench::{
+    self, BenchReport, GenerateJob, PassiveJob, Progress, RateMode, SyntheticJob,
+};
 use crate::engine::pipeline;
 use crate::evidence::statedir::{self, StateDir};
 use crate::output::{check_output, OutputFile};
@@ -203,6 +206,12 @@ fn table(r: &BenchReport) -> String {
         rate(r.pps_per_scorer_core),
         r.shards.len().max(1)
     );
+    let _ = writeln!(
+        s,
+        "  per CPU second: scorers {}, readers {}",
+        rate(r.pps_per_scorer_cpu_second),
+        rate(r.pps_per_reader_cpu_second)
+    );
     if let Some(z) = r.zero_loss_pps {
         let _ = writeln!(s, "  zero-loss rate {}", rate(z));
     }
@@ -349,11 +358,9 @@ fn pktgen_path() -> PathBuf {
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
-    if !a.synthetic && !a.generate {
-        bail!("bench: give --synthetic or --generate (see streamml-sensor bench --help)");
-    }
-    if a.live.iface.is_some() {
-        bail!("bench --iface (passive, against an external pktgen) is not implemented yet: run the sensor with --stats-json and packaging/pktgen/pktgen.sh (docs/bench.md)");
+    let passive = a.live.iface.is_some();
+    if usize::from(a.synthetic) + usize::from(a.generate) + usize::from(passive) != 1 {
+        bail!("bench: give one of --synthetic, --generate or --iface IF (see streamml-sensor bench --help)");
     }
     let sizes = parse_sizes(&a.size).map_err(anyhow::Error::msg)?;
     let rate_pps = parse_rate(&a.rate).map_err(anyhow::Error::msg)?;
@@ -379,7 +386,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     // --generate: SIGINT/SIGTERM are taken by the capture loop (sigtimedwait), so they
     // are blocked before the first thread starts (threads inherit the mask); otherwise
     // the status printer would take the default action and skip the teardown.
-    let _signals = a.generate.then(crate::engine::live::Signals::block);
+    let _signals = (a.generate || passive).then(crate::engine::live::Signals::block);
     let mut status = Status::new(&a.status);
     let (tx, rx) = std::sync::mpsc::channel::<Progress>();
     let progress: Box<dyn FnMut(&Progress) + Send> = Box::new(move |p: &Progress| {
@@ -440,6 +447,17 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
                 shards,
                 state,
                 stop: Some(|| crate::capture::interrupt::requested().is_some()),
+                settings,
+            },
+            progress,
+        )?
+    } else if passive {
+        let work = tempfile::tempdir().context("a work directory")?;
+        bench::run_passive(
+            PassiveJob {
+                live: a.live.options()?,
+                duration: Duration::from_secs_f64(a.live.duration.unwrap_or(10.0)),
+                work: work.path().to_path_buf(),
                 settings,
             },
             progress,

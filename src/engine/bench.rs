@@ -10,6 +10,7 @@
 //!   on the near end, `streamml-pktgen` on the far end for each trial; a fixed rate, the
 //!   generator's maximum, or an RFC 2544 zero-loss search (binary search on the offered
 //!   rate for the highest one with nothing lost over a trial).
+//! - [`run_passive`]: live capture on an interface while something else sends.
 //!
 //! Nothing here prints: progress goes to a callback, the result is a [`BenchReport`].
 
@@ -138,6 +139,13 @@ pub struct BenchReport {
     pub received_bps: f64,
     /// received_pps divided by the scorer shards.
     pub pps_per_scorer_core: f64,
+    /// Frames received per CPU second of the scorer threads (`scorer-*`): what one scorer
+    /// core would take if it had the core to itself (on a shared machine the wall-clock
+    /// rate above is bounded by the CPU the scheduler gave).
+    pub pps_per_scorer_cpu_second: f64,
+    /// Frames received per CPU second of the reader threads (`xsk-q*`; synthetic: the
+    /// main thread, which also runs the generator).
+    pub pps_per_reader_cpu_second: f64,
     pub shards: Vec<ShardRate>,
     pub queues: Vec<QueueRate>,
     pub latency: BTreeMap<String, Percentiles>,
@@ -265,6 +273,20 @@ impl ThreadCpu {
     }
 }
 
+/// Frames per CPU second of the threads whose name starts with one of `prefixes`.
+fn per_cpu_second(frames: u64, cpu: &BTreeMap<String, f64>, prefixes: &[&str]) -> f64 {
+    let s: f64 = cpu
+        .iter()
+        .filter(|(k, _)| prefixes.iter().any(|p| k.starts_with(p)))
+        .map(|(_, v)| v)
+        .sum();
+    if s > 0.0 {
+        frames as f64 / s
+    } else {
+        0.0
+    }
+}
+
 fn latency_map(l: &StageLatency) -> BTreeMap<String, Percentiles> {
     l.stages()
         .iter()
@@ -349,11 +371,12 @@ pub fn run_synthetic(
                     let mut next = Instant::now() + Duration::from_secs(1);
                     while !done.load(Relaxed) {
                         std::thread::sleep(Duration::from_millis(100));
+                        // Every 100 ms: a thread that ends loses at most that much.
+                        cpu.sample();
                         if Instant::now() < next {
                             continue;
                         }
                         next += Duration::from_secs(1);
-                        cpu.sample();
                         let gen = generated.get();
                         let recv: u64 = w.flows.iter().map(|f| f.packets.get()).sum();
                         let drops = w.pipeline.router.ring_full.get()
@@ -445,6 +468,12 @@ pub fn run_synthetic(
         received_pps: rate,
         received_bps: bytes as f64 * 8.0 / wall.max(1e-9),
         pps_per_scorer_core: rate / shards.max(1) as f64,
+        pps_per_scorer_cpu_second: per_cpu_second(received, &cpu.by_name(), &["scorer-"]),
+        pps_per_reader_cpu_second: per_cpu_second(
+            g("reader.frames"),
+            &cpu.by_name(),
+            &["streamml-sensor"],
+        ),
         shards: shards_v,
         queues: vec![QueueRate {
             queue: 0,
@@ -717,8 +746,8 @@ impl Drop for Pktgen {
 }
 
 struct Driver<'a> {
-    job: &'a GenerateJob,
-    lab: &'a VethLab,
+    job: Option<&'a GenerateJob>,
+    lab: Option<&'a VethLab>,
     run: &'a LiveRun,
     latency: &'a StageLatency,
     started: Instant,
@@ -765,7 +794,9 @@ impl Driver<'_> {
     /// One trial at `pps` in total (0: as fast as the generator goes). None: capture
     /// stopped (a signal) during it.
     fn trial(&mut self, n: u32, of: u32, pps: f64) -> anyhow::Result<Option<Trial>> {
-        let job = self.job;
+        let (Some(job), Some(lab)) = (self.job, self.lab) else {
+            bail!("a trial needs the generator and its namespaces");
+        };
         let q = job.queues;
         let secs = job.trial.as_secs_f64();
         let phase = if pps > 0.0 {
@@ -774,10 +805,7 @@ impl Driver<'_> {
             format!("trial {n}/{of} at the generator's maximum")
         };
         let base = self.run.settled();
-        let tx0 = self
-            .lab
-            .peer_stat("tx_dropped")
-            .map_err(anyhow::Error::msg)?;
+        let tx0 = lab.peer_stat("tx_dropped").map_err(anyhow::Error::msg)?;
         for (_, l) in self.latency.stages().iter().take(3) {
             l.reset();
         }
@@ -791,7 +819,7 @@ impl Driver<'_> {
         let args: Vec<String> = vec![
             "netns".into(),
             "exec".into(),
-            self.lab.ns_peer.clone(),
+            lab.ns_peer.clone(),
             job.pktgen.to_string_lossy().into_owned(),
             "--iface".into(),
             netns::PEER_IF.into(),
@@ -868,10 +896,7 @@ impl Driver<'_> {
         let after = self.run.settled();
         let end_s = self.started.elapsed().as_secs_f64();
         self.tick(&phase, sent as f64 / gen_s);
-        let tx1 = self
-            .lab
-            .peer_stat("tx_dropped")
-            .map_err(anyhow::Error::msg)?;
+        let tx1 = lab.peer_stat("tx_dropped").map_err(anyhow::Error::msg)?;
         let mut drops: BTreeMap<String, u64> = after
             .drops
             .iter()
@@ -952,8 +977,8 @@ pub fn run_generate(
             .map(|(_, v)| v)
             .sum::<u64>();
     let mut d = Driver {
-        job: &job,
-        lab: &lab,
+        job: Some(&job),
+        lab: Some(&lab),
         run: &run,
         latency: &latency,
         started,
@@ -1102,6 +1127,8 @@ pub fn run_generate(
         received_pps: rate,
         received_bps: bps,
         pps_per_scorer_core: rate / shards.max(1) as f64,
+        pps_per_scorer_cpu_second: per_cpu_second(received, &cpu.by_name(), &["scorer-"]),
+        pps_per_reader_cpu_second: per_cpu_second(received, &cpu.by_name(), &["xsk-q"]),
         shards: per_shard(&doc, wall),
         queues,
         latency: latency_out,
@@ -1114,6 +1141,141 @@ pub fn run_generate(
         timeline,
         trials,
         zero_loss_pps,
+        interrupted_by_signal: sig,
+    })
+}
+
+/// `bench --iface IF`: live capture on an interface of this namespace while something
+/// else sends (an external pktgen, e.g. packaging/pktgen/pktgen.sh on another box).
+pub struct PassiveJob {
+    pub live: LiveOptions,
+    pub duration: Duration,
+    pub work: PathBuf,
+    pub settings: serde_json::Value,
+}
+
+/// Captures for `job.duration` (or until SIGINT/SIGTERM) and reports what arrived. The
+/// sender is not ours: `generated` is what reached the XDP program (`xdp.seen`); frames
+/// the NIC dropped before it are only in the NIC's own counters (`ethtool -S`).
+pub fn run_passive(
+    job: PassiveJob,
+    progress: Box<dyn FnMut(&Progress) + Send>,
+) -> anyhow::Result<BenchReport> {
+    let machine = Machine::here();
+    let signals = crate::engine::live::Signals::block();
+    let latency = Arc::new(StageLatency::default());
+    let mut run = LiveRun::start(
+        job.live.clone(),
+        None,
+        latency.clone(),
+        job.work.join("capture-stats.json"),
+    )?;
+    run.wait_ready()?;
+    let started = Instant::now();
+    let first = run.latest().1;
+    let mut d = Driver {
+        job: None,
+        lab: None,
+        run: &run,
+        latency: &latency,
+        started,
+        progress,
+        timeline: Vec::new(),
+        last: (
+            Instant::now(),
+            first.packets,
+            process_cpu_seconds(),
+            first.packets
+                + first
+                    .drops
+                    .iter()
+                    .filter(|(k, _)| is_pre_socket_drop(k))
+                    .map(|(_, v)| v)
+                    .sum::<u64>(),
+        ),
+    };
+    let end = started + job.duration;
+    let mut next = started + Duration::from_secs(1);
+    while Instant::now() < end && !run.finished() {
+        std::thread::sleep(Duration::from_millis(20));
+        if Instant::now() >= next {
+            next += Duration::from_secs(1);
+            d.tick("passive", 0.0);
+        }
+    }
+    let timeline = std::mem::take(&mut d.timeline);
+    drop(d);
+    let wall = started.elapsed().as_secs_f64().max(1e-9);
+    let mut cpu = ThreadCpu::default();
+    cpu.sample();
+    let finished = run.finish();
+    let pending = signals.wait(Duration::ZERO);
+    drop(signals);
+    let (doc, sig) = finished?;
+    let sig = sig.or(pending);
+    let pipeline: Snapshot = serde_json::from_value(doc["pipeline"].clone()).unwrap_or_default();
+    let drops: BTreeMap<String, u64> = doc["drops"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let generated = doc["xdp"]["seen"].as_u64().unwrap_or(0);
+    let received = doc["packets_received"].as_u64().unwrap_or(0);
+    let pre: u64 = drops
+        .iter()
+        .filter(|(k, _)| is_pre_socket_drop(k))
+        .map(|(_, v)| v)
+        .sum();
+    let bytes = doc["bytes_received"].as_u64().unwrap_or(0);
+    let shards = doc["mode"]["shards"].as_u64().unwrap_or(1) as usize;
+    let queues = doc["queues"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|q| {
+                    let p = q["packets_received"].as_u64().unwrap_or(0);
+                    let b = q["bytes_received"].as_u64().unwrap_or(0);
+                    QueueRate {
+                        queue: q["queue"].as_u64().unwrap_or(0) as u32,
+                        packets: p,
+                        pps: p as f64 / wall,
+                        bps: b as f64 * 8.0 / wall,
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let rate = received as f64 / wall;
+    Ok(BenchReport {
+        mode: "passive".into(),
+        machine,
+        settings: job.settings,
+        duration_s: wall,
+        generated,
+        received,
+        drops,
+        unaccounted: generated as i64 - received as i64 - pre as i64,
+        in_flight_tolerance: 0,
+        received_pps: rate,
+        received_bps: bytes as f64 * 8.0 / wall,
+        pps_per_scorer_core: rate / shards.max(1) as f64,
+        pps_per_scorer_cpu_second: per_cpu_second(received, &cpu.by_name(), &["scorer-"]),
+        pps_per_reader_cpu_second: per_cpu_second(received, &cpu.by_name(), &["xsk-q"]),
+        shards: per_shard(&doc, wall),
+        queues,
+        latency: latency_map(&latency),
+        latency_sampling: latency_sampling(),
+        cpu_seconds: cpu.by_name(),
+        cpu_seconds_process: process_cpu_seconds(),
+        rss_max_bytes: rss_max_bytes(),
+        detection: detection(&pipeline),
+        pipeline,
+        timeline,
+        trials: Vec::new(),
+        zero_loss_pps: None,
         interrupted_by_signal: sig,
     })
 }
