@@ -48,12 +48,16 @@ SYN64_SHARDS=$(jqn '.shards | length' "$OUT/synthetic64.json")
 SYNIMIX=$(jqn .pps_per_scorer_core "$OUT/synthetic_imix.json")
 SYNIMIX_BPS=$(jqn .received_bps "$OUT/synthetic_imix.json")
 SCORER_NS=$(jqn .latency.scorer_per_packet.p50_ns "$OUT/synthetic64.json")
+SYN64_CPU=$(jqn .pps_per_scorer_cpu_second "$OUT/synthetic64.json")
+SYNIMIX_CPU=$(jqn .pps_per_scorer_cpu_second "$OUT/synthetic_imix.json")
 
 echo "# 2. bench --generate --search" >&2
 "$BIN" bench --generate --search --queues 2 --trial "$TRIAL" --max-trials "$MAX_TRIALS" \
   --state-dir "$STATE/gen" --status plain --json "$OUT/generate.json" --plot "$OUT/generate.svg" \
   >"$OUT/generate.txt"
 ZL=$(jqn .zero_loss_pps "$OUT/generate.json")
+GEN_SCORER_CPU=$(jqn .pps_per_scorer_cpu_second "$OUT/generate.json")
+GEN_READER_CPU=$(jqn .pps_per_reader_cpu_second "$OUT/generate.json")
 GENMAX=$(jqn '.trials[0].offered_pps' "$OUT/generate.json")
 # CPU seconds per million frames received, readers and scorers (for projecting a box)
 FRAMES=$(jqn .received "$OUT/generate.json")
@@ -97,13 +101,15 @@ LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
   echo "| what | result | ratio |"
   echo "|---|---|---|"
   echo "| \`bench --synthetic\`, 64 B frames, detection on (default config), per scorer core ($SYN64_SHARDS shard) | $(mpps "$SYN64") | $(ratio "$SYN64" 5000000) of the 5 Mpps target |"
-  echo "| \`bench --synthetic\`, IMIX, per scorer core | $(mpps "$SYNIMIX") ($(awk -v b="$SYNIMIX_BPS" 'BEGIN {printf "%.2f Gbit/s", b / 1e9}')) | |"
+  echo "| same, frames per CPU second of the scorer thread (a core to itself) | $(mpps "$SYN64_CPU") | $(ratio "$SYN64_CPU" 5000000) of the 5 Mpps target |"
+  echo "| \`bench --synthetic\`, IMIX, per scorer core | $(mpps "$SYNIMIX") ($(awk -v b="$SYNIMIX_BPS" 'BEGIN {printf "%.2f Gbit/s", b / 1e9}')); $(mpps "$SYNIMIX_CPU") per scorer CPU second | |"
   echo "| scorer time per packet (p50, 64 B, synthetic) | ${SCORER_NS} ns | |"
   echo "| XDP_DROP on a 2-queue veth, streamml-pktgen at its maximum (the ceiling) | $(mpps "$DROP_MAX") | 1 |"
   echo "| \`bench --generate --search\`: zero-loss rate, 64 B, 2 queues, detection on | $(mpps "$ZL") | $(ratio "$ZL" "$DROP_MAX") of XDP_DROP (target 0.80) |"
   echo "| generator's maximum in the search's first trial | $(mpps "$GENMAX") | $(ratio "$GENMAX" "$DROP_MAX") of XDP_DROP's run |"
   echo "| XDP_DROP at the zero-loss rate | $(mpps "$DROP_ZL") | $(ratio "$DROP_ZL" "$ZL") of offered |"
   echo "| tcpdump -w /dev/null at the zero-loss rate | $(mpps "$TCPDUMP_ZL") | $(ratio "$TCPDUMP_ZL" "$ZL") of offered |"
+  echo "| \`--generate\` frames per CPU second: scorer / readers (AF_XDP copy mode) | $(mpps "$GEN_SCORER_CPU") / $(mpps "$GEN_READER_CPU") | |"
   echo "| CPU per million frames in the search (all trials): readers / scorers | $(awk -v r="$READER_S" -v s="$SCORER_S" -v n="$FRAMES" 'BEGIN {if (n > 0) printf "%.2f s / %.2f s", r / n * 1e6, s / n * 1e6; else print "n/a"}') | |"
   echo "| \`flows\` vs nfstream 6.6 (1M packets, one shard) | | ${NFS}× faster |"
   echo "| \`flows\` vs softflowd | | ${SFD}× faster |"
