@@ -815,6 +815,12 @@ impl Driver<'_> {
         } else {
             100_000_000_000
         };
+        // Per queue, at least 1 frame/s (0 would mean as fast as it goes).
+        let pps_arg = if pps > 0.0 {
+            per_queue.round().max(1.0) as u64
+        } else {
+            0
+        };
         let qlist: Vec<String> = (0..q).map(|i| i.to_string()).collect();
         let args: Vec<String> = vec![
             "netns".into(),
@@ -828,7 +834,7 @@ impl Driver<'_> {
             "--count".into(),
             count.to_string(),
             "--pps".into(),
-            (per_queue.round() as u64).to_string(),
+            pps_arg.to_string(),
             "--duration".into(),
             format!("{secs}"),
             "--size".into(),
