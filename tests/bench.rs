@@ -455,6 +455,13 @@ fn generate_fixed_rate_then_zero_loss_search() {
     assert_eq!(u(t, "sent"), 20_000, "{t:#}");
     assert_eq!(t["zero_loss"], true, "at 20 kpps nothing is lost: {t:#}");
     assert_eq!(u(&v, "generated"), u(&v, "received"));
+    let shard_sum: u64 = v["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| u(s, "packets"))
+        .sum();
+    assert_eq!(shard_sum, u(&v["pipeline"], "flow.packets"));
     assert!(u(&v["latency"]["ts_to_reader"], "samples") > 0);
     assert_svg(&p);
 

@@ -1286,15 +1286,23 @@ pub fn run_passive(
     })
 }
 
-/// Per shard packets are not in the live stats document (its counters are summed): the
-/// shards' share is reported as one entry with the sum.
+/// Per shard packets from the live stats document's `shards`.
 fn per_shard(doc: &serde_json::Value, wall: f64) -> Vec<ShardRate> {
-    let p = doc["pipeline"]["flow.packets"].as_u64().unwrap_or(0);
-    vec![ShardRate {
-        shard: 0,
-        packets: p,
-        pps: p as f64 / wall,
-    }]
+    doc["shards"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|sh| {
+                    let p = sh["packets"].as_u64().unwrap_or(0);
+                    ShardRate {
+                        shard: sh["shard"].as_u64().unwrap_or(0) as usize,
+                        packets: p,
+                        pps: p as f64 / wall,
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

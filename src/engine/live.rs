@@ -227,6 +227,18 @@ pub struct QueueReport {
     pub decoded: u64,
 }
 
+/// Per scorer shard part of the stats JSON.
+#[derive(Debug, Serialize, Clone)]
+pub struct ShardReport {
+    pub shard: usize,
+    /// Packets its flow table took.
+    pub packets: u64,
+    pub flows_created: u64,
+    pub windows_scored: u64,
+    pub flows_scored: u64,
+    pub alerts: u64,
+}
+
 /// How capture actually runs.
 #[derive(Debug, Serialize, Clone)]
 pub struct ModeReport {
@@ -287,6 +299,8 @@ pub struct StatsReport {
     pub decoded: u64,
     pub drops: serde_json::Map<String, serde_json::Value>,
     pub queues: Vec<QueueReport>,
+    /// Per scorer shard (the pipeline's counters below are summed over shards).
+    pub shards: Vec<ShardReport>,
     /// Every named counter of the pipeline after the sockets (reader.*, decoder.*,
     /// shard.*, flow.*, flows.*, detect.*, alerts.*, evidence.*, retention.*), summed
     /// over readers and shards; the same names as `replay --stats-json`.
@@ -366,9 +380,18 @@ fn collect(
     for k in DETECT_KEYS {
         snap.entry(k.to_string()).or_insert(0);
     }
-    for sh in &pipe.shards {
+    let mut shards = Vec::with_capacity(pipe.shards.len());
+    for (i, sh) in pipe.shards.iter().enumerate() {
         stats::merge_into(&mut snap, sh.flow.named());
         sh.detect.snapshot_into(&mut snap);
+        shards.push(ShardReport {
+            shard: i,
+            packets: sh.flow.packets.get(),
+            flows_created: sh.flow.created.get(),
+            windows_scored: sh.detect.windows_scored.get(),
+            flows_scored: sh.detect.flows_scored.get(),
+            alerts: sh.detect.alerts.get(),
+        });
     }
     let writer_snap = match (&pipe.writer_final, &pipe.writer) {
         (Some(s), _) => s.clone(),
@@ -429,6 +452,7 @@ fn collect(
         decoded,
         drops,
         queues,
+        shards,
         pipeline: snap,
         detection,
         evidence,
