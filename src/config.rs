@@ -580,6 +580,7 @@ impl RawConfig {
             shards: 0,
             ring_capacity: d_ring(),
             key: KeyMode::FiveTuple,
+            learn_during_incidents: false,
         });
         let names = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         for p in &mut self.profiles {

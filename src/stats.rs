@@ -84,6 +84,113 @@ pub mod name {
     pub const RETENTION_DELETE_ERRORS: &str = "retention.delete_errors";
 }
 
+/// A latency histogram (nanoseconds, 3 significant digits, 1 ns .. 1 h) that one or more
+/// threads record samples into and a report thread reads while they run. Callers sample
+/// (one packet or batch in N), so the lock is taken a few thousand times a second at
+/// most and is not contended in practice.
+#[derive(Debug)]
+pub struct Latency {
+    h: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency::new()
+    }
+}
+
+/// p50/p99/p99.9/max of a [`Latency`], in nanoseconds (0 with no samples).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Percentiles {
+    pub samples: u64,
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+    pub p999_ns: u64,
+    pub max_ns: u64,
+    pub mean_ns: f64,
+}
+
+impl Latency {
+    pub fn new() -> Latency {
+        let h = hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
+            .expect("valid histogram bounds");
+        Latency {
+            h: std::sync::Mutex::new(h),
+        }
+    }
+
+    /// Records one sample (saturated into the histogram's range).
+    #[inline]
+    pub fn record(&self, ns: u64) {
+        if let Ok(mut h) = self.h.lock() {
+            h.saturating_record(ns.max(1));
+        }
+    }
+
+    pub fn percentiles(&self) -> Percentiles {
+        let Ok(h) = self.h.lock() else {
+            return Percentiles::default();
+        };
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        Percentiles {
+            samples: h.len(),
+            p50_ns: h.value_at_quantile(0.5),
+            p99_ns: h.value_at_quantile(0.99),
+            p999_ns: h.value_at_quantile(0.999),
+            max_ns: h.max(),
+            mean_ns: h.mean(),
+        }
+    }
+
+    /// Forgets every sample (a new trial).
+    pub fn reset(&self) {
+        if let Ok(mut h) = self.h.lock() {
+            h.reset();
+        }
+    }
+}
+
+/// The bench mode's latency stages, each a sampled [`Latency`]. A stage that does not
+/// apply to a run (e.g. no alert) has no samples.
+#[derive(Debug, Default)]
+pub struct StageLatency {
+    /// Frame timestamp (XDP program or generator) to the reader taking the frame: one
+    /// frame in [`StageLatency::EVERY`].
+    pub ts_to_reader: Latency,
+    /// Frame timestamp to a scorer taking it off its ring (the reader's part plus the
+    /// ring residence): the first packet of one ring chunk in `CHUNK_EVERY`.
+    pub ts_to_scorer: Latency,
+    /// Scorer time per packet: a whole chunk of up to 256 messages timed, divided by its
+    /// length (same sampling).
+    pub scorer_per_packet: Latency,
+    /// One Half-Space Trees score + learn (scaling and threshold included): one sample in 8.
+    pub hst_per_sample: Latency,
+    /// Alert time (the window's end or the flow's last packet) to its evidence file
+    /// written and closed (includes the post-trigger span the writer waits for).
+    pub alert_to_evidence: Latency,
+}
+
+impl StageLatency {
+    /// One frame in this many is timestamped by the reader.
+    pub const EVERY: u32 = 1024;
+    /// One Half-Space Trees call in this many is timed.
+    pub const HST_EVERY: u32 = 8;
+    /// One scorer ring chunk (up to 256 messages) in this many is timed.
+    pub const CHUNK_EVERY: u32 = 16;
+
+    pub fn stages(&self) -> [(&'static str, &Latency); 5] {
+        [
+            ("ts_to_reader", &self.ts_to_reader),
+            ("ts_to_scorer", &self.ts_to_scorer),
+            ("scorer_per_packet", &self.scorer_per_packet),
+            ("hst_per_sample", &self.hst_per_sample),
+            ("alert_to_evidence", &self.alert_to_evidence),
+        ]
+    }
+}
+
 /// Every counter after the source that counts something the sensor did not fully handle:
 /// a packet not decoded or not routed, a flow cut short, an alert or its evidence lost or
 /// not written, an output that failed. (Decoder reasons are `decoder.*`, see

@@ -151,6 +151,7 @@ window_size = 4
 [profile.threshold]
 fixed = 0.0
 cooldown_s = 0
+max_alerts_per_min = 0
 [profile.evidence]
 pre_s = 0
 post_s = 0

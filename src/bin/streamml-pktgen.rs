@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
+use streamml_sensor::capture::gen::{build_frame, in_test_range, FrameSpec};
 use xsk_rs::config::{
     BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig,
 };
@@ -97,76 +98,22 @@ fn parse_mac(s: &str) -> Result<[u8; 6], String> {
     Ok(m)
 }
 
-fn in_test_range(a: Ipv4Addr) -> bool {
-    // 198.18.0.0/15
-    let o = a.octets();
-    o[0] == 198 && (o[1] & 0xfe) == 18
-}
-
-fn csum_fold(mut s: u32) -> u16 {
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
-
-fn csum_add(mut s: u32, b: &[u8]) -> u32 {
-    let mut i = 0;
-    while i + 1 < b.len() {
-        s += u16::from_be_bytes([b[i], b[i + 1]]) as u32;
-        i += 2;
-    }
-    if i < b.len() {
-        s += (b[i] as u32) << 8;
-    }
-    s
-}
-
-/// Writes one frame into `buf` (len = size) for `flow` on queue `q`.
+/// Writes one frame into `buf` (len = size): the frames of the bench mode's generator
+/// (`streamml_sensor::capture::gen::build_frame`).
 fn build(buf: &mut [u8], a: &Args, src: Ipv4Addr, sport: u16, seq: u32) {
-    let size = buf.len();
-    buf.fill(0);
-    buf[0..6].copy_from_slice(&a.dst_mac);
-    buf[6..12].copy_from_slice(&a.src_mac);
-    buf[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let tcp = a.proto == "tcp-syn";
-    // A SYN carries no payload (the rest of the frame is Ethernet padding); UDP fills it.
-    let l4_len = if tcp { 20 } else { size - 34 };
-    let ip_len = (20 + l4_len) as u16;
-    let ip = &mut buf[14..34];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
-    ip[4..6].copy_from_slice(&(seq as u16).to_be_bytes());
-    ip[6] = 0x40; // DF
-    ip[8] = 64;
-    ip[9] = if tcp { 6 } else { 17 };
-    ip[12..16].copy_from_slice(&src.octets());
-    ip[16..20].copy_from_slice(&a.dst.octets());
-    let c = csum_fold(csum_add(0, ip));
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let mut pseudo = 0u32;
-    pseudo = csum_add(pseudo, &src.octets());
-    pseudo = csum_add(pseudo, &a.dst.octets());
-    pseudo += if tcp { 6 } else { 17 };
-    pseudo += l4_len as u32;
-    let l4 = &mut buf[34..34 + l4_len];
-    l4[0..2].copy_from_slice(&sport.to_be_bytes());
-    l4[2..4].copy_from_slice(&a.dport.to_be_bytes());
-    if tcp {
-        l4[4..8].copy_from_slice(&seq.to_be_bytes());
-        l4[12] = 5 << 4; // data offset 5 words
-        l4[13] = 0x02; // SYN
-        l4[14..16].copy_from_slice(&64240u16.to_be_bytes());
-        let c = csum_fold(csum_add(pseudo, l4));
-        l4[16..18].copy_from_slice(&c.to_be_bytes());
-    } else {
-        l4[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
-        if l4_len >= 12 {
-            l4[8..12].copy_from_slice(&seq.to_be_bytes());
-        }
-        let c = csum_fold(csum_add(pseudo, l4));
-        l4[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
-    }
+    build_frame(
+        buf,
+        &FrameSpec {
+            dst_mac: a.dst_mac,
+            src_mac: a.src_mac,
+            src,
+            dst: a.dst,
+            sport,
+            dport: a.dport,
+            tcp_syn: a.proto == "tcp-syn",
+            seq,
+        },
+    );
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -445,6 +392,20 @@ mod tests {
         assert!(in_test_range("198.19.255.254".parse().unwrap()));
         assert!(!in_test_range("198.20.0.1".parse().unwrap()));
         assert!(!in_test_range("10.0.0.1".parse().unwrap()));
+    }
+
+    fn csum_fold(mut s: u32) -> u16 {
+        while s >> 16 != 0 {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        !(s as u16)
+    }
+
+    fn csum_add(mut s: u32, b: &[u8]) -> u32 {
+        for w in b.chunks(2) {
+            s += u32::from(w[0]) << 8 | u32::from(*w.get(1).unwrap_or(&0));
+        }
+        s
     }
 
     #[test]

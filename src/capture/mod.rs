@@ -3,7 +3,9 @@
 
 pub mod afxdp;
 pub mod doctor;
+pub mod gen;
 pub mod interrupt;
+pub mod netns;
 pub mod pcap;
 pub mod probe;
 pub mod synth;

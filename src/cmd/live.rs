@@ -510,6 +510,7 @@ impl LiveArgs {
             cfg,
             flows_out: self.flows_out.clone(),
             flows_jsonl: self.flows_format == OutFormat::Jsonl,
+            hooks: crate::engine::live::LiveHooks::default(),
         })
     }
 }

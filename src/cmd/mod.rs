@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub mod bench;
 pub mod check_config;
 pub mod dist;
 pub mod doctor;
@@ -55,6 +56,10 @@ pub enum Cmd {
     /// Write the man pages and shell completions into a directory (packaging).
     #[command(hide = true)]
     DistAssets(dist::DistArgs),
+    /// Size a box: the pipeline's ceiling with the in-process generator (--synthetic), or
+    /// live capture on a private veth against streamml-pktgen (--generate), with a
+    /// zero-loss rate search, latency histograms per stage, a status line, JSON and a plot.
+    Bench(Box<bench::BenchArgs>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -308,6 +313,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Cmd::Doctor(a)) => doctor::run(&a),
         Some(Cmd::CheckConfig(a)) => check_config::run(&a),
         Some(Cmd::DistAssets(a)) => dist::run(&a),
+        Some(Cmd::Bench(a)) => bench::run(*a),
         None if cli.live.iface.is_some() => {
             live::run(&cli.live)?;
             Ok(ExitCode::SUCCESS)

@@ -130,7 +130,9 @@ struct IfaceLock {
 
 impl IfaceLock {
     fn take(iface: &str) -> anyhow::Result<IfaceLock> {
-        let netns = std::fs::metadata("/proc/self/ns/net")
+        // This thread's namespace (the bench mode captures from a thread moved into a
+        // namespace of its own).
+        let netns = std::fs::metadata("/proc/thread-self/ns/net")
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
             .unwrap_or(0);
         let dir = lock_dir();
@@ -284,6 +286,18 @@ pub struct QueueReport {
     pub decoded: u64,
 }
 
+/// Per scorer shard part of the stats JSON.
+#[derive(Debug, Serialize, Clone)]
+pub struct ShardReport {
+    pub shard: usize,
+    /// Packets its flow table took.
+    pub packets: u64,
+    pub flows_created: u64,
+    pub windows_scored: u64,
+    pub flows_scored: u64,
+    pub alerts: u64,
+}
+
 /// How capture actually runs.
 #[derive(Debug, Serialize, Clone)]
 pub struct ModeReport {
@@ -344,6 +358,8 @@ pub struct StatsReport {
     pub decoded: u64,
     pub drops: serde_json::Map<String, serde_json::Value>,
     pub queues: Vec<QueueReport>,
+    /// Per scorer shard (the pipeline's counters below are summed over shards).
+    pub shards: Vec<ShardReport>,
     /// Every named counter of the pipeline after the sockets (reader.*, decoder.*,
     /// shard.*, flow.*, flows.*, detect.*, alerts.*, evidence.*, retention.*), summed
     /// over readers and shards; the same names as `replay --stats-json`.
@@ -423,9 +439,18 @@ fn collect(
     for k in DETECT_KEYS {
         snap.entry(k.to_string()).or_insert(0);
     }
-    for sh in &pipe.shards {
+    let mut shards = Vec::with_capacity(pipe.shards.len());
+    for (i, sh) in pipe.shards.iter().enumerate() {
         stats::merge_into(&mut snap, sh.flow.named());
         sh.detect.snapshot_into(&mut snap);
+        shards.push(ShardReport {
+            shard: i,
+            packets: sh.flow.packets.get(),
+            flows_created: sh.flow.created.get(),
+            windows_scored: sh.detect.windows_scored.get(),
+            flows_scored: sh.detect.flows_scored.get(),
+            alerts: sh.detect.alerts.get(),
+        });
     }
     let writer_snap = match (&pipe.writer_final, &pipe.writer) {
         (Some(s), _) => s.clone(),
@@ -486,6 +511,7 @@ fn collect(
         decoded,
         drops,
         queues,
+        shards,
         pipeline: snap,
         detection,
         evidence,
@@ -551,14 +577,16 @@ fn line(r: &StatsReport, prev: Option<(&StatsReport, f64)>) -> String {
 // ---------------------------------------------------------------------------------------
 // Signals
 
-struct Signals {
+/// SIGINT, SIGTERM and SIGHUP blocked in this thread (and the threads it starts), taken
+/// only by [`Signals::wait`]; unblocked on drop.
+pub struct Signals {
     set: libc::sigset_t,
 }
 
 impl Signals {
     /// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and in threads spawned after),
     /// so they are taken only by `wait`.
-    fn block() -> Signals {
+    pub fn block() -> Signals {
         // SAFETY: sigset manipulation on a local set, then pthread_sigmask on it.
         unsafe {
             let mut set: libc::sigset_t = std::mem::zeroed();
@@ -572,7 +600,7 @@ impl Signals {
     }
 
     /// The next signal within `timeout`, if any.
-    fn wait(&self, timeout: Duration) -> Option<i32> {
+    pub fn wait(&self, timeout: Duration) -> Option<i32> {
         let ts = libc::timespec {
             tv_sec: timeout.as_secs() as libc::time_t,
             tv_nsec: timeout.subsec_nanos() as libc::c_long,
@@ -655,6 +683,34 @@ pub struct LiveOptions {
     pub cfg: Config,
     pub flows_out: Option<PathBuf>,
     pub flows_jsonl: bool,
+    /// What the bench mode adds (nothing by default).
+    pub hooks: LiveHooks,
+}
+
+/// Called with the counters so far; false stops capture.
+pub type ReportHook = Arc<dyn Fn(&StatsReport) -> bool + Send + Sync>;
+
+/// The bench mode's hooks into live capture: sampled stage latencies, the counters
+/// handed out while capture runs, and a way to stop it.
+#[derive(Clone, Default)]
+pub struct LiveHooks {
+    pub latency: Option<Arc<crate::stats::StageLatency>>,
+    /// Called by the main loop every `report_every` (first once capture runs) with the
+    /// counters so far; returning false stops capture as SIGTERM does.
+    pub on_report: Option<ReportHook>,
+    pub report_every: Duration,
+    /// Set to the signal that stopped capture, when one did.
+    pub stopped_by: Option<Arc<std::sync::atomic::AtomicI32>>,
+}
+
+impl std::fmt::Debug for LiveHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveHooks")
+            .field("latency", &self.latency.is_some())
+            .field("on_report", &self.on_report.is_some())
+            .field("report_every", &self.report_every)
+            .finish()
+    }
 }
 
 /// Runs live capture until a stop signal (or `--duration`). Errors are meant to be printed
@@ -956,6 +1012,7 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
     // SIGHUP: alerts.jsonl is reopened (log rotation, as eve.json users expect).
     let reopen_alerts = Arc::new(std::sync::atomic::AtomicU64::new(0));
     wcfg.reopen = Some(reopen_alerts.clone());
+    wcfg.latency = o.hooks.latency.clone();
     let (sender, writer) =
         EvidenceWriter::spawn_shared(wcfg, rings.iter().map(|r| r.reader()).collect(), nshards)
             .context("starting the evidence writer")?;
@@ -979,6 +1036,7 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
             .as_ref()
             .map(|_| FlowOutputSetup { jsonl, spill_dir }),
         keep_windows: false,
+        latency: o.hooks.latency.clone(),
     };
     let reader_cores: Vec<usize> = cores
         .as_ref()
@@ -1051,6 +1109,7 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
         let router_ctr = router.counters.clone();
         let rc = Arc::new(ReaderCounters::default());
         let stage_rc = rc.clone();
+        let latency = o.hooks.latency.clone();
         let exprs: Vec<String> = cfg.profiles.iter().map(|p| p.filter.clone()).collect();
         let bind = src.bind_mode();
         let ebusy_retries = src.ebusy_retries;
@@ -1065,7 +1124,8 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
                 // The profile filters are not `Send`: built here, on the reader's thread.
                 let filters = ProfileFilters::new(exprs.iter().map(String::as_str));
                 let mut stage =
-                    ReaderStage::new(router, decode, Some(ring), Some(filters), stage_rc);
+                    ReaderStage::new(router, decode, Some(ring), Some(filters), stage_rc)
+                        .with_latency(latency);
                 let mut src = src;
                 let res = run_reader(&mut src, &mut stage, Some((IDLE_TICK, now_ns)));
                 drop(stage.finish()); // closes this reader's rings
@@ -1111,9 +1171,30 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
     let mut next_report = interval.map(|i| Instant::now() + i);
     let mut prev: Option<(StatsReport, Instant)> = None;
     let mut failure: Option<anyhow::Error> = None;
+    let hook_every = o.hooks.report_every.max(Duration::from_millis(10));
+    let mut next_hook = o.hooks.on_report.as_ref().map(|_| Instant::now());
     loop {
+        if let (Some(t), Some(hook)) = (next_hook, &o.hooks.on_report) {
+            if Instant::now() >= t {
+                next_hook = Some((t + hook_every).max(Instant::now()));
+                match collect(iface, &prog, &readers, &pipe, &mode, started, &replaced) {
+                    Ok(r) => {
+                        if !hook(&r) {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        pipe.stats_write_errors += 1;
+                        log(format_args!("stats: {e:#} (capture goes on)"));
+                    }
+                }
+            }
+        }
         let now = Instant::now();
         let mut wake = now + Duration::from_millis(200);
+        if let Some(t) = next_hook {
+            wake = wake.min(t);
+        }
         if let Some(t) = next_report {
             wake = wake.min(t);
         }
@@ -1124,7 +1205,12 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
             wake = wake.min(d);
         }
         match signals.wait(wake.saturating_duration_since(now)) {
-            Some(libc::SIGINT) | Some(libc::SIGTERM) => break,
+            Some(sig @ (libc::SIGINT | libc::SIGTERM)) => {
+                if let Some(s) = &o.hooks.stopped_by {
+                    s.store(sig, Relaxed);
+                }
+                break;
+            }
             Some(libc::SIGHUP) => {
                 reopen_alerts.fetch_add(1, std::sync::atomic::Ordering::Release);
                 // A report that cannot be made or written is logged and counted; capture

@@ -3,6 +3,7 @@
 //! them (flows, replay, live capture, evaluation). Below the command layer: no clap, no
 //! printing of results.
 
+pub mod bench;
 pub mod builder;
 pub mod eval;
 pub mod limits;

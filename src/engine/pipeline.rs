@@ -18,7 +18,7 @@ use crate::flow::export::FlowRecord;
 use crate::flow::table::{FlowConfig, FlowTable};
 use crate::output::RunSorter;
 use crate::shard::{self, FullPolicy, KeyMode, Router, ShardWorker};
-use crate::stats::{self, Snapshot};
+use crate::stats::{self, Snapshot, StageLatency};
 use crate::wire::DecodeOptions;
 
 pub use super::reader::{ReaderCounters, TICK_NS, TIME_JUMP_NS};
@@ -89,14 +89,44 @@ pub fn run_with<W>(
 where
     W: ShardWorker + Send + 'static,
 {
+    run_watched(source, cfg, ring, filters, workers, None, |_| {})
+}
+
+/// The reader's and the router's counters of a running pipeline, for another thread to
+/// read while it runs (the bench mode's status line).
+#[derive(Clone)]
+pub struct Watch {
+    pub reader: Arc<ReaderCounters>,
+    pub router: Arc<shard::RouterCounters>,
+}
+
+/// [`run_with`], with the reader sampling `latency` and `on_start` given the counters to
+/// watch once the shards run, before the first frame is read.
+pub fn run_watched<W>(
+    source: &mut dyn PacketSource,
+    cfg: &PipelineConfig,
+    ring: Option<EvidenceRing>,
+    filters: Option<ProfileFilters>,
+    workers: Vec<W>,
+    latency: Option<Arc<StageLatency>>,
+    on_start: impl FnOnce(Watch),
+) -> RunResult<W>
+where
+    W: ShardWorker + Send + 'static,
+{
     assert_eq!(workers.len(), cfg.shards, "one worker per shard");
     let (mut producers, shards) =
         spawn_shards(workers, 1, cfg.ring_capacity, &[]).expect("spawning a scorer thread");
     let producers = producers.pop().expect("one reader");
     let router = Router::new(producers, cfg.policy, cfg.key_mode);
-    let mut stage = ReaderStage::new(router, cfg.decode, ring, filters, Arc::default());
+    let mut stage =
+        ReaderStage::new(router, cfg.decode, ring, filters, Arc::default()).with_latency(latency);
     let reader = stage.counters().clone();
     let router = stage.router_counters();
+    on_start(Watch {
+        reader: reader.clone(),
+        router: router.clone(),
+    });
     let source_error = run_reader(source, &mut stage, None).err();
     let (first_ts_ns, last_ts_ns) = (stage.first_ts_ns, stage.last_ts_ns);
     let ring = stage.finish(); // closes the rings: scorers drain and finish

@@ -12,7 +12,7 @@ use crate::capture::{CaptureError, Frame, Next, PacketSource};
 use crate::evidence::ring::EvidenceRing;
 use crate::filter::ProfileFilters;
 use crate::shard::{self, KeyMode, Router};
-use crate::stats::{self, Counter, Snapshot};
+use crate::stats::{self, Counter, Snapshot, StageLatency};
 use crate::wire::{self, DecodeOptions, WireError};
 
 /// How often the reader sends a clock tick to every shard, in packet time.
@@ -98,6 +98,9 @@ pub struct ReaderStage {
     /// Packet-clock span of what was read.
     pub first_ts_ns: Option<u64>,
     pub last_ts_ns: Option<u64>,
+    /// Bench mode: frame timestamp → reader, one frame in `StageLatency::EVERY`.
+    latency: Option<Arc<StageLatency>>,
+    sample_left: u32,
 }
 
 impl ReaderStage {
@@ -122,7 +125,16 @@ impl ReaderStage {
             hold_after: 0,
             first_ts_ns: None,
             last_ts_ns: None,
+            latency: None,
+            sample_left: 0,
         }
+    }
+
+    /// Samples the latency from a frame's timestamp to this stage (one frame in
+    /// [`StageLatency::EVERY`]; one clock read, no system call, per sample).
+    pub fn with_latency(mut self, latency: Option<Arc<StageLatency>>) -> ReaderStage {
+        self.latency = latency;
+        self
     }
 
     pub fn counters(&self) -> &Arc<ReaderCounters> {
@@ -207,6 +219,9 @@ impl ReaderStage {
 
     #[inline(always)]
     fn process(&mut self, f: &Frame<'_>) -> bool {
+        if self.latency.is_some() {
+            self.sample_latency(f.ts_ns);
+        }
         let rc = &*self.counters;
         match wire::decode(f.data, f.orig_len, f.link, &self.decode) {
             Ok(m) => {
@@ -247,6 +262,19 @@ impl ReaderStage {
             return true;
         }
         false
+    }
+
+    #[inline]
+    fn sample_latency(&mut self, ts_ns: u64) {
+        if self.sample_left > 0 {
+            self.sample_left -= 1;
+            return;
+        }
+        self.sample_left = StageLatency::EVERY - 1;
+        if let Some(l) = &self.latency {
+            l.ts_to_reader
+                .record(crate::capture::afxdp::now_ns().saturating_sub(ts_ns));
+        }
     }
 
     /// The source has been idle: carries the clock to `now_ns` (wall-clock time).

@@ -107,6 +107,8 @@ pub struct ReplayOutcome {
     pub source_error: Option<crate::capture::CaptureError>,
     pub state: StateDir,
     pub flows_written: u64,
+    /// Packets each shard's flow table took, in shard order.
+    pub per_shard_packets: Vec<u64>,
 }
 
 /// Runs the full pipeline over `source`.
@@ -116,6 +118,54 @@ pub fn run_replay(
     state: StateDir,
     shards: usize,
     flows_out: Option<PathBuf>,
+) -> anyhow::Result<ReplayOutcome> {
+    run_replay_with(
+        source,
+        cfg,
+        state,
+        shards,
+        flows_out,
+        ReplayHooks::default(),
+    )
+}
+
+/// What the bench mode changes in a replay run: what a full ring does, the sampled stage
+/// latencies, and the counters to watch while it runs.
+pub struct ReplayHooks {
+    /// `Wait` (replay: lossless, the reader waits for the scorers) or `Drop` (as live
+    /// capture: a full ring drops the packet and counts it, and alerts never wait).
+    pub policy: FullPolicy,
+    pub latency: Option<Arc<crate::stats::StageLatency>>,
+    /// Given the counters once the pipeline runs, before the first frame.
+    pub on_start: Option<Box<dyn FnOnce(ReplayWatch)>>,
+}
+
+impl Default for ReplayHooks {
+    fn default() -> Self {
+        ReplayHooks {
+            policy: FullPolicy::Wait,
+            latency: None,
+            on_start: None,
+        }
+    }
+}
+
+/// Counters of a running replay, readable from another thread.
+#[derive(Clone)]
+pub struct ReplayWatch {
+    pub pipeline: pipeline::Watch,
+    pub flows: Vec<Arc<crate::flow::table::FlowCounters>>,
+    pub detect: Vec<Arc<crate::engine::scorer::ScorerCounters>>,
+}
+
+/// [`run_replay`] with [`ReplayHooks`].
+pub fn run_replay_with(
+    source: &mut dyn PacketSource,
+    cfg: Config,
+    state: StateDir,
+    shards: usize,
+    flows_out: Option<PathBuf>,
+    hooks: ReplayHooks,
 ) -> anyhow::Result<ReplayOutcome> {
     let cfg = Arc::new(cfg);
     let decode = DecodeOptions {
@@ -146,6 +196,7 @@ pub fn run_replay(
     })?;
     let mut wcfg = writer_config(&cfg, &state);
     wcfg.ordered = true;
+    wcfg.latency = hooks.latency.clone();
     // One reader, one ring: every shard's evidence comes from it.
     let (sender, writer) = EvidenceWriter::spawn_shared(wcfg, vec![ring.reader()], shards)
         .context("starting the evidence writer")?;
@@ -166,30 +217,57 @@ pub fn run_replay(
         shards,
         key_mode: cfg.key,
         sender: Some(sender),
-        blocking: true,
+        blocking: hooks.policy == FullPolicy::Wait,
         window_filters,
         flow_output: flows_out.as_ref().map(|_| FlowOutputSetup {
             jsonl: false,
             spill_dir,
         }),
         keep_windows: false,
+        latency: hooks.latency.clone(),
     };
     let pcfg = PipelineConfig {
         shards,
         ring_capacity: replay_ring_capacity(cfg.ring_capacity, ring.capacity_records(), shards),
         key_mode: cfg.key,
-        policy: FullPolicy::Wait,
+        policy: hooks.policy,
         decode,
     };
     let filters = ProfileFilters::new(cfg.profiles.iter().map(|p| p.filter.as_str()));
     let workers = builder::scorers(&setup).map_err(anyhow::Error::msg)?;
     let ring_reader = ring.reader();
-    let res = pipeline::run_with(source, &pcfg, Some(ring), Some(filters), workers);
+    let flows: Vec<_> = workers
+        .iter()
+        .map(|w| w.table().counters().clone())
+        .collect();
+    let detect: Vec<_> = workers.iter().map(|w| w.counters().clone()).collect();
+    let on_start = hooks.on_start;
+    let res = pipeline::run_watched(
+        source,
+        &pcfg,
+        Some(ring),
+        Some(filters),
+        workers,
+        hooks.latency,
+        move |w| {
+            if let Some(f) = on_start {
+                f(ReplayWatch {
+                    pipeline: w,
+                    flows,
+                    detect,
+                })
+            }
+        },
+    );
     drop(setup); // the last sender outside the scorers
     let mut snap = Snapshot::new();
     res.reader.snapshot_into(&mut snap);
     stats::merge_into(&mut snap, res.router.named());
     let mut scorers = res.workers;
+    let per_shard_packets = scorers
+        .iter()
+        .map(|w| w.table().counters().packets.get())
+        .collect();
     let mut sorters = Vec::new();
     for w in &mut scorers {
         stats::merge_into(&mut snap, w.table().counters().named());
@@ -231,5 +309,6 @@ pub fn run_replay(
         source_error: res.source_error,
         state,
         flows_written,
+        per_shard_packets,
     })
 }

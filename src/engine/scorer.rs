@@ -19,7 +19,7 @@ use crate::flow::table::{Accounting, FlowTable};
 use crate::flow::FlowState;
 use crate::output::RunSorter;
 use crate::shard::{self, KeyMode, PacketRecord, ShardWorker};
-use crate::stats::{self, Counter, Snapshot};
+use crate::stats::{self, Counter, Snapshot, StageLatency};
 use crate::wire::PacketMeta;
 
 /// Named counters of one scorer shard.
@@ -86,6 +86,8 @@ pub struct ScorerSetup {
     pub flow_output: Option<FlowOutputSetup>,
     /// Record every window vector with its score (evaluation).
     pub keep_windows: bool,
+    /// Bench mode: sampled stage latencies (ring chunks, Half-Space Trees calls).
+    pub latency: Option<Arc<StageLatency>>,
 }
 
 /// Builds the evidence filter for a window alert of `(shard)`.
@@ -155,6 +157,8 @@ struct Ctx {
     n_incidents: usize,
     /// Profiles that score active flows (bit per profile).
     active_mask: u16,
+    /// Half-Space Trees calls until the next timed one (bench mode).
+    hst_sample_left: u32,
 }
 
 /// A scorer shard (see the module doc).
@@ -164,6 +168,8 @@ pub struct Scorer {
     last_clock_ns: u64,
     /// Clock ticks handled (the fault injection counts them).
     ticks: u64,
+    /// Ring chunks until the next timed one (bench mode).
+    chunk_sample_left: u32,
 }
 
 /// Test aid: `STREAMML_FAULT=scorer-panic` makes shard 0 panic at its third clock tick,
@@ -266,7 +272,9 @@ impl Scorer {
                         p.mode.flow() && (p.active_packets > 0 || p.active_interval_ms > 0)
                     })
                     .fold(0u16, |m, (i, _)| m | (1 << i)),
+                hst_sample_left: 0,
             },
+            chunk_sample_left: 0,
         })
     }
 
@@ -331,6 +339,29 @@ impl Scorer {
 }
 
 impl Ctx {
+    /// `det.observe(x)`, timed one call in `StageLatency::HST_EVERY` in bench mode.
+    #[inline]
+    fn observe(
+        latency: &Option<Arc<StageLatency>>,
+        left: &mut u32,
+        det: &mut Detector,
+        x: &[f64],
+        learn: Learn,
+    ) -> (f64, Option<Verdict>) {
+        let Some(l) = latency else {
+            return det.observe_with(x, learn);
+        };
+        if *left > 0 {
+            *left -= 1;
+            return det.observe_with(x, learn);
+        }
+        *left = StageLatency::HST_EVERY - 1;
+        let t0 = std::time::Instant::now();
+        let r = det.observe_with(x, learn);
+        l.hst_per_sample.record(t0.elapsed().as_nanos() as u64);
+        r
+    }
+
     fn on_flow_export(&mut self, r: FlowRecord<'_>) {
         let f = r.flow;
         let end_ns = f.last_seen_ms.saturating_mul(1_000_000);
@@ -357,7 +388,13 @@ impl Ctx {
                 Learn::Always
             };
             let det = self.profiles[pi].flow.as_mut().expect("flow detector");
-            let (_score, verdict) = det.observe_with(&self.x[..d], learn);
+            let (_score, verdict) = Self::observe(
+                &self.setup.latency,
+                &mut self.hst_sample_left,
+                det,
+                &self.x[..d],
+                learn,
+            );
             self.counters.flows_scored.inc();
             if f.user_flags & (1 << pi) != 0 {
                 // Alerted while active: one flow, one alert.
@@ -653,7 +690,13 @@ impl Ctx {
         } else {
             Learn::UnlessAlerting
         };
-        let (score, verdict) = det.observe_with(&self.x[..d], learn);
+        let (score, verdict) = Self::observe(
+            &self.setup.latency,
+            &mut self.hst_sample_left,
+            det,
+            &self.x[..d],
+            learn,
+        );
         self.counters.windows_scored.inc();
         let mut alerted = false;
         if let Some(v) = verdict {
@@ -808,6 +851,44 @@ impl ShardWorker for Scorer {
             }
         }
         self.send_clock(false);
+    }
+
+    /// The default (one message at a time); in bench mode one chunk in
+    /// `StageLatency::CHUNK_EVERY` is timed: two clock reads (vDSO, no system call) for
+    /// the whole chunk.
+    fn on_msgs(&mut self, msgs: &[shard::Msg]) {
+        let sample = match &self.ctx.setup.latency {
+            Some(_) if self.chunk_sample_left == 0 && !msgs.is_empty() => {
+                self.chunk_sample_left = StageLatency::CHUNK_EVERY - 1;
+                true
+            }
+            Some(_) => {
+                self.chunk_sample_left = self.chunk_sample_left.saturating_sub(1);
+                false
+            }
+            None => false,
+        };
+        let t0 = if sample {
+            crate::capture::afxdp::now_ns()
+        } else {
+            0
+        };
+        for m in msgs {
+            match m {
+                shard::Msg::Packet(r) => self.on_packet(r),
+                shard::Msg::Tick(t) => self.on_tick(*t),
+            }
+        }
+        if sample {
+            let t1 = crate::capture::afxdp::now_ns();
+            if let Some(l) = &self.ctx.setup.latency {
+                if let Some(shard::Msg::Packet(r)) = msgs.first() {
+                    l.ts_to_scorer.record(t0.saturating_sub(r.ts_ns));
+                }
+                l.scorer_per_packet
+                    .record(t1.saturating_sub(t0) / msgs.len() as u64);
+            }
+        }
     }
 
     fn on_tick(&mut self, now_ns: u64) {

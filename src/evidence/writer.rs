@@ -143,6 +143,9 @@ pub struct WriterConfig {
     /// line (within 200 ms when idle). Lines written before that went to the file the
     /// descriptor pointed at (renamed by logrotate: nothing is lost either way).
     pub reopen: Option<Arc<AtomicU64>>,
+    /// Bench mode: the time from an alert (its packet time, wall-clock in live capture)
+    /// to its evidence file written, one sample per file.
+    pub latency: Option<Arc<crate::stats::StageLatency>>,
 }
 
 impl WriterConfig {
@@ -160,6 +163,7 @@ impl WriterConfig {
             extra_sinks: Vec::new(),
             settle_ns: 0,
             reopen: None,
+            latency: None,
         }
     }
 }
@@ -475,6 +479,7 @@ impl EvidenceWriter {
             rings,
             shared,
             settle_ns: config.settle_ns,
+            latency: config.latency,
             evidence_dir,
             file: config.file,
             ordered: config.ordered,
@@ -569,6 +574,7 @@ struct State {
     /// Every request reads every ring (see the module doc); else ring = shard.
     shared: bool,
     settle_ns: u64,
+    latency: Option<Arc<crate::stats::StageLatency>>,
     evidence_dir: PathBuf,
     file: FileConfig,
     ordered: bool,
@@ -589,8 +595,9 @@ struct State {
     buf: RecordBuf,
     /// One ring's copy before it is merged into `buf` (shared rings).
     tmp: RecordBuf,
-    /// Window incidents already collected: (profile, from, to, incident id), newest last.
-    recent: std::collections::VecDeque<(String, u64, u64, u64)>,
+    /// Window incidents already collected: (profile, from, to, incident id, shard), newest
+    /// last.
+    recent: std::collections::VecDeque<(String, u64, u64, u64, u32)>,
 }
 
 /// Window incidents remembered after their line was written (for `anomaly_update`).
@@ -598,7 +605,7 @@ const RECENT_INCIDENTS: usize = 64;
 
 /// Whether two window alerts' evidence spans overlap.
 fn spans_overlap(a: &EvidenceRequest, b: &EvidenceRequest) -> bool {
-    a.from_ts_ns <= b.to_ts_ns && b.from_ts_ns <= a.to_ts_ns
+    a.from_ts_ns < b.to_ts_ns && b.from_ts_ns < a.to_ts_ns
 }
 
 /// The union of two window filters (None: every packet).
@@ -690,11 +697,18 @@ impl State {
             if let Scope::Window { filter } = &req.scope {
                 // Another shard's alert of the same profile whose span overlaps, not yet
                 // collected: one incident, one line, the evidence of both shards.
+                // (A shard's own alerts are separate windows: its cooldown decides.)
+                let shard = a.anomaly.shard;
                 let same = |p: &Pending| {
                     p.alert.anomaly.mode == AlertMode::Window
                         && p.alert.anomaly.profile == a.anomaly.profile
                         && matches!(p.req.scope, Scope::Window { .. })
                         && spans_overlap(&p.req, &req)
+                        && p.alert.anomaly.shard != shard
+                        && !p.alert.anomaly.extra.get("shards").is_some_and(|v| {
+                            v.as_array()
+                                .is_some_and(|v| v.iter().any(|x| x.as_u64() == Some(shard.into())))
+                        })
                 };
                 if let Some(p) = self.pending.iter_mut().flatten().find(|p| same(p)) {
                     // The line is the earliest alert's (time, shard, id), whatever order
@@ -735,7 +749,10 @@ impl State {
                 }
                 // Its incident's line is already written: this alert updates it.
                 if let Some(r) = self.recent.iter().rev().find(|r| {
-                    r.0 == a.anomaly.profile && r.1 <= req.to_ts_ns && req.from_ts_ns <= r.2
+                    r.0 == a.anomaly.profile
+                        && r.4 != a.anomaly.shard
+                        && r.1 < req.to_ts_ns
+                        && req.from_ts_ns < r.2
                 }) {
                     a.incident_id = Some(r.3);
                     a.event_type = "anomaly_update".to_string();
@@ -869,6 +886,7 @@ impl State {
                 req.from_ts_ns,
                 req.to_ts_ns,
                 alert.incident_id.unwrap_or(alert.alert_id),
+                alert.anomaly.shard,
             ));
         }
         let (mut lost, mut start_overwritten) = (0u64, false);
@@ -949,6 +967,13 @@ impl State {
         match res {
             Ok(fin) => {
                 self.ctr.files_written.inc();
+                if let Some(l) = &self.latency {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as u64);
+                    l.alert_to_evidence
+                        .record(now.saturating_sub(alert.ts_ns()));
+                }
                 self.ctr.packets_written.add(fin.packets);
                 self.ctr.bytes_written.add(fin.bytes);
                 let fname = fin

@@ -11,6 +11,7 @@ use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 pub mod file;
+pub mod plot;
 
 pub use file::{check_output, OutputError, OutputFile};
 
