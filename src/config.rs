@@ -135,10 +135,17 @@ pub struct RawSensor {
     pub ring_capacity: usize,
     #[serde(default)]
     pub key: KeyMode,
+    /// Seconds of packet time between model checkpoints (0: only when the run stops).
+    #[serde(default = "d_checkpoint")]
+    pub checkpoint_interval_s: f64,
 }
 
 fn d_ring() -> usize {
     65536
+}
+
+fn d_checkpoint() -> f64 {
+    300.0
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -487,6 +494,8 @@ pub struct Config {
     pub shards: usize,
     pub ring_capacity: usize,
     pub key: KeyMode,
+    /// Packet time between model checkpoints into `models/` (0: only at the end of a run).
+    pub checkpoint_interval_ns: u64,
     pub idle_timeout_ns: u64,
     pub active_timeout_ns: u64,
     pub capacity: usize,
@@ -558,6 +567,7 @@ impl RawConfig {
             shards: 0,
             ring_capacity: d_ring(),
             key: KeyMode::FiveTuple,
+            checkpoint_interval_s: d_checkpoint(),
         });
         let pos = |key: &str, v: f64| -> Result<(), ConfigError> {
             if !v.is_finite() || v <= 0.0 {
@@ -588,6 +598,12 @@ impl RawConfig {
             1,
             MAX_RING_CAPACITY as u64,
         )?;
+        let ck = sensor.checkpoint_interval_s;
+        if !ck.is_finite() || ck < 0.0 || (ck > 0.0 && ck < 1.0) || ck > MAX_SECONDS {
+            return Err(err(format!(
+                "sensor.checkpoint_interval_s = {ck}: must be 0 (only at stop) or between 1 and {MAX_SECONDS:e}"
+            )));
+        }
         pos("flow.idle_timeout_s", self.flow.idle_timeout_s)?;
         pos("flow.active_timeout_s", self.flow.active_timeout_s)?;
         for (key, v) in [
@@ -889,6 +905,7 @@ impl RawConfig {
             shards: sensor.shards,
             ring_capacity: sensor.ring_capacity,
             key: sensor.key,
+            checkpoint_interval_ns: secs_to_ns(sensor.checkpoint_interval_s),
             idle_timeout_ns: secs_to_ns(self.flow.idle_timeout_s),
             active_timeout_ns: secs_to_ns(self.flow.active_timeout_s),
             capacity: self.flow.capacity,
@@ -958,6 +975,7 @@ impl RawConfig {
             shards: 0,
             ring_capacity: d_ring(),
             key: KeyMode::FiveTuple,
+            checkpoint_interval_s: d_checkpoint(),
         });
         if let Some(v) = o.shards {
             sensor.shards = v;

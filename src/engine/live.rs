@@ -53,6 +53,7 @@ use crate::capture::xdp::{
 };
 use crate::config::Config;
 use crate::engine::builder;
+use crate::engine::models::{self, ModelCounters, Saver};
 use crate::engine::pipeline::ReaderCounters;
 use crate::engine::pipeline::RunFailed;
 use crate::engine::reader::{run_reader, ReaderStage};
@@ -304,6 +305,9 @@ struct Pipeline {
     writer: Option<EvidenceWriterHandle>,
     /// The writer's final counters once it has finished.
     writer_final: Option<Snapshot>,
+    /// Warm-restart counters, and the thread writing `models/`.
+    models: Arc<ModelCounters>,
+    saver: Option<Saver>,
     flows_written: u64,
     flows_write_errors: u64,
     /// Stats reports that could not be made or written (capture went on).
@@ -368,6 +372,7 @@ fn collect(
         stats::merge_into(&mut snap, sh.flow.named());
         sh.detect.snapshot_into(&mut snap);
     }
+    pipe.models.snapshot_into(&mut snap);
     let writer_snap = match (&pipe.writer_final, &pipe.writer) {
         (Some(s), _) => s.clone(),
         (None, Some(w)) => w.snapshot(),
@@ -390,7 +395,7 @@ fn collect(
             .map(|(k, v)| (k.clone(), *v))
             .collect()
     };
-    let detection = group(&["detect.", "alerts."]);
+    let detection = group(&["detect.", "alerts.", "models."]);
     let evidence = group(&["evidence.", "retention."]);
     let mut drops = serde_json::Map::new();
     let mut put = |k: &str, v: u64| {
@@ -889,6 +894,11 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
     let (sender, writer) =
         EvidenceWriter::spawn_shared(wcfg, rings.iter().map(|r| r.reader()).collect(), nshards)
             .context("starting the evidence writer")?;
+    // Warm restart: the models the last run with this state directory saved.
+    let model_counters = Arc::new(ModelCounters::default());
+    let loaded = models::load(&state, &cfg, nshards, &model_counters, &mut models::say);
+    let (sink, saver) = Saver::spawn(&state, &cfg, nshards, model_counters.clone(), models::say)
+        .context("starting the model saver")?;
     let jsonl = o.flows_jsonl;
     let spill_dir = o
         .flows_out
@@ -909,6 +919,7 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
             .as_ref()
             .map(|_| FlowOutputSetup { jsonl, spill_dir }),
         keep_windows: false,
+        models: Some(sink),
     };
     let reader_cores: Vec<usize> = cores
         .as_ref()
@@ -933,7 +944,8 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
         .unwrap_or(0);
     let shard_ring_capacity =
         crate::engine::replay::replay_ring_capacity(cfg.ring_capacity, ring_records, nshards);
-    let scorers = builder::scorers(&setup).map_err(anyhow::Error::msg)?;
+    let mut scorers = builder::scorers(&setup).map_err(anyhow::Error::msg)?;
+    models::install(loaded, &mut scorers);
     let shards: Vec<Shard> = scorers
         .iter()
         .map(|s| Shard {
@@ -950,6 +962,8 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
         threads: Some(shard_threads),
         writer: Some(writer),
         writer_final: None,
+        models: model_counters,
+        saver: Some(saver),
         flows_written: 0,
         flows_write_errors: 0,
         stats_write_errors: 0,
@@ -1163,6 +1177,9 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
     // The scorers hold the last alert senders: dropping them lets the writer copy what
     // is pending (up to the rings' heads), write it and finish.
     drop(scorers);
+    if let Some(s) = pipe.saver.take() {
+        s.join();
+    }
     if let Some(w) = pipe.writer.take() {
         pipe.writer_final = Some(w.join());
     }

@@ -10,6 +10,7 @@ use anyhow::Context;
 use crate::capture::{LinkType, PacketSource};
 use crate::config::Config;
 use crate::engine::builder;
+use crate::engine::models::{self, ModelCounters, Saver};
 use crate::engine::pipeline::{self, PipelineConfig, RunFailed};
 use crate::engine::scorer::{FlowOutputSetup, ScorerSetup, WindowFilterFactory};
 use crate::evidence::retention::RetentionLimits;
@@ -156,6 +157,11 @@ pub fn run_replay(
         let _ = writeln!(std::io::stderr().lock(), "streamml-sensor: warning: {w}");
     }
     let window_filters = window_filters(&cfg, shards, decode);
+    // Warm restart: the models the last run with this state directory saved.
+    let model_counters = Arc::new(ModelCounters::default());
+    let loaded = models::load(&state, &cfg, shards, &model_counters, &mut models::say);
+    let (sink, saver) = Saver::spawn(&state, &cfg, shards, model_counters, models::say)
+        .context("starting the model saver")?;
     let spill_dir = flows_out
         .as_ref()
         .and_then(|p| p.parent().map(|d| d.to_path_buf()))
@@ -173,6 +179,7 @@ pub fn run_replay(
             spill_dir,
         }),
         keep_windows: false,
+        models: Some(sink),
     };
     let pcfg = PipelineConfig {
         shards,
@@ -182,7 +189,8 @@ pub fn run_replay(
         decode,
     };
     let filters = ProfileFilters::new(cfg.profiles.iter().map(|p| p.filter.as_str()));
-    let workers = builder::scorers(&setup).map_err(anyhow::Error::msg)?;
+    let mut workers = builder::scorers(&setup).map_err(anyhow::Error::msg)?;
+    models::install(loaded, &mut workers);
     let ring_reader = ring.reader();
     let res = pipeline::run_with(source, &pcfg, Some(ring), Some(filters), workers);
     drop(setup); // the last sender outside the scorers
@@ -203,6 +211,7 @@ pub fn run_replay(
     }
     // The scorers hold the last alert senders: drop them so the writer can finish.
     drop(scorers);
+    saver.join().snapshot_into(&mut snap);
     let wsnap = writer.join();
     for (k, v) in wsnap {
         *snap.entry(k).or_insert(0) += v;
