@@ -86,6 +86,8 @@ pub struct DetectorConfig {
     pub require_out_of_range: bool,
 }
 
+/// Clone: a copy for a checkpoint, taken at a tick and encoded off the scorer thread.
+#[derive(Clone)]
 pub struct Detector {
     model: ScaledHst,
     thr: Thresholder,

@@ -29,6 +29,7 @@ fn bin(score: f64) -> usize {
 }
 
 /// Sliding-window quantile over the last `cap` scores.
+#[derive(Clone)]
 pub struct RunningQuantile {
     q: f64,
     ring: Vec<u16>,
@@ -106,6 +107,7 @@ impl RunningQuantile {
 }
 
 /// Decides whether a score alerts.
+#[derive(Clone)]
 pub struct Thresholder {
     kind: Threshold,
     rq: Option<RunningQuantile>,

@@ -10,7 +10,7 @@ use crate::config::{Config, Scope as CfgScope};
 use crate::detect::detector::{Detector, DetectorKind, Verdict};
 use crate::detect::features::{flow_values, FLOW_FEATURES, WINDOW_FEATURES};
 use crate::detect::window::{WindowAcc, WindowVector};
-use crate::engine::models::{self, ModelSink};
+use crate::engine::models::ModelSink;
 use crate::evidence::alertlog::{
     Alert, AlertMode, FeatureContribution, FlowKey as EveKey, WindowSpan,
 };
@@ -299,17 +299,8 @@ impl Scorer {
         }
         let (shard, shards) = (self.ctx.shard, self.ctx.setup.shards);
         for (pi, ps) in self.ctx.profiles.iter().enumerate() {
-            let p = &self.ctx.setup.cfg.profiles[pi];
-            let bytes = models::encode(
-                p,
-                sink.hashes[pi],
-                shard,
-                shards,
-                now_ns,
-                ps.window.as_ref().map(|(_, d)| d),
-                ps.flow.as_ref(),
-            );
-            sink.submit(&p.name, shard, bytes, last);
+            let window = ps.window.as_ref().map(|(_, d)| d);
+            sink.submit(pi, shard, shards, now_ns, window, ps.flow.as_ref(), last);
         }
     }
 
