@@ -22,6 +22,7 @@ use std::sync::OnceLock;
 use common::{read_pcap_zst, Pkt};
 use streamml_sensor::capture::synth::Episode;
 use streamml_sensor::capture::LinkType;
+use streamml_sensor::engine::models;
 use streamml_sensor::evidence::{Alert, AlertMode};
 use streamml_sensor::wire::{self, DecodeOptions};
 
@@ -280,6 +281,69 @@ fn sigterm_mid_replay_saves_the_models() {
     let (err2, st2) = replay(&f.attack, &state, &[]);
     assert_eq!(st2["models.loaded"], 2, "{st2:?}\n{err2}");
     assert_detected(f, &state, &err2);
+}
+
+/// Periodic checkpoints survive a crash: a replay with `checkpoint_interval_s = 60`
+/// reading the benign capture from standard input is killed with SIGKILL once both
+/// profiles' files hold a checkpoint taken at 540 s of packet time or later (polled,
+/// bounded); the next run starts warm from them and detects the flood.
+#[test]
+fn periodic_checkpoints_survive_kill9() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let cfg = dir.path().join("sensor.toml");
+    let text = include_str!("../config/sensor.toml").replacen(
+        "checkpoint_interval_s = 300 ",
+        "checkpoint_interval_s = 60 ",
+        1,
+    );
+    assert!(text.contains("checkpoint_interval_s = 60 "));
+    std::fs::write(&cfg, text).unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "replay",
+            "-",
+            "--config",
+            s(&cfg),
+            "--state-dir",
+            s(&state),
+            "--shards",
+            "1",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&std::fs::read(&f.benign).unwrap()).unwrap();
+    stdin.flush().unwrap();
+    let benign_start = f.start_ns - 600_000_000_000;
+    let clock = |name: &str| {
+        std::fs::read(state.join("models").join(name))
+            .ok()
+            .and_then(|b| models::head(&b).ok())
+            .map_or(0, |h| h.clock_ns)
+    };
+    let t = std::time::Instant::now();
+    while ["traffic.0.hstck", "flows.0.hstck"]
+        .iter()
+        .any(|n| clock(n) < benign_start + 540_000_000_000)
+    {
+        assert!(
+            t.elapsed().as_secs() < 120,
+            "no checkpoint at 540 s after 120 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL, by PID
+    child.wait().unwrap();
+    drop(stdin);
+
+    let (err, st) = replay(&f.attack, &state, &[]);
+    assert_eq!(st["models.loaded"], 2, "{st:?}\n{err}");
+    assert_detected(f, &state, &err);
 }
 
 /// Damaged checkpoints: each one a single warning line naming the file and the cause, the

@@ -205,6 +205,12 @@ fn read_head(r: &mut Reader<'_>) -> Result<Head, CheckpointError> {
     })
 }
 
+/// The head of a profile checkpoint file (container checked, detectors not decoded): for
+/// tools and tests that want to know what a file holds.
+pub fn head(bytes: &[u8]) -> Result<Head, CheckpointError> {
+    read_head(&mut Reader::open(bytes)?)
+}
+
 /// One shard's detectors decoded from a checkpoint (window, flow).
 pub type Restored = (Option<Detector>, Option<Detector>);
 
