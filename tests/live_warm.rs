@@ -198,3 +198,71 @@ fn sigterm_restart_detects_a_flood_10s_later_and_a_damaged_checkpoint_starts_col
         alert_lines(&state)
     );
 }
+
+/// SIGHUP reloads the configuration: unchanged, one line and nothing else; invalid, one
+/// line and the running configuration stays; changed (a profile added), the sensor stops
+/// as at SIGTERM and starts again in the same process with the new configuration — the
+/// unchanged profile warm from the models it had just saved, the new one cold.
+#[test]
+fn sighup_reloads_a_changed_configuration_keeping_unchanged_models() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(1);
+    let cfg_path = pair.path("sensor.toml");
+    std::fs::write(&cfg_path, CONFIG).unwrap();
+    let cfg = cfg_path.to_string_lossy().into_owned();
+    let sensor = pair.start_sensor(&["--config", &cfg, "--queues", "1"]);
+    let pid = sensor.pid();
+    benign(&pair, 2);
+    let wait_for = |what: &str, n: usize| {
+        let t = std::time::Instant::now();
+        while sensor.stderr().matches(what).count() < n {
+            assert!(
+                t.elapsed().as_secs() < 20,
+                "no {n} x {what:?} after 20 s:\n{}",
+                sensor.stderr()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    sensor.sighup();
+    wait_for("reload: configuration unchanged", 1);
+    std::fs::write(&cfg_path, CONFIG.replace("window_s = 0.1", "window_s = -1")).unwrap();
+    sensor.sighup();
+    wait_for("keeping the running configuration", 1);
+    let bad = sensor
+        .stderr()
+        .lines()
+        .find(|l| l.contains("keeping the running configuration"))
+        .unwrap()
+        .to_string();
+    assert!(bad.contains("window_s"), "{bad}");
+    let added = format!(
+        "{CONFIG}\n[[profile]]\nname = \"extra\"\nmode = \"flow\"\n[profile.hst]\nwindow_size = 64\n[profile.threshold]\nfixed = 0.99\n"
+    );
+    std::fs::write(&cfg_path, added).unwrap();
+    sensor.sighup();
+    wait_for("capturing on", 2);
+    let err = sensor.stderr();
+    assert!(err.contains("reload: configuration changed"), "{err}");
+    let after = &err[err.find("reload: configuration changed").unwrap()..];
+    assert!(after.contains("profile flood: warm start"), "{after}");
+    assert!(
+        after.contains("profile extra: cold start: no checkpoint"),
+        "{after}"
+    );
+    assert!(
+        after.contains(&format!("pid {pid}")),
+        "same process: {after}"
+    );
+    benign(&pair, 1);
+    let stopped = sensor.stop();
+    assert_eq!(
+        stopped.status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        stopped.stderr
+    );
+    let st = stopped.stats.expect("stats");
+    assert_eq!(num(&st, &["packets_received"]), 500, "{st:#}");
+    assert_eq!(num(&st, &["detection", "models.loaded"]), 1, "{st:#}");
+}

@@ -11,7 +11,9 @@
 //! detached when startup fails half-way or on panic (the loader detaches in `Drop`); a
 //! program left by SIGKILL is recognised by name and replaced by the next start.
 //! SIGHUP prints a stats line and rewrites the `--stats-json` file with the counters so
-//! far; capture goes on.
+//! far, then reloads the configuration (`reload_wanted`): a changed, valid one ends the
+//! run as SIGTERM does (models saved) with [`Ended::Reload`], and the command layer
+//! executes the sensor again; otherwise capture goes on.
 //!
 //! The pipeline is the one `replay` runs (same configuration, same scorer): each reader
 //! appends every frame to its own evidence ring (`ring/shard-<queue>.ring` in the state
@@ -601,11 +603,58 @@ pub struct LiveOptions {
     pub cfg: Config,
     pub flows_out: Option<PathBuf>,
     pub flows_jsonl: bool,
+    /// Where SIGHUP re-reads the configuration from (None: SIGHUP does not reload).
+    pub reload: Option<ReloadSource>,
+}
+
+/// The configuration file and the command-line settings that override it, as the sensor
+/// was started with: what SIGHUP reads again.
+#[derive(Clone, Debug)]
+pub struct ReloadSource {
+    /// None: the embedded default configuration.
+    pub path: Option<PathBuf>,
+    pub overrides: crate::config::Overrides,
+}
+
+/// How a live run ended without an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// A stop signal or `--duration`.
+    Stopped,
+    /// SIGHUP found a new, valid configuration: the run stopped as at SIGTERM (models
+    /// saved) so that the caller starts the sensor again with it.
+    Reload,
+}
+
+/// SIGHUP's reload part (separate from the stats and anything else SIGHUP does, so that
+/// they compose): reads the configuration again, file and command-line overrides. True
+/// when it is valid and differs from the running one; an invalid one is refused with one
+/// line and the running configuration stays.
+fn reload_wanted(o: &LiveOptions) -> bool {
+    let Some(src) = &o.reload else {
+        return false;
+    };
+    match crate::config::load_with(src.path.as_deref(), &src.overrides) {
+        Err(e) => {
+            log(format_args!(
+                "reload: {e}; keeping the running configuration"
+            ));
+            false
+        }
+        Ok(new) if format!("{new:?}") == format!("{:?}", o.cfg) => {
+            log("reload: configuration unchanged");
+            false
+        }
+        Ok(_) => {
+            log("reload: configuration changed: stopping and starting again with it (profiles with unchanged detector settings keep their models)");
+            true
+        }
+    }
 }
 
 /// Runs live capture until a stop signal (or `--duration`). Errors are meant to be printed
 /// as one line (`{:#}`).
-pub fn run(o: LiveOptions) -> anyhow::Result<()> {
+pub fn run(o: LiveOptions) -> anyhow::Result<Ended> {
     let iface = o.iface.as_str();
     let cfg = Arc::new(o.cfg.clone());
     let refused = Refused::from_env().map_err(anyhow::Error::msg)?;
@@ -1055,6 +1104,7 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
     let mut next_report = interval.map(|i| Instant::now() + i);
     let mut prev: Option<(StatsReport, Instant)> = None;
     let mut failure: Option<anyhow::Error> = None;
+    let mut reload = false;
     loop {
         let now = Instant::now();
         let mut wake = now + Duration::from_millis(200);
@@ -1086,6 +1136,10 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
                         pipe.stats_write_errors += 1;
                         log(format_args!("stats: {e:#} (capture goes on)"));
                     }
+                }
+                if reload_wanted(&o) {
+                    reload = true;
+                    break;
                 }
             }
             _ => {}
@@ -1225,6 +1279,7 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
     detach?;
     match failure {
         Some(e) => Err(e),
-        None => Ok(()),
+        None if reload => Ok(Ended::Reload),
+        None => Ok(Ended::Stopped),
     }
 }
