@@ -43,7 +43,8 @@ pub struct SynthArgs {
     pub start_s: Option<f64>,
     /// Add an attack episode: `KIND:START_S:DURATION_S[:RATE_PPS]`, KIND one of syn_flood,
     /// port_scan, udp_flood, exfil; START_S from the start of the capture. Repeatable.
-    /// Without a rate, the labelled preset's rate for that kind.
+    /// Without a rate, the labelled preset's rate for that kind (60 for kinds other than
+    /// syn_flood, port_scan, udp_flood).
     #[arg(long, value_name = "KIND:START:DURATION[:PPS]", value_parser = parse_episode)]
     pub episode: Vec<Episode>,
     /// Where to write the episodes (attack kind, start, duration, addresses) as JSON.
@@ -131,14 +132,18 @@ fn parse_episode(s: &str) -> Result<Episode, String> {
     };
     let start_s = num("start", parts[1], 0.0, 1e7)?;
     let duration_s = num("duration", parts[2], 0.001, 1e7)?;
+    // Not an exhaustive match: kinds added later default to the exfil rate.
+    let default_rate = [
+        (EpisodeKind::SynFlood, 2000.0),
+        (EpisodeKind::PortScan, 500.0),
+        (EpisodeKind::UdpFlood, 1500.0),
+    ]
+    .into_iter()
+    .find(|(k, _)| *k == kind)
+    .map_or(60.0, |(_, r)| r);
     let rate_pps = match parts.get(3) {
         Some(v) => num("rate", v, 0.001, 1e7)?,
-        None => match kind {
-            EpisodeKind::SynFlood => 2000.0,
-            EpisodeKind::PortScan => 500.0,
-            EpisodeKind::UdpFlood => 1500.0,
-            EpisodeKind::Exfil => 60.0,
-        },
+        None => default_rate,
     };
     Ok(Episode {
         kind,
