@@ -243,6 +243,7 @@ fn run(src: &mut MemSource, cfg: &Config, policy: FullPolicy) -> RunOut {
         flow_output: None,
         keep_windows: false,
         latency: None,
+        models: None,
     };
     let decode = DecodeOptions {
         decode_tunnels: cfg.decode_tunnels,

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
-LIVE_TESTS=(live fallbacks doctor service bench)
+LIVE_TESTS=(live live_warm fallbacks doctor service bench)
 skip_live=${STREAMML_SKIP_LIVE:-0}
 if [ "$skip_live" != 1 ]; then
   why=""

@@ -140,10 +140,17 @@ pub struct RawSensor {
     /// from becoming the new normal; true is the behaviour before learning hygiene.
     #[serde(default)]
     pub learn_during_incidents: bool,
+    /// Seconds of packet time between model checkpoints (0: only when the run stops).
+    #[serde(default = "d_checkpoint")]
+    pub checkpoint_interval_s: f64,
 }
 
 fn d_ring() -> usize {
     65536
+}
+
+fn d_checkpoint() -> f64 {
+    300.0
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -516,6 +523,8 @@ pub struct Config {
     pub ring_capacity: usize,
     pub key: KeyMode,
     pub learn_during_incidents: bool,
+    /// Packet time between model checkpoints into `models/` (0: only at the end of a run).
+    pub checkpoint_interval_ns: u64,
     pub idle_timeout_ns: u64,
     pub active_timeout_ns: u64,
     pub capacity: usize,
@@ -581,6 +590,7 @@ impl RawConfig {
             ring_capacity: d_ring(),
             key: KeyMode::FiveTuple,
             learn_during_incidents: false,
+            checkpoint_interval_s: d_checkpoint(),
         });
         let names = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         for p in &mut self.profiles {
@@ -611,6 +621,7 @@ impl RawConfig {
             ring_capacity: d_ring(),
             key: KeyMode::FiveTuple,
             learn_during_incidents: false,
+            checkpoint_interval_s: d_checkpoint(),
         });
         let pos = |key: &str, v: f64| -> Result<(), ConfigError> {
             if !v.is_finite() || v <= 0.0 {
@@ -641,6 +652,12 @@ impl RawConfig {
             1,
             MAX_RING_CAPACITY as u64,
         )?;
+        let ck = sensor.checkpoint_interval_s;
+        if !ck.is_finite() || ck < 0.0 || (ck > 0.0 && ck < 1.0) || ck > MAX_SECONDS {
+            return Err(err(format!(
+                "sensor.checkpoint_interval_s = {ck}: must be 0 (only at stop) or between 1 and {MAX_SECONDS:e}"
+            )));
+        }
         pos("flow.idle_timeout_s", self.flow.idle_timeout_s)?;
         pos("flow.active_timeout_s", self.flow.active_timeout_s)?;
         for (key, v) in [
@@ -966,6 +983,7 @@ impl RawConfig {
             ring_capacity: sensor.ring_capacity,
             key: sensor.key,
             learn_during_incidents: sensor.learn_during_incidents,
+            checkpoint_interval_ns: secs_to_ns(sensor.checkpoint_interval_s),
             idle_timeout_ns: secs_to_ns(self.flow.idle_timeout_s),
             active_timeout_ns: secs_to_ns(self.flow.active_timeout_s),
             capacity: self.flow.capacity,
@@ -1036,6 +1054,7 @@ impl RawConfig {
             ring_capacity: d_ring(),
             key: KeyMode::FiveTuple,
             learn_during_incidents: false,
+            checkpoint_interval_s: d_checkpoint(),
         });
         if let Some(v) = o.shards {
             sensor.shards = v;

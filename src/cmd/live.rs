@@ -17,7 +17,7 @@ use crate::capture::xdp::{
     AttachMode, FilterSet, SampleBy, TsCarrier, XdpAction, XdpSettings, MAX_QUEUES,
 };
 use crate::config::{self, Overrides};
-use crate::engine::live::LiveOptions;
+use crate::engine::live::{Ended, LiveOptions, ReloadSource};
 
 /// `--xdp-mode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -477,22 +477,20 @@ impl LiveArgs {
             bail!("--iface is required for live capture");
         };
         self.validate()?;
-        let cfg = config::load_with(
-            self.config.as_deref(),
-            &Overrides {
-                seed: self.seed,
-                ring_mib: self.ring_mib,
-                idle_timeout_s: self.idle_timeout,
-                active_timeout_s: self.active_timeout,
-                accounting: self.accounting.map(Into::into),
-                key: self.key.map(Into::into),
-                flow_capacity: self.flow_capacity,
-                ring_capacity: self.ring_capacity,
-                shards: self.shards,
-                state_dir: self.state_dir.clone(),
-                ..Overrides::default()
-            },
-        )?;
+        let overrides = Overrides {
+            seed: self.seed,
+            ring_mib: self.ring_mib,
+            idle_timeout_s: self.idle_timeout,
+            active_timeout_s: self.active_timeout,
+            accounting: self.accounting.map(Into::into),
+            key: self.key.map(Into::into),
+            flow_capacity: self.flow_capacity,
+            ring_capacity: self.ring_capacity,
+            shards: self.shards,
+            state_dir: self.state_dir.clone(),
+            ..Overrides::default()
+        };
+        let cfg = config::load_with(self.config.as_deref(), &overrides)?;
         Ok(LiveOptions {
             iface,
             queues: self.queues,
@@ -511,13 +509,35 @@ impl LiveArgs {
             flows_out: self.flows_out.clone(),
             flows_jsonl: self.flows_format == OutFormat::Jsonl,
             hooks: crate::engine::live::LiveHooks::default(),
+            reload: Some(ReloadSource {
+                path: self.config.clone(),
+                overrides,
+            }),
         })
     }
 }
 
 /// Live capture until a signal or `--duration`.
 pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
-    crate::engine::live::run(args.options()?)
+    match crate::engine::live::run(args.options()?)? {
+        Ended::Stopped => Ok(()),
+        Ended::Reload => Err(reexec()),
+    }
+}
+
+/// SIGHUP with a changed configuration: the run has stopped as at SIGTERM (models saved,
+/// XDP program detached, locks released); the same binary image (`/proc/self/exe`, also
+/// after a package upgrade replaced the file) is executed again with the same arguments,
+/// in the same process (same PID for systemd), and starts warm. Returns only on failure.
+fn reexec() -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut cmd = std::process::Command::new("/proc/self/exe");
+    if let Some(a0) = args.first() {
+        cmd.arg0(a0);
+    }
+    let e = cmd.args(args.iter().skip(1)).exec();
+    anyhow::Error::new(e).context("reload: executing /proc/self/exe again")
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use super::positive_seconds;
-use crate::capture::synth::{SynthConfig, SynthSource};
+use super::{non_negative_seconds, positive_seconds};
+use crate::capture::synth::{Episode, EpisodeKind, SynthConfig, SynthSource};
 use crate::output::{check_output, OutputFile};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -43,6 +43,16 @@ pub struct SynthArgs {
     /// Write nanosecond timestamps.
     #[arg(long)]
     pub nanos: bool,
+    /// Start the capture this many seconds after the default start time (to continue an
+    /// earlier capture of `--minutes M`: `--start-s 60*M`).
+    #[arg(long, value_name = "SECONDS", value_parser = non_negative_seconds)]
+    pub start_s: Option<f64>,
+    /// Add an attack episode: `KIND:START_S:DURATION_S[:RATE_PPS]`, KIND one of syn_flood,
+    /// port_scan, udp_flood, exfil; START_S from the start of the capture. Repeatable.
+    /// Without a rate, the labelled preset's rate for that kind (60 for kinds other than
+    /// syn_flood, port_scan, udp_flood).
+    #[arg(long, value_name = "KIND:START:DURATION[:PPS]", value_parser = parse_episode)]
+    pub episode: Vec<Episode>,
     /// Where to write the episodes (attack kind, start, duration, addresses) as JSON.
     #[arg(long, value_name = "FILE")]
     pub labels: Option<PathBuf>,
@@ -67,6 +77,20 @@ pub fn run(a: SynthArgs) -> anyhow::Result<ExitCode> {
             ..SynthConfig::deployment(a.seed)
         },
     };
+    if let Some(s) = a.start_s {
+        cfg.start_ns = cfg.start_ns.saturating_add((s * 1e9).round() as u64);
+    }
+    let n = cfg.episodes.len();
+    for (i, e) in a.episode.iter().enumerate() {
+        let mut e = e.clone();
+        // Addresses as the labelled preset gives them (198.18.200+i.x -> 198.19.0.x).
+        e.attacker = [198, 18, 200 + ((n + i) % 50) as u8, 7 + i as u8];
+        e.target = match e.kind {
+            EpisodeKind::Exfil => [198, 19, 250, 9],
+            _ => [198, 19, 0, 10 + i as u8],
+        };
+        cfg.episodes.push(e);
+    }
     if a.max_packets.is_some() {
         cfg.max_packets = a.max_packets;
     }
@@ -104,4 +128,51 @@ pub fn run(a: SynthArgs) -> anyhow::Result<ExitCode> {
     out.commit()?;
     eprintln!("wrote {n} packets to {}", a.output.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `KIND:START_S:DURATION_S[:RATE_PPS]` (see `--episode`).
+fn parse_episode(s: &str) -> Result<Episode, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if !(3..=4).contains(&parts.len()) {
+        return Err("expected KIND:START_S:DURATION_S[:RATE_PPS]".into());
+    }
+    let kind = EpisodeKind::ALL
+        .into_iter()
+        .find(|k| k.name() == parts[0])
+        .ok_or_else(|| {
+            let names: Vec<&str> = EpisodeKind::ALL.iter().map(|k| k.name()).collect();
+            format!("unknown kind {:?} (one of {})", parts[0], names.join(", "))
+        })?;
+    let num = |what: &str, v: &str, lo: f64, hi: f64| -> Result<f64, String> {
+        let x: f64 = v
+            .parse()
+            .map_err(|_| format!("{what} {v:?}: not a number"))?;
+        if !x.is_finite() || x < lo || x > hi {
+            return Err(format!("{what} {v}: must be between {lo} and {hi}"));
+        }
+        Ok(x)
+    };
+    let start_s = num("start", parts[1], 0.0, 1e7)?;
+    let duration_s = num("duration", parts[2], 0.001, 1e7)?;
+    // Not an exhaustive match: kinds added later default to the exfil rate.
+    let default_rate = [
+        (EpisodeKind::SynFlood, 2000.0),
+        (EpisodeKind::PortScan, 500.0),
+        (EpisodeKind::UdpFlood, 1500.0),
+    ]
+    .into_iter()
+    .find(|(k, _)| *k == kind)
+    .map_or(60.0, |(_, r)| r);
+    let rate_pps = match parts.get(3) {
+        Some(v) => num("rate", v, 0.001, 1e7)?,
+        None => default_rate,
+    };
+    Ok(Episode {
+        kind,
+        start_s,
+        duration_s,
+        rate_pps,
+        attacker: [0; 4],
+        target: [0; 4],
+    })
 }

@@ -7,6 +7,7 @@
 //! vector is re-scored without learning. The features whose replacement lowers the score
 //! most drove the alert. Costs d extra tree walks per alert, nothing per normal sample.
 
+use crate::detect::checkpoint::{corrupt, CheckpointError, Reader, Writer};
 use crate::detect::hst::{HalfSpaceTrees, HstParams, ScaledHst};
 use crate::detect::scale::{MinMaxScaler, RobustConfig, RobustScaler, Scaler};
 use crate::detect::threshold::{Threshold, Thresholder};
@@ -85,6 +86,8 @@ pub struct DetectorConfig {
     pub require_out_of_range: bool,
 }
 
+/// Clone: a copy for a checkpoint, taken at a tick and encoded off the scorer thread.
+#[derive(Clone)]
 pub struct Detector {
     model: ScaledHst,
     thr: Thresholder,
@@ -300,6 +303,106 @@ impl Detector {
     }
 }
 
+/// Layout version of [`Detector::encode_state`]'s payload (inside the checkpoint container).
+const STATE_LAYOUT: u32 = 1;
+
+impl Detector {
+    /// Appends everything the detector has learned to a checkpoint payload, so that a
+    /// detector restored from it ([`Detector::decode_state_into`]) scores and learns the
+    /// next sample exactly as this one would: the trees and the scaler, the threshold's
+    /// score window, the counters that gate warm-up (`seen`, `scored`) and the typical
+    /// values explanations use. Not saved: scratch buffers and report-only counters'
+    /// meaning beyond their values (`max_score`, `gated` continue).
+    pub fn encode_state(&self, w: &mut Writer) {
+        w.u32(STATE_LAYOUT);
+        self.model.hst().encode(w);
+        self.model.scaler().encode(w);
+        self.thr.encode(w);
+        w.u64(self.seen);
+        w.u64(self.scored);
+        w.f64(self.max_score);
+        w.u64(self.gated);
+        w.u32(self.typical_raw.len() as u32);
+        for (&a, &b) in self.typical_raw.iter().zip(&self.typical_scaled) {
+            w.f64(a);
+            w.f64(b);
+        }
+    }
+
+    /// Restores a state written by [`Detector::encode_state`] into this detector, built
+    /// from the same configuration. Everything is decoded and checked first (the trees'
+    /// and scaler's own invariants, then that their shape is this detector's: features,
+    /// trees, height, window, seed, threshold window); on any error `self` is unchanged
+    /// (still cold) and the error says what did not fit.
+    pub fn decode_state_into(&mut self, r: &mut Reader<'_>) -> Result<(), CheckpointError> {
+        let layout = r.u32("detector state layout")?;
+        if layout != STATE_LAYOUT {
+            return Err(corrupt(format!(
+                "detector state layout {layout} (this build reads {STATE_LAYOUT})"
+            )));
+        }
+        let hst = HalfSpaceTrees::decode(r)?;
+        let scaler = Scaler::decode(r)?;
+        let cur = self.model.hst();
+        if hst.params() != cur.params() || hst.feature_names() != cur.feature_names() {
+            return Err(corrupt(format!(
+                "trees {:?} over {:?} do not match the configured {:?} over {:?}",
+                hst.params(),
+                hst.feature_names(),
+                cur.params(),
+                cur.feature_names()
+            )));
+        }
+        if std::mem::discriminant(&scaler) != std::mem::discriminant(self.model.scaler())
+            || scaler.n_features() != self.model.scaler().n_features()
+        {
+            return Err(corrupt(
+                "scaler kind or size does not match the configuration",
+            ));
+        }
+        if let (Scaler::Robust(a), Scaler::Robust(b)) = (&scaler, self.model.scaler()) {
+            if a.config() != b.config() {
+                return Err(corrupt(
+                    "robust scaler settings do not match the configuration",
+                ));
+            }
+        }
+        let model = ScaledHst::new(scaler, hst)
+            .map_err(|e| corrupt(format!("scaler and trees disagree: {e}")))?;
+        let mut thr = Thresholder::new(self.thr.kind());
+        thr.decode_into(r)?;
+        let seen = r.u64("seen")?;
+        let scored = r.u64("scored")?;
+        let max_score = r.f64("max_score")?;
+        let gated = r.u64("gated")?;
+        let d = r.count("typical values", 16)?;
+        if d != self.typical_raw.len() {
+            return Err(corrupt(format!(
+                "{d} typical values for {} features",
+                self.typical_raw.len()
+            )));
+        }
+        let mut raw = Vec::with_capacity(d);
+        let mut scaled = Vec::with_capacity(d);
+        for _ in 0..d {
+            raw.push(r.f64("typical value")?);
+            scaled.push(r.f64("typical scaled value")?);
+        }
+        if scored > seen {
+            return Err(corrupt(format!("scored = {scored} exceeds seen = {seen}")));
+        }
+        self.model = model;
+        self.thr = thr;
+        self.seen = seen;
+        self.scored = scored;
+        self.max_score = max_score;
+        self.gated = gated;
+        self.typical_raw = raw;
+        self.typical_scaled = scaled;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,5 +455,71 @@ mod tests {
             v.top
         );
         assert!(v.top[0].contribution > 0.0);
+    }
+
+    /// A detector restored from another's checkpoint behaves exactly as the original
+    /// continued: same scores, same verdicts, for the next thousand samples; a damaged or
+    /// mismatched state is an error and leaves the target cold.
+    #[test]
+    fn restored_state_continues_bit_for_bit() {
+        let p = profile("[profile.threshold]\nquantile = 0.99\nquantile_window = 100\n");
+        let cfg = p.detector_config(DetectorKind::Window);
+        let mut a = Detector::new(&cfg).unwrap();
+        let mut x = 11u64;
+        let mut rnd = move || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let mut sample = move |k: u32| {
+            let spike = if k.is_multiple_of(97) { 30.0 } else { 1.0 };
+            [
+                spike * (100.0 + 20.0 * rnd()),
+                50_000.0 + 10_000.0 * rnd(),
+                0.02 * rnd(),
+            ]
+        };
+        for k in 0..400 {
+            a.observe(&sample(k));
+        }
+        assert!(a.is_warm());
+        let mut w = Writer::new();
+        a.encode_state(&mut w);
+        let bytes = w.finish();
+        let mut b = Detector::new(&cfg).unwrap();
+        assert!(!b.is_warm());
+        let mut r = Reader::open(&bytes).unwrap();
+        b.decode_state_into(&mut r).unwrap();
+        r.finish().unwrap();
+        assert!(b.is_warm());
+        let mut alerts = 0;
+        for k in 400..1400 {
+            let v = sample(k);
+            let (sa, va) = a.observe(&v);
+            let (sb, vb) = b.observe(&v);
+            assert_eq!(sa.to_bits(), sb.to_bits(), "sample {k}");
+            assert_eq!(va, vb, "sample {k}");
+            alerts += va.is_some() as u32;
+        }
+        assert!(alerts > 0, "the spikes alert");
+        assert_eq!((a.seen, a.scored, a.gated), (b.seen, b.scored, b.gated));
+
+        // Another configuration (other trees): refused, target untouched.
+        let other = profile("[profile.threshold]\nquantile = 0.99\nquantile_window = 50\n");
+        let mut c = Detector::new(&other.detector_config(DetectorKind::Window)).unwrap();
+        let e = c
+            .decode_state_into(&mut Reader::open(&bytes).unwrap())
+            .unwrap_err();
+        assert!(e.to_string().contains("quantile window"), "{e}");
+        assert!(!c.is_warm() && c.seen == 0);
+        // Every truncation of the payload is an error, never a panic.
+        let payload_len = bytes.len() - 28;
+        for cut in (0..payload_len).step_by(97) {
+            let mut c = Detector::new(&cfg).unwrap();
+            let mut r = Reader::over_payload(&bytes[24..24 + cut]);
+            assert!(c.decode_state_into(&mut r).is_err(), "cut {cut}");
+            assert_eq!(c.seen, 0);
+        }
     }
 }

@@ -3,6 +3,8 @@
 //! B = 65536 score bins of width 2^-16). The current score is compared with the quantile
 //! of the scores *before* it, then added.
 
+use crate::detect::checkpoint::{corrupt, CheckpointError, Reader, Writer};
+
 /// A validated threshold: fixed, or a running quantile of recent scores.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Threshold {
@@ -27,6 +29,7 @@ fn bin(score: f64) -> usize {
 }
 
 /// Sliding-window quantile over the last `cap` scores.
+#[derive(Clone)]
 pub struct RunningQuantile {
     q: f64,
     ring: Vec<u16>,
@@ -104,6 +107,7 @@ impl RunningQuantile {
 }
 
 /// Decides whether a score alerts.
+#[derive(Clone)]
 pub struct Thresholder {
     kind: Threshold,
     rq: Option<RunningQuantile>,
@@ -116,6 +120,11 @@ impl Thresholder {
             Threshold::Fixed(_) => None,
         };
         Thresholder { kind, rq }
+    }
+
+    /// The configured threshold.
+    pub fn kind(&self) -> Threshold {
+        self.kind
     }
 
     /// Feeds one post-warm-up score; returns `(alert, threshold in force)`. A quantile
@@ -144,6 +153,65 @@ impl Thresholder {
                 rq.push(if alert { t } else { score });
                 (alert, t)
             }
+        }
+    }
+}
+
+impl Thresholder {
+    /// Appends the threshold's state to a checkpoint payload: its kind and, for a quantile
+    /// threshold, the scores of its window (as their 16-bit bins, oldest first).
+    pub fn encode(&self, w: &mut Writer) {
+        match &self.rq {
+            None => w.u8(0),
+            Some(rq) => {
+                w.u8(1);
+                w.u32(rq.ring.len() as u32);
+                w.u32(rq.len as u32);
+                // Oldest first: the ring from where the next score would go, backwards by len.
+                let cap = rq.ring.len();
+                let first = (rq.head + cap - rq.len) % cap;
+                for k in 0..rq.len {
+                    w.u32(u32::from(rq.ring[(first + k) % cap]));
+                }
+            }
+        }
+    }
+
+    /// Restores what [`encode`](Self::encode) wrote into this thresholder (built from the
+    /// same configuration). A state that does not fit it — another kind, another window —
+    /// is an error and leaves `self` unchanged.
+    pub fn decode_into(&mut self, r: &mut Reader<'_>) -> Result<(), CheckpointError> {
+        let kind = r.u8("threshold kind")?;
+        match (kind, &mut self.rq) {
+            (0, None) => Ok(()),
+            (1, Some(rq)) => {
+                let cap = r.u32("quantile window")? as usize;
+                if cap != rq.ring.len() {
+                    return Err(corrupt(format!(
+                        "quantile window {cap} in the checkpoint, {} configured",
+                        rq.ring.len()
+                    )));
+                }
+                let len = r.u32("quantile scores")? as usize;
+                if len > cap {
+                    return Err(corrupt(format!(
+                        "{len} quantile scores in a window of {cap}"
+                    )));
+                }
+                let mut fresh = RunningQuantile::new(rq.q, cap);
+                for _ in 0..len {
+                    let b = r.u32("quantile score bin")?;
+                    if b as usize >= BINS {
+                        return Err(corrupt(format!("quantile score bin {b} out of range")));
+                    }
+                    fresh.push((f64::from(b) + 0.5) / BINS as f64);
+                }
+                *rq = fresh;
+                Ok(())
+            }
+            (k, _) => Err(corrupt(format!(
+                "threshold kind {k} does not match the configured threshold"
+            ))),
         }
     }
 }

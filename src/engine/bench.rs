@@ -566,6 +566,8 @@ impl LiveRun {
         o.stats_json = Some(stats_json.clone());
         o.report_interval = 0.0;
         o.duration = None;
+        // A bench run does not reload its configuration on SIGHUP.
+        o.reload = None;
         o.hooks = LiveHooks {
             latency: Some(latency),
             on_report: Some(Arc::new(move |r: &StatsReport| {
@@ -584,7 +586,7 @@ impl LiveRun {
                 if let Some(ns) = ns {
                     netns::enter(&ns).with_context(|| format!("entering namespace {ns}"))?;
                 }
-                crate::engine::live::run(o)
+                crate::engine::live::run(o).map(|_| ())
             })
             .context("starting the capture thread")?;
         Ok(LiveRun {

@@ -76,6 +76,7 @@ pub fn score_labelled(
         flow_output: None,
         keep_windows: true,
         latency: None,
+        models: None,
     };
     let pcfg = PipelineConfig {
         shards: 1,

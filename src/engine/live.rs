@@ -13,7 +13,9 @@
 //! SIGHUP reopens alerts.jsonl (log rotation: logrotate renames the file, then signals;
 //! the evidence writer closes the renamed file and creates a new one before its next
 //! line), prints a stats line and rewrites the `--stats-json` file with the counters so
-//! far; capture goes on.
+//! far, then reloads the configuration (`reload_wanted`): a changed, valid one ends the
+//! run as SIGTERM does (models saved) with [`Ended::Reload`], and the command layer
+//! executes the sensor again; otherwise capture goes on.
 //!
 //! The pipeline is the one `replay` runs (same configuration, same scorer): each reader
 //! appends every frame to its own evidence ring (`ring/shard-<queue>.ring` in the state
@@ -55,6 +57,7 @@ use crate::capture::xdp::{
 };
 use crate::config::Config;
 use crate::engine::builder;
+use crate::engine::models::{self, ModelCounters, Saver};
 use crate::engine::pipeline::ReaderCounters;
 use crate::engine::pipeline::RunFailed;
 use crate::engine::reader::{run_reader, ReaderStage};
@@ -379,6 +382,9 @@ struct Pipeline {
     writer: Option<EvidenceWriterHandle>,
     /// The writer's final counters once it has finished.
     writer_final: Option<Snapshot>,
+    /// Warm-restart counters, and the thread writing `models/`.
+    models: Arc<ModelCounters>,
+    saver: Option<Saver>,
     flows_written: u64,
     flows_write_errors: u64,
     /// Stats reports that could not be made or written (capture went on).
@@ -452,6 +458,7 @@ fn collect(
             alerts: sh.detect.alerts.get(),
         });
     }
+    pipe.models.snapshot_into(&mut snap);
     let writer_snap = match (&pipe.writer_final, &pipe.writer) {
         (Some(s), _) => s.clone(),
         (None, Some(w)) => w.snapshot(),
@@ -474,7 +481,7 @@ fn collect(
             .map(|(k, v)| (k.clone(), *v))
             .collect()
     };
-    let detection = group(&["detect.", "alerts."]);
+    let detection = group(&["detect.", "alerts.", "models."]);
     let evidence = group(&["evidence.", "retention."]);
     let mut drops = serde_json::Map::new();
     let mut put = |k: &str, v: u64| {
@@ -685,6 +692,8 @@ pub struct LiveOptions {
     pub flows_jsonl: bool,
     /// What the bench mode adds (nothing by default).
     pub hooks: LiveHooks,
+    /// Where SIGHUP re-reads the configuration from (None: SIGHUP does not reload).
+    pub reload: Option<ReloadSource>,
 }
 
 /// Called with the counters so far; false stops capture.
@@ -713,9 +722,54 @@ impl std::fmt::Debug for LiveHooks {
     }
 }
 
+/// The configuration file and the command-line settings that override it, as the sensor
+/// was started with: what SIGHUP reads again.
+#[derive(Clone, Debug)]
+pub struct ReloadSource {
+    /// None: the embedded default configuration.
+    pub path: Option<PathBuf>,
+    pub overrides: crate::config::Overrides,
+}
+
+/// How a live run ended without an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// A stop signal or `--duration`.
+    Stopped,
+    /// SIGHUP found a new, valid configuration: the run stopped as at SIGTERM (models
+    /// saved) so that the caller starts the sensor again with it.
+    Reload,
+}
+
+/// SIGHUP's reload part (separate from the stats and anything else SIGHUP does, so that
+/// they compose): reads the configuration again, file and command-line overrides. True
+/// when it is valid and differs from the running one; an invalid one is refused with one
+/// line and the running configuration stays.
+fn reload_wanted(o: &LiveOptions) -> bool {
+    let Some(src) = &o.reload else {
+        return false;
+    };
+    match crate::config::load_with(src.path.as_deref(), &src.overrides) {
+        Err(e) => {
+            log(format_args!(
+                "reload: {e}; keeping the running configuration"
+            ));
+            false
+        }
+        Ok(new) if format!("{new:?}") == format!("{:?}", o.cfg) => {
+            log("reload: configuration unchanged");
+            false
+        }
+        Ok(_) => {
+            log("reload: configuration changed: stopping and starting again with it (profiles with unchanged detector settings keep their models)");
+            true
+        }
+    }
+}
+
 /// Runs live capture until a stop signal (or `--duration`). Errors are meant to be printed
 /// as one line (`{:#}`).
-pub fn run(o: LiveOptions) -> anyhow::Result<()> {
+pub fn run(o: LiveOptions) -> anyhow::Result<Ended> {
     let iface = o.iface.as_str();
     let cfg = Arc::new(o.cfg.clone());
     let refused = Refused::from_env().map_err(anyhow::Error::msg)?;
@@ -1016,6 +1070,11 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
     let (sender, writer) =
         EvidenceWriter::spawn_shared(wcfg, rings.iter().map(|r| r.reader()).collect(), nshards)
             .context("starting the evidence writer")?;
+    // Warm restart: the models the last run with this state directory saved.
+    let model_counters = Arc::new(ModelCounters::default());
+    let loaded = models::load(&state, &cfg, nshards, &model_counters, &mut models::say);
+    let (sink, saver) = Saver::spawn(&state, &cfg, nshards, model_counters.clone(), models::say)
+        .context("starting the model saver")?;
     let jsonl = o.flows_jsonl;
     let spill_dir = o
         .flows_out
@@ -1037,6 +1096,7 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
             .map(|_| FlowOutputSetup { jsonl, spill_dir }),
         keep_windows: false,
         latency: o.hooks.latency.clone(),
+        models: Some(sink),
     };
     let reader_cores: Vec<usize> = cores
         .as_ref()
@@ -1061,7 +1121,8 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
         .unwrap_or(0);
     let shard_ring_capacity =
         crate::engine::replay::replay_ring_capacity(cfg.ring_capacity, ring_records, nshards);
-    let scorers = builder::scorers(&setup).map_err(anyhow::Error::msg)?;
+    let mut scorers = builder::scorers(&setup).map_err(anyhow::Error::msg)?;
+    models::install(loaded, &mut scorers);
     let shards: Vec<Shard> = scorers
         .iter()
         .map(|s| Shard {
@@ -1078,6 +1139,8 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
         threads: Some(shard_threads),
         writer: Some(writer),
         writer_final: None,
+        models: model_counters,
+        saver: Some(saver),
         flows_written: 0,
         flows_write_errors: 0,
         stats_write_errors: 0,
@@ -1173,6 +1236,7 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
     let mut failure: Option<anyhow::Error> = None;
     let hook_every = o.hooks.report_every.max(Duration::from_millis(10));
     let mut next_hook = o.hooks.on_report.as_ref().map(|_| Instant::now());
+    let mut reload = false;
     loop {
         if let (Some(t), Some(hook)) = (next_hook, &o.hooks.on_report) {
             if Instant::now() >= t {
@@ -1229,6 +1293,10 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
                         pipe.stats_write_errors += 1;
                         log(format_args!("stats: {e:#} (capture goes on)"));
                     }
+                }
+                if reload_wanted(&o) {
+                    reload = true;
+                    break;
                 }
             }
             _ => {}
@@ -1320,6 +1388,9 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
     // The scorers hold the last alert senders: dropping them lets the writer copy what
     // is pending (up to the rings' heads), write it and finish.
     drop(scorers);
+    if let Some(s) = pipe.saver.take() {
+        s.join();
+    }
     if let Some(w) = pipe.writer.take() {
         pipe.writer_final = Some(w.join());
     }
@@ -1365,6 +1436,7 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
     detach?;
     match failure {
         Some(e) => Err(e),
-        None => Ok(()),
+        None if reload => Ok(Ended::Reload),
+        None => Ok(Ended::Stopped),
     }
 }

@@ -8,6 +8,7 @@ pub mod builder;
 pub mod eval;
 pub mod limits;
 pub mod live;
+pub mod models;
 pub mod pipeline;
 pub mod reader;
 pub mod replay;

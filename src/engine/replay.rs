@@ -10,6 +10,7 @@ use anyhow::Context;
 use crate::capture::{LinkType, PacketSource};
 use crate::config::Config;
 use crate::engine::builder;
+use crate::engine::models::{self, ModelCounters, Saver};
 use crate::engine::pipeline::{self, PipelineConfig, RunFailed};
 use crate::engine::scorer::{FlowOutputSetup, ScorerSetup, WindowFilterFactory};
 use crate::evidence::retention::RetentionLimits;
@@ -207,6 +208,11 @@ pub fn run_replay_with(
         let _ = writeln!(std::io::stderr().lock(), "streamml-sensor: warning: {w}");
     }
     let window_filters = window_filters(&cfg, shards, decode);
+    // Warm restart: the models the last run with this state directory saved.
+    let model_counters = Arc::new(ModelCounters::default());
+    let loaded = models::load(&state, &cfg, shards, &model_counters, &mut models::say);
+    let (sink, saver) = Saver::spawn(&state, &cfg, shards, model_counters, models::say)
+        .context("starting the model saver")?;
     let spill_dir = flows_out
         .as_ref()
         .and_then(|p| p.parent().map(|d| d.to_path_buf()))
@@ -225,6 +231,7 @@ pub fn run_replay_with(
         }),
         keep_windows: false,
         latency: hooks.latency.clone(),
+        models: Some(sink),
     };
     let pcfg = PipelineConfig {
         shards,
@@ -234,7 +241,8 @@ pub fn run_replay_with(
         decode,
     };
     let filters = ProfileFilters::new(cfg.profiles.iter().map(|p| p.filter.as_str()));
-    let workers = builder::scorers(&setup).map_err(anyhow::Error::msg)?;
+    let mut workers = builder::scorers(&setup).map_err(anyhow::Error::msg)?;
+    models::install(loaded, &mut workers);
     let ring_reader = ring.reader();
     let flows: Vec<_> = workers
         .iter()
@@ -281,6 +289,7 @@ pub fn run_replay_with(
     }
     // The scorers hold the last alert senders: drop them so the writer can finish.
     drop(scorers);
+    saver.join().snapshot_into(&mut snap);
     let wsnap = writer.join();
     for (k, v) in wsnap {
         *snap.entry(k).or_insert(0) += v;

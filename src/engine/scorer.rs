@@ -10,6 +10,7 @@ use crate::config::{Config, Scope as CfgScope};
 use crate::detect::detector::{Detector, DetectorKind, Learn, Verdict};
 use crate::detect::features::{flow_values, FLOW_FEATURES, WINDOW_FEATURES};
 use crate::detect::window::{WindowAcc, WindowVector};
+use crate::engine::models::ModelSink;
 use crate::evidence::alertlog::{
     Alert, AlertMode, FeatureContribution, FlowKey as EveKey, WindowSpan,
 };
@@ -88,6 +89,8 @@ pub struct ScorerSetup {
     pub keep_windows: bool,
     /// Bench mode: sampled stage latencies (ring chunks, Half-Space Trees calls).
     pub latency: Option<Arc<StageLatency>>,
+    /// Checkpoint the detectors into `models/` (warm restart, `engine::models`).
+    pub models: Option<ModelSink>,
 }
 
 /// Builds the evidence filter for a window alert of `(shard)`.
@@ -170,6 +173,8 @@ pub struct Scorer {
     ticks: u64,
     /// Ring chunks until the next timed one (bench mode).
     chunk_sample_left: u32,
+    /// Packet time of the next periodic model checkpoint (0: not yet set).
+    next_checkpoint_ns: u64,
 }
 
 /// Test aid: `STREAMML_FAULT=scorer-panic` makes shard 0 panic at its third clock tick,
@@ -249,6 +254,7 @@ impl Scorer {
             table,
             last_clock_ns: 0,
             ticks: 0,
+            next_checkpoint_ns: 0,
             ctx: Ctx {
                 shard,
                 setup,
@@ -320,6 +326,44 @@ impl Scorer {
                 (i, w, f, m)
             })
             .collect()
+    }
+
+    /// Warm restart: puts profile `pi`'s restored detectors in place of the new ones.
+    pub fn set_detectors(&mut self, pi: usize, window: Option<Detector>, flow: Option<Detector>) {
+        let ps = &mut self.ctx.profiles[pi];
+        if let (Some((_, slot)), Some(d)) = (ps.window.as_mut(), window) {
+            *slot = d;
+        }
+        if let (Some(slot), Some(d)) = (ps.flow.as_mut(), flow) {
+            *slot = d;
+        }
+    }
+
+    /// Hands every profile's detectors to the model saver once the checkpoint interval
+    /// has passed (packet time), or unconditionally at the end of the run (`last`).
+    /// Called at ticks and at finish, never per packet.
+    fn checkpoint(&mut self, now_ns: u64, last: bool) {
+        let Some(sink) = &self.ctx.setup.models else {
+            return;
+        };
+        if !last {
+            if sink.interval_ns == 0 {
+                return;
+            }
+            if self.next_checkpoint_ns == 0 {
+                self.next_checkpoint_ns = now_ns.saturating_add(sink.interval_ns);
+                return;
+            }
+            if now_ns < self.next_checkpoint_ns {
+                return;
+            }
+            self.next_checkpoint_ns = now_ns.saturating_add(sink.interval_ns);
+        }
+        let (shard, shards) = (self.ctx.shard, self.ctx.setup.shards);
+        for (pi, ps) in self.ctx.profiles.iter().enumerate() {
+            let window = ps.window.as_ref().map(|(_, d)| d);
+            sink.submit(pi, shard, shards, now_ns, window, ps.flow.as_ref(), last);
+        }
     }
 
     fn send_clock(&mut self, force: bool) {
@@ -904,6 +948,7 @@ impl ShardWorker for Scorer {
         ctx.advance_windows(now_ns);
         ctx.flush_due_summaries(now_ns);
         self.send_clock(true);
+        self.checkpoint(now_ns, false);
     }
 
     fn finish(&mut self) {
@@ -919,6 +964,7 @@ impl ShardWorker for Scorer {
         for pi in 0..ctx.profiles.len() {
             ctx.flush_summary(pi);
         }
+        self.checkpoint(self.ctx.now_ns, true);
         self.ctx.now_ns = u64::MAX;
         self.send_clock(true);
     }
