@@ -881,6 +881,9 @@ mod bad_input {
             std::fs::set_permissions(&ev, std::fs::Permissions::from_mode(0o555)).unwrap();
             None
         };
+        // The same replay again, cold (a replay continues the models a previous one saved
+        // in models/; this test wants the same alerts as the first run).
+        std::fs::remove_dir_all(state.join("models")).unwrap();
         let (stderr, st) = replay(&cap, &state, &["--shards", "1"]);
         assert_eq!(st["evidence.write_errors"], n1 as u64, "{st:?}");
         assert_eq!(st["alerts.written"], n1 as u64, "{st:?}");
