@@ -242,6 +242,7 @@ fn run(src: &mut MemSource, cfg: &Config, policy: FullPolicy) -> RunOut {
         window_filters: vec![None; cfg.profiles.len()],
         flow_output: None,
         keep_windows: false,
+        flow_export: None,
     };
     let decode = DecodeOptions {
         decode_tunnels: cfg.decode_tunnels,

@@ -3,6 +3,7 @@
 //! override it, and [`RawConfig::validate`] turns it into a [`Config`] exactly once. Every
 //! error names the file and the key: `sensor.toml: profile "scan": window_s = 0: must be > 0`.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -385,6 +386,79 @@ fn d_window() -> f64 {
     1.0
 }
 
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// `HOST:PORT`, or `PORT` alone (127.0.0.1). Absent: no endpoint.
+    pub listen: Option<String>,
+}
+
+/// `[ipfix]`: flow export to an IPFIX collector.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIpfix {
+    /// `HOST:PORT` of the collector (UDP). Absent: no export.
+    pub collector: Option<String>,
+    #[serde(default = "d_refresh_s")]
+    pub template_refresh_s: f64,
+    #[serde(default)]
+    pub template_refresh_messages: u32,
+    #[serde(default = "d_one")]
+    pub observation_domain: u32,
+    #[serde(default = "d_pen")]
+    pub pen: u32,
+    #[serde(default = "d_ipfix_queue")]
+    pub queue: usize,
+}
+
+fn d_refresh_s() -> f64 {
+    60.0
+}
+fn d_one() -> u32 {
+    1
+}
+fn d_pen() -> u32 {
+    crate::sink::ipfix::PEN_DOCUMENTATION
+}
+fn d_ipfix_queue() -> usize {
+    65536
+}
+
+impl Default for RawIpfix {
+    fn default() -> Self {
+        RawIpfix {
+            collector: None,
+            template_refresh_s: d_refresh_s(),
+            template_refresh_messages: 0,
+            observation_domain: 1,
+            pen: d_pen(),
+            queue: d_ipfix_queue(),
+        }
+    }
+}
+
+/// Resolves `HOST:PORT` (or `PORT` alone / `:PORT` when `default_host` is given) to one
+/// socket address.
+pub fn parse_socket_addr(s: &str, default_host: Option<&str>) -> Result<SocketAddr, String> {
+    let t = s.trim();
+    let full = match default_host {
+        Some(h) if t.parse::<u16>().is_ok() => format!("{h}:{t}"),
+        Some(h) if t.starts_with(':') => format!("{h}{t}"),
+        _ => t.to_string(),
+    };
+    if !full.contains(':') {
+        return Err(format!("\"{t}\": not HOST:PORT"));
+    }
+    use std::net::ToSocketAddrs;
+    match full.to_socket_addrs() {
+        Ok(mut a) => a
+            .next()
+            .ok_or_else(|| format!("\"{t}\": the name has no address")),
+        Err(e) => Err(format!("\"{t}\": not HOST:PORT ({e})")),
+    }
+}
+
 /// The configuration file as written.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -394,6 +468,10 @@ pub struct RawConfig {
     pub flow: RawFlow,
     #[serde(default)]
     pub evidence: RawEvidence,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+    #[serde(default)]
+    pub ipfix: RawIpfix,
     #[serde(default, rename = "profile")]
     pub profiles: Vec<RawProfile>,
 }
@@ -499,6 +577,10 @@ pub struct Config {
     pub evidence_max_files: u64,
     pub evidence_queue: usize,
     pub profiles: Vec<Profile>,
+    /// `[metrics] listen`: where `/metrics` is served (None: nowhere).
+    pub metrics_listen: Option<SocketAddr>,
+    /// `[ipfix]`: the flow exporter (None: no export).
+    pub ipfix: Option<crate::sink::ipfix::IpfixConfig>,
 }
 
 /// Most profiles a sensor runs (the reader marks each packet with a profile bitmask).
@@ -883,7 +965,53 @@ impl RawConfig {
                 max_evidence_packets: p.evidence.max_packets,
             });
         }
+        let metrics_listen = match &self.metrics.listen {
+            None => None,
+            Some(a) => Some(
+                parse_socket_addr(a, Some("127.0.0.1"))
+                    .map_err(|m| err(format!("metrics.listen = {m}")))?,
+            ),
+        };
+        let ix = &self.ipfix;
+        let ipfix = match &ix.collector {
+            None => None,
+            Some(a) => {
+                let addr = parse_socket_addr(a, None)
+                    .map_err(|m| err(format!("ipfix.collector = {m}")))?;
+                if addr.port() == 0 {
+                    return Err(err(format!("ipfix.collector = \"{a}\": port 0")));
+                }
+                if !(ix.template_refresh_s.is_finite()
+                    && (0.0..=MAX_SECONDS).contains(&ix.template_refresh_s))
+                {
+                    return Err(err(format!(
+                        "ipfix.template_refresh_s = {}: must be in 0..1e9 (0 = only at start and after errors)",
+                        ix.template_refresh_s
+                    )));
+                }
+                if ix.pen == 0 {
+                    return Err(err(
+                        "ipfix.pen = 0: must be a private enterprise number > 0".into(),
+                    ));
+                }
+                if !(1..=1 << 20).contains(&ix.queue) {
+                    return Err(err(format!(
+                        "ipfix.queue = {}: must be in 1..1048576",
+                        ix.queue
+                    )));
+                }
+                let mut c = crate::sink::ipfix::IpfixConfig::new(addr);
+                c.template_refresh_s = ix.template_refresh_s;
+                c.template_refresh_messages = ix.template_refresh_messages;
+                c.observation_domain = ix.observation_domain;
+                c.pen = ix.pen;
+                c.queue = ix.queue;
+                Some(c)
+            }
+        };
         Ok(Config {
+            metrics_listen,
+            ipfix,
             source: file.to_string(),
             state_dir: sensor.state_dir,
             shards: sensor.shards,
@@ -943,6 +1071,10 @@ pub struct Overrides {
     pub state_dir: Option<PathBuf>,
     pub splt: Option<u16>,
     pub decode_tunnels: Option<bool>,
+    /// `--metrics-listen ADDR`
+    pub metrics_listen: Option<String>,
+    /// `--ipfix HOST:PORT`
+    pub ipfix: Option<String>,
 }
 
 impl RawConfig {
@@ -991,6 +1123,12 @@ impl RawConfig {
         }
         if let Some(v) = o.decode_tunnels {
             self.flow.decode_tunnels = v;
+        }
+        if let Some(v) = &o.metrics_listen {
+            self.metrics.listen = Some(v.clone());
+        }
+        if let Some(v) = &o.ipfix {
+            self.ipfix.collector = Some(v.clone());
         }
     }
 }

@@ -75,6 +75,7 @@ pub fn score_labelled(
         window_filters: vec![None],
         flow_output: None,
         keep_windows: true,
+        flow_export: None,
     };
     let pcfg = PipelineConfig {
         shards: 1,

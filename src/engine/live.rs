@@ -909,6 +909,7 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
             .as_ref()
             .map(|_| FlowOutputSetup { jsonl, spill_dir }),
         keep_windows: false,
+        flow_export: None,
     };
     let reader_cores: Vec<usize> = cores
         .as_ref()

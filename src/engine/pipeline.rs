@@ -89,12 +89,28 @@ pub fn run_with<W>(
 where
     W: ShardWorker + Send + 'static,
 {
+    run_counted(source, cfg, ring, filters, workers, Arc::default())
+}
+
+/// [`run_with`] counting the reader's frames in `counters` (which another thread may
+/// read while the run goes on: the metrics publisher).
+pub fn run_counted<W>(
+    source: &mut dyn PacketSource,
+    cfg: &PipelineConfig,
+    ring: Option<EvidenceRing>,
+    filters: Option<ProfileFilters>,
+    workers: Vec<W>,
+    counters: Arc<ReaderCounters>,
+) -> RunResult<W>
+where
+    W: ShardWorker + Send + 'static,
+{
     assert_eq!(workers.len(), cfg.shards, "one worker per shard");
     let (mut producers, shards) =
         spawn_shards(workers, 1, cfg.ring_capacity, &[]).expect("spawning a scorer thread");
     let producers = producers.pop().expect("one reader");
     let router = Router::new(producers, cfg.policy, cfg.key_mode);
-    let mut stage = ReaderStage::new(router, cfg.decode, ring, filters, Arc::default());
+    let mut stage = ReaderStage::new(router, cfg.decode, ring, filters, counters);
     let reader = stage.counters().clone();
     let router = stage.router_counters();
     let source_error = run_reader(source, &mut stage, None).err();

@@ -18,6 +18,8 @@ use crate::evidence::statedir::StateDir;
 use crate::evidence::writer::{EvidenceWriter, RecordFilter, WriterConfig};
 use crate::filter::{ProfileFilters, SharedFilter};
 use crate::shard::{self, FullPolicy, KeyMode};
+use crate::sink::ipfix::IpfixExporter;
+use crate::sink::metrics::MetricsHub;
 use crate::stats::{self, Snapshot};
 use crate::wire::{self, DecodeOptions};
 
@@ -109,13 +111,18 @@ pub struct ReplayOutcome {
     pub flows_written: u64,
 }
 
-/// Runs the full pipeline over `source`.
+/// How often the metrics publisher snapshots the running counters.
+pub const METRICS_PUBLISH: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Runs the full pipeline over `source`. With `metrics`, the running counters are
+/// published to it every [`METRICS_PUBLISH`] (the command publishes the final ones).
 pub fn run_replay(
     source: &mut dyn PacketSource,
     cfg: Config,
     state: StateDir,
     shards: usize,
     flows_out: Option<PathBuf>,
+    metrics: Option<Arc<MetricsHub>>,
 ) -> anyhow::Result<ReplayOutcome> {
     let cfg = Arc::new(cfg);
     let decode = DecodeOptions {
@@ -149,6 +156,18 @@ pub fn run_replay(
     // One reader, one ring: every shard's evidence comes from it.
     let (sender, writer) = EvidenceWriter::spawn_shared(wcfg, vec![ring.reader()], shards)
         .context("starting the evidence writer")?;
+    let (flow_export, ipfix) = match &cfg.ipfix {
+        Some(icfg) => {
+            let (tx, ex) = IpfixExporter::spawn(
+                icfg.clone(),
+                Arc::new(|s: &str| eprintln!("streamml-sensor: {s}")),
+            )
+            .with_context(|| format!("--ipfix {}", icfg.collector))?;
+            // Replay is lossless: a scorer waits for the exporter.
+            (Some(tx.blocking()), Some(ex))
+        }
+        None => (None, None),
+    };
     // Started: a configuration that detects nothing says so (once every check passed,
     // so that a refused run stays one line).
     if let Some(w) = cfg.no_detection_warning() {
@@ -173,6 +192,7 @@ pub fn run_replay(
             spill_dir,
         }),
         keep_windows: false,
+        flow_export,
     };
     let pcfg = PipelineConfig {
         shards,
@@ -184,7 +204,40 @@ pub fn run_replay(
     let filters = ProfileFilters::new(cfg.profiles.iter().map(|p| p.filter.as_str()));
     let workers = builder::scorers(&setup).map_err(anyhow::Error::msg)?;
     let ring_reader = ring.reader();
-    let res = pipeline::run_with(source, &pcfg, Some(ring), Some(filters), workers);
+    let reader_counters: Arc<pipeline::ReaderCounters> = Arc::default();
+    let publisher = metrics.map(|hub| {
+        let rc = reader_counters.clone();
+        let flow: Vec<_> = workers
+            .iter()
+            .map(|w| w.table().counters().clone())
+            .collect();
+        let detect: Vec<_> = workers.iter().map(|w| w.counters().clone()).collect();
+        let wc = writer.counters().clone();
+        let ipfix_ctr = ipfix.as_ref().map(|x| x.counters());
+        Publisher::start(move || {
+            let mut snap = Snapshot::new();
+            rc.snapshot_into(&mut snap);
+            for f in &flow {
+                stats::merge_into(&mut snap, f.named());
+            }
+            for d in &detect {
+                d.snapshot_into(&mut snap);
+            }
+            wc.snapshot_into(&mut snap);
+            if let Some(x) = &ipfix_ctr {
+                x.snapshot_into(&mut snap);
+            }
+            hub.publish(snap, Vec::new());
+        })
+    });
+    let res = pipeline::run_counted(
+        source,
+        &pcfg,
+        Some(ring),
+        Some(filters),
+        workers,
+        reader_counters,
+    );
     drop(setup); // the last sender outside the scorers
     let mut snap = Snapshot::new();
     res.reader.snapshot_into(&mut snap);
@@ -207,6 +260,11 @@ pub fn run_replay(
     for (k, v) in wsnap {
         *snap.entry(k).or_insert(0) += v;
     }
+    // The scorers (the last flow senders) are gone: the exporter sends what it holds.
+    if let Some(x) = ipfix {
+        snap.extend(x.join());
+    }
+    drop(publisher);
     // The ring outlived the writer's reads.
     drop(res.ring);
     drop(ring_reader);
@@ -232,4 +290,39 @@ pub fn run_replay(
         state,
         flows_written,
     })
+}
+
+/// A thread that calls `f` every [`METRICS_PUBLISH`] until dropped (and once more then).
+pub struct Publisher {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Publisher {
+    pub fn start(f: impl Fn() + Send + 'static) -> Publisher {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("metrics-publish".into())
+            .spawn(move || {
+                use std::sync::atomic::Ordering::Relaxed;
+                while !s.load(Relaxed) {
+                    f();
+                    std::thread::park_timeout(METRICS_PUBLISH);
+                }
+                f();
+            })
+            .ok();
+        Publisher { stop, handle }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            h.thread().unpark();
+            let _ = h.join();
+        }
+    }
 }
