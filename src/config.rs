@@ -438,6 +438,50 @@ impl Default for RawIpfix {
     }
 }
 
+/// `[nats]`: alerts to NATS JetStream.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNats {
+    /// `nats://HOST:PORT` or `HOST:PORT`. Absent: no NATS sink.
+    pub server: Option<String>,
+    #[serde(default = "d_subject")]
+    pub subject: String,
+    #[serde(default)]
+    pub create_stream: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    #[serde(default = "d_spool")]
+    pub spool_max_bytes: u64,
+    #[serde(default = "d_drain")]
+    pub drain_timeout_s: f64,
+}
+
+fn d_subject() -> String {
+    "streamml.alerts".into()
+}
+fn d_spool() -> u64 {
+    64 << 20
+}
+fn d_drain() -> f64 {
+    5.0
+}
+
+impl Default for RawNats {
+    fn default() -> Self {
+        RawNats {
+            server: None,
+            subject: d_subject(),
+            create_stream: String::new(),
+            user: None,
+            password: None,
+            token: None,
+            spool_max_bytes: d_spool(),
+            drain_timeout_s: d_drain(),
+        }
+    }
+}
+
 /// Resolves `HOST:PORT` (or `PORT` alone / `:PORT` when `default_host` is given) to one
 /// socket address.
 pub fn parse_socket_addr(s: &str, default_host: Option<&str>) -> Result<SocketAddr, String> {
@@ -472,6 +516,8 @@ pub struct RawConfig {
     pub metrics: RawMetrics,
     #[serde(default)]
     pub ipfix: RawIpfix,
+    #[serde(default)]
+    pub nats: RawNats,
     #[serde(default, rename = "profile")]
     pub profiles: Vec<RawProfile>,
 }
@@ -581,6 +627,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// `[ipfix]`: the flow exporter (None: no export).
     pub ipfix: Option<crate::sink::ipfix::IpfixConfig>,
+    /// `[nats]`: the alert sink (None: none).
+    pub nats: Option<crate::sink::nats::NatsConfig>,
 }
 
 /// Most profiles a sensor runs (the reader marks each packet with a profile bitmask).
@@ -1009,7 +1057,60 @@ impl RawConfig {
                 Some(c)
             }
         };
+        let nx = &self.nats;
+        let nats = match &nx.server {
+            None => None,
+            Some(a) => {
+                let hostport = a.trim().strip_prefix("nats://").unwrap_or(a.trim());
+                let addr = parse_socket_addr(hostport, None)
+                    .map_err(|m| err(format!("nats.server = {m}")))?;
+                let subject_ok = |s: &str| {
+                    !s.is_empty()
+                        && s.split('.').all(|t| !t.is_empty())
+                        && !s.contains(|c: char| c.is_whitespace() || c == '*' || c == '>')
+                };
+                if !subject_ok(&nx.subject) {
+                    return Err(err(format!(
+                        "nats.subject = {:?}: not a subject (dot-separated tokens, no spaces or wildcards)",
+                        nx.subject
+                    )));
+                }
+                if !nx
+                    .create_stream
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                {
+                    return Err(err(format!(
+                        "nats.create_stream = {:?}: letters, digits, '-' and '_' only",
+                        nx.create_stream
+                    )));
+                }
+                if !(4096..=1 << 40).contains(&nx.spool_max_bytes) {
+                    return Err(err(format!(
+                        "nats.spool_max_bytes = {}: must be in 4096..2^40",
+                        nx.spool_max_bytes
+                    )));
+                }
+                if !(nx.drain_timeout_s.is_finite() && (0.0..=3600.0).contains(&nx.drain_timeout_s))
+                {
+                    return Err(err(format!(
+                        "nats.drain_timeout_s = {}: must be in 0..3600",
+                        nx.drain_timeout_s
+                    )));
+                }
+                let mut c = crate::sink::nats::NatsConfig::new(addr);
+                c.subject = nx.subject.clone();
+                c.create_stream = nx.create_stream.clone();
+                c.user = nx.user.clone();
+                c.password = nx.password.clone();
+                c.token = nx.token.clone();
+                c.spool_max_bytes = nx.spool_max_bytes;
+                c.drain_timeout_s = nx.drain_timeout_s;
+                Some(c)
+            }
+        };
         Ok(Config {
+            nats,
             metrics_listen,
             ipfix,
             source: file.to_string(),
@@ -1075,6 +1176,8 @@ pub struct Overrides {
     pub metrics_listen: Option<String>,
     /// `--ipfix HOST:PORT`
     pub ipfix: Option<String>,
+    /// `--nats HOST:PORT`
+    pub nats: Option<String>,
 }
 
 impl RawConfig {
@@ -1129,6 +1232,9 @@ impl RawConfig {
         }
         if let Some(v) = &o.ipfix {
             self.ipfix.collector = Some(v.clone());
+        }
+        if let Some(v) = &o.nats {
+            self.nats.server = Some(v.clone());
         }
     }
 }

@@ -622,3 +622,337 @@ fn prometheus_scrapes_a_replay() {
     let s = stats_json(&stats);
     assert_eq!(s["reader.frames"], scraped);
 }
+
+// ---------------------------------------------------------------------------------------
+// NATS JetStream
+
+/// nats-server with JetStream on 127.0.0.1:port, storing in `store`.
+fn nats_server(port: u16, store: &Path, log: &Path) -> Server {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let s = Server::start(
+        "nats-server",
+        Command::new(need("nats-server"))
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log),
+    );
+    wait_for("nats-server to listen", Duration::from_secs(20), || {
+        TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+    });
+    s
+}
+
+/// The configuration of the NATS tests: one alert per flow (a fixed threshold of 0).
+fn nats_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
+    let p = dir.join("sensor.toml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"[evidence]
+ring_mib = 8
+[nats]
+server = "nats://127.0.0.1:{port}"
+subject = "streamml.alerts"
+create_stream = "ALERTS"
+{extra}
+[[profile]]
+name = "every-flow"
+mode = "flow"
+[profile.hst]
+n_trees = 5
+height = 4
+window_size = 1
+[profile.threshold]
+fixed = 0.0
+require_out_of_range = false
+cooldown_s = 0
+[profile.evidence]
+pre_s = 0
+post_s = 0
+"#
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn base64(s: &str) -> Vec<u8> {
+    let val = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("base64 {c}"),
+        }
+    };
+    let b: Vec<u8> = s.bytes().filter(|&c| c != b'=').collect();
+    let mut out = Vec::new();
+    for ch in b.chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in ch.iter().enumerate() {
+            n |= val(c) << (18 - 6 * i);
+        }
+        for i in 0..ch.len() - 1 {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    out
+}
+
+/// Every message of stream `name`: (Nats-Msg-Id, payload), read back through the
+/// JetStream API of the server.
+fn stream_messages(port: u16, name: &str) -> Vec<(String, serde_json::Value)> {
+    use streamml_sensor::sink::nats::{Client, NatsConfig};
+    let cfg = NatsConfig::new(format!("127.0.0.1:{port}").parse().unwrap());
+    let mut c = Client::connect(&cfg, Duration::from_secs(5)).unwrap();
+    let info = c
+        .request(&format!("$JS.API.STREAM.INFO.{name}"), &[], b"")
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.payload).unwrap();
+    let (first, last) = (
+        info["state"]["first_seq"].as_u64().unwrap(),
+        info["state"]["last_seq"].as_u64().unwrap(),
+    );
+    let mut out = Vec::new();
+    for seq in first..=last {
+        let r = c
+            .request(
+                &format!("$JS.API.STREAM.MSG.GET.{name}"),
+                &[],
+                format!("{{\"seq\":{seq}}}").as_bytes(),
+            )
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+        let m = &v["message"];
+        let hdrs = String::from_utf8(base64(m["hdrs"].as_str().unwrap_or(""))).unwrap();
+        let id = hdrs
+            .lines()
+            .find_map(|l| l.strip_prefix("Nats-Msg-Id: "))
+            .unwrap_or_else(|| panic!("message {seq} has no Nats-Msg-Id: {hdrs:?}"))
+            .to_string();
+        let data = base64(m["data"].as_str().unwrap());
+        out.push((id, serde_json::from_slice(&data).unwrap()));
+    }
+    out
+}
+
+/// The alert ids of an alerts.jsonl, sorted.
+fn alert_ids(path: &Path) -> Vec<u64> {
+    let mut v: Vec<u64> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let a: serde_json::Value = serde_json::from_str(l).unwrap();
+            a["alert_id"].as_u64().unwrap()
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// Each message id once, and the alerts they carry, sorted by alert id.
+fn once_each(msgs: &[(String, serde_json::Value)]) -> Vec<u64> {
+    let ids: std::collections::BTreeSet<&String> = msgs.iter().map(|m| &m.0).collect();
+    assert_eq!(ids.len(), msgs.len(), "a message id twice in the stream");
+    let mut v: Vec<u64> = msgs
+        .iter()
+        .map(|m| m.1["alert_id"].as_u64().unwrap())
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+fn nats_metric(text: &str, what: &str) -> u64 {
+    metric(
+        text,
+        &format!("streamml_sink_records_total{{sink=\"nats\",outcome=\"{what}\"}}"),
+    )
+    .unwrap_or(0)
+}
+
+/// The server stops and starts again in the middle of a replay: every alert is in the
+/// stream exactly once (one message per message id, one per alert of alerts.jsonl).
+#[test]
+fn nats_every_alert_once_across_a_server_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, mport) = (free_tcp_port(), free_tcp_port());
+    let store = tmp.path().join("js");
+    let nlog = tmp.path().join("nats.log");
+    let mut server = nats_server(port, &store, &nlog);
+    let cfg = nats_config(tmp.path(), port, "drain_timeout_s = 60");
+    let pkts = common::frames("basic/wikipedia.pcap");
+    let parts: Vec<Vec<u8>> = (0..3)
+        .map(|i| pcap_bytes(&pkts, 864_000 * i, false))
+        .collect();
+    let first_len = pcap_bytes(&pkts[..5], 0, false).len();
+    let state = tmp.path().join("state");
+    let mut sensor = Server::sensor(
+        bin()
+            .args(["replay", "-", "--config"])
+            .arg(&cfg)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["--metrics-listen", &format!("127.0.0.1:{mport}")])
+            .arg("--stats-json")
+            .arg(tmp.path().join("stats.json")),
+        &tmp.path().join("sensor.log"),
+    );
+    let metrics = || http_get(mport, "/metrics");
+    let mut head = pcap_bytes(&[], 0, true);
+    head.extend_from_slice(&parts[0]);
+    head.extend_from_slice(&parts[1][..first_len]);
+    sensor.stdin().write_all(&head).unwrap();
+    sensor.stdin().flush().unwrap();
+    let acked = wait_for(
+        "part 0's alerts acknowledged",
+        Duration::from_secs(60),
+        || {
+            let m = metrics()?;
+            let (sp, ack) = (nats_metric(&m, "spooled"), nats_metric(&m, "acked"));
+            (sp > 0 && ack == sp).then_some(ack)
+        },
+    );
+    server.stop();
+    sensor.stdin().write_all(&parts[1][first_len..]).unwrap();
+    sensor.stdin().write_all(&parts[2][..first_len]).unwrap();
+    sensor.stdin().flush().unwrap();
+    wait_for(
+        "part 1's alerts spooled while the server is down",
+        Duration::from_secs(60),
+        || {
+            let m = metrics()?;
+            let errs = nats_metric(&m, "connect_errors") + nats_metric(&m, "publish_errors");
+            (nats_metric(&m, "spooled") >= 2 * acked && errs > 0).then_some(())
+        },
+    );
+    let _server = nats_server(port, &store, &nlog);
+    sensor.stdin().write_all(&parts[2][first_len..]).unwrap();
+    let status = sensor.finish();
+    assert!(status.success(), "{status:?}");
+    let s = stats_json(&tmp.path().join("stats.json"));
+    let want = alert_ids(&state.join("alerts.jsonl"));
+    assert!(want.len() >= 60, "{} alerts", want.len());
+    assert_eq!(s["sink.nats.spooled"], want.len() as u64);
+    assert_eq!(s["sink.nats.spool_pending"], 0, "{s:?}");
+    assert_eq!(s["sink.nats.dropped.spool_full"], 0);
+    let got = once_each(&stream_messages(port, "ALERTS"));
+    assert_eq!(got, want);
+}
+
+/// The server is down for a whole replay: the spool keeps every alert; the next run
+/// (with the server up) sends them, in order, before its own.
+#[test]
+fn nats_spool_holds_everything_while_the_server_is_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_tcp_port();
+    let state = tmp.path().join("state");
+    let run = |cfg: &Path, cap: &Path, stats: &Path| {
+        let out = bin()
+            .arg("replay")
+            .arg(cap)
+            .arg("--config")
+            .arg(cfg)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--stats-json")
+            .arg(stats)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stats_json(stats)
+    };
+    let down = nats_config(tmp.path(), port, "drain_timeout_s = 0.2");
+    let s1 = run(
+        &down,
+        &common::pcaps_dir().join("basic/wikipedia.pcap"),
+        &tmp.path().join("s1.json"),
+    );
+    let want = alert_ids(&state.join("alerts.jsonl"));
+    assert!(!want.is_empty());
+    assert_eq!(s1["sink.nats.spooled"], want.len() as u64);
+    assert_eq!(s1["sink.nats.acked"], 0);
+    assert_eq!(s1["sink.nats.spool_pending"], want.len() as u64);
+    assert!(s1["sink.nats.connect_errors"] > 0);
+    // The server comes; a run with nothing to alert on drains the spool.
+    let _server = nats_server(port, &tmp.path().join("js"), &tmp.path().join("nats.log"));
+    std::fs::create_dir_all(tmp.path().join("up")).unwrap();
+    let up = nats_config(&tmp.path().join("up"), port, "drain_timeout_s = 60");
+    let s2 = run(
+        &up,
+        &common::pcaps_dir().join("formats/empty.pcap"),
+        &tmp.path().join("s2.json"),
+    );
+    assert_eq!(s2["sink.nats.acked"], want.len() as u64, "{s2:?}");
+    assert_eq!(s2["sink.nats.spool_pending"], 0);
+    let msgs = stream_messages(port, "ALERTS");
+    // In spool order, which is alerts.jsonl's order.
+    let order: Vec<u64> = msgs
+        .iter()
+        .map(|m| m.1["alert_id"].as_u64().unwrap())
+        .collect();
+    let file_order: Vec<u64> = std::fs::read_to_string(state.join("alerts.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["alert_id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(order, file_order);
+    assert_eq!(once_each(&msgs), want);
+}
+
+/// A small spool while the server is down: the oldest alerts are dropped and counted,
+/// the newest kept, and the replay reads every packet.
+#[test]
+fn nats_small_spool_drops_oldest_and_counts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_tcp_port();
+    let cfg = nats_config(
+        tmp.path(),
+        port,
+        "drain_timeout_s = 0\nspool_max_bytes = 16384",
+    );
+    let stats = tmp.path().join("stats.json");
+    let out = bin()
+        .arg("replay")
+        .arg(common::pcaps_dir().join("large/1kxun.pcap"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(tmp.path().join("state"))
+        .arg("--stats-json")
+        .arg(&stats)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = stats_json(&stats);
+    let alerts = s["detect.alerts"];
+    assert!(alerts > 100, "{alerts} alerts");
+    assert_eq!(s["reader.frames"], 1723);
+    assert_eq!(s["sink.nats.spooled"], alerts);
+    let dropped = s["sink.nats.dropped.spool_full"];
+    assert!(dropped > 0, "{s:?}");
+    assert_eq!(s["sink.nats.spool_pending"] + dropped, alerts);
+    let spool: u64 = std::fs::read_dir(tmp.path().join("state/spool/nats"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(spool <= 16384 + 8192, "{spool} bytes in the spool");
+}

@@ -106,6 +106,12 @@ pub fn ipfix_addr(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// `--nats`: nats://HOST:PORT or HOST:PORT.
+pub fn nats_addr(s: &str) -> Result<String, String> {
+    crate::config::parse_socket_addr(s.trim().strip_prefix("nats://").unwrap_or(s.trim()), None)?;
+    Ok(s.to_string())
+}
+
 /// The metrics endpoint, when configured: the hub the run publishes to and the HTTP
 /// thread (bound now: a port in use is a start-up error). Logs where it listens.
 pub fn start_metrics(

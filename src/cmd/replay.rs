@@ -49,6 +49,10 @@ pub struct ReplayArgs {
     /// Export every flow as IPFIX over UDP to this collector (overrides [ipfix] collector).
     #[arg(long, value_name = "HOST:PORT", value_parser = super::ipfix_addr)]
     pub ipfix: Option<String>,
+    /// Publish alerts to NATS JetStream at this server (nats://HOST:PORT; overrides
+    /// [nats] server), spooled in the state directory until acknowledged.
+    #[arg(long, value_name = "URL", value_parser = super::nats_addr)]
+    pub nats: Option<String>,
 }
 
 /// `streamml-sensor replay`.
@@ -62,6 +66,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
             state_dir: a.state_dir.clone(),
             metrics_listen: a.metrics_listen.clone(),
             ipfix: a.ipfix.clone(),
+            nats: a.nats.clone(),
             ..Overrides::default()
         },
     )?;

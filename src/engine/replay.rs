@@ -20,6 +20,7 @@ use crate::filter::{ProfileFilters, SharedFilter};
 use crate::shard::{self, FullPolicy, KeyMode};
 use crate::sink::ipfix::IpfixExporter;
 use crate::sink::metrics::MetricsHub;
+use crate::sink::nats::NatsPublisher;
 use crate::stats::{self, Snapshot};
 use crate::wire::{self, DecodeOptions};
 
@@ -153,6 +154,20 @@ pub fn run_replay(
     })?;
     let mut wcfg = writer_config(&cfg, &state);
     wcfg.ordered = true;
+    let nats = match &cfg.nats {
+        Some(n) => {
+            let dir = state.root().join("spool").join("nats");
+            let (sink, publisher) = NatsPublisher::start(
+                n.clone(),
+                &dir,
+                Arc::new(|s: &str| eprintln!("streamml-sensor: {s}")),
+            )
+            .with_context(|| format!("--nats: opening the spool {}", dir.display()))?;
+            wcfg.extra_sinks.push(Box::new(sink));
+            Some(publisher)
+        }
+        None => None,
+    };
     // One reader, one ring: every shard's evidence comes from it.
     let (sender, writer) = EvidenceWriter::spawn_shared(wcfg, vec![ring.reader()], shards)
         .context("starting the evidence writer")?;
@@ -214,6 +229,7 @@ pub fn run_replay(
         let detect: Vec<_> = workers.iter().map(|w| w.counters().clone()).collect();
         let wc = writer.counters().clone();
         let ipfix_ctr = ipfix.as_ref().map(|x| x.counters());
+        let nats_ctr = nats.as_ref().map(|x| x.counters());
         Publisher::start(move || {
             let mut snap = Snapshot::new();
             rc.snapshot_into(&mut snap);
@@ -225,6 +241,9 @@ pub fn run_replay(
             }
             wc.snapshot_into(&mut snap);
             if let Some(x) = &ipfix_ctr {
+                x.snapshot_into(&mut snap);
+            }
+            if let Some(x) = &nats_ctr {
                 x.snapshot_into(&mut snap);
             }
             hub.publish(snap, Vec::new());
@@ -263,6 +282,10 @@ pub fn run_replay(
     // The scorers (the last flow senders) are gone: the exporter sends what it holds.
     if let Some(x) = ipfix {
         snap.extend(x.join());
+    }
+    // Every alert is in the spool: publish what the drain time allows.
+    if let Some(n) = nats {
+        snap.extend(n.finish());
     }
     drop(publisher);
     // The ring outlived the writer's reads.

@@ -12,3 +12,4 @@
 
 pub mod ipfix;
 pub mod metrics;
+pub mod nats;
