@@ -617,10 +617,21 @@ fn prometheus_scrapes_a_replay() {
         Duration::from_secs(60),
         || promql(pport, "streamml_reader_frames_total").filter(|&v| v == n),
     );
+    // The per-shard series (label `shard`) add up to every decoded packet.
+    let per_shard = wait_for(
+        "the per-shard flow counters",
+        Duration::from_secs(30),
+        || {
+            let decoded = promql(pport, "streamml_reader_decoded_total")?;
+            promql(pport, "sum(streamml_shard_flow_packets_total)")
+                .filter(|&v| v == decoded && v > 0)
+        },
+    );
     let status = sensor.finish();
     assert!(status.success(), "{status:?}");
     let s = stats_json(&stats);
     assert_eq!(s["reader.frames"], scraped);
+    assert_eq!(s["flow.packets"], per_shard);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -955,4 +966,66 @@ fn nats_small_spool_drops_oldest_and_counts() {
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum();
     assert!(spool <= 16384 + 8192, "{spool} bytes in the spool");
+}
+
+/// Bad sink settings are one line and exit 2 at start-up, before any packet; a metrics
+/// port in use too. (No name is resolved: every bad value fails before a lookup.)
+#[test]
+fn bad_sink_settings_are_one_line_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = busy.local_addr().unwrap().port().to_string();
+    let cfg = |name: &str, text: &str| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let port0 = cfg("a.toml", "[ipfix]\ncollector = \"127.0.0.1:0\"\n");
+    let subject = cfg(
+        "b.toml",
+        "[nats]\nserver = \"127.0.0.1:4222\"\nsubject = \"a b\"\n",
+    );
+    let spool = cfg(
+        "c.toml",
+        "[nats]\nserver = \"127.0.0.1:4222\"\nspool_max_bytes = 1\n",
+    );
+    let unknown = cfg(
+        "d.toml",
+        "[metrics]\nlisten = \"127.0.0.1:9464\"\nport = 1\n",
+    );
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["--ipfix".into(), "nohost".into()], "--ipfix"),
+        (vec!["--ipfix".into(), "127.0.0.1:0".into()], "port 0"),
+        (vec!["--nats".into(), "nats://:x".into()], "--nats"),
+        (
+            vec!["--metrics-listen".into(), "127.0.0.1:x".into()],
+            "--metrics-listen",
+        ),
+        (
+            vec!["--metrics-listen".into(), format!("127.0.0.1:{busy_port}")],
+            "in use",
+        ),
+        (vec!["--config".into(), port0], "ipfix.collector"),
+        (vec!["--config".into(), subject], "nats.subject"),
+        (vec!["--config".into(), spool], "nats.spool_max_bytes"),
+        (vec!["--config".into(), unknown], "port"),
+    ];
+    for (args, want) in cases {
+        let out = bin()
+            .arg("replay")
+            .arg(common::pcaps_dir().join("basic/5-pings.pcap"))
+            .arg("--state-dir")
+            .arg(tmp.path().join("state"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with("streamml-sensor: ") && err.contains(want),
+            "{args:?}: {err}"
+        );
+    }
+    drop(busy);
 }

@@ -453,14 +453,18 @@ fn collect(
 }
 
 /// Publishes a report to `/metrics` (a report that could not be made is skipped).
-fn publish_metrics(hub: &crate::sink::metrics::MetricsHub, r: anyhow::Result<StatsReport>) {
+fn publish_metrics(
+    hub: &crate::sink::metrics::MetricsHub,
+    r: anyhow::Result<StatsReport>,
+    shards: &[Shard],
+) {
     if let Ok(r) = r {
-        publish_report(hub, &r);
+        publish_report(hub, &r, shards);
     }
 }
 
 /// The pipeline counters, the sockets' and XDP program's drops, and per-queue packets.
-fn publish_report(hub: &crate::sink::metrics::MetricsHub, r: &StatsReport) {
+fn publish_report(hub: &crate::sink::metrics::MetricsHub, r: &StatsReport, shards: &[Shard]) {
     let mut snap = r.pipeline.clone();
     for (k, v) in &r.drops {
         if let Some(v) = v.as_u64() {
@@ -479,6 +483,12 @@ fn publish_report(hub: &crate::sink::metrics::MetricsHub, r: &StatsReport) {
         ));
         labelled.push(("queue.bytes_received".into(), l.clone(), q.bytes_received));
         labelled.push(("queue.decoded".into(), l, q.decoded));
+    }
+    for (i, sh) in shards.iter().enumerate() {
+        let mut one = Snapshot::new();
+        stats::merge_into(&mut one, sh.flow.named());
+        sh.detect.snapshot_into(&mut one);
+        crate::sink::metrics::per_shard(i, &one, &mut labelled);
     }
     hub.publish(snap, labelled);
 }
@@ -737,6 +747,12 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
     need.detectors(&cfg, nshards);
     need.shard_queues(queues as usize, nshards, cfg.ring_capacity.min(1 << 16));
     need.add("UMEM", umem_bytes);
+    if let Some(x) = &cfg.ipfix {
+        need.add(
+            "ipfix.queue",
+            (x.queue * std::mem::size_of::<crate::sink::ipfix::ExportedFlow>()) as u64,
+        );
+    }
     need.mapped = u64::from(queues).saturating_mul(cfg.ring_bytes);
     need.threads = u64::from(queues) + nshards as u64 + 3;
     crate::engine::limits::check_memory(
@@ -1172,10 +1188,8 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
             _ => {}
         }
         if let Some(hub) = &o.metrics {
-            publish_metrics(
-                hub,
-                collect(iface, &prog, &readers, &pipe, &mode, started, &replaced),
-            );
+            let r = collect(iface, &prog, &readers, &pipe, &mode, started, &replaced);
+            publish_metrics(hub, r, &pipe.shards);
         }
         if !iface_exists(iface) {
             failure = Some(anyhow!("{iface}: the interface disappeared"));
@@ -1300,7 +1314,7 @@ pub fn run(o: LiveOptions) -> anyhow::Result<()> {
     let last = collect(iface, &prog, &readers, &pipe, &mode, started, &replaced);
     if let Some(hub) = &o.metrics {
         if let Ok(r) = &last {
-            publish_report(hub, r);
+            publish_report(hub, r, &pipe.shards);
         }
     }
     match last {

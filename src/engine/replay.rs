@@ -135,6 +135,12 @@ pub fn run_replay(
     need.detectors(&cfg, shards);
     need.shard_queues(1, shards, cfg.ring_capacity.min(1 << 16));
     need.mapped = cfg.ring_bytes;
+    if let Some(x) = &cfg.ipfix {
+        need.add(
+            "ipfix.queue",
+            (x.queue * std::mem::size_of::<crate::sink::ipfix::ExportedFlow>()) as u64,
+        );
+    }
     need.threads = shards as u64 + 3;
     super::limits::check_memory(&need, "flow.capacity, the profiles' hst or --shards")?;
     super::limits::check_ring_space(&state.ring_dir(), &[state.ring_path(0)], cfg.ring_bytes)?;
@@ -232,12 +238,14 @@ pub fn run_replay(
         let nats_ctr = nats.as_ref().map(|x| x.counters());
         Publisher::start(move || {
             let mut snap = Snapshot::new();
+            let mut labelled = Vec::new();
             rc.snapshot_into(&mut snap);
-            for f in &flow {
-                stats::merge_into(&mut snap, f.named());
-            }
-            for d in &detect {
-                d.snapshot_into(&mut snap);
+            for (i, (f, d)) in flow.iter().zip(&detect).enumerate() {
+                let mut one = Snapshot::new();
+                stats::merge_into(&mut one, f.named());
+                d.snapshot_into(&mut one);
+                crate::sink::metrics::per_shard(i, &one, &mut labelled);
+                stats::merge_into(&mut snap, one.iter().map(|(k, v)| (k.as_str(), *v)));
             }
             wc.snapshot_into(&mut snap);
             if let Some(x) = &ipfix_ctr {
@@ -246,7 +254,7 @@ pub fn run_replay(
             if let Some(x) = &nats_ctr {
                 x.snapshot_into(&mut snap);
             }
-            hub.publish(snap, Vec::new());
+            hub.publish(snap, labelled);
         })
     });
     let res = pipeline::run_counted(

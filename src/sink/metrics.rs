@@ -74,6 +74,21 @@ impl MetricsHub {
     }
 }
 
+/// Appends one shard's counters as series with a `shard` label
+/// (`streamml_shard_flow_packets_total{shard="0"}`); gauges are left out (their sum is in
+/// the unlabelled family).
+pub fn per_shard(shard: usize, counters: &Snapshot, out: &mut Vec<(String, Labels, u64)>) {
+    for (k, &v) in counters {
+        if !GAUGES.contains(&k.as_str()) {
+            out.push((
+                format!("shard.{k}"),
+                vec![("shard".into(), shard.to_string())],
+                v,
+            ));
+        }
+    }
+}
+
 /// Counters that are gauges (a level, not a count of events).
 const GAUGES: [&str; 1] = ["flow.active"];
 
