@@ -244,6 +244,7 @@ fn run(src: &mut MemSource, cfg: &Config, policy: FullPolicy) -> RunOut {
         keep_windows: false,
         latency: None,
         models: None,
+        flow_export: None,
     };
     let decode = DecodeOptions {
         decode_tunnels: cfg.decode_tunnels,

@@ -6,7 +6,8 @@ set -euo pipefail
 APT_PKGS=(clang llvm libelf-dev zlib1g-dev pkg-config m4 libpcap-dev make
           tshark tcpdump softflowd zstd iproute2 ethtool tcpreplay linux-perf
           python3-venv bpftool jq
-          lintian logrotate man-db strace)
+          lintian logrotate man-db strace
+          nfdump prometheus nats-server)  # fleet sinks: tests/fleet.rs runs the real collectors
 VENV=${STREAMML_VENV:-/opt/streamml-venv}
 PY_PKGS=(nfstream==6.6.0 river==0.26.1 numpy)
 

@@ -3,6 +3,7 @@
 //! override it, and [`RawConfig::validate`] turns it into a [`Config`] exactly once. Every
 //! error names the file and the key: `sensor.toml: profile "scan": window_s = 0: must be > 0`.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -414,6 +415,123 @@ fn d_window() -> f64 {
     1.0
 }
 
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// `HOST:PORT`, or `PORT` alone (127.0.0.1). Absent: no endpoint.
+    pub listen: Option<String>,
+}
+
+/// `[ipfix]`: flow export to an IPFIX collector.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIpfix {
+    /// `HOST:PORT` of the collector (UDP). Absent: no export.
+    pub collector: Option<String>,
+    #[serde(default = "d_refresh_s")]
+    pub template_refresh_s: f64,
+    #[serde(default)]
+    pub template_refresh_messages: u32,
+    #[serde(default = "d_one")]
+    pub observation_domain: u32,
+    #[serde(default = "d_pen")]
+    pub pen: u32,
+    #[serde(default = "d_ipfix_queue")]
+    pub queue: usize,
+}
+
+fn d_refresh_s() -> f64 {
+    60.0
+}
+fn d_one() -> u32 {
+    1
+}
+fn d_pen() -> u32 {
+    crate::sink::ipfix::PEN_DOCUMENTATION
+}
+fn d_ipfix_queue() -> usize {
+    65536
+}
+
+impl Default for RawIpfix {
+    fn default() -> Self {
+        RawIpfix {
+            collector: None,
+            template_refresh_s: d_refresh_s(),
+            template_refresh_messages: 0,
+            observation_domain: 1,
+            pen: d_pen(),
+            queue: d_ipfix_queue(),
+        }
+    }
+}
+
+/// `[nats]`: alerts to NATS JetStream.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNats {
+    /// `nats://HOST:PORT` or `HOST:PORT`. Absent: no NATS sink.
+    pub server: Option<String>,
+    #[serde(default = "d_subject")]
+    pub subject: String,
+    #[serde(default)]
+    pub create_stream: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    #[serde(default = "d_spool")]
+    pub spool_max_bytes: u64,
+    #[serde(default = "d_drain")]
+    pub drain_timeout_s: f64,
+}
+
+fn d_subject() -> String {
+    "streamml.alerts".into()
+}
+fn d_spool() -> u64 {
+    64 << 20
+}
+fn d_drain() -> f64 {
+    5.0
+}
+
+impl Default for RawNats {
+    fn default() -> Self {
+        RawNats {
+            server: None,
+            subject: d_subject(),
+            create_stream: String::new(),
+            user: None,
+            password: None,
+            token: None,
+            spool_max_bytes: d_spool(),
+            drain_timeout_s: d_drain(),
+        }
+    }
+}
+
+/// Resolves `HOST:PORT` (or `PORT` alone / `:PORT` when `default_host` is given) to one
+/// socket address.
+pub fn parse_socket_addr(s: &str, default_host: Option<&str>) -> Result<SocketAddr, String> {
+    let t = s.trim();
+    let full = match default_host {
+        Some(h) if t.parse::<u16>().is_ok() => format!("{h}:{t}"),
+        Some(h) if t.starts_with(':') => format!("{h}{t}"),
+        _ => t.to_string(),
+    };
+    if !full.contains(':') {
+        return Err(format!("\"{t}\": not HOST:PORT"));
+    }
+    use std::net::ToSocketAddrs;
+    match full.to_socket_addrs() {
+        Ok(mut a) => a
+            .next()
+            .ok_or_else(|| format!("\"{t}\": the name has no address")),
+        Err(e) => Err(format!("\"{t}\": not HOST:PORT ({e})")),
+    }
+}
+
 /// The configuration file as written.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -423,6 +541,12 @@ pub struct RawConfig {
     pub flow: RawFlow,
     #[serde(default)]
     pub evidence: RawEvidence,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+    #[serde(default)]
+    pub ipfix: RawIpfix,
+    #[serde(default)]
+    pub nats: RawNats,
     #[serde(default, rename = "profile")]
     pub profiles: Vec<RawProfile>,
 }
@@ -537,6 +661,12 @@ pub struct Config {
     pub evidence_max_files: u64,
     pub evidence_queue: usize,
     pub profiles: Vec<Profile>,
+    /// `[metrics] listen`: where `/metrics` is served (None: nowhere).
+    pub metrics_listen: Option<SocketAddr>,
+    /// `[ipfix]`: the flow exporter (None: no export).
+    pub ipfix: Option<crate::sink::ipfix::IpfixConfig>,
+    /// `[nats]`: the alert sink (None: none).
+    pub nats: Option<crate::sink::nats::NatsConfig>,
 }
 
 /// Most profiles a sensor runs (the reader marks each packet with a profile bitmask).
@@ -976,7 +1106,106 @@ impl RawConfig {
                 max_evidence_packets: p.evidence.max_packets,
             });
         }
+        let metrics_listen = match &self.metrics.listen {
+            None => None,
+            Some(a) => Some(
+                parse_socket_addr(a, Some("127.0.0.1"))
+                    .map_err(|m| err(format!("metrics.listen = {m}")))?,
+            ),
+        };
+        let ix = &self.ipfix;
+        let ipfix = match &ix.collector {
+            None => None,
+            Some(a) => {
+                let addr = parse_socket_addr(a, None)
+                    .map_err(|m| err(format!("ipfix.collector = {m}")))?;
+                if addr.port() == 0 {
+                    return Err(err(format!("ipfix.collector = \"{a}\": port 0")));
+                }
+                if !(ix.template_refresh_s.is_finite()
+                    && (0.0..=MAX_SECONDS).contains(&ix.template_refresh_s))
+                {
+                    return Err(err(format!(
+                        "ipfix.template_refresh_s = {}: must be in 0..1e9 (0 = only at start and after errors)",
+                        ix.template_refresh_s
+                    )));
+                }
+                if ix.pen == 0 {
+                    return Err(err(
+                        "ipfix.pen = 0: must be a private enterprise number > 0".into(),
+                    ));
+                }
+                if !(1..=1 << 20).contains(&ix.queue) {
+                    return Err(err(format!(
+                        "ipfix.queue = {}: must be in 1..1048576",
+                        ix.queue
+                    )));
+                }
+                let mut c = crate::sink::ipfix::IpfixConfig::new(addr);
+                c.template_refresh_s = ix.template_refresh_s;
+                c.template_refresh_messages = ix.template_refresh_messages;
+                c.observation_domain = ix.observation_domain;
+                c.pen = ix.pen;
+                c.queue = ix.queue;
+                Some(c)
+            }
+        };
+        let nx = &self.nats;
+        let nats = match &nx.server {
+            None => None,
+            Some(a) => {
+                let hostport = a.trim().strip_prefix("nats://").unwrap_or(a.trim());
+                let addr = parse_socket_addr(hostport, None)
+                    .map_err(|m| err(format!("nats.server = {m}")))?;
+                let subject_ok = |s: &str| {
+                    !s.is_empty()
+                        && s.split('.').all(|t| !t.is_empty())
+                        && !s.contains(|c: char| c.is_whitespace() || c == '*' || c == '>')
+                };
+                if !subject_ok(&nx.subject) {
+                    return Err(err(format!(
+                        "nats.subject = {:?}: not a subject (dot-separated tokens, no spaces or wildcards)",
+                        nx.subject
+                    )));
+                }
+                if !nx
+                    .create_stream
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                {
+                    return Err(err(format!(
+                        "nats.create_stream = {:?}: letters, digits, '-' and '_' only",
+                        nx.create_stream
+                    )));
+                }
+                if !(4096..=1 << 40).contains(&nx.spool_max_bytes) {
+                    return Err(err(format!(
+                        "nats.spool_max_bytes = {}: must be in 4096..2^40",
+                        nx.spool_max_bytes
+                    )));
+                }
+                if !(nx.drain_timeout_s.is_finite() && (0.0..=3600.0).contains(&nx.drain_timeout_s))
+                {
+                    return Err(err(format!(
+                        "nats.drain_timeout_s = {}: must be in 0..3600",
+                        nx.drain_timeout_s
+                    )));
+                }
+                let mut c = crate::sink::nats::NatsConfig::new(addr);
+                c.subject = nx.subject.clone();
+                c.create_stream = nx.create_stream.clone();
+                c.user = nx.user.clone();
+                c.password = nx.password.clone();
+                c.token = nx.token.clone();
+                c.spool_max_bytes = nx.spool_max_bytes;
+                c.drain_timeout_s = nx.drain_timeout_s;
+                Some(c)
+            }
+        };
         Ok(Config {
+            nats,
+            metrics_listen,
+            ipfix,
             source: file.to_string(),
             state_dir: sensor.state_dir,
             shards: sensor.shards,
@@ -1038,6 +1267,12 @@ pub struct Overrides {
     pub state_dir: Option<PathBuf>,
     pub splt: Option<u16>,
     pub decode_tunnels: Option<bool>,
+    /// `--metrics-listen ADDR`
+    pub metrics_listen: Option<String>,
+    /// `--ipfix HOST:PORT`
+    pub ipfix: Option<String>,
+    /// `--nats HOST:PORT`
+    pub nats: Option<String>,
 }
 
 impl RawConfig {
@@ -1088,6 +1323,15 @@ impl RawConfig {
         }
         if let Some(v) = o.decode_tunnels {
             self.flow.decode_tunnels = v;
+        }
+        if let Some(v) = &o.metrics_listen {
+            self.metrics.listen = Some(v.clone());
+        }
+        if let Some(v) = &o.ipfix {
+            self.ipfix.collector = Some(v.clone());
+        }
+        if let Some(v) = &o.nats {
+            self.nats.server = Some(v.clone());
         }
     }
 }

@@ -25,5 +25,6 @@ pub mod filter;
 pub mod flow;
 pub mod output;
 pub mod shard;
+pub mod sink;
 pub mod stats;
 pub mod wire;

@@ -1013,3 +1013,91 @@ fn unwritable_stats_do_not_stop_capture() {
     assert_eq!(num(&st, &["packets_received"]), a.sent + b.sent);
     assert_eq!(num(&st, &["pipeline", "stats.write_errors"]), 1, "{st:#}");
 }
+
+/// A Prometheus (Debian's package) in the sensor's namespace scrapes a live run's
+/// `/metrics`; PromQL (promtool, also Prometheus's) gives the packet counters of the
+/// stats JSON once the generator is done.
+#[test]
+fn prometheus_scrapes_a_live_run() {
+    let Some(_g) = harness::live() else { return };
+    let pair = VethPair::new(1);
+    let ns = pair.ns_sensor.clone();
+    harness::run(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
+    // The namespace is the test's own: fixed ports are free there.
+    let sensor = pair.start_sensor(&["--metrics-listen", "127.0.0.1:19464"]);
+    let dir = pair.path("prom");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: sensor\n    static_configs:\n      - targets: ['127.0.0.1:19464']\n",
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+    // `ip netns exec` execs Prometheus: the child's PID is Prometheus's, killed on drop.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _prom = Killed(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "prometheus"])
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg("--web.listen-address=127.0.0.1:19090")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus (scripts/deps.sh installs it)"),
+    );
+    let query = |q: &str| -> Option<u64> {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "promtool", "query", "instant"])
+            .args(["http://127.0.0.1:19090", q])
+            .output()
+            .ok()?;
+        // `name{labels} => VALUE @[time]`
+        let s = String::from_utf8_lossy(&out.stdout);
+        let mut vals = s
+            .lines()
+            .filter_map(|l| l.split(" => ").nth(1)?.split(' ').next()?.parse().ok());
+        let v = vals.next()?;
+        vals.next().is_none().then_some(v)
+    };
+    let g = pair.send(&["--count", "5000", "--pps", "20000", "--flows", "20"]);
+    let t0 = std::time::Instant::now();
+    let scraped = loop {
+        if let Some(v) = query("streamml_reader_frames_total").filter(|&v| v == g.sent) {
+            break v;
+        }
+        assert!(
+            t0.elapsed().as_secs() < 60,
+            "Prometheus never showed {} frames: {:?}",
+            g.sent,
+            query("streamml_reader_frames_total")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let received = query("streamml_capture_packets_received_total");
+    let per_queue = query("sum(streamml_queue_packets_received_total)");
+    let mode = query("count(streamml_capture_mode_info{bind=\"copy\"})");
+    let stopped = sensor.stop();
+    assert_eq!(
+        stopped.status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        stopped.stderr
+    );
+    let st = stopped.stats.expect("stats JSON written");
+    assert_eq!(num(&st, &["pipeline", "reader.frames"]), scraped, "{st:#}");
+    assert_eq!(received, Some(num(&st, &["packets_received"])));
+    assert_eq!(per_queue, received);
+    assert_eq!(mode, Some(1));
+}

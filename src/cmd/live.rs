@@ -239,6 +239,17 @@ pub struct LiveArgs {
     /// Write the final counters as JSON to this file (also on SIGHUP).
     #[arg(long, value_name = "FILE")]
     pub stats_json: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (HOST:PORT, or PORT alone for
+    /// 127.0.0.1; overrides [metrics] listen).
+    #[arg(long, value_name = "ADDR", value_parser = super::metrics_addr)]
+    pub metrics_listen: Option<String>,
+    /// Export every flow as IPFIX over UDP to this collector (overrides [ipfix] collector).
+    #[arg(long, value_name = "HOST:PORT", value_parser = super::ipfix_addr)]
+    pub ipfix: Option<String>,
+    /// Publish alerts to NATS JetStream at this server (nats://HOST:PORT; overrides
+    /// [nats] server), spooled in the state directory until acknowledged.
+    #[arg(long, value_name = "URL", value_parser = super::nats_addr)]
+    pub nats: Option<String>,
     /// Stop after this many seconds (> 0, at most 1e9) [default: run until SIGINT or
     /// SIGTERM].
     #[arg(long, value_name = "SECS", value_parser = positive_seconds)]
@@ -488,6 +499,9 @@ impl LiveArgs {
             ring_capacity: self.ring_capacity,
             shards: self.shards,
             state_dir: self.state_dir.clone(),
+            metrics_listen: self.metrics_listen.clone(),
+            ipfix: self.ipfix.clone(),
+            nats: self.nats.clone(),
             ..Overrides::default()
         };
         let cfg = config::load_with(self.config.as_deref(), &overrides)?;
@@ -513,15 +527,22 @@ impl LiveArgs {
                 path: self.config.clone(),
                 overrides,
             }),
+            metrics: None,
         })
     }
 }
 
 /// Live capture until a signal or `--duration`.
 pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
-    match crate::engine::live::run(args.options()?)? {
+    let mut o = args.options()?;
+    let metrics = super::start_metrics(o.cfg.metrics_listen, Vec::new())?;
+    o.metrics = metrics.as_ref().map(|m| m.0.clone());
+    match crate::engine::live::run(o)? {
         Ended::Stopped => Ok(()),
-        Ended::Reload => Err(reexec()),
+        Ended::Reload => {
+            drop(metrics);
+            Err(reexec())
+        }
     }
 }
 

@@ -105,6 +105,48 @@ impl From<KeyArg> for crate::shard::KeyMode {
     }
 }
 
+/// `--metrics-listen`: HOST:PORT, or PORT alone (127.0.0.1).
+pub fn metrics_addr(s: &str) -> Result<String, String> {
+    crate::config::parse_socket_addr(s, Some("127.0.0.1"))?;
+    Ok(s.to_string())
+}
+
+/// `--ipfix`: HOST:PORT of a collector.
+pub fn ipfix_addr(s: &str) -> Result<String, String> {
+    let a = crate::config::parse_socket_addr(s, None)?;
+    if a.port() == 0 {
+        return Err(format!("\"{s}\": port 0"));
+    }
+    Ok(s.to_string())
+}
+
+/// `--nats`: nats://HOST:PORT or HOST:PORT.
+pub fn nats_addr(s: &str) -> Result<String, String> {
+    crate::config::parse_socket_addr(s.trim().strip_prefix("nats://").unwrap_or(s.trim()), None)?;
+    Ok(s.to_string())
+}
+
+/// The metrics endpoint, when configured: the hub the run publishes to and the HTTP
+/// thread (bound now: a port in use is a start-up error). Logs where it listens.
+pub fn start_metrics(
+    addr: Option<std::net::SocketAddr>,
+    info: Vec<(String, crate::sink::metrics::Labels)>,
+) -> anyhow::Result<
+    Option<(
+        std::sync::Arc<crate::sink::metrics::MetricsHub>,
+        crate::sink::metrics::MetricsServer,
+    )>,
+> {
+    let Some(addr) = addr else { return Ok(None) };
+    let hub = crate::sink::metrics::MetricsHub::new(info);
+    let server = crate::sink::metrics::MetricsServer::start(addr, hub.clone())?;
+    eprintln!(
+        "streamml-sensor: metrics at http://{}/metrics",
+        server.local_addr()
+    );
+    Ok(Some((hub, server)))
+}
+
 /// A duration in seconds that must be finite and > 0.
 pub fn positive_seconds(s: &str) -> Result<f64, String> {
     let v: f64 = s

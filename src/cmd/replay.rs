@@ -42,6 +42,17 @@ pub struct ReplayArgs {
     /// free space of the state directory.
     #[arg(long, value_name = "MIB", value_parser = super::ring_mib)]
     pub ring_mib: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (HOST:PORT, or PORT alone for
+    /// 127.0.0.1; overrides [metrics] listen).
+    #[arg(long, value_name = "ADDR", value_parser = super::metrics_addr)]
+    pub metrics_listen: Option<String>,
+    /// Export every flow as IPFIX over UDP to this collector (overrides [ipfix] collector).
+    #[arg(long, value_name = "HOST:PORT", value_parser = super::ipfix_addr)]
+    pub ipfix: Option<String>,
+    /// Publish alerts to NATS JetStream at this server (nats://HOST:PORT; overrides
+    /// [nats] server), spooled in the state directory until acknowledged.
+    #[arg(long, value_name = "URL", value_parser = super::nats_addr)]
+    pub nats: Option<String>,
 }
 
 /// `streamml-sensor replay`.
@@ -53,11 +64,16 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
             ring_mib: a.ring_mib,
             shards: a.shards.map(|s| s as usize),
             state_dir: a.state_dir.clone(),
+            metrics_listen: a.metrics_listen.clone(),
+            ipfix: a.ipfix.clone(),
+            nats: a.nats.clone(),
             ..Overrides::default()
         },
     )?;
     // SIGINT/SIGTERM end the read as if the capture ended there (see capture::interrupt).
     crate::capture::interrupt::install().context("installing signal handlers")?;
+    // Served before the capture is opened: a FIFO or standard input may wait for a writer.
+    let metrics = super::start_metrics(cfg.metrics_listen, Vec::new())?;
     let mut source = PcapFileSource::open(&a.capture)?;
     // Outputs checked before the first packet (not after a whole capture).
     if let Some(p) = &a.flows {
@@ -74,7 +90,14 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
         crate::engine::limits::auto_shards(pipeline::default_shards(1), &cfg.flow_config())
     };
     let t0 = std::time::Instant::now();
-    let out = run_replay(&mut source, cfg, state, shards, a.flows.clone())?;
+    let out = run_replay(
+        &mut source,
+        cfg,
+        state,
+        shards,
+        a.flows.clone(),
+        metrics.as_ref().map(|m| m.0.clone()),
+    )?;
     let secs = t0.elapsed().as_secs_f64();
     let mut snap = out.stats;
     stats::merge_into(&mut snap, source.counters.named());
@@ -110,6 +133,9 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     } else {
         let s: Vec<String> = drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
         eprintln!("replay: drops and errors: {}", s.join(" "));
+    }
+    if let Some((hub, _server)) = &metrics {
+        hub.publish(snap.clone(), Vec::new());
     }
     super::warn_if_not_conserved(&snap);
     super::warn_time_jumps(&snap);

@@ -412,6 +412,7 @@ pub fn run_synthetic(
         policy,
         latency: Some(latency.clone()),
         on_start: Some(Box::new(on_start)),
+        metrics: None,
     };
     let shards = job.shards;
     let out = replay::run_replay_with(&mut src, job.cfg, job.state, shards, None, hooks);

@@ -77,6 +77,7 @@ pub fn score_labelled(
         keep_windows: true,
         latency: None,
         models: None,
+        flow_export: None,
     };
     let pcfg = PipelineConfig {
         shards: 1,

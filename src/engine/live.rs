@@ -69,6 +69,8 @@ use crate::filter::ProfileFilters;
 use crate::flow::table::FlowCounters;
 use crate::output::{check_output, OutputFile};
 use crate::shard::{FullPolicy, Router, RouterCounters};
+use crate::sink::ipfix::IpfixExporter;
+use crate::sink::nats::NatsPublisher;
 use crate::stats::{self, Snapshot};
 use crate::wire::{DecodeOptions, WireError};
 
@@ -377,6 +379,10 @@ pub struct StatsReport {
 
 /// The parts of the pipeline after the readers, for the stats.
 struct Pipeline {
+    ipfix: Option<IpfixExporter>,
+    nats: Option<NatsPublisher>,
+    /// The sinks' final counters once they have finished.
+    sinks_final: Option<Snapshot>,
     shards: Vec<Shard>,
     threads: Option<builder::Shards<Scorer>>,
     writer: Option<EvidenceWriterHandle>,
@@ -467,6 +473,17 @@ fn collect(
     for (k, v) in writer_snap {
         *snap.entry(k).or_insert(0) += v;
     }
+    match &pipe.sinks_final {
+        Some(f) => snap.extend(f.clone()),
+        None => {
+            if let Some(x) = &pipe.ipfix {
+                x.snapshot_into(&mut snap);
+            }
+            if let Some(n) = &pipe.nats {
+                n.counters().snapshot_into(&mut snap);
+            }
+        }
+    }
     stats::merge_into(
         &mut snap,
         [
@@ -525,6 +542,47 @@ fn collect(
         setup: pipe.setup.clone(),
         replaced_program: replaced.clone(),
     })
+}
+
+/// Publishes a report to `/metrics` (a report that could not be made is skipped).
+fn publish_metrics(
+    hub: &crate::sink::metrics::MetricsHub,
+    r: anyhow::Result<StatsReport>,
+    shards: &[Shard],
+) {
+    if let Ok(r) = r {
+        publish_report(hub, &r, shards);
+    }
+}
+
+/// The pipeline counters, the sockets' and XDP program's drops, and per-queue packets.
+fn publish_report(hub: &crate::sink::metrics::MetricsHub, r: &StatsReport, shards: &[Shard]) {
+    let mut snap = r.pipeline.clone();
+    for (k, v) in &r.drops {
+        if let Some(v) = v.as_u64() {
+            snap.entry(format!("capture.{k}")).or_insert(v);
+        }
+    }
+    snap.insert("capture.packets_received".into(), r.packets_received);
+    snap.insert("capture.bytes_received".into(), r.bytes_received);
+    let mut labelled = Vec::new();
+    for q in &r.queues {
+        let l = vec![("queue".to_string(), q.queue.to_string())];
+        labelled.push((
+            "queue.packets_received".into(),
+            l.clone(),
+            q.packets_received,
+        ));
+        labelled.push(("queue.bytes_received".into(), l.clone(), q.bytes_received));
+        labelled.push(("queue.decoded".into(), l, q.decoded));
+    }
+    for (i, sh) in shards.iter().enumerate() {
+        let mut one = Snapshot::new();
+        stats::merge_into(&mut one, sh.flow.named());
+        sh.detect.snapshot_into(&mut one);
+        crate::sink::metrics::per_shard(i, &one, &mut labelled);
+    }
+    hub.publish(snap, labelled);
 }
 
 fn write_json(path: &Path, r: &StatsReport) -> anyhow::Result<()> {
@@ -694,6 +752,8 @@ pub struct LiveOptions {
     pub hooks: LiveHooks,
     /// Where SIGHUP re-reads the configuration from (None: SIGHUP does not reload).
     pub reload: Option<ReloadSource>,
+    /// Where the running counters are published for `/metrics` (the command serves it).
+    pub metrics: Option<Arc<crate::sink::metrics::MetricsHub>>,
 }
 
 /// Called with the counters so far; false stops capture.
@@ -857,6 +917,12 @@ pub fn run(o: LiveOptions) -> anyhow::Result<Ended> {
     need.detectors(&cfg, nshards);
     need.shard_queues(queues as usize, nshards, cfg.ring_capacity.min(1 << 16));
     need.add("UMEM", umem_bytes);
+    if let Some(x) = &cfg.ipfix {
+        need.add(
+            "ipfix.queue",
+            (x.queue * std::mem::size_of::<crate::sink::ipfix::ExportedFlow>()) as u64,
+        );
+    }
     need.mapped = u64::from(queues).saturating_mul(cfg.ring_bytes);
     need.threads = u64::from(queues) + nshards as u64 + 3;
     crate::engine::limits::check_memory(
@@ -1067,6 +1133,27 @@ pub fn run(o: LiveOptions) -> anyhow::Result<Ended> {
     let reopen_alerts = Arc::new(std::sync::atomic::AtomicU64::new(0));
     wcfg.reopen = Some(reopen_alerts.clone());
     wcfg.latency = o.hooks.latency.clone();
+    let sink_log: Arc<dyn Fn(&str) + Send + Sync> =
+        Arc::new(|s: &str| eprintln!("streamml-sensor: {s}"));
+    let nats = match &cfg.nats {
+        Some(n) => {
+            let dir = state.root().join("spool").join("nats");
+            let (sink, publisher) = NatsPublisher::start(n.clone(), &dir, sink_log.clone())
+                .with_context(|| format!("--nats: opening the spool {}", dir.display()))?;
+            wcfg.extra_sinks.push(Box::new(sink));
+            Some(publisher)
+        }
+        None => None,
+    };
+    // Live: a full export queue drops the flow record (counted), never stalls a scorer.
+    let (flow_export, ipfix) = match &cfg.ipfix {
+        Some(icfg) => {
+            let (tx, ex) = IpfixExporter::spawn(icfg.clone(), sink_log.clone())
+                .with_context(|| format!("--ipfix {}", icfg.collector))?;
+            (Some(tx), Some(ex))
+        }
+        None => (None, None),
+    };
     let (sender, writer) =
         EvidenceWriter::spawn_shared(wcfg, rings.iter().map(|r| r.reader()).collect(), nshards)
             .context("starting the evidence writer")?;
@@ -1097,6 +1184,7 @@ pub fn run(o: LiveOptions) -> anyhow::Result<Ended> {
         keep_windows: false,
         latency: o.hooks.latency.clone(),
         models: Some(sink),
+        flow_export,
     };
     let reader_cores: Vec<usize> = cores
         .as_ref()
@@ -1135,6 +1223,9 @@ pub fn run(o: LiveOptions) -> anyhow::Result<Ended> {
             .context("spawning a scorer thread")?;
     drop(setup); // the scorers hold the only alert senders now
     let mut pipe = Pipeline {
+        ipfix,
+        nats,
+        sinks_final: None,
         shards,
         threads: Some(shard_threads),
         writer: Some(writer),
@@ -1226,6 +1317,26 @@ pub fn run(o: LiveOptions) -> anyhow::Result<Ended> {
         std::process::id()
     ));
 
+    if let Some(hub) = &o.metrics {
+        let name = |v: serde_json::Result<serde_json::Value>| {
+            v.ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        };
+        hub.add_info(
+            "capture_mode",
+            vec![
+                ("attach".into(), name(serde_json::to_value(mode.attach))),
+                ("bind".into(), name(serde_json::to_value(mode.bind))),
+                ("timestamps".into(), mode.timestamps.to_string()),
+                (
+                    "carrier".into(),
+                    name(serde_json::to_value(mode.timestamp_carrier)),
+                ),
+                ("interface".into(), iface.to_string()),
+            ],
+        );
+    }
     // Main loop: signals, reports, reader health, --duration.
     let interval = (o.report_interval > 0.0).then(|| Duration::from_secs_f64(o.report_interval));
     let deadline = o
@@ -1300,6 +1411,10 @@ pub fn run(o: LiveOptions) -> anyhow::Result<Ended> {
                 }
             }
             _ => {}
+        }
+        if let Some(hub) = &o.metrics {
+            let r = collect(iface, &prog, &readers, &pipe, &mode, started, &replaced);
+            publish_metrics(hub, r, &pipe.shards);
         }
         if !iface_exists(iface) {
             failure = Some(anyhow!("{iface}: the interface disappeared"));
@@ -1394,6 +1509,16 @@ pub fn run(o: LiveOptions) -> anyhow::Result<Ended> {
     if let Some(w) = pipe.writer.take() {
         pipe.writer_final = Some(w.join());
     }
+    // The scorers (flow senders) and the writer (the NATS sink) are gone: the exporter
+    // sends what it holds, the NATS thread publishes what the drain time allows.
+    let mut sinks_final = Snapshot::new();
+    if let Some(x) = pipe.ipfix.take() {
+        sinks_final.extend(x.join());
+    }
+    if let Some(n) = pipe.nats.take() {
+        sinks_final.extend(n.finish());
+    }
+    pipe.sinks_final = Some(sinks_final);
     if let Some(p) = &o.flows_out {
         if pipe.flows_write_errors == 0 {
             let res = OutputFile::create(p, &[])
@@ -1414,7 +1539,13 @@ pub fn run(o: LiveOptions) -> anyhow::Result<Ended> {
             }
         }
     }
-    match collect(iface, &prog, &readers, &pipe, &mode, started, &replaced) {
+    let last = collect(iface, &prog, &readers, &pipe, &mode, started, &replaced);
+    if let Some(hub) = &o.metrics {
+        if let Ok(r) = &last {
+            publish_report(hub, r, &pipe.shards);
+        }
+    }
+    match last {
         Ok(r) => {
             log(format_args!(
                 "summary: {} | {:.1} kpps average over {:.1} s",

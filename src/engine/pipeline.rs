@@ -89,7 +89,16 @@ pub fn run_with<W>(
 where
     W: ShardWorker + Send + 'static,
 {
-    run_watched(source, cfg, ring, filters, workers, None, |_| {})
+    run_watched(
+        source,
+        cfg,
+        ring,
+        filters,
+        workers,
+        Arc::default(),
+        None,
+        |_| {},
+    )
 }
 
 /// The reader's and the router's counters of a running pipeline, for another thread to
@@ -100,14 +109,18 @@ pub struct Watch {
     pub router: Arc<shard::RouterCounters>,
 }
 
-/// [`run_with`], with the reader sampling `latency` and `on_start` given the counters to
-/// watch once the shards run, before the first frame is read.
+/// [`run_with`], counting the reader's frames in `counters` (which another thread may
+/// read while the run goes on: the metrics publisher), with the reader sampling
+/// `latency` and `on_start` given the counters to watch once the shards run, before the
+/// first frame is read.
+#[allow(clippy::too_many_arguments)] // the pipeline's parts, then the watch hooks
 pub fn run_watched<W>(
     source: &mut dyn PacketSource,
     cfg: &PipelineConfig,
     ring: Option<EvidenceRing>,
     filters: Option<ProfileFilters>,
     workers: Vec<W>,
+    counters: Arc<ReaderCounters>,
     latency: Option<Arc<StageLatency>>,
     on_start: impl FnOnce(Watch),
 ) -> RunResult<W>
@@ -120,7 +133,7 @@ where
     let producers = producers.pop().expect("one reader");
     let router = Router::new(producers, cfg.policy, cfg.key_mode);
     let mut stage =
-        ReaderStage::new(router, cfg.decode, ring, filters, Arc::default()).with_latency(latency);
+        ReaderStage::new(router, cfg.decode, ring, filters, counters).with_latency(latency);
     let reader = stage.counters().clone();
     let router = stage.router_counters();
     on_start(Watch {

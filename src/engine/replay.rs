@@ -19,6 +19,9 @@ use crate::evidence::statedir::StateDir;
 use crate::evidence::writer::{EvidenceWriter, RecordFilter, WriterConfig};
 use crate::filter::{ProfileFilters, SharedFilter};
 use crate::shard::{self, FullPolicy, KeyMode};
+use crate::sink::ipfix::IpfixExporter;
+use crate::sink::metrics::MetricsHub;
+use crate::sink::nats::NatsPublisher;
 use crate::stats::{self, Snapshot};
 use crate::wire::{self, DecodeOptions};
 
@@ -112,13 +115,18 @@ pub struct ReplayOutcome {
     pub per_shard_packets: Vec<u64>,
 }
 
-/// Runs the full pipeline over `source`.
+/// How often the metrics publisher snapshots the running counters.
+pub const METRICS_PUBLISH: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Runs the full pipeline over `source`. With `metrics`, the running counters are
+/// published to it every [`METRICS_PUBLISH`] (the command publishes the final ones).
 pub fn run_replay(
     source: &mut dyn PacketSource,
     cfg: Config,
     state: StateDir,
     shards: usize,
     flows_out: Option<PathBuf>,
+    metrics: Option<Arc<MetricsHub>>,
 ) -> anyhow::Result<ReplayOutcome> {
     run_replay_with(
         source,
@@ -126,7 +134,10 @@ pub fn run_replay(
         state,
         shards,
         flows_out,
-        ReplayHooks::default(),
+        ReplayHooks {
+            metrics,
+            ..ReplayHooks::default()
+        },
     )
 }
 
@@ -139,6 +150,8 @@ pub struct ReplayHooks {
     pub latency: Option<Arc<crate::stats::StageLatency>>,
     /// Given the counters once the pipeline runs, before the first frame.
     pub on_start: Option<Box<dyn FnOnce(ReplayWatch)>>,
+    /// Where the running counters are published for `/metrics`.
+    pub metrics: Option<Arc<MetricsHub>>,
 }
 
 impl Default for ReplayHooks {
@@ -147,6 +160,7 @@ impl Default for ReplayHooks {
             policy: FullPolicy::Wait,
             latency: None,
             on_start: None,
+            metrics: None,
         }
     }
 }
@@ -178,6 +192,12 @@ pub fn run_replay_with(
     need.detectors(&cfg, shards);
     need.shard_queues(1, shards, cfg.ring_capacity.min(1 << 16));
     need.mapped = cfg.ring_bytes;
+    if let Some(x) = &cfg.ipfix {
+        need.add(
+            "ipfix.queue",
+            (x.queue * std::mem::size_of::<crate::sink::ipfix::ExportedFlow>()) as u64,
+        );
+    }
     need.threads = shards as u64 + 3;
     super::limits::check_memory(&need, "flow.capacity, the profiles' hst or --shards")?;
     super::limits::check_ring_space(&state.ring_dir(), &[state.ring_path(0)], cfg.ring_bytes)?;
@@ -198,9 +218,35 @@ pub fn run_replay_with(
     let mut wcfg = writer_config(&cfg, &state);
     wcfg.ordered = true;
     wcfg.latency = hooks.latency.clone();
+    let nats = match &cfg.nats {
+        Some(n) => {
+            let dir = state.root().join("spool").join("nats");
+            let (sink, publisher) = NatsPublisher::start(
+                n.clone(),
+                &dir,
+                Arc::new(|s: &str| eprintln!("streamml-sensor: {s}")),
+            )
+            .with_context(|| format!("--nats: opening the spool {}", dir.display()))?;
+            wcfg.extra_sinks.push(Box::new(sink));
+            Some(publisher)
+        }
+        None => None,
+    };
     // One reader, one ring: every shard's evidence comes from it.
     let (sender, writer) = EvidenceWriter::spawn_shared(wcfg, vec![ring.reader()], shards)
         .context("starting the evidence writer")?;
+    let (flow_export, ipfix) = match &cfg.ipfix {
+        Some(icfg) => {
+            let (tx, ex) = IpfixExporter::spawn(
+                icfg.clone(),
+                Arc::new(|s: &str| eprintln!("streamml-sensor: {s}")),
+            )
+            .with_context(|| format!("--ipfix {}", icfg.collector))?;
+            // Replay is lossless: a scorer waits for the exporter.
+            (Some(tx.blocking()), Some(ex))
+        }
+        None => (None, None),
+    };
     // Started: a configuration that detects nothing says so (once every check passed,
     // so that a refused run stays one line).
     if let Some(w) = cfg.no_detection_warning() {
@@ -232,6 +278,7 @@ pub fn run_replay_with(
         keep_windows: false,
         latency: hooks.latency.clone(),
         models: Some(sink),
+        flow_export,
     };
     let pcfg = PipelineConfig {
         shards,
@@ -250,12 +297,45 @@ pub fn run_replay_with(
         .collect();
     let detect: Vec<_> = workers.iter().map(|w| w.counters().clone()).collect();
     let on_start = hooks.on_start;
+    let reader_counters: Arc<pipeline::ReaderCounters> = Arc::default();
+    let publisher = hooks.metrics.map(|hub| {
+        let rc = reader_counters.clone();
+        let flow: Vec<_> = workers
+            .iter()
+            .map(|w| w.table().counters().clone())
+            .collect();
+        let detect: Vec<_> = workers.iter().map(|w| w.counters().clone()).collect();
+        let wc = writer.counters().clone();
+        let ipfix_ctr = ipfix.as_ref().map(|x| x.counters());
+        let nats_ctr = nats.as_ref().map(|x| x.counters());
+        Publisher::start(move || {
+            let mut snap = Snapshot::new();
+            let mut labelled = Vec::new();
+            rc.snapshot_into(&mut snap);
+            for (i, (f, d)) in flow.iter().zip(&detect).enumerate() {
+                let mut one = Snapshot::new();
+                stats::merge_into(&mut one, f.named());
+                d.snapshot_into(&mut one);
+                crate::sink::metrics::per_shard(i, &one, &mut labelled);
+                stats::merge_into(&mut snap, one.iter().map(|(k, v)| (k.as_str(), *v)));
+            }
+            wc.snapshot_into(&mut snap);
+            if let Some(x) = &ipfix_ctr {
+                x.snapshot_into(&mut snap);
+            }
+            if let Some(x) = &nats_ctr {
+                x.snapshot_into(&mut snap);
+            }
+            hub.publish(snap, labelled);
+        })
+    });
     let res = pipeline::run_watched(
         source,
         &pcfg,
         Some(ring),
         Some(filters),
         workers,
+        reader_counters,
         hooks.latency,
         move |w| {
             if let Some(f) = on_start {
@@ -294,6 +374,15 @@ pub fn run_replay_with(
     for (k, v) in wsnap {
         *snap.entry(k).or_insert(0) += v;
     }
+    // The scorers (the last flow senders) are gone: the exporter sends what it holds.
+    if let Some(x) = ipfix {
+        snap.extend(x.join());
+    }
+    // Every alert is in the spool: publish what the drain time allows.
+    if let Some(n) = nats {
+        snap.extend(n.finish());
+    }
+    drop(publisher);
     // The ring outlived the writer's reads.
     drop(res.ring);
     drop(ring_reader);
@@ -320,4 +409,39 @@ pub fn run_replay_with(
         flows_written,
         per_shard_packets,
     })
+}
+
+/// A thread that calls `f` every [`METRICS_PUBLISH`] until dropped (and once more then).
+pub struct Publisher {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Publisher {
+    pub fn start(f: impl Fn() + Send + 'static) -> Publisher {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("metrics-publish".into())
+            .spawn(move || {
+                use std::sync::atomic::Ordering::Relaxed;
+                while !s.load(Relaxed) {
+                    f();
+                    std::thread::park_timeout(METRICS_PUBLISH);
+                }
+                f();
+            })
+            .ok();
+        Publisher { stop, handle }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            h.thread().unpark();
+            let _ = h.join();
+        }
+    }
 }

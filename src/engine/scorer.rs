@@ -91,6 +91,8 @@ pub struct ScorerSetup {
     pub latency: Option<Arc<StageLatency>>,
     /// Checkpoint the detectors into `models/` (warm restart, `engine::models`).
     pub models: Option<ModelSink>,
+    /// Hand every exported flow to the IPFIX exporter (`--ipfix`).
+    pub flow_export: Option<crate::sink::ipfix::FlowExportSender>,
 }
 
 /// Builds the evidence filter for a window alert of `(shard)`.
@@ -407,6 +409,9 @@ impl Ctx {
     }
 
     fn on_flow_export(&mut self, r: FlowRecord<'_>) {
+        if let Some(x) = &self.setup.flow_export {
+            x.push(&r);
+        }
         let f = r.flow;
         let end_ns = f.last_seen_ms.saturating_mul(1_000_000);
         for pi in 0..self.profiles.len() {
