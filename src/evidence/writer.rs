@@ -820,8 +820,8 @@ impl State {
     }
 
     /// A request is due when its shard's clock is past its end plus the settle time; a
-    /// window alert's when every shard's clock is past that plus the span's length, so
-    /// that the other shards' alerts of the same incident have arrived to be merged.
+    /// window alert's (with several shards) when every shard's clock is past that plus the
+    /// alert's look-back, so that the other shards' alerts of the incident have arrived.
     fn is_due(&self, p: &Pending) -> bool {
         let Some((t, _)) = self.clocks.get(p.req.shard).copied().flatten() else {
             return false;
@@ -829,18 +829,20 @@ impl State {
         if t < self.due_at(&p.req) {
             return false;
         }
-        if p.alert.anomaly.mode != AlertMode::Window {
+        if p.alert.anomaly.mode != AlertMode::Window || self.clocks.len() < 2 {
             return true;
         }
-        // Any other shard's alert whose span (of the same length) overlaps this one is
-        // raised by the time that shard's clock passes the end plus the span's length:
-        // waiting for it makes the merge independent of thread timing.
+        // Another shard's window alert whose span overlaps this one starts before this
+        // one's end, so (with the same window and pre_s) it is raised before that shard's
+        // clock passes the end plus (alert time - span start): waiting for it makes the
+        // merge independent of thread timing. A shard that has sent no clock yet does not
+        // hold it back.
         let horizon = self
             .due_at(&p.req)
-            .saturating_add(p.req.to_ts_ns.saturating_sub(p.req.from_ts_ns));
+            .saturating_add(p.alert.ts_ns().saturating_sub(p.req.from_ts_ns));
         self.clocks
             .iter()
-            .all(|c| c.is_some_and(|(t, _)| t >= horizon))
+            .all(|c| c.is_none_or(|(t, _)| t >= horizon))
     }
 
     /// Clock time at which a request is due.
