@@ -682,6 +682,7 @@ window_size = 1
 fixed = 0.0
 require_out_of_range = false
 cooldown_s = 0
+max_alerts_per_min = 0
 [profile.evidence]
 pre_s = 0
 post_s = 0
