@@ -452,7 +452,11 @@ fn generate_fixed_rate_then_zero_loss_search() {
     assert_eq!(trials.len(), 1);
     let t = &trials[0];
     assert_trial_reconciles(t);
-    assert_eq!(u(t, "sent"), 20_000, "{t:#}");
+    // The generator paces 20 000 frames over the 1 s trial and stops at its end: the last
+    // frame or two can miss the deadline on a busy machine (seen: 19 999). What must hold
+    // exactly is the reconciliation above and below, not the count.
+    let sent = u(t, "sent");
+    assert!((19_800..=20_000).contains(&sent), "{t:#}");
     assert_eq!(t["zero_loss"], true, "at 20 kpps nothing is lost: {t:#}");
     assert_eq!(u(&v, "generated"), u(&v, "received"));
     let shard_sum: u64 = v["shards"]
