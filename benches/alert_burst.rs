@@ -199,6 +199,10 @@ fn config(burst_threshold: Option<f64>) -> Config {
     };
     assert!(text.contains(FLOW_THRESHOLD));
     text = text.replacen(FLOW_THRESHOLD, &flow, 1);
+    // Every alert, no budget: the burst is the point (the flows profile's line is the one
+    // without a comment after it).
+    assert!(text.contains("max_alerts_per_min = 10\n"));
+    text = text.replacen("max_alerts_per_min = 10\n", "max_alerts_per_min = 0\n", 1);
     let name = if burst_threshold.is_some() {
         "burst"
     } else {
