@@ -1210,7 +1210,7 @@ pub fn run(o: LiveOptions) -> anyhow::Result<Ended> {
     let shard_ring_capacity =
         crate::engine::replay::replay_ring_capacity(cfg.ring_capacity, ring_records, nshards);
     let mut scorers = builder::scorers(&setup).map_err(anyhow::Error::msg)?;
-    models::install(loaded, &mut scorers);
+    Scorer::install_models(loaded, &mut scorers);
     let shards: Vec<Shard> = scorers
         .iter()
         .map(|s| Shard {

@@ -369,17 +369,6 @@ pub fn load(
     Loaded { profiles }
 }
 
-/// Puts the restored detectors of every warm profile into the scorers (shard order).
-pub fn install(loaded: Loaded, scorers: &mut [crate::engine::scorer::Scorer]) {
-    for (pi, per_shard) in loaded.profiles.into_iter().enumerate() {
-        for (s, (w, f)) in per_shard.into_iter().flatten().enumerate() {
-            if let Some(sc) = scorers.get_mut(s) {
-                sc.set_detectors(pi, w, f);
-            }
-        }
-    }
-}
-
 /// Model lines on stderr, as the sensor's other start-up lines (an unwritable stderr does
 /// not stop the run).
 pub fn say(line: String) {

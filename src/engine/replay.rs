@@ -289,7 +289,7 @@ pub fn run_replay_with(
     };
     let filters = ProfileFilters::new(cfg.profiles.iter().map(|p| p.filter.as_str()));
     let mut workers = builder::scorers(&setup).map_err(anyhow::Error::msg)?;
-    models::install(loaded, &mut workers);
+    crate::engine::scorer::Scorer::install_models(loaded, &mut workers);
     let ring_reader = ring.reader();
     let flows: Vec<_> = workers
         .iter()

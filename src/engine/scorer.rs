@@ -10,7 +10,7 @@ use crate::config::{Config, Scope as CfgScope};
 use crate::detect::detector::{Detector, DetectorKind, Learn, Verdict};
 use crate::detect::features::{flow_values, FLOW_FEATURES, WINDOW_FEATURES};
 use crate::detect::window::{WindowAcc, WindowVector};
-use crate::engine::models::ModelSink;
+use crate::engine::models::{Loaded, ModelSink};
 use crate::evidence::alertlog::{
     Alert, AlertMode, FeatureContribution, FlowKey as EveKey, WindowSpan,
 };
@@ -328,6 +328,18 @@ impl Scorer {
                 (i, w, f, m)
             })
             .collect()
+    }
+
+    /// Warm restart: puts the restored detectors of every warm profile into the scorers
+    /// (shard order).
+    pub fn install_models(loaded: Loaded, scorers: &mut [Scorer]) {
+        for (pi, per_shard) in loaded.profiles.into_iter().enumerate() {
+            for (s, (w, f)) in per_shard.into_iter().flatten().enumerate() {
+                if let Some(sc) = scorers.get_mut(s) {
+                    sc.set_detectors(pi, w, f);
+                }
+            }
+        }
     }
 
     /// Warm restart: puts profile `pi`'s restored detectors in place of the new ones.
