@@ -285,13 +285,18 @@ impl Score {
 /// figures in docs/detection.md, else four seeds (4 and 6 failed before the detector
 /// fixes of this branch: a SYN flood before 650 s, an exfil flow inside the gate).
 fn labelled_seeds() -> Vec<u64> {
-    match std::env::var("STREAMML_DETECTION_SEEDS") {
+    seeds_from("STREAMML_DETECTION_SEEDS", &[1, 4, 6, 7])
+}
+
+/// Seeds from an environment variable ("1-20" or "1,4,6"), else `default`.
+fn seeds_from(var: &str, default: &[u64]) -> Vec<u64> {
+    match std::env::var(var) {
         Ok(v) if v.contains('-') => {
             let (a, b) = v.split_once('-').unwrap();
             (a.trim().parse().unwrap()..=b.trim().parse().unwrap()).collect()
         }
         Ok(v) => v.split(',').map(|x| x.trim().parse().unwrap()).collect(),
-        Err(_) => vec![1, 4, 6, 7],
+        Err(_) => default.to_vec(),
     }
 }
 
@@ -985,14 +990,7 @@ mod deployment {
     /// Seeds of the deployment tests: `STREAMML_DEPLOYMENT_SEEDS` ("1-20" or "1,4"),
     /// else two.
     fn seeds() -> Vec<u64> {
-        match std::env::var("STREAMML_DEPLOYMENT_SEEDS") {
-            Ok(v) if v.contains('-') => {
-                let (a, b) = v.split_once('-').unwrap();
-                (a.trim().parse().unwrap()..=b.trim().parse().unwrap()).collect()
-            }
-            Ok(v) => v.split(',').map(|x| x.trim().parse().unwrap()).collect(),
-            Err(_) => vec![1, 2],
-        }
+        seeds_from("STREAMML_DEPLOYMENT_SEEDS", &[1, 2])
     }
 
     fn span_ns(labels: &Labels, e: &Episode) -> (u64, u64) {
