@@ -309,13 +309,15 @@ pub fn frame_size_for(mtu: u32, carrier: TsCarrier) -> u32 {
     }
 }
 
-/// The interface's MTU (/sys/class/net/IF/mtu).
+/// The interface's MTU (/sys/class/net/IF/mtu, through [`with_netns_sysfs`]).
 pub fn iface_mtu(iface: &str) -> Option<u32> {
-    std::fs::read_to_string(format!("/sys/class/net/{iface}/mtu"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    with_netns_sysfs(iface, |sys| {
+        std::fs::read_to_string(sys.join("class/net").join(iface).join("mtu"))
+    })
+    .ok()?
+    .trim()
+    .parse()
+    .ok()
 }
 
 pub fn kernel_release() -> String {
@@ -444,6 +446,72 @@ pub struct IrqReport {
     pub irq: u32,
     /// /proc/irq/N/smp_affinity_list.
     pub affinity: String,
+}
+
+/// Runs `f` with the root of a sysfs that shows the calling thread's network namespace
+/// (`/sys/class/net/...` below it). Normally that is `/sys`. A thread that entered another
+/// network namespace with setns (`bench --generate`: see `capture::netns::enter`) still
+/// sees the `/sys` mounted for the namespace it came from, where its interface is absent:
+/// then a helper thread (in the caller's network namespace, which new threads inherit)
+/// unshares its filesystem attributes and mount namespace, mounts a sysfs of its own there
+/// (private: nothing else sees it) and runs `f` on it; the mount goes with the thread.
+pub fn with_netns_sysfs<T: Send>(
+    iface: &str,
+    f: impl FnOnce(&std::path::Path) -> std::io::Result<T> + Send,
+) -> std::io::Result<T> {
+    let sys = std::path::Path::new("/sys");
+    if sys.join("class/net").join(iface).exists() {
+        return f(sys);
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: unshare for this thread only (CLONE_FS detaches its cwd/root from
+            // the process's, which CLONE_NEWNS requires in a threaded process).
+            if unsafe { libc::unshare(libc::CLONE_FS | libc::CLONE_NEWNS) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let root = c"/";
+            // SAFETY: valid C strings; MS_REC|MS_PRIVATE only changes propagation in the
+            // new mount namespace, so the mount below is not seen outside it.
+            let r = unsafe {
+                libc::mount(
+                    std::ptr::null(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                )
+            };
+            if r != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let dir = tempfile::Builder::new()
+                .prefix("streamml-sysfs")
+                .tempdir()?;
+            let target = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes())
+                .map_err(std::io::Error::other)?;
+            let fstype = c"sysfs";
+            // SAFETY: valid C strings; a fresh sysfs shows the mounting thread's netns.
+            let r = unsafe {
+                libc::mount(
+                    fstype.as_ptr(),
+                    target.as_ptr(),
+                    fstype.as_ptr(),
+                    0,
+                    std::ptr::null(),
+                )
+            };
+            if r != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let out = f(dir.path());
+            // SAFETY: unmounting what this thread mounted, in its own mount namespace.
+            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+            out
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("sysfs helper thread panicked")))
+    })
 }
 
 #[cfg(test)]

@@ -205,27 +205,45 @@ impl Drop for IfaceLock {
 }
 
 /// /sys/class/net/IF/threaded set to 1 while capturing, the old value restored on drop.
+/// Through a sysfs of the capture thread's network namespace (`bench --generate` captures
+/// in a namespace it entered with setns, where /sys shows another one's interfaces).
 struct ThreadedNapi {
-    path: PathBuf,
+    iface: String,
     old: String,
 }
 
 impl ThreadedNapi {
+    fn rel(iface: &str) -> PathBuf {
+        PathBuf::from(format!("class/net/{iface}/threaded"))
+    }
+
     fn enable(iface: &str) -> anyhow::Result<ThreadedNapi> {
-        let path = PathBuf::from(format!("/sys/class/net/{iface}/threaded"));
-        let old = std::fs::read_to_string(&path)
-            .with_context(|| format!("{iface}: threaded NAPI: reading {}", path.display()))?
-            .trim()
-            .to_string();
-        std::fs::write(&path, "1")
-            .with_context(|| format!("{iface}: threaded NAPI: writing 1 to {}", path.display()))?;
-        Ok(ThreadedNapi { path, old })
+        let rel = Self::rel(iface);
+        let old = crate::capture::sys::with_netns_sysfs(iface, |sys| {
+            let path = sys.join(&rel);
+            let old = std::fs::read_to_string(&path)?;
+            std::fs::write(&path, "1")?;
+            Ok(old)
+        })
+        .with_context(|| {
+            format!(
+                "{iface}: threaded NAPI: writing 1 to /sys/{}",
+                rel.display()
+            )
+        })?;
+        Ok(ThreadedNapi {
+            iface: iface.to_string(),
+            old: old.trim().to_string(),
+        })
     }
 }
 
 impl Drop for ThreadedNapi {
     fn drop(&mut self) {
-        let _ = std::fs::write(&self.path, &self.old);
+        let rel = Self::rel(&self.iface);
+        let _ = crate::capture::sys::with_netns_sysfs(&self.iface, |sys| {
+            std::fs::write(sys.join(&rel), &self.old)
+        });
     }
 }
 
