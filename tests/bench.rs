@@ -592,6 +592,60 @@ fn generate_losses_reconcile() {
     assert_eq!(v["unaccounted"], 0, "{v:#}");
 }
 
+/// `--generate --proto tcp-syn`: a SYN flood (every frame a SYN, 2 000 source ports per
+/// queue): every frame received and reconciled, each port a flow of the flow table.
+#[test]
+fn generate_syn_flood_reconciles() {
+    let Some(_live) = harness::live() else { return };
+    let _g = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let j = dir.path().join("f.json");
+    let (s, js) = (
+        dir.path().join("state").to_string_lossy().into_owned(),
+        j.to_string_lossy().into_owned(),
+    );
+    let (mut child, out) = spawn_bench(
+        dir.path(),
+        &[
+            "--generate",
+            "--proto",
+            "tcp-syn",
+            "--flows",
+            "2000",
+            "--rate",
+            "20k",
+            "--queues",
+            "2",
+            "--no-pin",
+            "--ring-mib",
+            "16",
+            "--trial",
+            "1",
+            "--state-dir",
+            &s,
+            "--json",
+            &js,
+        ],
+    );
+    let pid = child.id();
+    let status = wait_timeout(&mut child, Duration::from_secs(30));
+    let stdout = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{stdout}");
+    assert!(netns_left(pid).is_empty(), "left: {:?}", netns_left(pid));
+    let v = json(&j);
+    assert_eq!(v["settings"]["proto"], "tcp-syn", "{:#}", v["settings"]);
+    let t = &v["trials"][0];
+    assert_trial_reconciles(t);
+    assert_eq!(t["zero_loss"], true, "at 20 kpps nothing is lost: {t:#}");
+    // 2 queues x 2 000 source ports, ~10 000 SYNs each: every port is a flow.
+    assert_eq!(
+        u(&v["pipeline"], "flow.created"),
+        4_000,
+        "{:#}",
+        v["pipeline"]
+    );
+}
+
 /// SIGINT during a `--generate` trial: exit 130, the results so far printed, the
 /// generator killed and the namespaces deleted.
 #[test]

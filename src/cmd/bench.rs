@@ -40,6 +40,10 @@ pub struct BenchArgs {
     /// Distinct flows (UDP source ports), 1..=50000.
     #[arg(long, default_value_t = 1024)]
     pub flows: u32,
+    /// `--generate`: what streamml-pktgen sends: UDP datagrams, or TCP SYNs (with many
+    /// `--flows`, a SYN flood: every flow a half-open connection the flow table keeps).
+    #[arg(long, default_value = "udp", value_parser = ["udp", "tcp-syn"])]
+    pub proto: String,
     /// Offered frames/s in total (e.g. 500000, 1.5M, 200k), or `max`.
     #[arg(long, default_value = "max")]
     pub rate: String,
@@ -362,6 +366,12 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     if usize::from(a.synthetic) + usize::from(a.generate) + usize::from(passive) != 1 {
         bail!("bench: give one of --synthetic, --generate or --iface IF (see streamml-sensor bench --help)");
     }
+    if a.proto != "udp" && !a.generate {
+        bail!(
+            "--proto {}: only with --generate (streamml-pktgen's frames)",
+            a.proto
+        );
+    }
     let sizes = parse_sizes(&a.size).map_err(anyhow::Error::msg)?;
     let rate_pps = parse_rate(&a.rate).map_err(anyhow::Error::msg)?;
     if !(a.resolution > 0.0 && a.resolution < 1.0) {
@@ -373,6 +383,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let settings = serde_json::json!({
         "size": a.size,
         "flows": a.flows,
+        "proto": a.proto,
         "rate": a.rate,
         "count": a.count,
         "duration_s": a.live.duration,
@@ -491,6 +502,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
             queues: a.live.queues.unwrap_or(2),
             size,
             flows: a.flows,
+            proto: a.proto.clone(),
             trial: Duration::from_secs_f64(a.trial),
             rate,
             pktgen: pktgen_path(),

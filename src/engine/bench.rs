@@ -727,6 +727,8 @@ pub struct GenerateJob {
     pub queues: u32,
     pub size: usize,
     pub flows: u32,
+    /// streamml-pktgen's `--proto`: `udp` or `tcp-syn`.
+    pub proto: String,
     pub trial: Duration,
     pub rate: RateMode,
     pub pktgen: PathBuf,
@@ -855,6 +857,8 @@ impl Driver<'_> {
             job.size.to_string(),
             "--flows".into(),
             job.flows.to_string(),
+            "--proto".into(),
+            job.proto.clone(),
             "--dst-mac".into(),
             netns::SENSOR_MAC.into(),
             "--src-mac".into(),
