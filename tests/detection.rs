@@ -1391,6 +1391,11 @@ mod public_captures {
     const ATTACK_AT_S: u32 = 900;
     const MINUTES: u32 = 20;
 
+    /// `--inject-addresses`: `STREAMML_INJECT_ADDRESSES` (remap or keep), else remap.
+    fn addresses() -> String {
+        std::env::var("STREAMML_INJECT_ADDRESSES").unwrap_or_else(|_| "remap".into())
+    }
+
     fn attacks_dir() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/attacks")
     }
@@ -1444,6 +1449,8 @@ mod public_captures {
             &seed.to_string(),
             "--inject",
             &inject,
+            "--inject-addresses",
+            &addresses(),
             "-o",
             s(&cap),
             "--labels",
@@ -1457,7 +1464,15 @@ mod public_captures {
         let inj = &injected[0];
         let hosts: BTreeSet<[u8; 4]> = inj.hosts.iter().map(|a| a.octets()).collect();
         let state = dir.path().join("state");
-        replay(&cap, &state, &[]);
+        // `STREAMML_PUBLIC_CONFIG`: another configuration file (default: the built-in one).
+        let config = std::env::var("STREAMML_PUBLIC_CONFIG")
+            .ok()
+            .filter(|c| !c.is_empty());
+        let extra: Vec<&str> = config
+            .iter()
+            .flat_map(|c| ["--config", c.as_str()])
+            .collect();
+        replay(&cap, &state, &extra);
         std::fs::remove_file(&cap).unwrap();
 
         let all = alerts(&state);
@@ -1601,7 +1616,8 @@ mod public_captures {
 
     /// Every capture of tests/data/attacks, injected at 900 s into 20 minutes of the
     /// deployment background (~1 500 pps) for each seed of `STREAMML_PUBLIC_SEEDS`
-    /// (default 1,2), replayed with the default configuration. Prints the table of
+    /// (default 1,2), replayed with the default configuration (addresses remapped unless
+    /// `STREAMML_INJECT_ADDRESSES=keep`). Prints the table of
     /// docs/detection.md (also written to `STREAMML_PUBLIC_TABLE` if set). Requires: every
     /// capture marked detected has an alert whose evidence holds its packets, on every
     /// seed; no more than one false alert per hour of background over all runs.
