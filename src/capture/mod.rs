@@ -4,6 +4,7 @@
 pub mod afxdp;
 pub mod doctor;
 pub mod gen;
+pub mod inject;
 pub mod interrupt;
 pub mod netns;
 pub mod pcap;

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 
 use super::{non_negative_seconds, positive_seconds};
+use crate::capture::inject;
 use crate::capture::synth::{Episode, EpisodeKind, SynthConfig, SynthSource};
 use crate::output::{check_output, OutputFile};
 
@@ -53,6 +54,17 @@ pub struct SynthArgs {
     /// syn_flood, port_scan, udp_flood).
     #[arg(long, value_name = "KIND:START:DURATION[:PPS]", value_parser = parse_episode)]
     pub episode: Vec<Episode>,
+    /// Mix a recorded capture (pcap or pcapng, Ethernet) into the generated traffic: its
+    /// packets are retimed to start START_S seconds after the start of the capture (their
+    /// relative timing kept) and merged in time order. Repeatable. See
+    /// `--inject-addresses` and docs/detection.md ("Public attack captures").
+    #[arg(long, value_name = "FILE@START_S")]
+    pub inject: Vec<crate::capture::inject::Injection>,
+    /// What happens to the injected packets' IPv4 addresses: `remap` moves them into the
+    /// background's address plan (private ones to 198.18.96.0/20, public ones to
+    /// 198.19.96.0/20, checksums updated), `keep` leaves them.
+    #[arg(long, value_enum, default_value = "remap")]
+    pub inject_addresses: crate::capture::inject::AddressMode,
     /// Where to write the episodes (attack kind, start, duration, addresses) as JSON.
     #[arg(long, value_name = "FILE")]
     pub labels: Option<PathBuf>,
@@ -102,19 +114,43 @@ pub fn run(a: SynthArgs) -> anyhow::Result<ExitCode> {
     if let Some(lp) = &a.labels {
         check_output(lp, &[])?;
     }
+    // Injected captures are read (and checked) before anything is written.
+    let mut loaded = Vec::new();
+    let mut remapper = inject::Remapper::default();
+    for inj in &a.inject {
+        inject::check_input(&inj.path)?;
+        if inj.start_s >= cfg.duration_s {
+            anyhow::bail!(
+                "--inject {}@{}: starts at or after the end of the capture ({} s)",
+                inj.path.display(),
+                inj.start_s,
+                cfg.duration_s
+            );
+        }
+        loaded.push(inject::load(
+            inj,
+            cfg.start_ns,
+            a.inject_addresses,
+            &mut remapper,
+        )?);
+    }
     if let Some(lp) = &a.labels {
+        let injected: Vec<&inject::InjectedLabel> = loaded.iter().map(|l| &l.label).collect();
         let j = serde_json::json!({
             "seed": cfg.seed,
             "start_ns": cfg.start_ns,
             "duration_s": cfg.duration_s,
             "episodes": cfg.episodes,
+            "injected": injected,
+            "inject_addresses": a.inject_addresses,
         });
         let mut f = OutputFile::create(lp, &[])?;
         f.w.write_all(&serde_json::to_vec_pretty(&j)?)
             .with_context(|| format!("writing {}", lp.display()))?;
         f.commit()?;
     }
-    let mut src = SynthSource::new(cfg);
+    let max_packets = cfg.max_packets;
+    let mut src = inject::MixSource::new(SynthSource::new(cfg), loaded, max_packets);
     if stdout {
         let w = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
         let n = crate::capture::synth::write_pcap(&mut src, w, a.nanos, |_| {})
