@@ -44,7 +44,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendErro
 
 use super::alertlog::{Alert, AlertLog, AlertMode, Sink};
 use super::file::{sanitize, FileConfig, PcapZstWriter};
-use super::retention::{Retention, RetentionLimits};
+use super::retention::{Deleted, Retention, RetentionLimits};
 use super::ring::{End, RecordBuf, RecordView, RingReader, Start};
 use super::statedir::StateDir;
 use super::time;
@@ -297,14 +297,29 @@ pub struct WriterCounters {
     pub retention_deleted_files: Counter,
     pub retention_deleted_bytes: Counter,
     pub retention_delete_errors: Counter,
+    /// Deletions by reason (see `retention`): an older file of an incident with a newer
+    /// one; the oldest file of the owner profile holding the most; already gone.
+    pub deleted_superseded: Counter,
+    pub deleted_oldest: Counter,
+    pub deleted_gone: Counter,
+    /// Evidence files found in the directory at start, and kept now.
+    pub files_at_start: Counter,
+    pub files_kept: Counter,
+    /// Evidence files renamed into the incident they joined (`@` names), and renames that
+    /// failed (the file keeps its own name: its own incident for retention).
+    pub files_renamed: Counter,
+    pub rename_errors: Counter,
     pub stale_tmp_removed: Counter,
     pub alertlog_repaired_bytes: Counter,
     /// Alerts that asked for no evidence (budget summaries).
     pub no_evidence: Counter,
     /// Window alerts merged into another shard's alert of the same incident (no line).
     pub incidents_merged: Counter,
-    /// Window alerts written as `anomaly_update` of an incident already written.
+    /// Alerts written as `anomaly_update` of an incident already written (window alerts
+    /// of another shard, alerts that share a host with an open incident).
     pub incidents_updated: Counter,
+    /// Incidents opened (alert lines with `event_type` "anomaly").
+    pub incidents_opened: Counter,
 }
 
 impl WriterCounters {
@@ -320,6 +335,7 @@ impl WriterCounters {
                 ("alerts.incidents_merged", self.incidents_merged.get()),
                 ("alerts.no_evidence", self.no_evidence.get()),
                 ("alerts.incidents_updated", self.incidents_updated.get()),
+                ("alerts.incidents_opened", self.incidents_opened.get()),
                 (
                     "alerts.log_repaired_bytes",
                     self.alertlog_repaired_bytes.get(),
@@ -342,6 +358,13 @@ impl WriterCounters {
                 ),
                 ("evidence.no_ring", self.no_ring.get()),
                 ("evidence.stale_tmp_removed", self.stale_tmp_removed.get()),
+                ("evidence.deleted_superseded", self.deleted_superseded.get()),
+                ("evidence.deleted_oldest", self.deleted_oldest.get()),
+                ("evidence.deleted_gone", self.deleted_gone.get()),
+                ("evidence.files_at_start", self.files_at_start.get()),
+                ("evidence.files_kept", self.files_kept.get()),
+                ("evidence.files_renamed", self.files_renamed.get()),
+                ("evidence.rename_errors", self.rename_errors.get()),
                 (
                     "retention.deleted_files",
                     self.retention_deleted_files.get(),
@@ -418,6 +441,17 @@ impl EvidenceWriterHandle {
     }
 }
 
+/// Adds the deletions between two retention tallies to the counters.
+fn count_deleted(c: &WriterCounters, before: &Deleted, now: &Deleted) {
+    c.deleted_superseded.add(now.superseded - before.superseded);
+    c.deleted_oldest.add(now.oldest - before.oldest);
+    c.deleted_gone.add(now.gone - before.gone);
+    c.retention_deleted_files
+        .add(now.superseded + now.oldest - before.superseded - before.oldest);
+    c.retention_deleted_bytes.add(now.bytes - before.bytes);
+    c.retention_delete_errors.add(now.errors - before.errors);
+}
+
 /// The evidence writer (see the module doc).
 pub struct EvidenceWriter;
 
@@ -457,8 +491,9 @@ impl EvidenceWriter {
         let retention = match Retention::scan(&evidence_dir, config.retention) {
             Ok(r) => {
                 counters.stale_tmp_removed.add(r.stale_tmp_removed);
-                counters.retention_deleted_files.add(r.deleted_files);
-                counters.retention_deleted_bytes.add(r.deleted_bytes);
+                counters.files_at_start.add(r.found_at_start);
+                count_deleted(&counters, &Default::default(), &r.deleted);
+                counters.files_kept.set(r.files() as u64);
                 r
             }
             Err(e) => {
@@ -985,24 +1020,13 @@ impl State {
                     .unwrap_or(name);
                 alert.evidence.path = Some(format!("evidence/{fname}"));
                 alert.evidence.packets = fin.packets;
-                let before = (
-                    self.retention.deleted_files,
-                    self.retention.deleted_bytes,
-                    self.retention.delete_errors,
-                );
+                let before = self.retention.deleted;
                 if let Some(e) = self.retention.add(fin.path, fin.bytes) {
                     self.log
                         .log("retention", || format!("evidence: retention: {e}"));
                 }
-                self.ctr
-                    .retention_deleted_files
-                    .add(self.retention.deleted_files - before.0);
-                self.ctr
-                    .retention_deleted_bytes
-                    .add(self.retention.deleted_bytes - before.1);
-                self.ctr
-                    .retention_delete_errors
-                    .add(self.retention.delete_errors - before.2);
+                count_deleted(&self.ctr, &before, &self.retention.deleted);
+                self.ctr.files_kept.set(self.retention.files() as u64);
             }
             Err(e) => {
                 self.ctr.write_errors.inc();
