@@ -15,8 +15,10 @@
 //! first line (`INCPROFILE`).
 //!
 //! When over a limit, the file deleted first is, in this order:
-//! 1. `superseded`: the oldest file of an incident that still has a newer file (an
-//!    incident keeps its newest evidence as long as anything else can go);
+//! 1. `superseded`: the oldest update file (`@` name) of an incident that has a newer
+//!    update (an incident keeps the evidence of its first line and of its newest update
+//!    as long as anything else can go: a storm of updates cannot delete the packets of
+//!    the alert that opened the incident);
 //! 2. `oldest`: the oldest file of the owner profile whose incidents hold the most files
 //!    (ties: the profile whose oldest file is older). A storm of one profile's incidents
 //!    deletes that profile's oldest incidents, not the newest evidence of the others'.
@@ -63,6 +65,8 @@ struct Entry {
     len: u64,
     /// Incident key (see the module doc).
     incident: String,
+    /// An update's file (`@` name), not the file of the incident's first line.
+    update: bool,
     /// The incident's owner profile.
     owner: String,
 }
@@ -93,8 +97,8 @@ pub struct Retention {
     limits: RetentionLimits,
     files: VecDeque<Entry>,
     total_bytes: u64,
-    /// Files per incident key.
-    per_incident: HashMap<String, usize>,
+    /// Update files (`@` names) per incident key.
+    updates: HashMap<String, usize>,
     /// Files per owner profile.
     per_owner: HashMap<String, usize>,
     pub deleted: Deleted,
@@ -150,6 +154,13 @@ pub fn incident_of(p: &Path) -> (String, String) {
     (key.to_string(), profile_in(key).to_string())
 }
 
+/// Whether a file is an update's (`...@INCIDENT.pcap.zst`).
+fn is_update(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.contains('@'))
+}
+
 /// The name of an update's evidence file: `own` (`TIME_PROFILE_ID.pcap.zst`, maybe with a
 /// `-N`) with the incident key appended after `@`.
 pub fn update_name(own: &str, incident_key: &str) -> String {
@@ -169,7 +180,7 @@ impl Retention {
             limits,
             files: VecDeque::new(),
             total_bytes: 0,
-            per_incident: HashMap::new(),
+            updates: HashMap::new(),
             per_owner: HashMap::new(),
             deleted: Deleted::default(),
             found_at_start: 0,
@@ -209,33 +220,43 @@ impl Retention {
         Ok(r)
     }
 
-    fn push(&mut self, path: PathBuf, len: u64) {
+    fn entry(&mut self, path: PathBuf, len: u64) -> Entry {
         let (incident, owner) = incident_of(&path);
+        let update = is_update(&path);
         self.total_bytes += len;
-        *self.per_incident.entry(incident.clone()).or_insert(0) += 1;
+        if update {
+            *self.updates.entry(incident.clone()).or_insert(0) += 1;
+        }
         *self.per_owner.entry(owner.clone()).or_insert(0) += 1;
-        self.files.push_back(Entry {
+        Entry {
             path,
             len,
             incident,
+            update,
             owner,
-        });
+        }
+    }
+
+    fn push(&mut self, path: PathBuf, len: u64) {
+        let e = self.entry(path, len);
+        self.files.push_back(e);
     }
 
     fn forget(&mut self, i: usize) -> Option<Entry> {
         let e = self.files.remove(i)?;
         self.total_bytes -= e.len;
-        for (m, k) in [
-            (&mut self.per_incident, &e.incident),
-            (&mut self.per_owner, &e.owner),
-        ] {
+        let dec = |m: &mut HashMap<String, usize>, k: &String| {
             if let Some(n) = m.get_mut(k) {
                 *n -= 1;
                 if *n == 0 {
                     m.remove(k);
                 }
             }
+        };
+        if e.update {
+            dec(&mut self.updates, &e.incident);
         }
+        dec(&mut self.per_owner, &e.owner);
         Some(e)
     }
 
@@ -255,19 +276,8 @@ impl Retention {
         let Some(e) = self.forget(i) else {
             return false;
         };
-        let (incident, owner) = incident_of(&new);
-        self.total_bytes += e.len;
-        *self.per_incident.entry(incident.clone()).or_insert(0) += 1;
-        *self.per_owner.entry(owner.clone()).or_insert(0) += 1;
-        self.files.insert(
-            i,
-            Entry {
-                path: new,
-                len: e.len,
-                incident,
-                owner,
-            },
-        );
+        let e = self.entry(new, e.len);
+        self.files.insert(i, e);
         true
     }
 
@@ -283,11 +293,11 @@ impl Retention {
 
     /// Index of the next file to delete and why (see the module doc).
     fn victim(&self) -> Option<(usize, DeleteReason)> {
-        // The oldest file whose incident has more than one file is not its newest.
+        // The oldest update of an incident with several updates is not its newest.
         if let Some(i) = self
             .files
             .iter()
-            .position(|e| self.per_incident.get(&e.incident).copied().unwrap_or(0) > 1)
+            .position(|e| e.update && self.updates.get(&e.incident).copied().unwrap_or(0) > 1)
         {
             return Some((i, DeleteReason::Superseded));
         }
@@ -494,21 +504,24 @@ mod incident_tests {
             );
         }
         let exists = |n: &str| d.join(n).exists();
-        // the incident kept its newest file only
-        assert!(!exists(&format!("{inc}.pcap.zst")));
+        // the incident kept its first file and its newest update
+        assert!(exists(&format!("{inc}.pcap.zst")));
+        assert!(!exists(&format!(
+            "20260101T000003.000000Z_flows_3@{inc}.pcap.zst"
+        )));
         assert!(exists(&format!(
             "20260101T000004.000000Z_flows_4@{inc}.pcap.zst"
         )));
-        assert_eq!(r.deleted.superseded, 3);
-        // flows incidents: the newest five
+        assert_eq!(r.deleted.superseded, 2);
+        // flows incidents: the newest four (traffic owns two files)
         for i in 10..20 {
             assert_eq!(
                 exists(&format!("20260101T0000{i}.000000Z_flows_{i}.pcap.zst")),
-                i >= 15,
+                i >= 16,
                 "{i}"
             );
         }
-        assert_eq!(r.deleted.oldest, 5);
+        assert_eq!(r.deleted.oldest, 6);
         assert_eq!(r.files(), 6);
         assert_eq!(r.deleted.total() + r.files() as u64, 14);
         // renaming a file into an incident: it now counts there
@@ -520,8 +533,8 @@ mod incident_tests {
         std::fs::rename(&old, &new).unwrap();
         assert!(r.renamed(&old, new.clone()));
         assert!(r.holds(&new));
-        // a restart with a tighter limit: the incident of 18 has two files now, its older
-        // goes first; then flows (4 files) over traffic (1)
+        // a restart with a tighter limit, the files attributed by name: flows (4 files)
+        // lose their oldest two, then the tie (2 and 2) goes to the older traffic file
         let r2 = Retention::scan(
             d,
             RetentionLimits {
@@ -531,13 +544,14 @@ mod incident_tests {
         )
         .unwrap();
         assert_eq!(r2.found_at_start, 6);
-        assert_eq!(r2.deleted.superseded, 1);
-        assert_eq!(r2.deleted.oldest, 2);
-        assert!(!exists("20260101T000018.000000Z_flows_18.pcap.zst"));
+        assert_eq!(r2.deleted.superseded, 0);
+        assert_eq!(r2.deleted.oldest, 3);
+        assert!(!exists("20260101T000017.000000Z_flows_17.pcap.zst"));
+        assert!(!exists(&format!("{inc}.pcap.zst")));
+        assert!(exists("20260101T000018.000000Z_flows_18.pcap.zst"));
         assert!(new.exists());
         assert!(exists(&format!(
             "20260101T000004.000000Z_flows_4@{inc}.pcap.zst"
         )));
-        assert!(exists("20260101T000017.000000Z_flows_17.pcap.zst"));
     }
 }
