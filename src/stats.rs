@@ -29,6 +29,12 @@ impl Counter {
         self.add(1)
     }
 
+    /// Sets the value (a gauge; only the owning thread may call this).
+    #[inline(always)]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+
     #[inline(always)]
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
@@ -82,6 +88,11 @@ pub mod name {
     pub const STATS_WRITE_ERRORS: &str = "stats.write_errors";
     pub const ALERTS_SINK_ERRORS: &str = "alerts.sink_errors";
     pub const RETENTION_DELETE_ERRORS: &str = "retention.delete_errors";
+    pub const EVIDENCE_FILES_AT_START: &str = "evidence.files_at_start";
+    pub const EVIDENCE_FILES_KEPT: &str = "evidence.files_kept";
+    pub const EVIDENCE_DELETED_SUPERSEDED: &str = "evidence.deleted_superseded";
+    pub const EVIDENCE_DELETED_OLDEST: &str = "evidence.deleted_oldest";
+    pub const EVIDENCE_DELETED_GONE: &str = "evidence.deleted_gone";
 }
 
 /// A latency histogram (nanoseconds, 3 significant digits, 1 ns .. 1 h) that one or more
@@ -228,7 +239,11 @@ pub const DROPS: [&str; 14] = [
 ///   incident:
 ///   `alerts.received = evidence.files_written + evidence.empty + evidence.write_errors +
 ///   evidence.no_ring + evidence.dropped_pending_full + evidence.dropped_queue_full +
-///   alerts.no_evidence + alerts.incidents_merged`.
+///   alerts.no_evidence + alerts.incidents_merged`;
+/// - every evidence file found at start or written is kept or was deleted for a named
+///   reason: `evidence.files_at_start + evidence.files_written =
+///   evidence.deleted_superseded + evidence.deleted_oldest + evidence.deleted_gone +
+///   retention.delete_errors + evidence.files_kept`.
 ///
 /// Groups whose counters are absent (a run without alerts, without flows output) are not
 /// checked. Returns one line per equation that does not hold.
@@ -303,6 +318,18 @@ pub fn conservation(s: &Snapshot) -> Vec<String> {
                 + g(ALERTS_NO_EVIDENCE)
                 + g(ALERTS_INCIDENTS_MERGED),
             "evidence.files_written + evidence.empty + evidence.write_errors + evidence.no_ring + evidence.dropped_pending_full + evidence.dropped_queue_full + alerts.no_evidence + alerts.incidents_merged",
+        );
+    }
+    if has(EVIDENCE_FILES_KEPT) {
+        eq(
+            "evidence.files_at_start + evidence.files_written",
+            g(EVIDENCE_FILES_AT_START) + g(EVIDENCE_FILES_WRITTEN),
+            g(EVIDENCE_DELETED_SUPERSEDED)
+                + g(EVIDENCE_DELETED_OLDEST)
+                + g(EVIDENCE_DELETED_GONE)
+                + g(RETENTION_DELETE_ERRORS)
+                + g(EVIDENCE_FILES_KEPT),
+            "evidence.deleted_superseded + evidence.deleted_oldest + evidence.deleted_gone + retention.delete_errors + evidence.files_kept",
         );
     }
     bad

@@ -1300,6 +1300,197 @@ mod deployment {
         assert_eq!(in_file, in_span, "the evidence lacks one shard's packets");
     }
 
+    /// Issue 13 items 3 and 6 on one replay: the deployment capture (a SYN flood, then
+    /// quiet minutes) with the storm's configuration (`learn_during_incidents = true`, no
+    /// alert budget: the `flows` profile raises thousands of alerts after the flood) and
+    /// `max_files = 20`.
+    /// - Retention: the flood's window incident keeps the file of its first line (holding
+    ///   the flood's packets) and of its newest update; every incident opened by the window
+    ///   profile keeps its newest file; deletions by reason add up to files written minus
+    ///   files left.
+    /// - Incidents: flow alerts that name the flood's target within its span are
+    ///   `anomaly_update` lines of the flood's incident, not anomaly lines; a flow alert
+    ///   that names none of an incident's hosts is not joined to it.
+    #[test]
+    fn alert_storm_keeps_incident_evidence_and_alerts_join_by_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = dir.path().join("dep.pcap");
+        let labels = synth("deployment", 1, 1, &cap);
+        let flood = labels.episodes[0].clone();
+        assert_eq!(flood.kind, EpisodeKind::SynFlood);
+        let cfg = dir.path().join("storm.toml");
+        let text = DEFAULT_CONFIG
+            .replacen(
+                "learn_during_incidents = false",
+                "learn_during_incidents = true",
+                1,
+            )
+            .replace("max_alerts_per_min = 10", "max_alerts_per_min = 0")
+            .replacen("max_files = 10000 ", "max_files = 20 ", 1);
+        assert!(text.contains("max_files = 20 "));
+        std::fs::write(&cfg, text).unwrap();
+        let state = dir.path().join("state");
+        let (_, st) = replay(&cap, &state, &["--shards", "1", "--config", s(&cfg)]);
+        let all = alerts(&state);
+        let kept: Vec<String> = std::fs::read_dir(state.join("evidence"))
+            .unwrap()
+            .map(|e| format!("evidence/{}", e.unwrap().file_name().to_string_lossy()))
+            .collect();
+        eprintln!(
+            "{} alert lines, {} files kept; deleted superseded {}, oldest {}",
+            all.len(),
+            kept.len(),
+            st["evidence.deleted_superseded"],
+            st["evidence.deleted_oldest"]
+        );
+        assert!(all.len() > 500, "no storm: {} alerts", all.len());
+        // Deletions by reason = files written - files left.
+        assert_eq!(kept.len() as u64, st["evidence.files_kept"]);
+        assert_eq!(kept.len(), 20);
+        assert_eq!(
+            st["evidence.files_written"] - kept.len() as u64,
+            st["evidence.deleted_superseded"]
+                + st["evidence.deleted_oldest"]
+                + st["evidence.deleted_gone"]
+                + st["retention.delete_errors"],
+            "{st:?}"
+        );
+        assert!(st["evidence.deleted_superseded"] > 0 && st["evidence.deleted_oldest"] > 0);
+        // The flood's window alert opened an incident naming its target, and its file
+        // (holding the flood) is still there.
+        let target = std::net::IpAddr::from(flood.target);
+        let (t0, t1) = span_ns(&labels, &flood);
+        let fl = all
+            .iter()
+            .find(|a| {
+                a.anomaly.mode == AlertMode::Window
+                    && a.ts_ns() >= t0
+                    && a.ts_ns() <= t1 + 2_000_000_000
+            })
+            .expect("a window alert during the flood");
+        assert_eq!(fl.event_type, "anomaly");
+        let inc = fl.incident_id.unwrap();
+        assert_eq!(inc, fl.alert_id);
+        let hosts = fl.anomaly.extra["hosts"].as_array().expect("hosts");
+        assert!(
+            hosts
+                .iter()
+                .any(|h| h.as_str() == Some(&target.to_string())),
+            "{hosts:?}"
+        );
+        let path = fl.evidence.path.clone().unwrap();
+        assert!(
+            kept.contains(&path),
+            "the flood's evidence was deleted: {path}"
+        );
+        let (_, pk) = read_pcap_zst(&state.join(&path));
+        assert!(
+            pk.iter()
+                .filter(|p| is_attack(&flood, labels.start_ns, p))
+                .count()
+                > 1000
+        );
+        // Every incident a window alert opened keeps its newest file.
+        let mut newest: BTreeMap<u64, String> = BTreeMap::new();
+        for a in &all {
+            if let (Some(i), Some(p)) = (a.incident_id, &a.evidence.path) {
+                newest.insert(i, p.clone());
+            }
+        }
+        let mut checked = 0;
+        for a in all
+            .iter()
+            .filter(|a| a.anomaly.mode == AlertMode::Window && a.event_type == "anomaly")
+        {
+            let p = &newest[&a.incident_id.unwrap()];
+            assert!(
+                kept.contains(p),
+                "incident {:?}: newest file {p} deleted",
+                a.incident_id
+            );
+            checked += 1;
+        }
+        assert!(checked >= 1);
+        // Flow alerts naming the target in the flood's incident span are its updates.
+        let joined: Vec<&Alert> = all
+            .iter()
+            .filter(|a| a.incident_id == Some(inc) && a.alert_id != inc)
+            .collect();
+        assert!(!joined.is_empty(), "no alert joined the flood's incident");
+        for a in &joined {
+            assert_eq!(a.event_type, "anomaly_update");
+            let f = a.flow.as_ref().expect("a flow alert");
+            assert!(f.src_ip == target || f.dest_ip == target, "{a:?}");
+        }
+        let near = |a: &Alert| a.ts_ns() >= t0 && a.ts_ns() <= t1 + 10_000_000_000;
+        let naming_target = all
+            .iter()
+            .filter(|a| {
+                near(a)
+                    && a.flow
+                        .as_ref()
+                        .is_some_and(|f| f.src_ip == target || f.dest_ip == target)
+            })
+            .count();
+        assert!(naming_target >= 1);
+        // ... all of them updates (of the flood's incident, or of a newer open incident
+        // that names their other host), none a new anomaly line.
+        for a in all.iter().filter(|a| {
+            near(a)
+                && a.flow
+                    .as_ref()
+                    .is_some_and(|f| f.src_ip == target || f.dest_ip == target)
+        }) {
+            assert_eq!(a.event_type, "anomaly_update", "{a:?}");
+            let opener = all
+                .iter()
+                .find(|o| Some(o.alert_id) == a.incident_id)
+                .unwrap();
+            let f = a.flow.as_ref().unwrap();
+            let named = |ip: &std::net::IpAddr| {
+                opener
+                    .flow
+                    .as_ref()
+                    .is_some_and(|g| g.src_ip == *ip || g.dest_ip == *ip)
+                    || opener.anomaly.extra.get("hosts").is_some_and(|h| {
+                        h.as_array()
+                            .unwrap()
+                            .iter()
+                            .any(|x| x.as_str() == Some(&ip.to_string()))
+                    })
+            };
+            assert!(
+                named(&f.src_ip) || named(&f.dest_ip),
+                "{a:?} joined {opener:?}"
+            );
+        }
+        // Unrelated flow alerts in the same seconds stay out of it.
+        let unrelated: Vec<&Alert> = all
+            .iter()
+            .filter(|a| {
+                near(a)
+                    && a.flow
+                        .as_ref()
+                        .is_some_and(|f| f.src_ip != target && f.dest_ip != target)
+            })
+            .collect();
+        assert!(!unrelated.is_empty());
+        assert!(unrelated.iter().all(|a| a.incident_id != Some(inc)));
+        assert!(unrelated.iter().any(|a| a.event_type == "anomaly"));
+        // Every update line was counted, and the lines are one per incident plus updates.
+        let updates = all
+            .iter()
+            .filter(|a| a.event_type == "anomaly_update")
+            .count() as u64;
+        assert_eq!(updates, st["alerts.incidents_updated"]);
+        let opened = all.iter().filter(|a| a.event_type == "anomaly").count() as u64;
+        assert_eq!(opened, st["alerts.incidents_opened"]);
+        eprintln!(
+            "{opened} incidents, {updates} updates; {} joined the flood's",
+            joined.len()
+        );
+    }
+
     /// A 60 s exfiltration (one TCP flow at 60 pps) raises a flow alert before it ends
     /// (`active_packets` / `active_interval_s` of the default `flows` profile), whose
     /// evidence holds its packets; with active scoring off the flow alerts only when it is

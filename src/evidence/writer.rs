@@ -34,6 +34,7 @@
 //! rate-limited) and never stop the thread; files appear only when complete.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -44,7 +45,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendErro
 
 use super::alertlog::{Alert, AlertLog, AlertMode, Sink};
 use super::file::{sanitize, FileConfig, PcapZstWriter};
-use super::retention::{Retention, RetentionLimits};
+use super::retention::{Deleted, Retention, RetentionLimits};
 use super::ring::{End, RecordBuf, RecordView, RingReader, Start};
 use super::statedir::StateDir;
 use super::time;
@@ -297,14 +298,29 @@ pub struct WriterCounters {
     pub retention_deleted_files: Counter,
     pub retention_deleted_bytes: Counter,
     pub retention_delete_errors: Counter,
+    /// Deletions by reason (see `retention`): an older file of an incident with a newer
+    /// one; the oldest file of the owner profile holding the most; already gone.
+    pub deleted_superseded: Counter,
+    pub deleted_oldest: Counter,
+    pub deleted_gone: Counter,
+    /// Evidence files found in the directory at start, and kept now.
+    pub files_at_start: Counter,
+    pub files_kept: Counter,
+    /// Evidence files renamed into the incident they joined (`@` names), and renames that
+    /// failed (the file keeps its own name: its own incident for retention).
+    pub files_renamed: Counter,
+    pub rename_errors: Counter,
     pub stale_tmp_removed: Counter,
     pub alertlog_repaired_bytes: Counter,
     /// Alerts that asked for no evidence (budget summaries).
     pub no_evidence: Counter,
     /// Window alerts merged into another shard's alert of the same incident (no line).
     pub incidents_merged: Counter,
-    /// Window alerts written as `anomaly_update` of an incident already written.
+    /// Alerts written as `anomaly_update` of an incident already written (window alerts
+    /// of another shard, alerts that share a host with an open incident).
     pub incidents_updated: Counter,
+    /// Incidents opened (alert lines with `event_type` "anomaly").
+    pub incidents_opened: Counter,
 }
 
 impl WriterCounters {
@@ -320,6 +336,7 @@ impl WriterCounters {
                 ("alerts.incidents_merged", self.incidents_merged.get()),
                 ("alerts.no_evidence", self.no_evidence.get()),
                 ("alerts.incidents_updated", self.incidents_updated.get()),
+                ("alerts.incidents_opened", self.incidents_opened.get()),
                 (
                     "alerts.log_repaired_bytes",
                     self.alertlog_repaired_bytes.get(),
@@ -342,6 +359,13 @@ impl WriterCounters {
                 ),
                 ("evidence.no_ring", self.no_ring.get()),
                 ("evidence.stale_tmp_removed", self.stale_tmp_removed.get()),
+                ("evidence.deleted_superseded", self.deleted_superseded.get()),
+                ("evidence.deleted_oldest", self.deleted_oldest.get()),
+                ("evidence.deleted_gone", self.deleted_gone.get()),
+                ("evidence.files_at_start", self.files_at_start.get()),
+                ("evidence.files_kept", self.files_kept.get()),
+                ("evidence.files_renamed", self.files_renamed.get()),
+                ("evidence.rename_errors", self.rename_errors.get()),
                 (
                     "retention.deleted_files",
                     self.retention_deleted_files.get(),
@@ -418,6 +442,17 @@ impl EvidenceWriterHandle {
     }
 }
 
+/// Adds the deletions between two retention tallies to the counters.
+fn count_deleted(c: &WriterCounters, before: &Deleted, now: &Deleted) {
+    c.deleted_superseded.add(now.superseded - before.superseded);
+    c.deleted_oldest.add(now.oldest - before.oldest);
+    c.deleted_gone.add(now.gone - before.gone);
+    c.retention_deleted_files
+        .add(now.superseded + now.oldest - before.superseded - before.oldest);
+    c.retention_deleted_bytes.add(now.bytes - before.bytes);
+    c.retention_delete_errors.add(now.errors - before.errors);
+}
+
 /// The evidence writer (see the module doc).
 pub struct EvidenceWriter;
 
@@ -457,8 +492,9 @@ impl EvidenceWriter {
         let retention = match Retention::scan(&evidence_dir, config.retention) {
             Ok(r) => {
                 counters.stale_tmp_removed.add(r.stale_tmp_removed);
-                counters.retention_deleted_files.add(r.deleted_files);
-                counters.retention_deleted_bytes.add(r.deleted_bytes);
+                counters.files_at_start.add(r.found_at_start);
+                count_deleted(&counters, &Default::default(), &r.deleted);
+                counters.files_kept.set(r.files() as u64);
                 r
             }
             Err(e) => {
@@ -498,6 +534,7 @@ impl EvidenceWriter {
             buf: RecordBuf::new(),
             tmp: RecordBuf::new(),
             recent: std::collections::VecDeque::new(),
+            open: std::collections::VecDeque::new(),
         };
         let thread = std::thread::Builder::new()
             .name("evidence-writer".into())
@@ -598,6 +635,130 @@ struct State {
     /// Window incidents already collected: (profile, from, to, incident id, shard), newest
     /// last.
     recent: std::collections::VecDeque<(String, u64, u64, u64, u32)>,
+    /// Incidents whose line was written, that later alerts may join, newest last.
+    open: std::collections::VecDeque<OpenIncident>,
+}
+
+/// An incident whose first line was written (see [`State::join_incident`]).
+struct OpenIncident {
+    id: u64,
+    /// Its key: the name stem of its first line's evidence file, `TIME_PROFILE_ID`.
+    key: String,
+    /// Packet time spanned by its alerts.
+    from: u64,
+    to: u64,
+    /// The hosts the alert that opened it names (at most [`INCIDENT_HOSTS`]).
+    hosts: Vec<IpAddr>,
+}
+
+/// An alert joins an open incident whose span, widened by this much on either side,
+/// overlaps its own, when they name a common host.
+pub const INCIDENT_GRACE_NS: u64 = 10_000_000_000;
+/// Hosts remembered per incident.
+pub const INCIDENT_HOSTS: usize = 16;
+/// Incidents that may still be joined (the oldest is forgotten first).
+const OPEN_INCIDENTS: usize = 256;
+/// A window alert names the hosts that are the source or destination of at least this
+/// share of its window's packets (at most 4).
+const WINDOW_HOST_SHARE: f64 = 0.25;
+
+/// The packet time an alert covers: its window, its flow's first to last packet, or its
+/// own time.
+fn alert_span(a: &Alert) -> (u64, u64) {
+    let t = a.ts_ns();
+    if let Some(w) = a.anomaly.window {
+        return (w.start.min(t), w.end.max(t));
+    }
+    match a
+        .anomaly
+        .extra
+        .get("flow_first_seen_ms")
+        .and_then(|v| v.as_u64())
+    {
+        Some(ms) => (ms.saturating_mul(1_000_000).min(t), t),
+        None => (t, t),
+    }
+}
+
+/// The hosts an alert names: its flow's two endpoints, and any `anomaly.host` or
+/// `anomaly.hosts` (IP address strings; window alerts get `hosts` from their packets, a
+/// host-behaviour alert names its host).
+pub fn alert_hosts(a: &Alert) -> Vec<IpAddr> {
+    let mut v = Vec::new();
+    if let Some(f) = &a.flow {
+        v.push(f.src_ip);
+        v.push(f.dest_ip);
+    }
+    let x = &a.anomaly.extra;
+    let strs = x.get("host").into_iter().chain(
+        x.get("hosts")
+            .and_then(|h| h.as_array())
+            .into_iter()
+            .flatten(),
+    );
+    for h in strs {
+        if let Some(ip) = h.as_str().and_then(|s| s.parse::<IpAddr>().ok()) {
+            if !v.contains(&ip) {
+                v.push(ip);
+            }
+        }
+    }
+    v
+}
+
+/// The hosts that are the source or destination of at least [`WINDOW_HOST_SHARE`] of the
+/// records of `buf` in `[from, to]` (at most 4, most packets first).
+fn window_hosts(buf: &RecordBuf, from: u64, to: u64) -> Vec<IpAddr> {
+    let opts = crate::wire::DecodeOptions::default();
+    let mut counts: HashMap<IpAddr, u64> = HashMap::new();
+    let mut total = 0u64;
+    for v in buf.iter() {
+        if v.ts_ns() < from || v.ts_ns() > to {
+            continue;
+        }
+        let Some(link) = crate::wire::LinkType::from_linktype(u32::from(v.link())) else {
+            continue;
+        };
+        let Ok(m) = crate::wire::decode(v.data, v.meta.orig_len, link, &opts) else {
+            continue;
+        };
+        total += 1;
+        let (s, d) = (
+            ip_of(&m.src_ip, m.ip_version),
+            ip_of(&m.dst_ip, m.ip_version),
+        );
+        *counts.entry(s).or_insert(0) += 1;
+        if d != s {
+            *counts.entry(d).or_insert(0) += 1;
+        }
+    }
+    let mut top: Vec<(u64, IpAddr)> = counts
+        .into_iter()
+        .filter(|&(_, n)| total > 0 && n as f64 >= WINDOW_HOST_SHARE * total as f64)
+        .map(|(ip, n)| (n, ip))
+        .collect();
+    top.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    top.truncate(4);
+    top.into_iter().map(|(_, ip)| ip).collect()
+}
+
+fn ip_of(b: &[u8; 16], version: u8) -> IpAddr {
+    if version == 6 {
+        IpAddr::V6(std::net::Ipv6Addr::from(*b))
+    } else {
+        IpAddr::V4(std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+    }
+}
+
+/// The name stem of an alert's evidence file, `TIME_PROFILE_ID` (its incident's key when
+/// it opens one).
+fn file_stem(a: &Alert) -> String {
+    format!(
+        "{}_{}_{}",
+        time::compact_utc(a.ts_ns()),
+        sanitize(&a.anomaly.profile),
+        a.alert_id
+    )
 }
 
 /// Window incidents remembered after their line was written (for `anomaly_update`).
@@ -934,12 +1095,21 @@ impl State {
         let link = links[0].0;
         let skipped: u64 = links[1..].iter().map(|&(_, n)| n).sum();
         self.ctr.link_skipped.add(skipped);
-        let name = format!(
-            "{}_{}_{}.pcap.zst",
-            time::compact_utc(alert.ts_ns()),
-            sanitize(&alert.anomaly.profile),
-            alert.alert_id
-        );
+        let name = format!("{}.pcap.zst", file_stem(&alert));
+        // A window alert names the hosts of most of its window's packets (so that other
+        // alerts naming one of them can join its incident).
+        if alert.anomaly.mode == AlertMode::Window && !alert.anomaly.extra.contains_key("hosts") {
+            let (from, to) = alert_span(&alert);
+            let hosts = window_hosts(&self.buf, from, to);
+            if !hosts.is_empty() {
+                alert.anomaly.extra.insert(
+                    "hosts".into(),
+                    serde_json::Value::from(
+                        hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+                    ),
+                );
+            }
+        }
         let dest = self.evidence_dir.join(&name);
         let lim = req.limits;
         // The profile's snaplen when it cuts something (else the file says 65535, as
@@ -985,24 +1155,13 @@ impl State {
                     .unwrap_or(name);
                 alert.evidence.path = Some(format!("evidence/{fname}"));
                 alert.evidence.packets = fin.packets;
-                let before = (
-                    self.retention.deleted_files,
-                    self.retention.deleted_bytes,
-                    self.retention.delete_errors,
-                );
+                let before = self.retention.deleted;
                 if let Some(e) = self.retention.add(fin.path, fin.bytes) {
                     self.log
                         .log("retention", || format!("evidence: retention: {e}"));
                 }
-                self.ctr
-                    .retention_deleted_files
-                    .add(self.retention.deleted_files - before.0);
-                self.ctr
-                    .retention_deleted_bytes
-                    .add(self.retention.deleted_bytes - before.1);
-                self.ctr
-                    .retention_delete_errors
-                    .add(self.retention.delete_errors - before.2);
+                count_deleted(&self.ctr, &before, &self.retention.deleted);
+                self.ctr.files_kept.set(self.retention.files() as u64);
             }
             Err(e) => {
                 self.ctr.write_errors.inc();
@@ -1021,7 +1180,7 @@ impl State {
             let key = (a.ts_ns(), a.anomaly.shard, a.alert_id, self.arrival);
             self.done.insert(key, a);
         } else {
-            self.emit(&a);
+            self.emit(a);
         }
     }
 
@@ -1063,11 +1222,119 @@ impl State {
                 self.ctr.alerts_out_of_order.inc();
             }
             self.last_emitted = Some(k);
-            self.emit(&a);
+            self.emit(a);
         }
     }
 
-    fn emit(&mut self, a: &Alert) {
+    /// Incidents across shards and profiles (at the line's turn, so in ordered mode in
+    /// line order, independent of thread timing): an alert that names a host (see
+    /// [`alert_hosts`]) joins the newest open incident that names one of its hosts and
+    /// whose span, widened by [`INCIDENT_GRACE_NS`] on either side, overlaps its own: it
+    /// becomes an `anomaly_update` of that `incident_id`, and its evidence file is renamed
+    /// `OWN@INCIDENT.pcap.zst` (retention keeps it with its incident). Window alerts of
+    /// several shards were already merged or marked as updates in `on_alert`. An
+    /// `anomaly` line that joins nothing opens an incident.
+    fn join_incident(&mut self, a: &mut Alert) {
+        if a.event_type != "anomaly" && a.event_type != "anomaly_update" {
+            return;
+        }
+        let (from, to) = alert_span(a);
+        let hosts = alert_hosts(a);
+        let g = INCIDENT_GRACE_NS;
+        let found = if a.event_type == "anomaly_update" {
+            self.open.iter().rposition(|o| Some(o.id) == a.incident_id)
+        } else if hosts.is_empty() {
+            None
+        } else {
+            let i = self.open.iter().rposition(|o| {
+                o.from.saturating_sub(g) <= to
+                    && from <= o.to.saturating_add(g)
+                    && o.hosts.iter().any(|h| hosts.contains(h))
+            });
+            if let Some(o) = i.and_then(|i| self.open.get(i)) {
+                a.incident_id = Some(o.id);
+                a.event_type = "anomaly_update".to_string();
+                self.ctr.incidents_updated.inc();
+            }
+            i
+        };
+        let Some(i) = found else {
+            if a.event_type == "anomaly" {
+                self.ctr.incidents_opened.inc();
+                if self.open.len() >= OPEN_INCIDENTS {
+                    self.open.pop_front();
+                }
+                let mut hosts = hosts;
+                hosts.truncate(INCIDENT_HOSTS);
+                self.open.push_back(OpenIncident {
+                    id: a.incident_id.unwrap_or(a.alert_id),
+                    key: file_stem(a),
+                    from,
+                    to,
+                    hosts,
+                });
+            }
+            return;
+        };
+        // The incident stays open while alerts join it; its hosts stay those of the alert
+        // that opened it (no chains from host to host across a busy network).
+        let o = &mut self.open[i];
+        o.from = o.from.min(from);
+        o.to = o.to.max(to);
+        let key = o.key.clone();
+        self.rename_into(a, &key);
+    }
+
+    /// Renames an update's evidence file into its incident (`OWN@KEY.pcap.zst`). A file
+    /// retention has deleted meanwhile is left alone; a failed rename keeps the old name
+    /// (counted, logged).
+    fn rename_into(&mut self, a: &mut Alert, key: &str) {
+        let Some(rel) = a.evidence.path.clone() else {
+            return;
+        };
+        let Some(name) = rel.strip_prefix("evidence/") else {
+            return;
+        };
+        let old = self.evidence_dir.join(name);
+        if !self.retention.holds(&old) {
+            return;
+        }
+        let new_name = super::retention::update_name(name, key);
+        let new = self.evidence_dir.join(&new_name);
+        use nix::fcntl::{renameat2, RenameFlags};
+        let res = match renameat2(None, &old, None, &new, RenameFlags::RENAME_NOREPLACE) {
+            Ok(()) => Ok(()),
+            Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOSYS) => {
+                // Filesystem without RENAME_NOREPLACE (one writer per state directory).
+                if new.exists() {
+                    Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists))
+                } else {
+                    std::fs::rename(&old, &new)
+                }
+            }
+            Err(e) => Err(std::io::Error::from(e)),
+        };
+        match res {
+            Ok(()) => {
+                self.retention.renamed(&old, new);
+                a.evidence.path = Some(format!("evidence/{new_name}"));
+                self.ctr.files_renamed.inc();
+            }
+            Err(e) => {
+                self.ctr.rename_errors.inc();
+                self.log.log("rename", || {
+                    format!(
+                        "evidence: renaming {} into its incident: {e}",
+                        old.display()
+                    )
+                });
+            }
+        }
+    }
+
+    fn emit(&mut self, mut a: Box<Alert>) {
+        self.join_incident(&mut a);
+        let a = &*a;
         match self.alert_log.send_alert(a) {
             Ok(()) => self.ctr.alerts_written.inc(),
             Err(e) => {
