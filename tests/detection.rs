@@ -192,6 +192,23 @@ fn check_evidence(state: &Path, alerts: &[Alert], tshark: bool) -> Vec<Vec<Pkt>>
                 );
                 assert!(pk.iter().any(|p| p.ts_ns < a.ts_ns()));
             }
+            AlertMode::Host => {
+                // Every packet from or to the host, in [alert - pre_s, alert + post_s]
+                // (the default host profile: 60 s, 30 s).
+                let host: std::net::IpAddr =
+                    a.anomaly.extra["host"].as_str().unwrap().parse().unwrap();
+                let std::net::IpAddr::V4(h) = host else {
+                    panic!("{rel}: IPv6 host")
+                };
+                let (from, to) = (a.ts_ns() - 60_000_000_000, a.ts_ns() + 30_000_000_000);
+                assert!(
+                    pk.iter().all(|p| p.ts_ns >= from
+                        && p.ts_ns <= to
+                        && endpoints(p)
+                            .is_some_and(|(s, d, _, _)| s == h.octets() || d == h.octets())),
+                    "{rel}: a packet outside the span or not the host's"
+                );
+            }
             AlertMode::Flow => {
                 let first_ms = a.anomaly.extra["flow_first_seen_ms"].as_u64().unwrap();
                 assert!(
