@@ -168,18 +168,14 @@ const _: () = assert!(HOST_FEATURES.len() == crate::detect::host::N_HOST_VALUES)
 
 /// Counts, rates and sizes through log1p; ratios, the CV and the rarities (already
 /// logarithms) not.
-pub const HOST_LOG1P_DEFAULT: [bool; 27] = [
+pub const HOST_LOG1P_DEFAULT: [bool; HOST_FEATURES.len()] = [
     true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true,
     true, false, false, false, true, true, false, true, true, false, false,
 ];
 
-pub const DEFAULT_HOST_FEATURES: [&str; 15] = [
+pub const DEFAULT_HOST_FEATURES: [&str; 11] = [
     "src_pkts_1",
-    "src_pkts_0.01",
     "src_size_mean_0.01",
-    "src_size_std_0.01",
-    "src_conns_0.1",
-    "src_conns_0.01",
     "src_distinct_dsts",
     "src_distinct_ports",
     "src_half_open",

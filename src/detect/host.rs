@@ -79,8 +79,9 @@ pub fn decay_factor(lambda: f64, dt_ns: u64) -> f64 {
 }
 
 /// Distinct values over a sliding two-epoch view: linear counting on a 128-bit bitmap per
-/// epoch (the current one and the previous one are OR-ed), 32 bytes. Accurate to a few
-/// per cent up to ~100 distinct values, saturating at ~620 (every bit set).
+/// epoch (the current one and the previous one are OR-ed), 32 bytes. Unbiased to a few
+/// per cent on average up to ~120 distinct values (one standard error ~7 % at 60),
+/// saturating at ~620 (every bit set).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct DecayedDistinct {
     cur: u128,
@@ -375,7 +376,7 @@ pub struct HostEntry {
     /// Connection starts at λ = 1, 0.1, 0.01 (the weight only).
     conns: [f64; 3],
     last_out_ns: u64,
-    /// At λ = 0.01: attempts (connections started), answered (a first reply came back),
+    /// At λ = 0.1: attempts (connections started), answered (a first reply came back),
     /// RST answers, ICMP unreachable received.
     outcome: [f64; 4],
     dsts: DecayedDistinct,
@@ -400,7 +401,7 @@ pub struct SockEntry {
 }
 
 const CONN_LAMBDAS: [f64; 3] = [1.0, 0.1, 0.01];
-const OUTCOME_LAMBDA: f64 = 0.01;
+const OUTCOME_LAMBDA: f64 = 0.1;
 const PAIR_LAMBDA: f64 = 0.01;
 const SOCK_LAMBDAS: [f64; 2] = [1.0, 0.1];
 /// A pair's inter-arrival CV needs this many connections; before, it is 1 (Poisson-like).
@@ -748,19 +749,30 @@ mod tests {
     }
 
     #[test]
-    fn distinct_counts_within_ten_per_cent_and_forgets_old_epochs() {
+    fn distinct_counts_on_average_within_ten_per_cent_and_forget_old_epochs() {
+        // Linear counting on 128 bits: unbiased to a few per cent on average, one
+        // standard error ~7 % at 60 distinct values.
         for n in [1u64, 5, 20, 60, 120] {
-            let mut d = DecayedDistinct::default();
-            for k in 0..n {
-                // Each value three times: duplicates do not count.
-                for _ in 0..3 {
-                    d.insert(mix64(k + 1000 * n), 1_000);
+            let mut sum = 0.0;
+            for trial in 0..50u64 {
+                let mut d = DecayedDistinct::default();
+                for k in 0..n {
+                    // Each value three times: duplicates do not count.
+                    for _ in 0..3 {
+                        d.insert(mix64(k + 1000 * n + 1_000_000 * trial), 1_000);
+                    }
                 }
+                let e = d.estimate(1_000);
+                assert!(
+                    (e - n as f64).abs() <= (0.35 * n as f64).max(1.0),
+                    "{n} distinct estimated {e}"
+                );
+                sum += e;
             }
-            let e = d.estimate(1_000);
+            let mean = sum / 50.0;
             assert!(
-                (e - n as f64).abs() <= (0.1 * n as f64).max(1.0),
-                "{n} distinct estimated {e}"
+                (mean - n as f64).abs() <= (0.1 * n as f64).max(0.2),
+                "{n} distinct: mean estimate {mean}"
             );
         }
         let mut d = DecayedDistinct::default();
