@@ -475,6 +475,18 @@ impl HostState {
         }
     }
 
+    /// Bytes [`HostState::new`] allocates for `hosts` hosts (the memory check at start).
+    pub fn memory_bytes(hosts: usize) -> u64 {
+        // Per slot: key, chain, LRU links, segment, plus two bucket heads.
+        let slot = 8 + 4 + 4 + 4 + 1 + 8;
+        let h = hosts as u64;
+        let per = |v: usize| v as u64 + slot;
+        h * per(std::mem::size_of::<HostEntry>())
+            + 2 * h * per(std::mem::size_of::<PairEntry>())
+            + 2 * h * per(std::mem::size_of::<SockEntry>())
+            + 2 * 4 * 1024 * 4
+    }
+
     /// Table counters: hosts, pairs, sockets.
     pub fn counts(&self) -> [HostTableCounts; 3] {
         let c = |inserted, evicted, live: usize| HostTableCounts {
