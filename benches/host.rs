@@ -6,15 +6,16 @@
 //! - `flows`: the `flows` profile alone;
 //! - `hosts`: the `hosts` profile alone;
 //! - `default-without-hosts`: `traffic` + `flows`;
-//! - `default`: `traffic` + `flows` + `hosts` (the shipped configuration).
+//! - `default`: `traffic` + `flows` + `hosts` (the default configuration with
+//!   config/host-profile.toml appended).
 //!
 //! ```text
 //! cargo bench --bench host
 //! ```
 //!
 //! Time per iteration = one pass over the packets with a new scorer (built outside the
-//! timing); criterion reports packets per second. `default` / `default-without-hosts` is
-//! the host profile's share of a scorer's time (docs/detection.md, "Host behaviour").
+//! timing); criterion reports packets per second. `default-without-hosts` / `default` is
+//! what the host profile costs a scorer (docs/detection.md, "Host behaviour").
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,7 +31,12 @@ use streamml_sensor::wire::{self, DecodeOptions};
 const PACKETS: u64 = 300_000;
 
 fn config(keep: &[&str]) -> Arc<Config> {
-    let mut raw = RawConfig::default_config();
+    let text = format!(
+        "{}\n{}",
+        streamml_sensor::config::DEFAULT_CONFIG,
+        include_str!("../config/host-profile.toml")
+    );
+    let mut raw = RawConfig::parse(&text, "bench").expect("parses");
     raw.profiles.retain(|p| keep.contains(&p.name.as_str()));
     // A table that fits the bench (the default's 1M flows would dominate setup).
     raw.flow.capacity = 1 << 18;

@@ -25,6 +25,15 @@ use streamml_sensor::wire::{self, DecodeOptions};
 
 const BIN: &str = env!("CARGO_BIN_EXE_streamml-sensor");
 const DEFAULT_CONFIG: &str = include_str!("../config/sensor.toml");
+/// The host behaviour profile, appended to the default configuration to enable it.
+const HOST_PROFILE: &str = include_str!("../config/host-profile.toml");
+
+/// The default configuration with the host profile appended, written into `dir`.
+fn with_host_profile(dir: &Path) -> PathBuf {
+    let p = dir.join("with-hosts.toml");
+    std::fs::write(&p, format!("{DEFAULT_CONFIG}\n{HOST_PROFILE}")).unwrap();
+    p
+}
 const RIVER_GOLDEN: &str = include_str!("golden/river_window_auc.json");
 
 /// sha256 of `eval-windows --seeds 1,2,3,4,5 --features-csv F` without its `score` column
@@ -1115,8 +1124,8 @@ mod deployment {
         );
     }
 
-    /// The host profile (`hosts`, mode `host`) of the default configuration on the
-    /// deployment capture: the telnet brute force and the infected client's slow outbound
+    /// The host profile (`hosts`, mode `host`, config/host-profile.toml appended to the
+    /// default configuration) on the deployment capture: the telnet brute force and the infected client's slow outbound
     /// scan each raise an alert whose evidence (the host's packets) holds that episode's
     /// packets, on every seed; host alerts name the attacker; alerts holding no attack
     /// packet (any profile, the whole capture) stay at or below one per hour of traffic.
@@ -1131,7 +1140,8 @@ mod deployment {
             let cap = dir.path().join("dep.pcap");
             let labels = synth("deployment", 1, seed, &cap);
             let state = dir.path().join("state");
-            let (_, st) = replay(&cap, &state, &["--shards", "1"]);
+            let cfg = with_host_profile(dir.path());
+            let (_, st) = replay(&cap, &state, &["--shards", "1", "--config", s(&cfg)]);
             std::fs::remove_file(&cap).unwrap();
             let al: Vec<Alert> = alerts(&state)
                 .into_iter()
@@ -1230,7 +1240,8 @@ mod deployment {
     }
 
     /// Six hours of the deployment preset's benign background (~1 500 pps, streamed from
-    /// `synth -o -` into `replay -`): at most one alert per hour.
+    /// `synth -o -` into `replay -`), default configuration plus the host profile: at
+    /// most one alert per hour.
     #[test]
     fn six_benign_hours_at_most_one_alert_per_hour() {
         let hours = std::env::var("STREAMML_BENIGN_HOURS")
@@ -1247,9 +1258,10 @@ mod deployment {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        let cfg = with_host_profile(dir.path());
         let out = Command::new(BIN)
             .args(["replay", "-", "--shards", "1", "--state-dir", s(&state)])
-            .args(["--stats-json", s(&stats)])
+            .args(["--stats-json", s(&stats), "--config", s(&cfg)])
             .stdin(gen.stdout.take().unwrap())
             .output()
             .unwrap();
@@ -1271,6 +1283,7 @@ mod deployment {
                 .collect::<Vec<_>>()
         );
         assert!(st["flow.packets"] > u64::from(hours) * 3_600 * 1_200);
+        assert!(st["detect.host_scored"] > u64::from(hours) * 3_600 * 100);
         assert!(
             lines.len() as u32 <= hours,
             "{} alerts in {hours} benign hours",
