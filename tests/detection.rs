@@ -761,13 +761,40 @@ mod bad_input {
             ),
             ("filter = \"\"", "filter = \"port 99999\"", "filter"),
         ];
-        for (i, (from, to, key)) in cases.iter().enumerate() {
+        // The host profile (appended to the default configuration).
+        let host_cases: &[(&str, &str, &str)] = &[
+            ("host_rate = 500", "host_rate = 0", "host_rate"),
+            ("host_rate = 500", "host_rate = -3.5", "host_rate"),
+            ("host_table = 16384", "host_table = 1", "host_table"),
+            (
+                "host_table = 16384",
+                "host_table = 99999999999",
+                "host_table",
+            ),
+            (
+                "\"dst_rarity\"]",
+                "\"dst_rarity\", \"nope\"]",
+                "host_features",
+            ),
+            ("scope = \"flow\"", "scope = \"host\"", "evidence.scope"),
+            (
+                "mode = \"flow\"",
+                "mode = \"flow\"\nhost_features = [\"src_pkts_1\"]",
+                "host_features",
+            ),
+        ];
+        let with_hosts = format!("{DEFAULT_CONFIG}\n{HOST_PROFILE}");
+        let all = cases
+            .iter()
+            .map(|c| (DEFAULT_CONFIG, c))
+            .chain(host_cases.iter().map(|c| (with_hosts.as_str(), c)));
+        for (i, (base, (from, to, key))) in all.enumerate() {
             assert!(
-                DEFAULT_CONFIG.contains(from),
+                base.contains(from),
                 "case {i}: {from:?} not in the default config"
             );
             let cfg = dir.path().join(format!("bad{i}.toml"));
-            std::fs::write(&cfg, DEFAULT_CONFIG.replacen(from, to, 1)).unwrap();
+            std::fs::write(&cfg, base.replacen(from, to, 1)).unwrap();
             let state = dir.path().join(format!("state{i}"));
             let o = run(&[
                 "replay",
@@ -1143,6 +1170,10 @@ mod deployment {
             let cfg = with_host_profile(dir.path());
             let (_, st) = replay(&cap, &state, &["--shards", "1", "--config", s(&cfg)]);
             std::fs::remove_file(&cap).unwrap();
+            // Every host event scored or skipped, every table entry live or evicted.
+            let bad = streamml_sensor::stats::conservation(&st);
+            assert!(bad.is_empty(), "seed {seed}: {bad:?}");
+            assert!(st["detect.host_table_evicted"] > 0 && st["detect.host_skipped_rate"] > 0);
             let al: Vec<Alert> = alerts(&state)
                 .into_iter()
                 .filter(|a| a.event_type == "anomaly")
