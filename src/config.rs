@@ -107,9 +107,15 @@ pub enum Mode {
     Flow,
     Window,
     Both,
+    /// Host behaviour: one sample per connection start, per source host
+    /// (`detect::host`).
+    Host,
 }
 
 impl Mode {
+    pub fn host(self) -> bool {
+        matches!(self, Mode::Host)
+    }
     pub fn flow(self) -> bool {
         matches!(self, Mode::Flow | Mode::Both)
     }
@@ -124,6 +130,8 @@ impl Mode {
 pub enum Scope {
     Flow,
     Window,
+    /// Host mode: every packet from or to the alerting host in the span.
+    Host,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -394,6 +402,16 @@ pub struct RawProfile {
     pub window_features: Option<Vec<String>>,
     /// Flow-mode features (nfstream column names, see `detect::features::FLOW_FEATURES`).
     pub flow_features: Option<Vec<String>>,
+    /// Host-mode features (`detect::features::HOST_FEATURES`).
+    pub host_features: Option<Vec<String>>,
+    /// Host mode: host samples scored per second per shard (token bucket of packet
+    /// time, burst one second's worth); the rest are counted, not scored.
+    #[serde(default = "d_host_rate")]
+    pub host_rate: f64,
+    /// Host mode: hosts tracked per shard (pairs and sockets: twice as many), least
+    /// recently used evicted beyond it.
+    #[serde(default = "d_host_table")]
+    pub host_table: usize,
     #[serde(default)]
     pub hst: RawHst,
     #[serde(default)]
@@ -414,6 +432,17 @@ pub struct RawProfile {
 fn d_window() -> f64 {
     1.0
 }
+fn d_host_rate() -> f64 {
+    500.0
+}
+fn d_host_table() -> usize {
+    16384
+}
+
+/// Largest `host_table` (hosts per shard).
+pub const MAX_HOST_TABLE: usize = 1 << 24;
+/// Largest `host_rate` (host samples per second per shard).
+pub const MAX_HOST_RATE: f64 = 1e7;
 
 /// `[metrics]`: the Prometheus endpoint.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -561,6 +590,12 @@ pub struct Profile {
     pub window_ns: u64,
     pub window_features: Vec<usize>,
     pub flow_features: Vec<usize>,
+    pub host_features: Vec<usize>,
+    pub log1p_host: Vec<bool>,
+    /// Host samples scored per second per shard.
+    pub host_rate: f64,
+    /// Hosts per shard.
+    pub host_table: usize,
     pub n_trees: usize,
     pub height: usize,
     pub window_size: usize,
@@ -584,6 +619,7 @@ pub struct Profile {
     pub snaplen: u32,
     pub scope_flow: Scope,
     pub scope_window: Scope,
+    pub scope_host: Scope,
     pub max_evidence_packets: u64,
 }
 
@@ -620,6 +656,7 @@ impl Profile {
         let (features, log1p) = match kind {
             DetectorKind::Flow => (&self.flow_features, &self.log1p_flow),
             DetectorKind::Window => (&self.window_features, &self.log1p_window),
+            DetectorKind::Host => (&self.host_features, &self.log1p_host),
         };
         DetectorConfig {
             name: self.name.clone(),
@@ -729,6 +766,9 @@ impl RawConfig {
             }
             if p.flow_features.is_none() {
                 p.flow_features = names(&crate::detect::features::DEFAULT_FLOW_FEATURES);
+            }
+            if p.host_features.is_none() && p.mode.host() {
+                p.host_features = names(&crate::detect::features::DEFAULT_HOST_FEATURES);
             }
         }
         self
@@ -1029,6 +1069,45 @@ impl RawConfig {
                 &crate::detect::features::FLOW_FEATURES,
                 &crate::detect::features::DEFAULT_FLOW_FEATURES,
             )?;
+            let host_features = resolve(
+                "host_features",
+                p.host_features.clone(),
+                &crate::detect::features::HOST_FEATURES,
+                &crate::detect::features::DEFAULT_HOST_FEATURES,
+            )?;
+            if p.host_features.is_some() && !p.mode.host() {
+                return Err(perr("host_features: only for mode \"host\"".into()));
+            }
+            if !p.host_rate.is_finite() || p.host_rate < 1.0 || p.host_rate > MAX_HOST_RATE {
+                return Err(perr(format!(
+                    "host_rate = {}: must be between 1 and {MAX_HOST_RATE:e} samples/s",
+                    p.host_rate
+                )));
+            }
+            if p.host_table < 16 || p.host_table > MAX_HOST_TABLE {
+                return Err(perr(format!(
+                    "host_table = {}: must be between 16 and {MAX_HOST_TABLE}",
+                    p.host_table
+                )));
+            }
+            if p.evidence.scope == Some(Scope::Host) && !p.mode.host() {
+                return Err(perr(
+                    "evidence.scope = \"host\": only for mode \"host\"".into(),
+                ));
+            }
+            let log1p_host: Vec<bool> = match &p.scaling.log1p {
+                None => host_features
+                    .iter()
+                    .map(|&i| crate::detect::features::HOST_LOG1P_DEFAULT[i])
+                    .collect(),
+                Some(list) => host_features
+                    .iter()
+                    .map(|&i| {
+                        list.iter()
+                            .any(|x| x == crate::detect::features::HOST_FEATURES[i])
+                    })
+                    .collect(),
+            };
             let (log1p_window, log1p_flow) = match &p.scaling.log1p {
                 None => (
                     window_features
@@ -1044,6 +1123,7 @@ impl RawConfig {
                     for n in list {
                         if !crate::detect::features::WINDOW_FEATURES.contains(&n.as_str())
                             && !crate::detect::features::FLOW_FEATURES.contains(&n.as_str())
+                            && !crate::detect::features::HOST_FEATURES.contains(&n.as_str())
                         {
                             return Err(perr(format!("scaling.log1p: unknown feature \"{n}\"")));
                         }
@@ -1084,6 +1164,10 @@ impl RawConfig {
                 window_ns: secs_to_ns(p.window_s).max(1),
                 window_features,
                 flow_features,
+                host_features,
+                log1p_host,
+                host_rate: p.host_rate,
+                host_table: p.host_table,
                 n_trees: p.hst.n_trees,
                 height: p.hst.height,
                 window_size: p.hst.window_size,
@@ -1103,6 +1187,7 @@ impl RawConfig {
                 snaplen: p.evidence.snaplen,
                 scope_flow: p.evidence.scope.unwrap_or(Scope::Flow),
                 scope_window: p.evidence.scope.unwrap_or(Scope::Window),
+                scope_host: p.evidence.scope.unwrap_or(Scope::Host),
                 max_evidence_packets: p.evidence.max_packets,
             });
         }

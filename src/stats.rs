@@ -299,6 +299,20 @@ pub fn conservation(s: &Snapshot) -> Vec<String> {
             eq(FLOWS_WRITTEN, g(FLOWS_WRITTEN), ended, "flows ended");
         }
     }
+    if has("detect.host_events") {
+        eq(
+            "detect.host_events",
+            g("detect.host_events"),
+            g("detect.host_scored") + g("detect.host_skipped_rate"),
+            "detect.host_scored + detect.host_skipped_rate",
+        );
+        eq(
+            "detect.host_table_inserted",
+            g("detect.host_table_inserted"),
+            g("detect.host_table_evicted") + g("detect.host_table_live"),
+            "detect.host_table_evicted + detect.host_table_live",
+        );
+    }
     if has(ALERTS_RECEIVED) {
         eq(
             "detect.alerts + detect.alert_summaries",

@@ -438,3 +438,44 @@ fn damaged_or_foreign_checkpoints_give_one_warning_and_a_cold_start() {
         assert!(!err.contains("warning"), "{err}");
     }
 }
+
+/// The host profile (config/host-profile.toml appended to the default configuration) is
+/// checkpointed like the others — `models/hosts.0.hstck`, holding its host detector — and
+/// the next run with the same configuration starts it warm; a changed host feature list
+/// starts it cold (its hash covers `host_features`). Its tables are not saved.
+#[test]
+fn host_profile_is_checkpointed_and_restored() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}\n{}",
+        include_str!("../config/sensor.toml"),
+        include_str!("../config/host-profile.toml")
+    );
+    let cfg = dir.path().join("hosts.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    let state = dir.path().join("state");
+    let (err1, st1) = replay(&f.benign, &state, &["--config", s(&cfg)]);
+    assert!(
+        err1.contains("profile hosts: cold start: no checkpoint"),
+        "{err1}"
+    );
+    assert!(st1["detect.host_scored"] > 10_000, "{st1:?}");
+    assert_eq!(
+        model_files(&state),
+        ["flows.0.hstck", "hosts.0.hstck", "traffic.0.hstck"]
+    );
+    let (err2, st2) = replay(&f.attack, &state, &["--config", s(&cfg)]);
+    assert!(err2.contains("profile hosts: warm start"), "{err2}");
+    assert_eq!(st2["models.loaded"], 3, "{st2:?}\n{err2}");
+    // Another host feature list: that profile cold, the others warm.
+    let changed = dir.path().join("changed.toml");
+    std::fs::write(&changed, text.replacen("\"src_pkts_1\", ", "", 1)).unwrap();
+    assert_ne!(std::fs::read_to_string(&changed).unwrap(), text);
+    let (err3, st3) = replay(&f.attack, &state, &["--config", s(&changed)]);
+    assert!(
+        err3.contains("profile hosts: cold start: configuration changed"),
+        "{err3}"
+    );
+    assert_eq!(st3["models.loaded"], 2, "{st3:?}\n{err3}");
+}

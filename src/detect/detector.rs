@@ -50,6 +50,8 @@ pub struct Verdict {
 pub enum DetectorKind {
     Flow,
     Window,
+    /// Host events (mode `host`).
+    Host,
 }
 
 /// Feature scaling in front of the trees.
@@ -128,6 +130,7 @@ impl Detector {
             .map(|&i| match kind {
                 DetectorKind::Flow => crate::detect::features::FLOW_FEATURES[i],
                 DetectorKind::Window => crate::detect::features::WINDOW_FEATURES[i],
+                DetectorKind::Host => crate::detect::features::HOST_FEATURES[i],
             })
             .collect();
         let d = names.len();

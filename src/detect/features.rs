@@ -130,3 +130,59 @@ pub fn flow_values(f: &crate::flow::FlowState, idx: &[usize], out: &mut [f64]) {
         };
     }
 }
+
+/// Host-mode features ([`crate::detect::host`]): one vector per host event (a connection
+/// start by its initiator, the *source* host). `_5`, `_1`, `_0.1`, `_0.01`: the decay rate
+/// λ per second of the damped statistic (weights halve after 1/λ s).
+pub const HOST_FEATURES: [&str; 27] = [
+    "src_pkts_5",
+    "src_pkts_1",
+    "src_pkts_0.1",
+    "src_pkts_0.01",
+    "src_size_mean_5",
+    "src_size_std_5",
+    "src_size_mean_1",
+    "src_size_std_1",
+    "src_size_mean_0.1",
+    "src_size_std_0.1",
+    "src_size_mean_0.01",
+    "src_size_std_0.01",
+    "src_conns_1",
+    "src_conns_0.1",
+    "src_conns_0.01",
+    "src_distinct_dsts",
+    "src_distinct_ports",
+    "src_half_open",
+    "src_rst_ratio",
+    "src_unreach_ratio",
+    "pair_conns_0.01",
+    "pair_iat_mean_0.01",
+    "pair_iat_cv_0.01",
+    "sock_conns_1",
+    "sock_conns_0.1",
+    "service_rarity",
+    "dst_rarity",
+];
+
+const _: () = assert!(HOST_FEATURES.len() == crate::detect::host::N_HOST_VALUES);
+
+/// Counts, rates and sizes through log1p; ratios, the CV and the rarities (already
+/// logarithms) not.
+pub const HOST_LOG1P_DEFAULT: [bool; HOST_FEATURES.len()] = [
+    true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true,
+    true, false, false, false, true, true, false, true, true, false, false,
+];
+
+pub const DEFAULT_HOST_FEATURES: [&str; 11] = [
+    "src_pkts_1",
+    "src_size_mean_0.01",
+    "src_distinct_dsts",
+    "src_distinct_ports",
+    "src_half_open",
+    "src_rst_ratio",
+    "pair_conns_0.01",
+    "pair_iat_cv_0.01",
+    "sock_conns_0.1",
+    "service_rarity",
+    "dst_rarity",
+];

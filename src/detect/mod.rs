@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod detector;
 pub mod features;
+pub mod host;
 pub mod hst;
 pub mod mt19937;
 pub mod scale;

@@ -86,7 +86,8 @@ impl MemoryNeed {
     pub fn detectors(&mut self, cfg: &Config, shards: usize) {
         let mut per_shard = 0u64;
         for p in &cfg.profiles {
-            let kinds = u64::from(p.mode.flow()) + u64::from(p.mode.window());
+            let kinds =
+                u64::from(p.mode.flow()) + u64::from(p.mode.window()) + u64::from(p.mode.host());
             let trees = HstParams {
                 n_trees: p.n_trees as u32,
                 height: p.height as u32,
@@ -94,7 +95,11 @@ impl MemoryNeed {
                 seed: p.seed,
             }
             .memory_bytes();
-            let features = p.window_features.len().max(p.flow_features.len()) as u64;
+            let features = p
+                .window_features
+                .len()
+                .max(p.flow_features.len())
+                .max(p.host_features.len()) as u64;
             let history = features * 4 * p.window_size as u64 * 8;
             let quantile = match p.threshold {
                 Threshold::Quantile { window, .. } => window as u64 * 2 + (1 << 18),
@@ -102,9 +107,16 @@ impl MemoryNeed {
             };
             // The window accumulator's four distinct-count tables.
             let windows = if p.mode.window() { 4 << 20 } else { 0 };
+            // A host profile's tables (hosts, 2x pairs, 2x sockets) and sketches.
+            let hosts = if p.mode.host() {
+                crate::detect::host::HostState::memory_bytes(p.host_table)
+            } else {
+                0
+            };
             per_shard = per_shard
                 .saturating_add(kinds.saturating_mul(trees + history + quantile))
-                .saturating_add(windows);
+                .saturating_add(windows)
+                .saturating_add(hosts);
         }
         self.add("detectors", per_shard.saturating_mul(shards as u64));
     }

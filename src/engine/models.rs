@@ -109,6 +109,7 @@ pub fn profile_hash(cfg: &Config, pi: usize, shards: usize) -> u64 {
     for (on, kind) in [
         (p.mode.window(), DetectorKind::Window),
         (p.mode.flow(), DetectorKind::Flow),
+        (p.mode.host(), DetectorKind::Host),
     ] {
         if !on {
             continue;
@@ -120,6 +121,7 @@ pub fn profile_hash(cfg: &Config, pi: usize, shards: usize) -> u64 {
             .map(|&i| match kind {
                 DetectorKind::Flow => FLOW_FEATURES[i],
                 DetectorKind::Window => WINDOW_FEATURES[i],
+                DetectorKind::Host => crate::detect::features::HOST_FEATURES[i],
             })
             .collect();
         text += &format!(
@@ -259,9 +261,15 @@ fn read_one(
         ))));
     }
     let mut out: Restored = (None, None);
+    // The second detector is the flow detector, or a host profile's host detector.
+    let second = if p.mode.host() {
+        DetectorKind::Host
+    } else {
+        DetectorKind::Flow
+    };
     for (kind, on) in [
         (DetectorKind::Window, p.mode.window()),
-        (DetectorKind::Flow, p.mode.flow()),
+        (second, p.mode.flow() || p.mode.host()),
     ] {
         let present = r.bool("detector present").map_err(Refusal::Corrupt)?;
         if present != on {
@@ -278,7 +286,7 @@ fn read_one(
             d.decode_state_into(&mut r).map_err(Refusal::Corrupt)?;
             match kind {
                 DetectorKind::Window => out.0 = Some(d),
-                DetectorKind::Flow => out.1 = Some(d),
+                DetectorKind::Flow | DetectorKind::Host => out.1 = Some(d),
             }
         }
     }

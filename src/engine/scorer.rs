@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use crate::config::{Config, Scope as CfgScope};
 use crate::detect::detector::{Detector, DetectorKind, Learn, Verdict};
-use crate::detect::features::{flow_values, FLOW_FEATURES, WINDOW_FEATURES};
+use crate::detect::features::{flow_values, FLOW_FEATURES, HOST_FEATURES, WINDOW_FEATURES};
+use crate::detect::host::{Conn, HostState, N_HOST_VALUES};
 use crate::detect::window::{WindowAcc, WindowVector};
 use crate::engine::models::{Loaded, ModelSink};
 use crate::evidence::alertlog::{
@@ -46,6 +47,22 @@ pub struct ScorerCounters {
     pub flows_not_learnt: Counter,
     /// Windows scored but not learnt: they alerted (or would have, in cooldown).
     pub windows_not_learnt: Counter,
+    /// Host events (connection starts) seen by host profiles.
+    pub host_events: Counter,
+    /// Host events scored by the trees.
+    pub host_scored: Counter,
+    /// Host events over the profile's `host_rate` (token bucket): not scored.
+    pub host_skipped_rate: Counter,
+    /// Host samples scored but not learnt (open incident, or they alerted).
+    pub host_not_learnt: Counter,
+    /// Host samples over the threshold whose host was never answered (a spoofed or
+    /// unreachable source): not alerted.
+    pub host_unanswered: Counter,
+    /// Host, pair and socket table entries inserted and evicted (LRU), and live at the
+    /// last clock tick: inserted = evicted + live.
+    pub host_table_inserted: Counter,
+    pub host_table_evicted: Counter,
+    pub host_table_live: Counter,
 }
 
 impl ScorerCounters {
@@ -66,6 +83,14 @@ impl ScorerCounters {
                 ("detect.flows_scored_active", self.flows_scored_active.get()),
                 ("detect.alerts_while_active", self.alerts_while_active.get()),
                 ("detect.windows_not_learnt", self.windows_not_learnt.get()),
+                ("detect.host_events", self.host_events.get()),
+                ("detect.host_scored", self.host_scored.get()),
+                ("detect.host_skipped_rate", self.host_skipped_rate.get()),
+                ("detect.host_not_learnt", self.host_not_learnt.get()),
+                ("detect.host_unanswered", self.host_unanswered.get()),
+                ("detect.host_table_inserted", self.host_table_inserted.get()),
+                ("detect.host_table_evicted", self.host_table_evicted.get()),
+                ("detect.host_table_live", self.host_table_live.get()),
             ],
         );
     }
@@ -117,10 +142,20 @@ pub struct ScoredWindow {
 struct ProfState {
     window: Option<(WindowAcc, Detector)>,
     flow: Option<Detector>,
+    host: Option<HostModel>,
     window_cooldown_until: u64,
     /// Flow alert cooldown per host-pair hash, pruned as it expires.
     flow_cooldown: HashMap<u64, u64>,
     budget: Budget,
+}
+
+/// A host profile's state on one shard: the tables and sketches, the trees, the
+/// per-host alert cooldown, and the table counts last published to the counters.
+struct HostModel {
+    state: HostState,
+    det: Detector,
+    cooldown: HashMap<u64, u64>,
+    published: [u64; 3],
 }
 
 /// A profile's alert budget in the current minute of packet time, and what it held back.
@@ -164,6 +199,11 @@ struct Ctx {
     active_mask: u16,
     /// Half-Space Trees calls until the next timed one (bench mode).
     hst_sample_left: u32,
+    /// Profiles of mode `host` (bit per profile).
+    host_mask: u16,
+    /// A host event's values (every feature of `HOST_FEATURES`).
+    hx: [f64; N_HOST_VALUES],
+    decode: crate::wire::DecodeOptions,
 }
 
 /// A scorer shard (see the module doc).
@@ -240,9 +280,20 @@ impl Scorer {
             } else {
                 None
             };
+            let host = if p.mode.host() {
+                Some(HostModel {
+                    state: HostState::new(p.host_table, p.host_rate),
+                    det: Detector::new(&p.detector_config(DetectorKind::Host))?,
+                    cooldown: HashMap::new(),
+                    published: [0; 3],
+                })
+            } else {
+                None
+            };
             profiles.push(ProfState {
                 window,
                 flow,
+                host,
                 window_cooldown_until: 0,
                 flow_cooldown: HashMap::new(),
                 budget: Budget::default(),
@@ -281,6 +332,16 @@ impl Scorer {
                     })
                     .fold(0u16, |m, (i, _)| m | (1 << i)),
                 hst_sample_left: 0,
+                host_mask: cfg
+                    .profiles
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.mode.host())
+                    .fold(0u16, |m, (i, _)| m | (1 << i)),
+                hx: [0.0; N_HOST_VALUES],
+                decode: crate::wire::DecodeOptions {
+                    decode_tunnels: cfg.decode_tunnels,
+                },
             },
             chunk_sample_left: 0,
         })
@@ -319,12 +380,14 @@ impl Scorer {
             .enumerate()
             .map(|(i, p)| {
                 let w = p.window.as_ref().map_or(0, |(_, d)| d.seen);
-                let f = p.flow.as_ref().map_or(0, |d| d.seen);
+                let f = p.flow.as_ref().map_or(0, |d| d.seen)
+                    + p.host.as_ref().map_or(0, |h| h.det.seen);
                 let m = p
                     .window
                     .as_ref()
                     .map_or(0.0, |(_, d)| d.max_score)
-                    .max(p.flow.as_ref().map_or(0.0, |d| d.max_score));
+                    .max(p.flow.as_ref().map_or(0.0, |d| d.max_score))
+                    .max(p.host.as_ref().map_or(0.0, |h| h.det.max_score));
                 (i, w, f, m)
             })
             .collect()
@@ -342,14 +405,18 @@ impl Scorer {
         }
     }
 
-    /// Warm restart: puts profile `pi`'s restored detectors in place of the new ones.
+    /// Warm restart: puts profile `pi`'s restored detectors in place of the new ones
+    /// (`flow`: the flow detector, or a host profile's host detector; the host tables
+    /// and sketches start empty).
     pub fn set_detectors(&mut self, pi: usize, window: Option<Detector>, flow: Option<Detector>) {
         let ps = &mut self.ctx.profiles[pi];
         if let (Some((_, slot)), Some(d)) = (ps.window.as_mut(), window) {
             *slot = d;
         }
-        if let (Some(slot), Some(d)) = (ps.flow.as_mut(), flow) {
-            *slot = d;
+        match (ps.flow.as_mut(), ps.host.as_mut(), flow) {
+            (Some(slot), _, Some(d)) => *slot = d,
+            (None, Some(h), Some(d)) => h.det = d,
+            _ => {}
         }
     }
 
@@ -376,7 +443,8 @@ impl Scorer {
         let (shard, shards) = (self.ctx.shard, self.ctx.setup.shards);
         for (pi, ps) in self.ctx.profiles.iter().enumerate() {
             let window = ps.window.as_ref().map(|(_, d)| d);
-            sink.submit(pi, shard, shards, now_ns, window, ps.flow.as_ref(), last);
+            let second = ps.flow.as_ref().or(ps.host.as_ref().map(|h| &h.det));
+            sink.submit(pi, shard, shards, now_ns, window, second, last);
         }
     }
 
@@ -707,7 +775,9 @@ impl Ctx {
                 scope: Scope::Flow { hash },
                 limits: Self::limits(p),
             },
-            CfgScope::Window => self.window_request(pi, from, ts_ns.saturating_add(p.post_ns)),
+            CfgScope::Window | CfgScope::Host => {
+                self.window_request(pi, from, ts_ns.saturating_add(p.post_ns))
+            }
         };
         self.send(a, ev);
     }
@@ -795,9 +865,10 @@ impl Ctx {
                 let from = wv.start_ns.saturating_sub(p.pre_ns);
                 let to = wv.end_ns.saturating_add(p.post_ns);
                 let ev = match p.scope_window {
-                    CfgScope::Window => self.window_request(pi, from, to),
-                    // A window has no single flow: take the window's packets.
-                    CfgScope::Flow => self.window_request(pi, from, to),
+                    // A window has no single flow or host: take the window's packets.
+                    CfgScope::Window | CfgScope::Flow | CfgScope::Host => {
+                        self.window_request(pi, from, to)
+                    }
                 };
                 self.send(a, ev);
             }
@@ -850,6 +921,200 @@ impl Ctx {
         }
     }
 
+    /// Host profiles' clock tick: sketch decay, table counters.
+    fn host_tick(&mut self, now_ns: u64) {
+        if self.host_mask == 0 {
+            return;
+        }
+        for ps in &mut self.profiles {
+            if let Some(h) = &mut ps.host {
+                h.state.tick(now_ns);
+            }
+        }
+        self.publish_host_tables();
+    }
+
+    /// Adds what the host tables inserted and evicted since the last call to the
+    /// counters, and sets the live count.
+    fn publish_host_tables(&mut self) {
+        let (mut live, mut had_live) = (0u64, self.counters.host_table_live.get());
+        for ps in &mut self.profiles {
+            let Some(h) = &mut ps.host else { continue };
+            let c = h.state.counts();
+            let ins: u64 = c.iter().map(|x| x.inserted).sum();
+            let ev: u64 = c.iter().map(|x| x.evicted).sum();
+            self.counters.host_table_inserted.add(ins - h.published[0]);
+            self.counters.host_table_evicted.add(ev - h.published[1]);
+            h.published = [ins, ev, 0];
+            live += c.iter().map(|x| x.live).sum::<u64>();
+        }
+        // A counter only adds: add the difference (wrapping: it may shrink).
+        had_live = live.wrapping_sub(had_live);
+        self.counters.host_table_live.add(had_live);
+    }
+
+    /// One packet for the host profiles in its mask: the sender's statistics; a flow's
+    /// first reply (its initiator was answered, or reset); an ICMP unreachable; and for
+    /// the first packet of a new flow, a host event of its sender (scored within the
+    /// profile's rate).
+    #[inline]
+    fn host_packet(&mut self, rec: &PacketRecord, size: u32, created: bool, f: &FlowState) {
+        use crate::wire::tcp_flags::RST;
+        let m = &rec.meta;
+        let t = rec.ts_ns;
+        let first_reply = !created && f.d2s.packets == 1 && m.src_ip != f.key.src_ip;
+        let unreachable = (m.protocol == 1 && m.ip_version == 4 && m.icmp_type == 3)
+            || (m.protocol == 58 && m.icmp_type == 1);
+        let mut bits = rec.profiles & self.host_mask;
+        while bits != 0 {
+            let pi = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let Some(h) = self.profiles.get_mut(pi).and_then(|p| p.host.as_mut()) else {
+                continue;
+            };
+            let hi = h.state.packet(&m.src_ip, m.ip_version, size, t);
+            if first_reply {
+                h.state
+                    .answered(&f.key.src_ip, m.ip_version, m.tcp_flags & RST != 0, t);
+            }
+            if unreachable {
+                h.state.unreachable(&m.dst_ip, m.ip_version, t);
+            }
+            if created {
+                self.counters.host_events.inc();
+                let sample = h.state.take_token(t);
+                let c = Conn {
+                    src_ip: &m.src_ip,
+                    dst_ip: &m.dst_ip,
+                    ip_version: m.ip_version,
+                    protocol: m.protocol,
+                    dst_port: m.dst_port,
+                };
+                h.state.connection(hi, &c, t, sample, &mut self.hx);
+                if sample {
+                    self.score_host(pi, hi, f, t);
+                } else {
+                    self.counters.host_skipped_rate.inc();
+                }
+            }
+        }
+    }
+
+    /// Scores the host event in `self.hx` (host slot `hi`, connection `f`, at `t`).
+    fn score_host(&mut self, pi: usize, hi: u32, f: &FlowState, t: u64) {
+        let cfg = self.setup.cfg.clone();
+        let p = &cfg.profiles[pi];
+        let d = p.host_features.len();
+        for (k, &i) in p.host_features.iter().enumerate() {
+            self.x[k] = self.hx[i];
+        }
+        // Learning hygiene: nothing is learnt during an open incident of the shard, and a
+        // sample that alerts is not learnt either.
+        let learn = if cfg.learn_during_incidents {
+            Learn::Always
+        } else if self.in_incident(t, t) {
+            Learn::Never
+        } else {
+            Learn::UnlessAlerting
+        };
+        let Some(h) = self.profiles[pi].host.as_mut() else {
+            return;
+        };
+        let (_score, verdict) = Self::observe(
+            &self.setup.latency,
+            &mut self.hst_sample_left,
+            &mut h.det,
+            &self.x[..d],
+            learn,
+        );
+        self.counters.host_scored.inc();
+        if learn == Learn::Never || (learn == Learn::UnlessAlerting && verdict.is_some()) {
+            self.counters.host_not_learnt.inc();
+        }
+        let Some(v) = verdict else { return };
+        // A host none of whose connections was ever answered may be a spoofed address
+        // (a SYN flood's sources): it is not named (the window profile covers floods).
+        if !h.state.answered_ever(hi) {
+            self.counters.host_unanswered.inc();
+            return;
+        }
+        let (ip, ver) = h.state.host_ip(hi);
+        let key = u64::from_le_bytes(ip[..8].try_into().expect("8 bytes"))
+            ^ u64::from_le_bytes(ip[8..].try_into().expect("8 bytes")).rotate_left(7)
+            ^ u64::from(ver);
+        // Cooldown per host: a brute force's sessions, a scan's probes are one incident.
+        if h.cooldown.get(&key).is_some_and(|&until| t < until) {
+            self.counters.alerts_in_cooldown.inc();
+            return;
+        }
+        if h.cooldown.len() > 4096 {
+            h.cooldown.retain(|_, until| *until > t);
+        }
+        h.cooldown.insert(key, t.saturating_add(p.cooldown_ns));
+        if !self.within_budget(pi, t, AlertMode::Host, v.score) {
+            return;
+        }
+        let id = self.next_alert_id();
+        let mut a = Alert::new(
+            id,
+            t,
+            &p.name,
+            AlertMode::Host,
+            v.score,
+            v.threshold,
+            self.shard as u32,
+        );
+        a.flow = Some(EveKey {
+            src_ip: ip_of(&f.key.src_ip, f.key.ip_version),
+            src_port: f.key.src_port,
+            dest_ip: ip_of(&f.key.dst_ip, f.key.ip_version),
+            dest_port: f.key.dst_port,
+            proto: f.key.protocol,
+            vlan: (f.key.vlan_id != 0).then_some(f.key.vlan_id),
+        });
+        a.anomaly.top_features = Self::top_features(&HOST_FEATURES, &p.host_features, &v);
+        let host = ip_of(&ip, ver);
+        a.anomaly
+            .extra
+            .insert("host".into(), serde_json::Value::from(host.to_string()));
+        a.anomaly
+            .extra
+            .insert("host_event".into(), serde_json::Value::from("connection"));
+        let (from, to) = (t.saturating_sub(p.pre_ns), t.saturating_add(p.post_ns));
+        let ev = match p.scope_host {
+            CfgScope::Host => {
+                let decode = self.decode;
+                let filter: RecordFilter =
+                    Arc::new(move |r: &crate::evidence::ring::RecordView<'_>| {
+                        let link = crate::wire::LinkType::from_linktype(u32::from(r.link()))
+                            .unwrap_or(crate::wire::LinkType::Ethernet);
+                        crate::wire::decode(r.data, r.orig_len(), link, &decode)
+                            .is_ok_and(|m| m.src_ip == ip || m.dst_ip == ip)
+                    });
+                EvidenceRequest {
+                    shard: self.shard,
+                    from_ts_ns: from,
+                    to_ts_ns: to,
+                    scope: Scope::Window {
+                        filter: Some(filter),
+                    },
+                    limits: Self::limits(p),
+                }
+            }
+            CfgScope::Flow => EvidenceRequest {
+                shard: self.shard,
+                from_ts_ns: from,
+                to_ts_ns: to,
+                scope: Scope::Flow {
+                    hash: flow_ring_hash(f),
+                },
+                limits: Self::limits(p),
+            },
+            CfgScope::Window => self.window_request(pi, from, to),
+        };
+        self.send(a, ev);
+    }
+
     fn advance_windows(&mut self, now_ns: u64) {
         for pi in 0..self.profiles.len() {
             let mut closed: Option<WindowVector> = None;
@@ -891,6 +1156,11 @@ impl ShardWorker for Scorer {
             Accounting::Transport => rec.meta.transport_size,
             Accounting::Payload => rec.meta.payload_size,
         };
+        if mask & ctx.host_mask != 0 {
+            if let Some((f, _)) = self.table.last_updated() {
+                ctx.host_packet(rec, size, created, f);
+            }
+        }
         let mut m = mask;
         while m != 0 {
             let pi = m.trailing_zeros() as usize;
@@ -963,6 +1233,7 @@ impl ShardWorker for Scorer {
         }
         self.table.advance(now_ns, &mut |r| ctx.on_flow_export(r));
         ctx.advance_windows(now_ns);
+        ctx.host_tick(now_ns);
         ctx.flush_due_summaries(now_ns);
         self.send_clock(true);
         self.checkpoint(now_ns, false);
@@ -981,6 +1252,7 @@ impl ShardWorker for Scorer {
         for pi in 0..ctx.profiles.len() {
             ctx.flush_summary(pi);
         }
+        ctx.publish_host_tables();
         self.checkpoint(self.ctx.now_ns, true);
         self.ctx.now_ns = u64::MAX;
         self.send_clock(true);

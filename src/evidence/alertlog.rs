@@ -30,6 +30,9 @@ use super::time;
 pub enum AlertMode {
     Flow,
     Window,
+    /// A host event (mode `host`): the line names the host (`anomaly.host`) and the
+    /// connection whose start was scored (the flow key).
+    Host,
 }
 
 /// A flow's key in eve's field names (`src_ip`, `src_port`, `dest_ip`, `dest_port`,
