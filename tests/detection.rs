@@ -1718,20 +1718,42 @@ mod public_captures {
     use std::net::Ipv4Addr;
 
     /// The captures of tests/data/attacks (README.md there: sources and licences), their
-    /// kind, and whether the default configuration detects them today. A capture marked
-    /// `false` is replayed and reported, and must raise no false alert beyond the bound,
-    /// but its detection is not required: volume features cannot see it (see
-    /// docs/detection.md, "Public attack captures"). When a profile learns to see one,
-    /// flip its flag: the test then requires it.
-    const CAPTURES: [(&str, &str, bool); 7] = [
-        ("synscan.pcap", "port scan", true),
-        ("ftp-bruteforce.pcap", "brute force (FTP)", false),
-        ("ssh-guess.pcap", "brute force (SSH)", false),
-        ("dhcp-flood.pcap", "flood (DHCP)", false),
-        ("dns-tunnel-iodine.pcap", "DNS tunnel", false),
-        ("merlin-c2-quic.pcapng", "C2 over QUIC", false),
-        ("trickbot.pcap", "malware exfiltration (HTTP)", false),
+    /// kind, and whether the default configuration, and the default configuration plus
+    /// the opt-in host profile (config/host-profile.toml), detect them today. A capture
+    /// marked `false` is replayed and reported, and must raise no false alert beyond the
+    /// bound, but its detection is not required (see docs/detection.md, "Public attack
+    /// captures"). When a profile learns to see one, flip its flag: the test then
+    /// requires it.
+    const CAPTURES: [(&str, &str, bool, bool); 7] = [
+        ("synscan.pcap", "port scan", true, true),
+        ("ftp-bruteforce.pcap", "brute force (FTP)", false, true),
+        ("ssh-guess.pcap", "brute force (SSH)", false, true),
+        ("dhcp-flood.pcap", "flood (DHCP)", false, false),
+        ("dns-tunnel-iodine.pcap", "DNS tunnel", false, false),
+        ("merlin-c2-quic.pcapng", "C2 over QUIC", false, false),
+        ("trickbot.pcap", "malware exfiltration (HTTP)", false, false),
     ];
+
+    /// The configurations the test runs: the built-in default, and the default followed by
+    /// config/host-profile.toml. `STREAMML_PUBLIC_CONFIG` replaces both with that file
+    /// (expectations: the default's column).
+    fn configs(dir: &Path) -> Vec<(String, Option<PathBuf>, bool)> {
+        if let Some(c) = std::env::var("STREAMML_PUBLIC_CONFIG")
+            .ok()
+            .filter(|c| !c.is_empty())
+        {
+            return vec![(c.clone(), Some(PathBuf::from(c)), false)];
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut text = std::fs::read_to_string(root.join("config/sensor.toml")).unwrap();
+        text += &std::fs::read_to_string(root.join("config/host-profile.toml")).unwrap();
+        let with_hosts = dir.join("with-hosts.toml");
+        std::fs::write(&with_hosts, text).unwrap();
+        vec![
+            ("default".into(), None, false),
+            ("default + hosts".into(), Some(with_hosts), true),
+        ]
+    }
 
     /// Seconds of benign background before the attack (the models' warm-up; see "Detection
     /// quality") and the background's length.
@@ -1769,6 +1791,7 @@ mod public_captures {
     struct Run {
         file: &'static str,
         kind: &'static str,
+        config: String,
         seed: u64,
         packets: u64,
         /// Profiles and modes of the alerts whose evidence holds its packets.
@@ -1781,7 +1804,13 @@ mod public_captures {
         false_alerts: Vec<String>,
     }
 
-    fn run_one(file: &'static str, kind: &'static str, seed: u64, tshark: bool) -> Run {
+    fn run_one(
+        file: &'static str,
+        kind: &'static str,
+        (config_name, config): (&str, Option<&Path>),
+        seed: u64,
+        tshark: bool,
+    ) -> Run {
         let dir = tempfile::tempdir().unwrap();
         let cap = dir.path().join("mix.pcap");
         let labels = dir.path().join("mix.json");
@@ -1811,14 +1840,7 @@ mod public_captures {
         let inj = &injected[0];
         let hosts: BTreeSet<[u8; 4]> = inj.hosts.iter().map(|a| a.octets()).collect();
         let state = dir.path().join("state");
-        // `STREAMML_PUBLIC_CONFIG`: another configuration file (default: the built-in one).
-        let config = std::env::var("STREAMML_PUBLIC_CONFIG")
-            .ok()
-            .filter(|c| !c.is_empty());
-        let extra: Vec<&str> = config
-            .iter()
-            .flat_map(|c| ["--config", c.as_str()])
-            .collect();
+        let extra: Vec<&str> = config.iter().flat_map(|c| ["--config", s(c)]).collect();
         replay(&cap, &state, &extra);
         std::fs::remove_file(&cap).unwrap();
 
@@ -1841,6 +1863,7 @@ mod public_captures {
         let mut run = Run {
             file,
             kind,
+            config: config_name.to_string(),
             seed,
             packets: inj.packets,
             by: BTreeSet::new(),
@@ -1856,18 +1879,15 @@ mod public_captures {
                     run.false_alerts.push(format!(
                         "{} {} at {:+.0}s score {:.3}",
                         a.anomaly.profile,
-                        if a.flow.is_some() { "flow" } else { "window" },
+                        mode_name(a),
                         (a.ts_ns() as f64 - inj.first_ns as f64) / 1e9,
                         a.anomaly.score
                     ));
                 }
                 continue;
             }
-            run.by.insert(format!(
-                "{} ({})",
-                a.anomaly.profile,
-                if a.flow.is_some() { "flow" } else { "window" }
-            ));
+            run.by
+                .insert(format!("{} ({})", a.anomaly.profile, mode_name(a)));
             let d = (a.ts_ns() as f64 - inj.first_ns as f64) / 1e9;
             run.delay_s = Some(run.delay_s.map_or(d, |x: f64| x.min(d)));
             for x in hits {
@@ -1884,16 +1904,25 @@ mod public_captures {
         run
     }
 
+    fn mode_name(a: &Alert) -> &'static str {
+        match a.anomaly.mode {
+            AlertMode::Flow => "flow",
+            AlertMode::Window => "window",
+            AlertMode::Host => "host",
+        }
+    }
+
     fn table(runs: &[Run]) -> String {
         let mut t = String::from(
-            "| capture | kind | packets | seed | detected | by | delay from its first packet | its packets in evidence | false alerts |\n|---|---|---:|---:|---|---|---:|---:|---:|\n",
+            "| capture | kind | packets | configuration | seed | detected | by | delay from its first packet | its packets in evidence | false alerts |\n|---|---|---:|---|---:|---|---|---:|---:|---:|\n",
         );
         for r in runs {
             t += &format!(
-                "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 r.file,
                 r.kind,
                 r.packets,
+                r.config,
                 r.seed,
                 if r.by.is_empty() { "no" } else { "yes" },
                 if r.by.is_empty() {
@@ -1963,8 +1992,8 @@ mod public_captures {
 
     /// Every capture of tests/data/attacks, injected at 900 s into 20 minutes of the
     /// deployment background (~1 500 pps) for each seed of `STREAMML_PUBLIC_SEEDS`
-    /// (default 1,2), replayed with the default configuration (addresses remapped unless
-    /// `STREAMML_INJECT_ADDRESSES=keep`). Prints the table of
+    /// (default 1,2), replayed with the default configuration and with the default plus
+    /// the host profile (addresses remapped unless `STREAMML_INJECT_ADDRESSES=keep`). Prints the table of
     /// docs/detection.md (also written to `STREAMML_PUBLIC_TABLE` if set). Requires: every
     /// capture marked detected has an alert whose evidence holds its packets, on every
     /// seed; no more than one false alert per hour of background over all runs.
@@ -1982,19 +2011,26 @@ mod public_captures {
         assert_eq!(files, listed, "tests/data/attacks vs CAPTURES");
 
         let seeds = seeds_from("STREAMML_PUBLIC_SEEDS", &[1, 2]);
+        let dir = tempfile::tempdir().unwrap();
         let mut runs = Vec::new();
         let mut failures = Vec::new();
-        for (i, &(file, kind, expect)) in CAPTURES.iter().enumerate() {
-            for (j, &seed) in seeds.iter().enumerate() {
-                let r = run_one(file, kind, seed, i == 0 && j == 0);
-                eprintln!(
-                    "{file} seed {seed}: detected by {:?} after {:?} s, {} of {} packets in evidence; false alerts {:?}",
-                    r.by, r.delay_s, r.in_evidence, r.packets, r.false_alerts
-                );
-                if expect && r.by.is_empty() {
-                    failures.push(format!("{file} seed {seed}: no alert holds its packets"));
+        for (name, config, hosts) in configs(dir.path()) {
+            for (i, &(file, kind, by_default, with_hosts)) in CAPTURES.iter().enumerate() {
+                let expect = if hosts { with_hosts } else { by_default };
+                for (j, &seed) in seeds.iter().enumerate() {
+                    let tshark = runs.is_empty() && i == 0 && j == 0;
+                    let r = run_one(file, kind, (&name, config.as_deref()), seed, tshark);
+                    eprintln!(
+                        "{file} ({name}) seed {seed}: detected by {:?} after {:?} s, {} of {} packets in evidence; false alerts {:?}",
+                        r.by, r.delay_s, r.in_evidence, r.packets, r.false_alerts
+                    );
+                    if expect && r.by.is_empty() {
+                        failures.push(format!(
+                            "{file} ({name}) seed {seed}: no alert holds its packets"
+                        ));
+                    }
+                    runs.push(r);
                 }
-                runs.push(r);
             }
         }
         let t = table(&runs);
