@@ -1159,7 +1159,7 @@ mod deployment {
     /// The C2 beaconing is reported, not required (docs/detection.md: not detected
     /// reliably).
     #[test]
-    fn host_profile_detects_brute_force_and_slow_scan() {
+    fn host_profile_detects_brute_force_slow_scan_and_beacons() {
         let mut failures = Vec::new();
         let (mut n_false, mut minutes) = (0usize, 0.0f64);
         for (i, seed) in seeds().into_iter().enumerate() {
@@ -1200,7 +1200,16 @@ mod deployment {
                     e.kind.name(),
                     hits.len()
                 );
-                let required = matches!(e.kind, EpisodeKind::BruteForce | EpisodeKind::SlowScan);
+                let required = matches!(
+                    e.kind,
+                    EpisodeKind::BruteForce | EpisodeKind::SlowScan | EpisodeKind::Beacon
+                );
+                if e.kind == EpisodeKind::Beacon {
+                    let beacon_line = hits.iter().any(|a| {
+                        a.anomaly.extra.get("host_event").and_then(|h| h.as_str()) == Some("beacon")
+                    });
+                    line += &format!(" (beacon line {beacon_line})");
+                }
                 if required && (by_host == 0 || !named) {
                     failures.push(format!(
                         "seed {seed}: {} (episode {k}) not detected by the host profile",

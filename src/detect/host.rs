@@ -391,6 +391,8 @@ pub struct PairEntry {
     n: u8,
     conns: f64,
     iat: Damped,
+    /// Reported as a beacon (once per pair while it stays in the table).
+    beacon: bool,
 }
 
 /// Per socket (source, destination, protocol, destination port): connection starts.
@@ -406,6 +408,28 @@ const PAIR_LAMBDA: f64 = 0.01;
 const SOCK_LAMBDAS: [f64; 2] = [1.0, 0.1];
 /// A pair's inter-arrival CV needs this many connections; before, it is 1 (Poisson-like).
 const PAIR_CV_MIN_CONNS: u8 = 4;
+
+/// Beaconing (checked at every connection start, outside the trees: a periodic pair is
+/// two extreme dimensions of eleven, which the trees do not isolate; docs/detection.md):
+/// a pair with at least this many connections,
+pub const BEACON_MIN_CONNS: u8 = 6;
+/// spaced at least this far apart on average (not a chatty client),
+pub const BEACON_MIN_PERIOD_S: f64 = 10.0;
+/// as regularly as this (coefficient of variation of the damped intervals, λ = 0.01;
+/// a timer with ±5 % jitter is ~0.03, Poisson arrivals ~1),
+pub const BEACON_MAX_CV: f64 = 0.1;
+/// to a destination this network rarely talks to (rarity in bits: log2 of host events
+/// per event to it; ~14 for one host in 20 000 events).
+pub const BEACON_MIN_RARITY: f64 = 10.0;
+
+/// A pair found beaconing (see [`BEACON_MIN_CONNS`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Beacon {
+    pub period_s: f64,
+    pub cv: f64,
+    pub connections: u32,
+    pub dst_rarity: f64,
+}
 
 /// Counters of the host tables (totals since start).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -600,7 +624,15 @@ impl HostState {
     /// updates the host's connection state, the pair, the socket and, when `sample`, the
     /// rarity sketches; fills `out` with every feature of [`HOST_FEATURES`]
     /// (crate::detect::features::HOST_FEATURES) when `sample`.
-    pub fn connection(&mut self, hi: u32, c: &Conn<'_>, t: u64, sample: bool, out: &mut [f64]) {
+    /// Returns the pair's beaconing, the first time it is seen (once per pair).
+    pub fn connection(
+        &mut self,
+        hi: u32,
+        c: &Conn<'_>,
+        t: u64,
+        sample: bool,
+        out: &mut [f64],
+    ) -> Option<Beacon> {
         let dst_h = hash_ip(c.dst_ip, c.ip_version);
         let svc_h = mix64(u64::from(c.protocol) << 16 | u64::from(c.dst_port) | 0xabcd << 32);
         let src_h = hash_ip(c.src_ip, c.ip_version);
@@ -617,6 +649,23 @@ impl HostState {
         }
         p.n = p.n.saturating_add(1);
         p.last_conn_ns = t;
+        let mut beacon = None;
+        if !p.beacon && p.n >= BEACON_MIN_CONNS {
+            let (mean, cv) = (p.iat.mean(), p.iat.std() / p.iat.mean().max(1e-9));
+            if mean >= BEACON_MIN_PERIOD_S && cv <= BEACON_MAX_CV {
+                let rarity = self.dsts.rarity(dst_h);
+                if rarity >= BEACON_MIN_RARITY {
+                    p.beacon = true;
+                    beacon = Some(Beacon {
+                        period_s: mean,
+                        cv,
+                        connections: u32::from(p.n),
+                        dst_rarity: rarity,
+                    });
+                }
+            }
+        }
+        let p = self.pairs.val(pi);
         let pair = *p;
         // Socket.
         let (si, _) = self
@@ -642,7 +691,7 @@ impl HostState {
         h.dsts.insert(dst_h, t);
         h.ports.insert(svc_h, t);
         if !sample {
-            return;
+            return beacon;
         }
         // Size statistics decayed to now.
         let dtp = t.saturating_sub(h.last_pkt_ns);
@@ -696,6 +745,7 @@ impl HostState {
         vals[25] = self.services.rarity(svc_h);
         vals[26] = self.dsts.rarity(dst_h);
         out[..vals.len()].copy_from_slice(&vals);
+        beacon
     }
 
     /// Whether the host in slot `i` was ever answered (one of its connections got a reply):
@@ -894,6 +944,72 @@ mod tests {
         assert!(out[16] > 45.0, "distinct ports {}", out[16]);
         assert!(out[17] > 0.6, "half-open {}", out[17]);
         assert!(out[25] > 5.0, "service rarity {}", out[25]);
+    }
+
+    /// Background for the beacon tests: 20 000 connections of 50 clients to 20 popular
+    /// servers (the rarity sketch's total), then `pairs` of (interval generator, dst).
+    fn beacon_run(interval: impl Fn(u64) -> u64, dst_last: u8, n: u64) -> Vec<Beacon> {
+        let mut st = HostState::new(4096, 1e9);
+        let mut out = [0.0; N_HOST_VALUES];
+        let mut t = 1_000_000_000u64;
+        let ip = |a: u8, b: u8| {
+            let mut x = [0u8; 16];
+            x[..4].copy_from_slice(&[10, a, 0, b]);
+            x
+        };
+        for k in 0..20_000u64 {
+            let (src, dst) = (ip(0, (k % 50) as u8), ip(1, (k % 20) as u8));
+            let hi = st.packet(&src, 4, 66, t);
+            let c = Conn {
+                src_ip: &src,
+                dst_ip: &dst,
+                ip_version: 4,
+                protocol: 6,
+                dst_port: 443,
+            };
+            st.connection(hi, &c, t, true, &mut out);
+            t += 10_000_000;
+        }
+        let (src, dst) = (ip(0, 200), ip(9, dst_last));
+        let mut found = Vec::new();
+        for k in 0..n {
+            let hi = st.packet(&src, 4, 66, t);
+            let c = Conn {
+                src_ip: &src,
+                dst_ip: &dst,
+                ip_version: 4,
+                protocol: 6,
+                dst_port: 443,
+            };
+            found.extend(st.connection(hi, &c, t, true, &mut out));
+            t += interval(k);
+        }
+        found
+    }
+
+    #[test]
+    fn a_periodic_pair_to_a_rare_host_is_a_beacon_once() {
+        // Every 30 s ± 5 %, 20 times: reported once, at the sixth connection or soon after.
+        let jitter = |k: u64| 30_000_000_000 + (k * 7919 % 11) * 300_000_000 - 1_500_000_000;
+        let b = beacon_run(jitter, 7, 20);
+        assert_eq!(b.len(), 1, "{b:?}");
+        assert!(b[0].connections >= u32::from(BEACON_MIN_CONNS) && b[0].connections <= 8);
+        assert!(
+            (b[0].period_s - 30.0).abs() < 2.0 && b[0].cv < 0.05,
+            "{b:?}"
+        );
+        assert!(b[0].dst_rarity > BEACON_MIN_RARITY, "{b:?}");
+    }
+
+    #[test]
+    fn irregular_or_chatty_pairs_are_not_beacons() {
+        // Intervals 5..55 s in a scrambled order (CV ~0.5): not regular.
+        let irregular = |k: u64| (5 + (k * 37 % 11) * 5) * 1_000_000_000;
+        assert!(beacon_run(irregular, 8, 30).is_empty());
+        // Every 2 s exactly: regular, but a chatty client, not a timer.
+        assert!(beacon_run(|_| 2_000_000_000, 9, 30).is_empty());
+        // Too few connections: 5 at 30 s.
+        assert!(beacon_run(|_| 30_000_000_000, 10, 5).is_empty());
     }
 
     #[test]

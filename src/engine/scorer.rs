@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::config::{Config, Scope as CfgScope};
 use crate::detect::detector::{Detector, DetectorKind, Learn, Verdict};
 use crate::detect::features::{flow_values, FLOW_FEATURES, HOST_FEATURES, WINDOW_FEATURES};
-use crate::detect::host::{Conn, HostState, N_HOST_VALUES};
+use crate::detect::host::{Beacon, Conn, HostState, BEACON_MAX_CV, N_HOST_VALUES};
 use crate::detect::window::{WindowAcc, WindowVector};
 use crate::engine::models::{Loaded, ModelSink};
 use crate::evidence::alertlog::{
@@ -58,6 +58,8 @@ pub struct ScorerCounters {
     /// Host samples over the threshold whose host was never answered (a spoofed or
     /// unreachable source): not alerted.
     pub host_unanswered: Counter,
+    /// Host pairs found beaconing (`detect::host::BEACON_MIN_CONNS`), alerting or not.
+    pub host_beacons: Counter,
     /// Host, pair and socket table entries inserted and evicted (LRU), and live at the
     /// last clock tick: inserted = evicted + live.
     pub host_table_inserted: Counter,
@@ -88,6 +90,7 @@ impl ScorerCounters {
                 ("detect.host_skipped_rate", self.host_skipped_rate.get()),
                 ("detect.host_not_learnt", self.host_not_learnt.get()),
                 ("detect.host_unanswered", self.host_unanswered.get()),
+                ("detect.host_beacons", self.host_beacons.get()),
                 ("detect.host_table_inserted", self.host_table_inserted.get()),
                 ("detect.host_table_evicted", self.host_table_evicted.get()),
                 ("detect.host_table_live", self.host_table_live.get()),
@@ -990,11 +993,14 @@ impl Ctx {
                     protocol: m.protocol,
                     dst_port: m.dst_port,
                 };
-                h.state.connection(hi, &c, t, sample, &mut self.hx);
+                let beacon = h.state.connection(hi, &c, t, sample, &mut self.hx);
                 if sample {
                     self.score_host(pi, hi, f, t);
                 } else {
                     self.counters.host_skipped_rate.inc();
+                }
+                if let Some(b) = beacon {
+                    self.beacon_alert(pi, hi, f, t, b);
                 }
             }
         }
@@ -1064,6 +1070,64 @@ impl Ctx {
             v.threshold,
             self.shard as u32,
         );
+        a.anomaly.top_features = Self::top_features(&HOST_FEATURES, &p.host_features, &v);
+        self.send_host_alert(pi, a, (ip, ver), "connection", f, t);
+    }
+
+    /// A pair of host slot `hi` found beaconing (outside the trees: see
+    /// `detect::host::BEACON_MIN_CONNS`): one alert per pair, `host_event` "beacon", the
+    /// score 1 − the intervals' CV against the threshold 1 − `BEACON_MAX_CV`.
+    #[cold]
+    fn beacon_alert(&mut self, pi: usize, hi: u32, f: &FlowState, t: u64, b: Beacon) {
+        let Some(h) = self.profiles[pi].host.as_mut() else {
+            return;
+        };
+        self.counters.host_beacons.inc();
+        if !h.state.answered_ever(hi) {
+            self.counters.host_unanswered.inc();
+            return;
+        }
+        let (ip, ver) = h.state.host_ip(hi);
+        let score = 1.0 - b.cv;
+        if !self.within_budget(pi, t, AlertMode::Host, score) {
+            return;
+        }
+        let id = self.next_alert_id();
+        let cfg = self.setup.cfg.clone();
+        let mut a = Alert::new(
+            id,
+            t,
+            &cfg.profiles[pi].name,
+            AlertMode::Host,
+            score,
+            1.0 - BEACON_MAX_CV,
+            self.shard as u32,
+        );
+        a.anomaly.extra.insert(
+            "beacon".into(),
+            serde_json::json!({
+                "period_s": b.period_s,
+                "cv": b.cv,
+                "connections": b.connections,
+                "dst_rarity": b.dst_rarity,
+            }),
+        );
+        self.send_host_alert(pi, a, (ip, ver), "beacon", f, t);
+    }
+
+    /// Completes a host alert (the scored connection's key, `anomaly.host`,
+    /// `anomaly.host_event`) and sends it with the profile's evidence request.
+    fn send_host_alert(
+        &mut self,
+        pi: usize,
+        mut a: Alert,
+        (ip, ver): ([u8; 16], u8),
+        event: &str,
+        f: &FlowState,
+        t: u64,
+    ) {
+        let cfg = self.setup.cfg.clone();
+        let p = &cfg.profiles[pi];
         a.flow = Some(EveKey {
             src_ip: ip_of(&f.key.src_ip, f.key.ip_version),
             src_port: f.key.src_port,
@@ -1072,14 +1136,13 @@ impl Ctx {
             proto: f.key.protocol,
             vlan: (f.key.vlan_id != 0).then_some(f.key.vlan_id),
         });
-        a.anomaly.top_features = Self::top_features(&HOST_FEATURES, &p.host_features, &v);
         let host = ip_of(&ip, ver);
         a.anomaly
             .extra
             .insert("host".into(), serde_json::Value::from(host.to_string()));
         a.anomaly
             .extra
-            .insert("host_event".into(), serde_json::Value::from("connection"));
+            .insert("host_event".into(), serde_json::Value::from(event));
         let (from, to) = (t.saturating_sub(p.pre_ns), t.saturating_add(p.post_ns));
         let ev = match p.scope_host {
             CfgScope::Host => {
