@@ -162,6 +162,27 @@ fn is_attack(e: &Episode, start_ns: u64, p: &Pkt) -> bool {
         && src[2] >= 128
 }
 
+/// Every alert line an analyst reads (an incident's first line, `anomaly`, and the alerts
+/// that joined it, `anomaly_update`) with the packets of its evidence: first lines
+/// through [`check_evidence`] (every check), updates read as they are.
+fn alert_lines(state: &Path, tshark: bool) -> (Vec<Alert>, Vec<Vec<Pkt>>) {
+    let all = alerts(state);
+    let mut lines: Vec<Alert> = all
+        .iter()
+        .filter(|a| a.event_type == "anomaly")
+        .cloned()
+        .collect();
+    let mut pk = check_evidence(state, &lines, tshark);
+    for a in all.into_iter().filter(|a| a.event_type == "anomaly_update") {
+        pk.push(match &a.evidence.path {
+            Some(rel) => read_pcap_zst(&state.join(rel)).1,
+            None => Vec::new(),
+        });
+        lines.push(a);
+    }
+    (lines, pk)
+}
+
 /// Checks every evidence file of a replay against its alert line: present, decompresses
 /// with the zstd command, reads in tshark without warnings, as many packets as the alert
 /// says, every packet inside the requested span, and (window alerts: pre_s = 5) packets
@@ -1069,11 +1090,7 @@ mod deployment {
         to: u64,
         tshark: bool,
     ) -> (Vec<String>, bool) {
-        let al: Vec<Alert> = alerts(state)
-            .into_iter()
-            .filter(|a| a.event_type == "anomaly")
-            .collect();
-        let pk = check_evidence(state, &al, tshark);
+        let (al, pk) = alert_lines(state, tshark);
         let mut detected = false;
         let mut false_alerts = Vec::new();
         for (a, p) in al.iter().zip(&pk) {
@@ -1174,11 +1191,7 @@ mod deployment {
             let bad = streamml_sensor::stats::conservation(&st);
             assert!(bad.is_empty(), "seed {seed}: {bad:?}");
             assert!(st["detect.host_table_evicted"] > 0 && st["detect.host_skipped_rate"] > 0);
-            let al: Vec<Alert> = alerts(&state)
-                .into_iter()
-                .filter(|a| a.event_type == "anomaly")
-                .collect();
-            let pk = check_evidence(&state, &al, i == 0);
+            let (al, pk) = alert_lines(&state, i == 0);
             let mut line = format!("seed {seed}:");
             for (k, e) in labels.episodes.iter().enumerate() {
                 let hits: Vec<&Alert> = al
@@ -1378,7 +1391,10 @@ mod deployment {
         // no minute has two summaries.
         let mut minutes = std::collections::BTreeSet::new();
         let mut suppressed = 0u64;
-        for a in a1.iter().filter(|a| a.event_type != "anomaly") {
+        // Alert lines: an incident's first line and its updates (flow alerts naming the
+        // incident's host join it as `anomaly_update`); both count against the budget.
+        let is_line = |a: &Alert| a.event_type == "anomaly" || a.event_type == "anomaly_update";
+        for a in a1.iter().filter(|a| !is_line(a)) {
             assert_eq!(a.event_type, "anomaly_summary");
             assert!(a.evidence.path.is_none());
             let x = &a.anomaly.extra;
@@ -1387,7 +1403,7 @@ mod deployment {
             assert!(minutes.insert(x["minute_start_ns"].as_u64().unwrap()));
         }
         assert!(!minutes.is_empty(), "the budget never held an alert back");
-        let n1 = a1.iter().filter(|a| a.event_type == "anomaly").count() as u64;
+        let n1 = a1.iter().filter(|a| is_line(a)).count() as u64;
         assert_eq!(
             n1 + suppressed,
             a0.len() as u64,
@@ -1854,21 +1870,7 @@ mod public_captures {
         std::fs::remove_file(&cap).unwrap();
 
         let all = alerts(&state);
-        let firsts: Vec<Alert> = all
-            .iter()
-            .filter(|a| a.event_type == "anomaly")
-            .cloned()
-            .collect();
-        let mut pk = check_evidence(&state, &firsts, tshark);
-        // Incident updates carry evidence too (not the window checks of first lines).
-        let mut lines = firsts;
-        for a in all.iter().filter(|a| a.event_type == "anomaly_update") {
-            pk.push(match &a.evidence.path {
-                Some(rel) => read_pcap_zst(&state.join(rel)).1,
-                None => Vec::new(),
-            });
-            lines.push(a.clone());
-        }
+        let (lines, pk) = alert_lines(&state, tshark);
         let mut run = Run {
             file,
             kind,
@@ -1884,15 +1886,14 @@ mod public_captures {
         for (a, p) in lines.iter().zip(&pk) {
             let hits: Vec<&Pkt> = p.iter().filter(|x| is_injected(inj, &hosts, x)).collect();
             if hits.is_empty() {
-                if a.event_type == "anomaly" {
-                    run.false_alerts.push(format!(
-                        "{} {} at {:+.0}s score {:.3}",
-                        a.anomaly.profile,
-                        mode_name(a),
-                        (a.ts_ns() as f64 - inj.first_ns as f64) / 1e9,
-                        a.anomaly.score
-                    ));
-                }
+                run.false_alerts.push(format!(
+                    "{} {} {} at {:+.0}s score {:.3}",
+                    a.event_type,
+                    a.anomaly.profile,
+                    mode_name(a),
+                    (a.ts_ns() as f64 - inj.first_ns as f64) / 1e9,
+                    a.anomaly.score
+                ));
                 continue;
             }
             run.by
