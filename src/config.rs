@@ -640,6 +640,19 @@ impl Config {
 impl Config {
     /// The start-up warning of a configuration that detects nothing (no `[[profile]]`):
     /// `replay` and live capture print it; the run goes on metering flows.
+    /// A host profile over several shards keyed by the 5-tuple: a host pair's connections
+    /// spread over the shards, so each shard's pair statistics see a fraction of them and
+    /// beaconing goes unseen (docs/detection.md, "Sharding caveat").
+    pub fn host_sharding_warning(&self, shards: usize) -> Option<String> {
+        let host = self.profiles.iter().find(|p| p.mode.host())?;
+        (shards > 1 && self.key == KeyMode::FiveTuple).then(|| {
+            format!(
+                "profile {}: mode host over {shards} shards with key \"five-tuple\": a host pair's connections spread over the shards, so beacons go unseen; set [sensor] key = \"ip-pair\" (or --shards 1)",
+                host.name
+            )
+        })
+    }
+
     pub fn no_detection_warning(&self) -> Option<String> {
         self.profiles.is_empty().then(|| {
             format!(

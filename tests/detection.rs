@@ -1266,6 +1266,49 @@ mod deployment {
         );
     }
 
+    /// A host profile over 2 shards keyed by the 5-tuple loses beacons (a pair's
+    /// connections spread over the shards): the run says so in one warning line and names
+    /// the fix; with `key = "ip-pair"` or one shard it does not.
+    #[test]
+    fn host_profile_over_five_tuple_shards_warns() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = with_host_profile(dir.path());
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let ippair = dir.path().join("ip-pair.toml");
+        let changed = text.replacen("key = \"five-tuple\"", "key = \"ip-pair\"", 1);
+        assert_ne!(changed, text, "the default config names its key");
+        std::fs::write(&ippair, changed).unwrap();
+        let cap = common::pcaps_dir().join("basic/http-get.pcap");
+        for (c, shards, warns) in [(&cfg, "2", true), (&ippair, "2", false), (&cfg, "1", false)] {
+            let state = dir.path().join(format!("s{shards}{warns}"));
+            let o = run(&[
+                "replay",
+                s(&cap),
+                "--shards",
+                shards,
+                "--config",
+                s(c),
+                "--state-dir",
+                s(&state),
+            ]);
+            ok(&o, "replay");
+            let err = String::from_utf8_lossy(&o.stderr);
+            let lines: Vec<&str> = err
+                .lines()
+                .filter(|l| l.contains("beacons go unseen"))
+                .collect();
+            assert_eq!(
+                lines.len(),
+                usize::from(warns),
+                "{shards} shards, {}: {err}",
+                c.display()
+            );
+            if warns {
+                assert!(lines[0].contains("key = \"ip-pair\""), "{err}");
+            }
+        }
+    }
+
     /// The control for `flood_then_quiet`: the same capture with `learn_during_incidents =
     /// true` and no alert budget gives the alert storm the issue describes.
     #[test]

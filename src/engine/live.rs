@@ -1320,6 +1320,9 @@ pub fn run(o: LiveOptions) -> anyhow::Result<Ended> {
     if let Some(w) = cfg.no_detection_warning() {
         log(format_args!("warning: {w}"));
     }
+    if let Some(w) = cfg.host_sharding_warning(nshards) {
+        log(format_args!("warning: {w}"));
+    }
     log(format_args!("{}", features_line(&mode)));
     let started = Instant::now();
     log(format_args!(

@@ -249,7 +249,13 @@ pub fn run_replay_with(
     };
     // Started: a configuration that detects nothing says so (once every check passed,
     // so that a refused run stays one line).
-    if let Some(w) = cfg.no_detection_warning() {
+    for w in [
+        cfg.no_detection_warning(),
+        cfg.host_sharding_warning(shards),
+    ]
+    .into_iter()
+    .flatten()
+    {
         use std::io::Write;
         let _ = writeln!(std::io::stderr().lock(), "streamml-sensor: warning: {w}");
     }
