@@ -119,6 +119,9 @@ pub struct Consumer {
     c: rtrb::Consumer<Msg>,
 }
 
+/// How long a replay reader sleeps on a full ring once its spin backoff is spent.
+const WAIT_SLEEP_US: u64 = 50;
+
 /// A bounded single-producer single-consumer ring of `capacity` messages (rtrb: cached
 /// head/tail indices, one release store per push, chunked reads on the consumer side).
 pub fn ring(capacity: usize) -> (Producer, Consumer) {
@@ -146,7 +149,13 @@ impl Producer {
                         return; // the scorer is gone (it panicked): nothing to wait for
                     }
                     if backoff.is_completed() {
-                        std::thread::yield_now();
+                        // The scorer is behind by a whole ring (65 536 packets by
+                        // default, tens of milliseconds of its work): sleep instead of
+                        // spinning on sched_yield, which burnt a core in system time
+                        // (replay with the host profile: 0.5-1.0 s of sys per 1 M
+                        // packets) and made the scorer wake a spinning reader on every
+                        // freed slot.
+                        std::thread::sleep(std::time::Duration::from_micros(WAIT_SLEEP_US));
                     } else {
                         backoff.snooze();
                     }
