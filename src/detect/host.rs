@@ -68,6 +68,53 @@ impl Damped {
     }
 }
 
+/// 2^(−λ·Δt) for every rate this module uses (λ = 5, 1, 0.1, 0.01 per second), from one
+/// `exp2`: the 0.01 factor raised to the powers 10, 100 and 500 by multiplication
+/// (a few ulps from separate `exp2` calls; underflows to 0 as they do). Per packet this
+/// replaces three `exp2` calls, per host event eleven.
+#[derive(Clone, Copy, Debug)]
+pub struct Decays {
+    /// λ = 5, 1, 0.1, 0.01, in [`LAMBDAS`]' order.
+    pub f: [f64; 4],
+}
+
+impl Decays {
+    #[inline]
+    pub fn new(dt_ns: u64) -> Decays {
+        if dt_ns == 0 {
+            return Decays { f: [1.0; 4] };
+        }
+        #[inline(always)]
+        fn pow10(x: f64) -> f64 {
+            let x2 = x * x;
+            let x5 = x2 * x2 * x;
+            x5 * x5
+        }
+        let f001 = (-0.01 * dt_ns as f64 * 1e-9).exp2();
+        let f01 = pow10(f001);
+        let f1 = pow10(f01);
+        let f2 = f1 * f1;
+        Decays {
+            f: [f2 * f2 * f1, f1, f01, f001],
+        }
+    }
+    /// The factor of λ = 1.
+    #[inline]
+    pub fn l1(&self) -> f64 {
+        self.f[1]
+    }
+    /// The factor of λ = 0.1.
+    #[inline]
+    pub fn l01(&self) -> f64 {
+        self.f[2]
+    }
+    /// The factor of λ = 0.01.
+    #[inline]
+    pub fn l001(&self) -> f64 {
+        self.f[3]
+    }
+}
+
 /// 2^(−λ·Δt) for a gap of `dt_ns`.
 #[inline]
 pub fn decay_factor(lambda: f64, dt_ns: u64) -> f64 {
@@ -402,9 +449,15 @@ pub struct SockEntry {
     conns: [f64; 2],
 }
 
+// The rates of the connection statistics, taken from [`Decays`] (the test
+// `decays_match_exp2_at_every_rate` checks each against its own `exp2`).
+#[cfg_attr(not(test), allow(dead_code))]
 const CONN_LAMBDAS: [f64; 3] = [1.0, 0.1, 0.01];
+#[cfg_attr(not(test), allow(dead_code))]
 const OUTCOME_LAMBDA: f64 = 0.1;
+#[cfg_attr(not(test), allow(dead_code))]
 const PAIR_LAMBDA: f64 = 0.01;
+#[cfg_attr(not(test), allow(dead_code))]
 const SOCK_LAMBDAS: [f64; 2] = [1.0, 0.1];
 /// A pair's inter-arrival CV needs this many connections; before, it is 1 (Poisson-like).
 const PAIR_CV_MIN_CONNS: u8 = 4;
@@ -550,16 +603,10 @@ impl HostState {
                 s.add(1.0, x);
             }
         } else {
-            // 2^(−λΔt) for λ = 5, 1, 0.1, 0.01: two exp2 calls and powers.
-            let f1 = decay_factor(1.0, dt);
-            let f2 = f1 * f1;
-            let f5 = f2 * f2 * f1;
-            let f01 = decay_factor(0.1, dt);
-            let f001 = decay_factor(0.01, dt);
-            h.size[0].add(f5, x);
-            h.size[1].add(f1, x);
-            h.size[2].add(f01, x);
-            h.size[3].add(f001, x);
+            let d = Decays::new(dt);
+            for (s, &f) in h.size.iter_mut().zip(&d.f) {
+                s.add(f, x);
+            }
         }
         i
     }
@@ -592,7 +639,7 @@ impl HostState {
     fn decay_outcome(h: &mut HostEntry, t: u64) {
         let dt = t.saturating_sub(h.last_out_ns);
         if dt > 0 {
-            let f = decay_factor(OUTCOME_LAMBDA, dt);
+            let f = Decays::new(dt).l01(); // OUTCOME_LAMBDA
             for o in &mut h.outcome {
                 *o *= f;
             }
@@ -639,7 +686,7 @@ impl HostState {
         // Pair.
         let (pi, _) = self.pairs.get_or_insert(src_h ^ dst_h.rotate_left(17));
         let p = self.pairs.val(pi);
-        let pf = decay_factor(PAIR_LAMBDA, t.saturating_sub(p.last_conn_ns));
+        let pf = Decays::new(t.saturating_sub(p.last_conn_ns)).l001(); // PAIR_LAMBDA
         if p.n > 0 {
             let iat_s = t.saturating_sub(p.last_conn_ns) as f64 * 1e-9;
             p.iat.add(pf, iat_s);
@@ -672,17 +719,17 @@ impl HostState {
             .socks
             .get_or_insert(src_h ^ dst_h.rotate_left(17) ^ svc_h.rotate_left(41));
         let s = self.socks.val(si);
-        let dt = t.saturating_sub(s.last_conn_ns);
-        for (k, &l) in SOCK_LAMBDAS.iter().enumerate() {
-            s.conns[k] = s.conns[k] * decay_factor(l, dt) + 1.0;
+        let d = Decays::new(t.saturating_sub(s.last_conn_ns));
+        for (c, f) in s.conns.iter_mut().zip([d.l1(), d.l01()]) {
+            *c = *c * f + 1.0; // SOCK_LAMBDAS
         }
         s.last_conn_ns = t;
         let sock = *s;
         // Host: connection rates, outcome (before this attempt), fan-out.
         let h = self.hosts.val(hi);
-        let dt = t.saturating_sub(h.last_conn_ns);
-        for (k, &l) in CONN_LAMBDAS.iter().enumerate() {
-            h.conns[k] = h.conns[k] * decay_factor(l, dt) + 1.0;
+        let d = Decays::new(t.saturating_sub(h.last_conn_ns));
+        for (c, f) in h.conns.iter_mut().zip([d.l1(), d.l01(), d.l001()]) {
+            *c = *c * f + 1.0; // CONN_LAMBDAS
         }
         h.last_conn_ns = t;
         Self::decay_outcome(h, t);
@@ -696,8 +743,9 @@ impl HostState {
         // Size statistics decayed to now.
         let dtp = t.saturating_sub(h.last_pkt_ns);
         let mut size = h.size;
-        for (k, &l) in LAMBDAS.iter().enumerate() {
-            size[k].decay(decay_factor(l, dtp));
+        let d = Decays::new(dtp);
+        for (s, &f) in size.iter_mut().zip(&d.f) {
+            s.decay(f);
         }
         let ratio = |a: f64| if att > 0.5 { (a / att).min(1.0) } else { 0.0 };
         let half_open = if att > 0.5 {
@@ -767,6 +815,44 @@ pub const N_HOST_VALUES: usize = 27;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decays_match_exp2_at_every_rate() {
+        let close =
+            |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.max(1e-300) || (a < 1e-290 && b < 1e-290);
+        for dt in [
+            1u64,
+            999,
+            1_000_000,
+            37_000_000,
+            1_000_000_000,
+            7_300_000_000,
+            100_000_000_000,
+            10_000_000_000_000,
+            u64::MAX / 2,
+        ] {
+            let d = Decays::new(dt);
+            for (k, &l) in LAMBDAS.iter().enumerate() {
+                assert!(
+                    close(d.f[k], decay_factor(l, dt)),
+                    "λ {l} dt {dt}: {} vs {}",
+                    d.f[k],
+                    decay_factor(l, dt)
+                );
+            }
+            // The connection statistics' rates are the ones Decays' accessors give.
+            let conn = [d.l1(), d.l01(), d.l001()];
+            for (&l, &f) in CONN_LAMBDAS.iter().zip(&conn) {
+                assert!(close(f, decay_factor(l, dt)));
+            }
+            for (&l, &f) in SOCK_LAMBDAS.iter().zip(&conn) {
+                assert!(close(f, decay_factor(l, dt)));
+            }
+            assert!(close(d.l01(), decay_factor(OUTCOME_LAMBDA, dt)));
+            assert!(close(d.l001(), decay_factor(PAIR_LAMBDA, dt)));
+        }
+        assert_eq!(Decays::new(0).f, [1.0; 4]);
+    }
 
     #[test]
     fn damped_stats_match_a_direct_computation() {
