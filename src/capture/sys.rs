@@ -320,6 +320,34 @@ pub fn iface_mtu(iface: &str) -> Option<u32> {
     .ok()
 }
 
+/// The interface's received-frames counter (/sys/class/net/IF/statistics/rx_packets,
+/// through [`with_netns_sysfs`]): what reached it, captured or not.
+pub fn iface_rx_packets(iface: &str) -> Option<u64> {
+    with_netns_sysfs(iface, |sys| {
+        std::fs::read_to_string(
+            sys.join("class/net")
+                .join(iface)
+                .join("statistics/rx_packets"),
+        )
+    })
+    .ok()?
+    .trim()
+    .parse()
+    .ok()
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the same clock in every process of the machine, across
+/// an exec (the reload's pause is measured from one image to the next).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 pub fn kernel_release() -> String {
     // SAFETY: uname fills a zeroed utsname.
     let mut u: libc::utsname = unsafe { std::mem::zeroed() };

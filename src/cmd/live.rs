@@ -17,7 +17,7 @@ use crate::capture::xdp::{
     AttachMode, FilterSet, SampleBy, TsCarrier, XdpAction, XdpSettings, MAX_QUEUES,
 };
 use crate::config::{self, Overrides};
-use crate::engine::live::{Ended, LiveOptions, ReloadSource};
+use crate::engine::live::{Ended, LiveOptions, ReloadGap, ReloadSource};
 
 /// `--xdp-mode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -528,6 +528,10 @@ impl LiveArgs {
                 overrides,
             }),
             metrics: None,
+            // Set by the image before this one when it stopped for a reload.
+            reloaded_from: std::env::var(ReloadGap::ENV)
+                .ok()
+                .and_then(|v| ReloadGap::decode(&v)),
         })
     }
 }
@@ -539,9 +543,9 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
     o.metrics = metrics.as_ref().map(|m| m.0.clone());
     match crate::engine::live::run(o)? {
         Ended::Stopped => Ok(()),
-        Ended::Reload => {
+        Ended::Reload(gap) => {
             drop(metrics);
-            Err(reexec())
+            Err(reexec(gap))
         }
     }
 }
@@ -550,14 +554,17 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
 /// XDP program detached, locks released); the same binary image (`/proc/self/exe`, also
 /// after a package upgrade replaced the file) is executed again with the same arguments,
 /// in the same process (same PID for systemd), and starts warm. Returns only on failure.
-fn reexec() -> anyhow::Error {
+fn reexec(gap: ReloadGap) -> anyhow::Error {
     use std::os::unix::process::CommandExt;
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let mut cmd = std::process::Command::new("/proc/self/exe");
     if let Some(a0) = args.first() {
         cmd.arg0(a0);
     }
-    let e = cmd.args(args.iter().skip(1)).exec();
+    let e = cmd
+        .args(args.iter().skip(1))
+        .env(ReloadGap::ENV, gap.encode())
+        .exec();
     anyhow::Error::new(e).context("reload: executing /proc/self/exe again")
 }
 

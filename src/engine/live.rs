@@ -393,6 +393,18 @@ pub struct StatsReport {
     pub evidence: Snapshot,
     pub setup: DetectionSetup,
     pub replaced_program: Option<serde_json::Value>,
+    /// This run started from a SIGHUP reload: how long capture paused (from the previous
+    /// image's XDP detach to this one's attach) and how many frames reached the interface
+    /// meanwhile, uncaptured (its `rx_packets` counter over the pause; null when the
+    /// counter could not be read). Null for a run that was not a reload.
+    pub reload: Option<serde_json::Value>,
+}
+
+/// What the start-up found that the stats report: a program replaced, the reload's pause.
+#[derive(Clone, Debug, Default)]
+struct StartFacts {
+    replaced: Option<serde_json::Value>,
+    reload: Option<serde_json::Value>,
 }
 
 /// The parts of the pipeline after the readers, for the stats.
@@ -434,7 +446,7 @@ fn collect(
     pipe: &Pipeline,
     mode: &ModeReport,
     started: Instant,
-    replaced: &Option<serde_json::Value>,
+    start: &StartFacts,
 ) -> anyhow::Result<StatsReport> {
     let xdp_q = prog.counters(readers.len() as u32)?;
     let xdp_total = prog.counters_total()?;
@@ -558,7 +570,8 @@ fn collect(
         detection,
         evidence,
         setup: pipe.setup.clone(),
-        replaced_program: replaced.clone(),
+        replaced_program: start.replaced.clone(),
+        reload: start.reload.clone(),
     })
 }
 
@@ -770,6 +783,8 @@ pub struct LiveOptions {
     pub hooks: LiveHooks,
     /// Where SIGHUP re-reads the configuration from (None: SIGHUP does not reload).
     pub reload: Option<ReloadSource>,
+    /// This run is a reload's second half: where the pause began.
+    pub reloaded_from: Option<ReloadGap>,
     /// Where the running counters are published for `/metrics` (the command serves it).
     pub metrics: Option<Arc<crate::sink::metrics::MetricsHub>>,
 }
@@ -815,8 +830,63 @@ pub enum Ended {
     /// A stop signal or `--duration`.
     Stopped,
     /// SIGHUP found a new, valid configuration: the run stopped as at SIGTERM (models
-    /// saved) so that the caller starts the sensor again with it.
-    Reload,
+    /// saved) so that the caller starts the sensor again with it, handing it the gap.
+    Reload(ReloadGap),
+}
+
+/// Where a reload's capture pause began: when the XDP program was detached
+/// (CLOCK_MONOTONIC) and the interface's `rx_packets` then. Handed to the next image in
+/// the environment ([`ReloadGap::ENV`]); that image measures the pause and the frames
+/// that arrived uncaptured when it attaches its program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReloadGap {
+    pub detached_ns: u64,
+    pub rx_packets: Option<u64>,
+}
+
+impl ReloadGap {
+    pub const ENV: &'static str = "STREAMML_RELOAD_GAP";
+
+    /// `DETACHED_NS:RX_PACKETS` (`-` for an unknown counter).
+    pub fn encode(&self) -> String {
+        match self.rx_packets {
+            Some(rx) => format!("{}:{rx}", self.detached_ns),
+            None => format!("{}:-", self.detached_ns),
+        }
+    }
+
+    pub fn decode(s: &str) -> Option<ReloadGap> {
+        let (t, rx) = s.split_once(':')?;
+        Some(ReloadGap {
+            detached_ns: t.parse().ok()?,
+            rx_packets: if rx == "-" {
+                None
+            } else {
+                Some(rx.parse().ok()?)
+            },
+        })
+    }
+
+    /// The stats' `reload` object: the pause up to `attached_ns`; the frames counted
+    /// from the detach to `rx_before` the attach (not captured); those counted during
+    /// the attach (`rx_before` to `rx_after`: captured or not, the bound of the count's
+    /// uncertainty).
+    pub fn report(
+        &self,
+        attached_ns: u64,
+        rx_before: Option<u64>,
+        rx_after: Option<u64>,
+    ) -> serde_json::Value {
+        let delta = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(a), Some(b)) => Some(b.wrapping_sub(a)),
+            _ => None,
+        };
+        serde_json::json!({
+            "pause_ms": attached_ns.saturating_sub(self.detached_ns) as f64 / 1e6,
+            "frames_uncaptured": delta(self.rx_packets, rx_before),
+            "frames_during_attach": delta(rx_before, rx_after),
+        })
+    }
 }
 
 /// SIGHUP's reload part (separate from the stats and anything else SIGHUP does, so that
@@ -1081,12 +1151,37 @@ pub fn run(o: LiveOptions) -> anyhow::Result<Ended> {
         sources.push((src, stats));
     }
     prog.set_recorded_id(recorded_prog);
+    // A reload's pause ends with the attach: the interface's counter just before it (what
+    // came before was not captured) and just after it (what came during the attach
+    // syscall may or may not have been).
+    let rx_before = o
+        .reloaded_from
+        .and_then(|_| crate::capture::sys::iface_rx_packets(iface));
     let report = prog.attach(o.xdp_mode, o.force, refused.has(Feature::Native))?;
+    let reload_report = o.reloaded_from.map(|g| {
+        let r = g.report(
+            crate::capture::sys::monotonic_ns(),
+            rx_before,
+            crate::capture::sys::iface_rx_packets(iface),
+        );
+        log(format_args!(
+            "reload: capture paused {:.1} ms (XDP program detached to attached again); {}",
+            r["pause_ms"].as_f64().unwrap_or(0.0),
+            match r["frames_uncaptured"].as_u64() {
+                Some(n) => format!(
+                    "{n} frames reached {iface} meanwhile, not captured (and {} during the attach itself, captured or not)",
+                    r["frames_during_attach"].as_u64().unwrap_or(0)
+                ),
+                None => format!("frames meanwhile unknown ({iface}'s rx_packets unreadable)"),
+            }
+        ));
+        r
+    });
     lock.record_prog(prog.prog_id());
     if let Some(e) = &report.native_error {
         fallbacks.push(Fallback::new(Feature::Native, "skb", e.clone()));
     }
-    let replaced = report.replaced.as_ref().map(|ex| {
+    let replaced_json = report.replaced.as_ref().map(|ex| {
         log(format_args!(
             "{iface}: replaced {} XDP program {} (id {}, {} mode)",
             if ex.is_ours() { "a leftover" } else { "another" },
@@ -1100,6 +1195,10 @@ pub fn run(o: LiveOptions) -> anyhow::Result<Ended> {
         ));
         serde_json::json!({"id": ex.id, "name": ex.name, "mode": ex.mode.name(), "ours": ex.is_ours()})
     });
+    let start = StartFacts {
+        replaced: replaced_json,
+        reload: reload_report,
+    };
     let napi = if o.threaded_napi {
         Some(ThreadedNapi::enable(iface)?)
     } else {
@@ -1373,7 +1472,7 @@ pub fn run(o: LiveOptions) -> anyhow::Result<Ended> {
         if let (Some(t), Some(hook)) = (next_hook, &o.hooks.on_report) {
             if Instant::now() >= t {
                 next_hook = Some((t + hook_every).max(Instant::now()));
-                match collect(iface, &prog, &readers, &pipe, &mode, started, &replaced) {
+                match collect(iface, &prog, &readers, &pipe, &mode, started, &start) {
                     Ok(r) => {
                         if !hook(&r) {
                             break;
@@ -1411,7 +1510,7 @@ pub fn run(o: LiveOptions) -> anyhow::Result<Ended> {
                 reopen_alerts.fetch_add(1, std::sync::atomic::Ordering::Release);
                 // A report that cannot be made or written is logged and counted; capture
                 // goes on.
-                match collect(iface, &prog, &readers, &pipe, &mode, started, &replaced) {
+                match collect(iface, &prog, &readers, &pipe, &mode, started, &start) {
                     Ok(r) => {
                         log(line(&r, None));
                         if let Some(p) = &o.stats_json {
@@ -1434,7 +1533,7 @@ pub fn run(o: LiveOptions) -> anyhow::Result<Ended> {
             _ => {}
         }
         if let Some(hub) = &o.metrics {
-            let r = collect(iface, &prog, &readers, &pipe, &mode, started, &replaced);
+            let r = collect(iface, &prog, &readers, &pipe, &mode, started, &start);
             publish_metrics(hub, r, &pipe.shards);
         }
         if !iface_exists(iface) {
@@ -1455,7 +1554,7 @@ pub fn run(o: LiveOptions) -> anyhow::Result<Ended> {
         }
         if let (Some(t), Some(i)) = (next_report, interval) {
             if Instant::now() >= t {
-                match collect(iface, &prog, &readers, &pipe, &mode, started, &replaced) {
+                match collect(iface, &prog, &readers, &pipe, &mode, started, &start) {
                     Ok(r) => {
                         let pr = prev.as_ref().map(|(p, at)| (p, at.elapsed().as_secs_f64()));
                         log(line(&r, pr));
@@ -1474,6 +1573,13 @@ pub fn run(o: LiveOptions) -> anyhow::Result<Ended> {
     // Shutdown: no new frames, drain, final counters.
     drop(napi);
     let detach = prog.detach();
+    // A reload's pause begins here: read right after the detach, so that a frame is
+    // either captured by this run or counted as uncaptured by the next (up to the frames
+    // in flight between the two reads: microseconds).
+    let gap = reload.then(|| ReloadGap {
+        detached_ns: crate::capture::sys::monotonic_ns(),
+        rx_packets: crate::capture::sys::iface_rx_packets(iface),
+    });
     std::thread::sleep(Duration::from_millis(20)); // in-flight NAPI polls finish
     stop.store(true, Relaxed);
     for r in &mut readers {
@@ -1560,7 +1666,7 @@ pub fn run(o: LiveOptions) -> anyhow::Result<Ended> {
             }
         }
     }
-    let last = collect(iface, &prog, &readers, &pipe, &mode, started, &replaced);
+    let last = collect(iface, &prog, &readers, &pipe, &mode, started, &start);
     if let Some(hub) = &o.metrics {
         if let Ok(r) = &last {
             publish_report(hub, r, &pipe.shards);
@@ -1588,7 +1694,37 @@ pub fn run(o: LiveOptions) -> anyhow::Result<Ended> {
     detach?;
     match failure {
         Some(e) => Err(e),
-        None if reload => Ok(Ended::Reload),
-        None => Ok(Ended::Stopped),
+        None => match gap {
+            Some(g) => Ok(Ended::Reload(g)),
+            None => Ok(Ended::Stopped),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReloadGap;
+
+    #[test]
+    fn reload_gap_round_trips_and_reports_the_pause() {
+        let g = ReloadGap {
+            detached_ns: 5_000_000_000,
+            rx_packets: Some(100),
+        };
+        assert_eq!(ReloadGap::decode(&g.encode()), Some(g));
+        let unknown = ReloadGap {
+            rx_packets: None,
+            ..g
+        };
+        assert_eq!(ReloadGap::decode(&unknown.encode()), Some(unknown));
+        for bad in ["", "5", "x:1", "5:y", "5:1:2"] {
+            assert_eq!(ReloadGap::decode(bad), None, "{bad}");
+        }
+        let r = g.report(5_250_000_000, Some(350), Some(360));
+        assert_eq!(r["pause_ms"].as_f64(), Some(250.0));
+        assert_eq!(r["frames_uncaptured"].as_u64(), Some(250));
+        assert_eq!(r["frames_during_attach"].as_u64(), Some(10));
+        let r = unknown.report(5_250_000_000, Some(350), None);
+        assert!(r["frames_uncaptured"].is_null() && r["frames_during_attach"].is_null());
     }
 }
