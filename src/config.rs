@@ -412,6 +412,14 @@ pub struct RawProfile {
     /// recently used evicted beyond it.
     #[serde(default = "d_host_table")]
     pub host_table: usize,
+    /// Host mode: beacons from or to these addresses or networks are not alerted (known
+    /// pollers: monitoring, backup, update servers); counted.
+    #[serde(default)]
+    pub beacon_ignore_hosts: Vec<String>,
+    /// Host mode: beacons whose connections go to these destination ports are not
+    /// alerted; counted.
+    #[serde(default)]
+    pub beacon_ignore_ports: Vec<i64>,
     #[serde(default)]
     pub hst: RawHst,
     #[serde(default)]
@@ -437,6 +445,39 @@ fn d_host_rate() -> f64 {
 }
 fn d_host_table() -> usize {
     16384
+}
+
+/// An address or a network (`10.1.0.0/16`, `2001:db8::/32`, or one address): a
+/// `beacon_ignore_hosts` entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: std::net::IpAddr,
+    pub len: u8,
+}
+
+impl IpNet {
+    /// `ADDR` or `ADDR/LEN`; bits below the prefix are ignored.
+    pub fn parse(s: &str) -> Option<IpNet> {
+        let (a, len) = match s.trim().split_once('/') {
+            Some((a, l)) => (a, Some(l.parse::<u8>().ok()?)),
+            None => (s.trim(), None),
+        };
+        let addr: std::net::IpAddr = a.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = len.unwrap_or(max);
+        (len <= max).then_some(IpNet { addr, len })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        let (a, b, bits) = match (self.addr, ip) {
+            (V4(a), V4(b)) => (u128::from(u32::from(a)), u128::from(u32::from(b)), 32),
+            (V6(a), V6(b)) => (u128::from(a), u128::from(b), 128),
+            _ => return false,
+        };
+        let shift = bits - u32::from(self.len);
+        shift >= bits || (a >> shift) == (b >> shift)
+    }
 }
 
 /// Largest `host_table` (hosts per shard).
@@ -596,6 +637,10 @@ pub struct Profile {
     pub host_rate: f64,
     /// Hosts per shard.
     pub host_table: usize,
+    /// Beacons from or to these are not alerted (counted).
+    pub beacon_ignore_hosts: Vec<IpNet>,
+    /// Beacons to these destination ports are not alerted (counted).
+    pub beacon_ignore_ports: Vec<u16>,
     pub n_trees: usize,
     pub height: usize,
     pub window_size: usize,
@@ -1103,6 +1148,28 @@ impl RawConfig {
                     p.host_table
                 )));
             }
+            if !p.mode.host() && !p.beacon_ignore_hosts.is_empty() {
+                return Err(perr("beacon_ignore_hosts: only for mode \"host\"".into()));
+            }
+            if !p.mode.host() && !p.beacon_ignore_ports.is_empty() {
+                return Err(perr("beacon_ignore_ports: only for mode \"host\"".into()));
+            }
+            let mut beacon_ignore_hosts = Vec::with_capacity(p.beacon_ignore_hosts.len());
+            for h in &p.beacon_ignore_hosts {
+                beacon_ignore_hosts.push(IpNet::parse(h).ok_or_else(|| {
+                    perr(format!(
+                        "beacon_ignore_hosts: {h:?}: not an address or network (e.g. \"198.51.100.7\", \"10.0.0.0/8\", \"2001:db8::/32\")"
+                    ))
+                })?);
+            }
+            let mut beacon_ignore_ports = Vec::with_capacity(p.beacon_ignore_ports.len());
+            for &port in &p.beacon_ignore_ports {
+                beacon_ignore_ports.push(u16::try_from(port).map_err(|_| {
+                    perr(format!(
+                        "beacon_ignore_ports: {port}: not a port (0..65535)"
+                    ))
+                })?);
+            }
             if p.evidence.scope == Some(Scope::Host) && !p.mode.host() {
                 return Err(perr(
                     "evidence.scope = \"host\": only for mode \"host\"".into(),
@@ -1181,6 +1248,8 @@ impl RawConfig {
                 log1p_host,
                 host_rate: p.host_rate,
                 host_table: p.host_table,
+                beacon_ignore_hosts,
+                beacon_ignore_ports,
                 n_trees: p.hst.n_trees,
                 height: p.hst.height,
                 window_size: p.hst.window_size,
@@ -1541,6 +1610,38 @@ pub fn read_config_file(path: &Path) -> Result<Vec<u8>, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn ip_networks_parse_and_match() {
+        let n = IpNet::parse("198.18.4.0/22").unwrap();
+        assert!(n.contains("198.18.7.255".parse().unwrap()));
+        assert!(!n.contains("198.18.8.0".parse().unwrap()));
+        assert!(!n.contains("::ffff:198.18.4.1".parse().unwrap()));
+        let one = IpNet::parse(" 10.1.2.3 ").unwrap();
+        assert_eq!(one.len, 32);
+        assert!(one.contains("10.1.2.3".parse().unwrap()));
+        assert!(!one.contains("10.1.2.4".parse().unwrap()));
+        let v6 = IpNet::parse("2001:db8::/32").unwrap();
+        assert!(v6.contains("2001:db8:ffff::1".parse().unwrap()));
+        assert!(!v6.contains("2001:db9::1".parse().unwrap()));
+        for all in ["0.0.0.0/0", "::/0"] {
+            let n = IpNet::parse(all).unwrap();
+            assert_eq!(n.contains("1.2.3.4".parse().unwrap()), all == "0.0.0.0/0");
+            assert_eq!(n.contains("::1".parse().unwrap()), all == "::/0");
+        }
+        for bad in [
+            "10.0.0.0/33",
+            "::/129",
+            "x",
+            "10.0.0.0/",
+            "10.0.0/8",
+            "/8",
+            "",
+        ] {
+            assert_eq!(IpNet::parse(bad), None, "{bad}");
+        }
+    }
+
     use super::*;
 
     fn with_profile(extra: &str) -> Result<Config, ConfigError> {

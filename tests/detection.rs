@@ -803,6 +803,26 @@ mod bad_input {
                 "mode = \"flow\"\nhost_features = [\"src_pkts_1\"]",
                 "host_features",
             ),
+            (
+                "host_table = 16384",
+                "host_table = 16384\nbeacon_ignore_hosts = [\"10.0.0.0/33\"]",
+                "beacon_ignore_hosts",
+            ),
+            (
+                "host_table = 16384",
+                "host_table = 16384\nbeacon_ignore_hosts = [\"not-an-address\"]",
+                "beacon_ignore_hosts",
+            ),
+            (
+                "host_table = 16384",
+                "host_table = 16384\nbeacon_ignore_ports = [70000]",
+                "beacon_ignore_ports",
+            ),
+            (
+                "mode = \"flow\"",
+                "mode = \"flow\"\nbeacon_ignore_ports = [161]",
+                "beacon_ignore_ports",
+            ),
         ];
         let with_hosts = format!("{DEFAULT_CONFIG}\n{HOST_PROFILE}");
         let all = cases
@@ -1264,6 +1284,78 @@ mod deployment {
             n_false as f64 <= minutes / 60.0,
             "{n_false} false alerts in {minutes:.0} minutes"
         );
+    }
+
+    /// Known pollers: `beacon_ignore_hosts` naming the beacon's destination (a network
+    /// holding it) silences its beacon alert, counted in `detect.host_beacons_ignored`;
+    /// `beacon_ignore_ports` naming another port does not; the brute force and the scan
+    /// are still detected.
+    #[test]
+    fn beacon_ignore_lists_silence_a_known_poller() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = dir.path().join("dep.pcap");
+        let labels = synth("deployment", 1, 1, &cap);
+        let beacon = labels
+            .episodes
+            .iter()
+            .find(|e| e.kind == EpisodeKind::Beacon)
+            .expect("a beacon episode");
+        let c2 = std::net::Ipv4Addr::from(beacon.target);
+        let base = std::fs::read_to_string(with_host_profile(dir.path())).unwrap();
+        for (name, extra, ignored) in [
+            (
+                "by-network",
+                format!("beacon_ignore_hosts = [\"{c2}/30\", \"2001:db8::/32\"]"),
+                true,
+            ),
+            (
+                "other-port",
+                "beacon_ignore_ports = [161, 123]".to_string(),
+                false,
+            ),
+        ] {
+            let cfg = dir.path().join(format!("{name}.toml"));
+            assert!(base.contains("host_table = 16384"));
+            std::fs::write(
+                &cfg,
+                base.replacen(
+                    "host_table = 16384",
+                    &format!("host_table = 16384\n{extra}"),
+                    1,
+                ),
+            )
+            .unwrap();
+            let state = dir.path().join(name);
+            let (_, st) = replay(&cap, &state, &["--shards", "1", "--config", s(&cfg)]);
+            let (al, _) = alert_lines(&state, false);
+            let beacon_lines = al
+                .iter()
+                .filter(|a| {
+                    a.anomaly.extra.get("host_event").and_then(|h| h.as_str()) == Some("beacon")
+                })
+                .count();
+            let host_alerts = al
+                .iter()
+                .filter(|a| a.anomaly.mode == AlertMode::Host)
+                .count();
+            eprintln!(
+                "{name}: {beacon_lines} beacon lines, {host_alerts} host alerts, beacons {} ignored {}",
+                st["detect.host_beacons"], st["detect.host_beacons_ignored"]
+            );
+            assert!(st["detect.host_beacons"] >= 1, "{name}");
+            if ignored {
+                assert_eq!(beacon_lines, 0, "{name}");
+                assert!(st["detect.host_beacons_ignored"] >= 1, "{name}");
+            } else {
+                assert!(beacon_lines >= 1, "{name}");
+                assert_eq!(st["detect.host_beacons_ignored"], 0, "{name}");
+            }
+            // The brute force and the scan: host alerts besides the beacon.
+            assert!(
+                host_alerts - beacon_lines >= 2,
+                "{name}: {host_alerts} host alerts"
+            );
+        }
     }
 
     /// A host profile over 2 shards keyed by the 5-tuple loses beacons (a pair's

@@ -60,6 +60,8 @@ pub struct ScorerCounters {
     pub host_unanswered: Counter,
     /// Host pairs found beaconing (`detect::host::BEACON_MIN_CONNS`), alerting or not.
     pub host_beacons: Counter,
+    /// Beacons not alerted because `beacon_ignore_hosts`/`beacon_ignore_ports` name them.
+    pub host_beacons_ignored: Counter,
     /// Host, pair and socket table entries inserted and evicted (LRU), and live at the
     /// last clock tick: inserted = evicted + live.
     pub host_table_inserted: Counter,
@@ -91,6 +93,10 @@ impl ScorerCounters {
                 ("detect.host_not_learnt", self.host_not_learnt.get()),
                 ("detect.host_unanswered", self.host_unanswered.get()),
                 ("detect.host_beacons", self.host_beacons.get()),
+                (
+                    "detect.host_beacons_ignored",
+                    self.host_beacons_ignored.get(),
+                ),
                 ("detect.host_table_inserted", self.host_table_inserted.get()),
                 ("detect.host_table_evicted", self.host_table_evicted.get()),
                 ("detect.host_table_live", self.host_table_live.get()),
@@ -1083,6 +1089,16 @@ impl Ctx {
             return;
         };
         self.counters.host_beacons.inc();
+        let p = &self.setup.cfg.profiles[pi];
+        if p.beacon_ignore_ports.contains(&f.key.dst_port)
+            || p.beacon_ignore_hosts.iter().any(|n| {
+                n.contains(ip_of(&f.key.src_ip, f.key.ip_version))
+                    || n.contains(ip_of(&f.key.dst_ip, f.key.ip_version))
+            })
+        {
+            self.counters.host_beacons_ignored.inc();
+            return;
+        }
         if !h.state.answered_ever(hi) {
             self.counters.host_unanswered.inc();
             return;
