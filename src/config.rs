@@ -1610,6 +1610,7 @@ pub fn read_config_file(path: &Path) -> Result<Vec<u8>, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn ip_networks_parse_and_match() {
@@ -1641,8 +1642,6 @@ mod tests {
             assert_eq!(IpNet::parse(bad), None, "{bad}");
         }
     }
-
-    use super::*;
 
     fn with_profile(extra: &str) -> Result<Config, ConfigError> {
         let text = format!(

@@ -70,8 +70,9 @@ impl Damped {
 
 /// 2^(−λ·Δt) for every rate this module uses (λ = 5, 1, 0.1, 0.01 per second), from one
 /// `exp2`: the 0.01 factor raised to the powers 10, 100 and 500 by multiplication
-/// (a few ulps from separate `exp2` calls; underflows to 0 as they do). Per packet this
-/// replaces three `exp2` calls, per host event eleven.
+/// (a few ulps from separate `exp2` calls; underflows to 0 as they do). For the updates
+/// that need several rates at one gap (a packet's size statistics, a connection's rates);
+/// a single rate takes [`decay_factor`].
 #[derive(Clone, Copy, Debug)]
 pub struct Decays {
     /// λ = 5, 1, 0.1, 0.01, in [`LAMBDAS`]' order.
@@ -449,13 +450,11 @@ pub struct SockEntry {
     conns: [f64; 2],
 }
 
-// The rates of the connection statistics, taken from [`Decays`] (the test
+// The rates of the connection and socket statistics are taken from [`Decays`] (the test
 // `decays_match_exp2_at_every_rate` checks each against its own `exp2`).
 #[cfg_attr(not(test), allow(dead_code))]
 const CONN_LAMBDAS: [f64; 3] = [1.0, 0.1, 0.01];
-#[cfg_attr(not(test), allow(dead_code))]
 const OUTCOME_LAMBDA: f64 = 0.1;
-#[cfg_attr(not(test), allow(dead_code))]
 const PAIR_LAMBDA: f64 = 0.01;
 #[cfg_attr(not(test), allow(dead_code))]
 const SOCK_LAMBDAS: [f64; 2] = [1.0, 0.1];
@@ -639,7 +638,7 @@ impl HostState {
     fn decay_outcome(h: &mut HostEntry, t: u64) {
         let dt = t.saturating_sub(h.last_out_ns);
         if dt > 0 {
-            let f = Decays::new(dt).l01(); // OUTCOME_LAMBDA
+            let f = decay_factor(OUTCOME_LAMBDA, dt);
             for o in &mut h.outcome {
                 *o *= f;
             }
@@ -686,7 +685,7 @@ impl HostState {
         // Pair.
         let (pi, _) = self.pairs.get_or_insert(src_h ^ dst_h.rotate_left(17));
         let p = self.pairs.val(pi);
-        let pf = Decays::new(t.saturating_sub(p.last_conn_ns)).l001(); // PAIR_LAMBDA
+        let pf = decay_factor(PAIR_LAMBDA, t.saturating_sub(p.last_conn_ns));
         if p.n > 0 {
             let iat_s = t.saturating_sub(p.last_conn_ns) as f64 * 1e-9;
             p.iat.add(pf, iat_s);
@@ -848,8 +847,6 @@ mod tests {
             for (&l, &f) in SOCK_LAMBDAS.iter().zip(&conn) {
                 assert!(close(f, decay_factor(l, dt)));
             }
-            assert!(close(d.l01(), decay_factor(OUTCOME_LAMBDA, dt)));
-            assert!(close(d.l001(), decay_factor(PAIR_LAMBDA, dt)));
         }
         assert_eq!(Decays::new(0).f, [1.0; 4]);
     }

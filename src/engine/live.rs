@@ -401,7 +401,6 @@ pub struct StatsReport {
 }
 
 /// What the start-up found that the stats report: a program replaced, the reload's pause.
-#[derive(Clone, Debug, Default)]
 struct StartFacts {
     replaced: Option<serde_json::Value>,
     reload: Option<serde_json::Value>,

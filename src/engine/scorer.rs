@@ -1090,11 +1090,14 @@ impl Ctx {
         };
         self.counters.host_beacons.inc();
         let p = &self.setup.cfg.profiles[pi];
+        let (src, dst) = (
+            ip_of(&f.key.src_ip, f.key.ip_version),
+            ip_of(&f.key.dst_ip, f.key.ip_version),
+        );
         if p.beacon_ignore_ports.contains(&f.key.dst_port)
-            || p.beacon_ignore_hosts.iter().any(|n| {
-                n.contains(ip_of(&f.key.src_ip, f.key.ip_version))
-                    || n.contains(ip_of(&f.key.dst_ip, f.key.ip_version))
-            })
+            || p.beacon_ignore_hosts
+                .iter()
+                .any(|n| n.contains(src) || n.contains(dst))
         {
             self.counters.host_beacons_ignored.inc();
             return;
